@@ -1,0 +1,3 @@
+from difface.cli import main
+
+raise SystemExit(main())

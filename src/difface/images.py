@@ -1,0 +1,217 @@
+"""Image input/output: the only module that knows about files, uint8, BGR, 16-bit and alpha.
+
+Convention used everywhere else in the package: an image is a float32 numpy array of shape
+(H, W, 3), RGB, values in [0, 1]; a batch tensor is (B, 3, H, W) float in [0, 1]. Alpha, when
+present, is carried separately as an (H, W) float32 array in [0, 1].
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """An input file could not be decoded as an image; the message names the file."""
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image.
+
+    rgb: (H, W, 3) float32 RGB in [0, 1]; alpha: (H, W) float32 in [0, 1] or None;
+    bit_depth: 8 or 16 (of the source); gray: True when the source had one channel.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    bit_depth: int
+    gray: bool
+    path: Path | None = None
+
+
+def _exif_orientation(path: Path) -> int:
+    """EXIF orientation tag (1..8) of a JPEG/TIFF/WebP file, 1 when absent or unreadable."""
+    if path.suffix.lower() not in (".jpg", ".jpeg", ".tif", ".tiff", ".webp"):
+        return 1
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop the read
+        return 1
+
+
+def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip an (H, W, ...) array so that it displays upright (EXIF orientation 1..8)."""
+    ops = {
+        2: lambda x: x[:, ::-1],
+        3: lambda x: x[::-1, ::-1],
+        4: lambda x: x[::-1],
+        5: lambda x: np.swapaxes(x, 0, 1),
+        6: lambda x: np.swapaxes(x, 0, 1)[:, ::-1],
+        7: lambda x: np.swapaxes(x, 0, 1)[::-1, ::-1],
+        8: lambda x: np.swapaxes(x, 0, 1)[::-1],
+    }
+    return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> LoadedImage:
+    """Decode encoded image bytes (PNG, JPEG, ...) into a LoadedImage without EXIF handling."""
+    if len(data) == 0:
+        raise ImageReadError(f"{name}: file is empty (0 bytes)")
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ImageReadError(f"{name}: not a readable image (corrupt or unsupported format)")
+    if raw.dtype == np.uint8:
+        depth, scale = 8, 255.0
+    elif raw.dtype == np.uint16:
+        depth, scale = 16, 65535.0
+    elif raw.dtype == np.float32:
+        depth, scale = 32, 1.0
+    else:
+        raise ImageReadError(f"{name}: unsupported pixel type {raw.dtype}")
+    a = raw.astype(np.float32) / scale
+    gray = a.ndim == 2 or a.shape[2] in (1, 2)
+    alpha = None
+    if a.ndim == 2:
+        rgb = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.shape[2] == 1:
+        rgb = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 2:  # gray + alpha
+        rgb, alpha = np.repeat(a[:, :, :1], 3, axis=2), a[:, :, 1]
+    elif a.shape[2] == 3:
+        rgb = a[:, :, ::-1]
+    elif a.shape[2] == 4:
+        rgb, alpha = a[:, :, 2::-1], a[:, :, 3]
+    else:
+        raise ImageReadError(f"{name}: unsupported channel count {a.shape[2]}")
+    rgb = np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32)
+    if alpha is not None:
+        alpha = np.ascontiguousarray(np.clip(alpha, 0.0, 1.0), dtype=np.float32)
+    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, gray=gray)
+
+
+def read_image(path: str | os.PathLike) -> LoadedImage:
+    """Read an image file, honouring EXIF orientation.
+
+    Returns a LoadedImage (rgb (H, W, 3) float32 in [0, 1]). Raises ImageReadError naming the file
+    when it is missing, empty, corrupt or of an unsupported kind.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read file ({e.strerror or e})") from e
+    img = decode_image(data, str(path))
+    orient = _exif_orientation(path)
+    if orient != 1:
+        img.rgb = _apply_orientation(img.rgb, orient)
+        if img.alpha is not None:
+            img.alpha = _apply_orientation(img.alpha, orient)
+    img.path = path
+    return img
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Float [0, 1] array -> uint8 with round-half-even (numpy rint), as skimage img_as_ubyte."""
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def encode_png(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8) -> bytes:
+    """Encode (H, W, 3) float RGB in [0, 1] (+ optional (H, W) alpha) as PNG bytes (8 or 16 bit)."""
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    if alpha is not None:
+        bgr = np.concatenate([bgr, alpha[:, :, None]], axis=2)
+    if bit_depth == 16:
+        arr = np.rint(np.clip(bgr, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    else:
+        arr = to_uint8(bgr)
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to `path` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(
+    path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8
+) -> None:
+    """Atomically write (H, W, 3) float RGB in [0, 1] to `path` (PNG; JPEG when the suffix says so)."""
+    path = Path(path)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        ok, buf = cv2.imencode(".jpg", to_uint8(rgb)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise RuntimeError(f"{path}: JPEG encoding failed")
+        data = buf.tobytes()
+    else:
+        data = encode_png(rgb, alpha, bit_depth)
+    atomic_write_bytes(path, data)
+
+
+def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float array in [0, 1] -> (1, 3, H, W) float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float()[None]
+
+
+def tensor_to_image(x: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) or (3, H, W) tensor in [0, 1] -> (H, W, 3) float32 numpy array (clamped)."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected a batch of one, got {tuple(x.shape)}")
+        x = x[0]
+    return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def collect_inputs(specs: list[str], recursive: bool = False) -> list[Path]:
+    """Expand files, folders and glob patterns into a sorted, de-duplicated list of image paths.
+
+    Folders contribute files with an image extension (recursively when asked); files named
+    explicitly are kept whatever their extension so that a bad one is reported, not dropped.
+    Raises FileNotFoundError for a spec that matches nothing.
+    """
+    out: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            out += sorted(q for q in it if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+        elif p.is_file():
+            out.append(p)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
+            matches = [m for m in matches if m.is_file()]
+            if not matches:
+                raise FileNotFoundError(f"{spec}: no such file, folder or matching glob")
+            out += matches
+    seen: set[Path] = set()
+    unique = []
+    for q in out:
+        key = q.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(q)
+    return unique
