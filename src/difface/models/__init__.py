@@ -1,0 +1,185 @@
+"""Networks of DifFace and their official configurations.
+
+`build(name)` returns a float32 CPU module in eval mode; `load_weights(module, source)` loads any
+official checkpoint layout strictly (see its docstring).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from difface.models.swinir import SwinIR, SwinIRConfig
+from difface.models.unet import UNetConfig, UNetModel
+
+# Official configurations (SPEC 4.1, 4.2) and the small golden-test configurations.
+CONFIGS: dict[str, UNetConfig | SwinIRConfig] = {
+    "unet_ffhq512": UNetConfig(),
+    "unet_ffhq256": UNetConfig(
+        image_size=256, model_channels=128, num_res_blocks=2, attention_resolutions=(16, 8),
+        channel_mult=(1, 1, 2, 2, 4, 4),
+    ),
+    "unet_small": UNetConfig(
+        image_size=64, model_channels=32, num_res_blocks=(1, 2, 1), attention_resolutions=(16,),
+        channel_mult=(1, 2, 2), num_head_channels=32,
+    ),
+    "swinir_restoration512": SwinIRConfig(),
+    "swinir_small": SwinIRConfig(
+        img_size=8, embed_dim=36, depths=(2, 2), num_heads=(6, 6), window_size=4,
+    ),
+}
+
+DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint does not fit the network; the message lists the offending keys."""
+
+
+def build_from_config(cfg: UNetConfig | SwinIRConfig) -> nn.Module:
+    """Instantiate the network for a config dataclass (eval mode, float32, CPU)."""
+    if isinstance(cfg, UNetConfig):
+        model: nn.Module = UNetModel(cfg)
+    elif isinstance(cfg, SwinIRConfig):
+        model = SwinIR(cfg)
+    else:
+        raise TypeError(f"unknown config type {type(cfg).__name__}")
+    return model.eval()
+
+
+def build(name: str) -> nn.Module:
+    """Build a named network: one of `CONFIGS` (eval mode, float32, CPU, untrained weights)."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown network {name!r}; known: {', '.join(CONFIGS)}")
+    return build_from_config(CONFIGS[name])
+
+
+def config_from_dict(kind: str, d: Mapping) -> UNetConfig | SwinIRConfig:
+    """Config dataclass from a plain dict (as stored beside our safetensors); unknown keys rejected."""
+    cls = {"unet": UNetConfig, "swinir": SwinIRConfig}[kind]
+    ignored = {"dims", "use_fp16", "resblock_updown", "use_new_attention_order"}
+    fields = set(cls.__dataclass_fields__) - {"extra"}
+    unknown = set(d) - fields - ignored
+    if unknown:
+        raise ValueError(f"unknown {kind} config keys: {sorted(unknown)}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+    return cls(**kw)
+
+
+def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
+    """Read a checkpoint into a flat {key: tensor} dict, unwrapping the official containers.
+
+    Accepts a path (.safetensors, or .pth/.pt read with `weights_only=True`) or a mapping; unwraps
+    `{"state_dict": ...}`, `{"params_ema": ...}`, `{"params": ...}` and `{"ema": ...}`.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: checkpoint not found")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: Mapping = load_file(str(path))
+        else:
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - report which file failed and why
+                raise WeightsError(f"{path}: not a readable weights-only checkpoint ({e})") from e
+    else:
+        sd = source
+    for wrapper in ("state_dict", "params_ema", "params", "ema"):
+        if isinstance(sd, Mapping) and wrapper in sd and isinstance(sd[wrapper], Mapping):
+            sd = sd[wrapper]
+            break
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError("checkpoint is not a mapping of parameter names to tensors")
+    return dict(sd)
+
+
+def remap_official_keys(sd: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> dict:
+    """Make `sd` key-compatible with `reference` (the module's own state dict).
+
+    Strips (or adds) a DDP `module.` prefix and fills the derived SwinIR buffers
+    (`relative_position_index`, `attn_mask`) from the module when the checkpoint lacks them.
+    """
+    sd = dict(sd)
+    ours_prefixed = next(iter(reference), "").startswith("module.")
+    theirs_prefixed = next(iter(sd), "").startswith("module.")
+    if theirs_prefixed and not ours_prefixed:
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    elif ours_prefixed and not theirs_prefixed:
+        sd = {f"module.{k}": v for k, v in sd.items()}
+    for k, v in reference.items():
+        if k not in sd and k.rsplit(".", 1)[-1] in DERIVED_BUFFERS:
+            sd[k] = v
+    return sd
+
+
+def load_weights(module: nn.Module, source: str | os.PathLike | Mapping) -> nn.Module:
+    """Load a checkpoint into `module` strictly, in any official layout; returns the module.
+
+    Raises WeightsError listing missing, unexpected and mis-shaped keys when they do not fit.
+    """
+    reference = module.state_dict()
+    sd = remap_official_keys(read_state_dict(source), reference)
+    missing = [k for k in reference if k not in sd]
+    unexpected = [k for k in sd if k not in reference]
+    misshaped = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in reference.items()
+        if k in sd and sd[k].shape != v.shape
+    ]
+    if missing or unexpected or misshaped:
+        name = f"{source}" if isinstance(source, (str, os.PathLike)) else "state dict"
+
+        def show(title: str, items: list[str]) -> str:
+            more = f" ... and {len(items) - 10} more" if len(items) > 10 else ""
+            return f"\n  {title} ({len(items)}): " + ", ".join(items[:10]) + more if items else ""
+
+        raise WeightsError(
+            f"{name} does not fit {type(module).__name__}:"
+            + show("missing keys", missing)
+            + show("unexpected keys", unexpected)
+            + show("mis-shaped keys", misshaped)
+        )
+    module.load_state_dict(sd, strict=True)
+    return module
+
+
+def fill_deterministic(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Fill weights by the `difface-fill-v1` rule (shared/reference/README.md, section 2).
+
+    Keys in sorted order draw from one CPU generator: tensors with ndim >= 2 get
+    randn / sqrt(fan_in); 1-D `weight`/`running_var` get 1 + 0.01 randn; others 0.01 randn.
+    Derived buffers (relative_position_index, attn_mask, num_batches_tracked) are kept.
+    """
+    import math
+
+    g = torch.Generator().manual_seed(seed)
+    sd = module.state_dict()
+    new = {}
+    for key in sorted(sd):
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf in DERIVED_BUFFERS + ("num_batches_tracked",):
+            continue
+        shape = sd[key].shape
+        r = torch.randn(shape, generator=g, dtype=torch.float32)
+        if len(shape) >= 2:
+            new[key] = r * (1.0 / math.sqrt(math.prod(shape[1:])))
+        elif leaf in ("weight", "running_var"):
+            new[key] = 1.0 + 0.01 * r
+        else:
+            new[key] = 0.01 * r
+    module.load_state_dict(new, strict=False)
+    return module
+
+
+__all__ = [
+    "CONFIGS", "SwinIR", "SwinIRConfig", "UNetConfig", "UNetModel", "WeightsError", "build",
+    "build_from_config", "config_from_dict", "fill_deterministic", "load_weights", "read_state_dict",
+    "remap_official_keys",
+]
