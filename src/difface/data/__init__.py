@@ -1,0 +1,28 @@
+"""Training/evaluation data: blur kernels (kernels.py), synthetic degradations (degrade.py) and
+torch datasets (datasets.py). See each module's docstring for conventions and the API."""
+
+from difface.data.datasets import ImageFolder, PairedFolder, SyntheticPairs
+from difface.data.degrade import (
+    PRESETS,
+    TEST_RECIPE,
+    DegradationConfig,
+    DegradationParams,
+    degrade,
+    degrade_fixed,
+    degrade_with_params,
+    get_preset,
+)
+
+__all__ = [
+    "PRESETS",
+    "TEST_RECIPE",
+    "DegradationConfig",
+    "DegradationParams",
+    "ImageFolder",
+    "PairedFolder",
+    "SyntheticPairs",
+    "degrade",
+    "degrade_fixed",
+    "degrade_with_params",
+    "get_preset",
+]
