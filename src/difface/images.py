@@ -17,6 +17,9 @@ import cv2
 import numpy as np
 import torch
 
+# OpenCV prints its own warnings for corrupt files; we report them ourselves, by file name.
+cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,28 @@ from difface.diffusion.schedule import Diffusion
 DEFAULT_START_STEP = 100  # respaced index on "ddim250": original timestep 400 of 1000
 DEFAULT_ETA = 0.5
 DEFAULT_RESPACING = "ddim250"
+BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
+
+
+class BundledModelMissing(FileNotFoundError):
+    pass
+
+
+def bundled_model_paths() -> tuple[Path, Path]:
+    """(prior, estimator) safetensors of the small model shipped inside the package."""
+    prior, est = BUNDLED_DIR / "prior.safetensors", BUNDLED_DIR / "estimator.safetensors"
+    if not (prior.is_file() and est.is_file()):
+        from difface.weights import local_path
+
+        raise BundledModelMissing(
+            "no bundled model is installed with this copy of difface, so name the official weights:\n"
+            f"  --prior iddpm-ffhq512 --estimator swinir-ffhq512  (downloaded on first use into "
+            f"{local_path('iddpm-ffhq512').parent}),\n"
+            "  or, offline, put iddpm_ffhq512_ema500000.pth and swinir_restoration512_L1.pth from\n"
+            "  https://github.com/zsyOAOA/DifFace/releases/tag/V1.0 into that folder, or pass their paths:\n"
+            "  --prior /path/iddpm_ffhq512_ema500000.pth --estimator /path/swinir_restoration512_L1.pth"
+        )
+    return prior, est
 
 
 @dataclass
@@ -48,6 +71,21 @@ class DifFace:
     ) -> DifFace:
         size = prior.config.image_size if hasattr(prior, "config") else 512
         return cls(prior, estimator, Diffusion.create(1000, "linear", respacing), size, name)
+
+    @classmethod
+    def load(
+        cls, prior: str | None = None, estimator: str | None = None, respacing: str = DEFAULT_RESPACING
+    ) -> DifFace:
+        """Load from registry names or files; with neither given, the bundled small model."""
+        from difface import weights
+
+        if prior is None and estimator is None:
+            prior, estimator = bundled_model_paths()
+        elif prior is None or estimator is None:
+            raise ValueError("give both a prior and an estimator (or neither, for the bundled model)")
+        p, e = weights.load_network(prior), weights.load_network(estimator)
+        name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
+        return cls.from_modules(p, e, respacing, name=name)
 
     def to(self, device: torch.device | str) -> DifFace:
         self.prior.to(device)

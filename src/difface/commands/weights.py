@@ -1,0 +1,85 @@
+"""`difface weights`: list, download, locate and convert weights files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from difface import weights
+
+log = logging.getLogger("difface")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="list, download, locate and convert weights",
+                       description="Manage weights files. Cache folder: $DIFFACE_HOME, else "
+                       "$XDG_CACHE_HOME/difface, else ~/.cache/difface (files under weights/).")
+    wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    wsub.add_parser("list", help="known weights and whether they are in the cache").set_defaults(func=run_list)
+    d = wsub.add_parser("download", help="download weights into the cache (verified, atomic)")
+    d.add_argument("names", nargs="+", metavar="NAME")
+    d.add_argument("--force", action="store_true", help="download again even if present")
+    d.set_defaults(func=run_download)
+    q = wsub.add_parser("path", help="print the cache path of weights")
+    q.add_argument("names", nargs="+", metavar="NAME")
+    q.set_defaults(func=run_path)
+    c = wsub.add_parser("convert", help="convert an official .pth (or any supported layout) to safetensors",
+                        description="Load SRC strictly into its network (architecture from --arch, the "
+                        "registry, or inferred from the keys) and save DST as safetensors with the config.")
+    c.add_argument("src", help="checkpoint file or registry name")
+    c.add_argument("dst", type=Path, help="output .safetensors file")
+    c.add_argument("--arch", help="network name (unet_ffhq512, swinir_restoration512, ...); default: inferred")
+    c.add_argument("--half", action="store_true", help="store float16 (half the size)")
+    c.set_defaults(func=run_convert)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    print(f"cache: {weights.cache_dir()}")
+    print(f"{'name':26} {'kind':10} {'present':8} file")
+    for e in weights.REGISTRY.values():
+        present = "yes" if weights.local_path(e.name).is_file() else "no"
+        print(f"{e.name:26} {e.kind:10} {present:8} {e.filename}")
+        if args.verbose and e.description:
+            print(f"{'':26} {e.description}\n{'':26} {e.url}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.names:
+        try:
+            path = weights.download(name, force=args.force)
+            print(path)
+        except (KeyError, weights.WeightsUnavailable, ValueError) as e:
+            log.error("error: %s", e)
+            status = 1
+    return status
+
+
+def run_path(args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.names:
+        try:
+            path = weights.local_path(name)
+        except KeyError as e:
+            log.error("error: %s", e)
+            status = 1
+            continue
+        print(path if path.is_file() else f"{path} (missing)")
+    return status
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    if args.dst.suffix != ".safetensors":
+        log.error("error: %s: the output must end in .safetensors", args.dst)
+        return 2
+    try:
+        net = weights.load_network(args.src, arch=args.arch)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+        log.error("error: %s", e)
+        return 1
+    weights.save_network(net, args.dst, half=args.half)
+    n = sum(p.numel() for p in net.parameters())
+    print(f"wrote {args.dst} ({type(net).__name__}, {n:,} parameters{', float16' if args.half else ''})")
+    return 0

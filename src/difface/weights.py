@@ -1,0 +1,254 @@
+"""Registry of downloadable weights, a local cache, verified downloads and network loading.
+
+Cache folder: `$DIFFACE_HOME`, else `$XDG_CACHE_HOME/difface`, else `~/.cache/difface`; files live in
+its `weights/` sub-folder. A download goes to a temporary file in that folder, is checked against
+the expected size and SHA-256 (when the registry knows them) and renamed into place atomically. The
+SHA-256 of every file is recorded beside it (`<file>.sha256`) on first use and checked on every
+later load, so a truncated or swapped file is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from difface import models
+
+_GH = "https://github.com"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """A named weights file: where it comes from, what it is for and which network it fits."""
+
+    name: str
+    kind: str  # prior | estimator | background | detector | metric
+    url: str
+    filename: str
+    arch: str | None = None  # key of difface.models.CONFIGS when the network is built by name
+    sha256: str | None = None
+    size: int | None = None
+    description: str = ""
+
+
+REGISTRY: dict[str, WeightsEntry] = {}
+
+
+def register(entry: WeightsEntry) -> WeightsEntry:
+    """Add an entry to the registry (other modules register detector/metric weights this way)."""
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+for _e in (
+    WeightsEntry("iddpm-ffhq512", "prior", f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/iddpm_ffhq512_ema500000.pth",
+                 "iddpm_ffhq512_ema500000.pth", "unet_ffhq512",
+                 description="official DifFace face prior, FFHQ 512x512 (EMA, 500k iterations)"),
+    WeightsEntry("swinir-ffhq512", "estimator",
+                 f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/swinir_restoration512_L1.pth",
+                 "swinir_restoration512_L1.pth", "swinir_restoration512",
+                 description="official DifFace diffused estimator (SwinIR, L1), 512x512"),
+    WeightsEntry("iddpm-ffhq256", "prior", f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/iddpm_ffhq256_ema750000.pth",
+                 "iddpm_ffhq256_ema750000.pth", "unet_ffhq256",
+                 description="official DifFace face prior, FFHQ 256x256 (inpainting task)"),
+    WeightsEntry("realesrgan-x2", "background",
+                 f"{_GH}/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
+                 "RealESRGAN_x2plus.pth",
+                 description="Real-ESRGAN x2 background upsampler (RRDBNet, key params_ema)"),
+    WeightsEntry("retinaface-resnet50", "detector",
+                 f"{_GH}/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
+                 "detection_Resnet50_Final.pth", description="RetinaFace ResNet-50 face detector (facexlib)"),
+    WeightsEntry("retinaface-mobilenet0.25", "detector",
+                 f"{_GH}/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
+                 "detection_mobilenet0.25_Final.pth", description="RetinaFace MobileNet-0.25 face detector (facexlib)"),
+    WeightsEntry("parsenet", "parser", f"{_GH}/sczhou/CodeFormer/releases/download/v0.1.0/parsing_parsenet.pth",
+                 "parsing_parsenet.pth", description="ParseNet face parsing (paste-back mask)"),
+):
+    register(_e)
+
+
+class WeightsUnavailable(FileNotFoundError):
+    """A weights file is not in the cache and cannot be downloaded; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """Folder holding downloaded weights (created on demand)."""
+    if os.environ.get("DIFFACE_HOME"):
+        root = Path(os.environ["DIFFACE_HOME"])
+    elif os.environ.get("XDG_CACHE_HOME"):
+        root = Path(os.environ["XDG_CACHE_HOME"]) / "difface"
+    else:
+        root = Path.home() / ".cache" / "difface"
+    return root / "weights"
+
+
+def local_path(name: str) -> Path:
+    """Where the file of registry entry `name` lives (whether or not it is there)."""
+    return cache_dir() / entry(name).filename
+
+
+def entry(name: str) -> WeightsEntry:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown weights {name!r}; `difface weights list` shows the known names")
+    return REGISTRY[name]
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: Path, expected_sha256: str | None = None) -> str:
+    """Check `path` against the registry's SHA-256, or the one recorded beside it on first use.
+
+    Records the hash when none is known yet. Raises ValueError naming the file on a mismatch.
+    """
+    actual = sha256_of(path)
+    record = path.with_name(path.name + ".sha256")
+    expected = expected_sha256 or (record.read_text().split()[0] if record.is_file() else None)
+    if expected is not None and actual != expected:
+        raise ValueError(
+            f"{path}: SHA-256 {actual} does not match the expected {expected}; the file is corrupt or was "
+            f"replaced. Delete it (and {record.name}) and download it again."
+        )
+    if not record.is_file():
+        record.write_text(f"{actual}  {path.name}\n")
+    return actual
+
+
+def download(name: str, *, force: bool = False, progress: bool = True) -> Path:
+    """Fetch registry entry `name` into the cache (atomic, size- and SHA-256-checked); returns the path."""
+    e = entry(name)
+    dest = local_path(name)
+    if dest.is_file() and not force:
+        verify(dest, e.sha256)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _fetch(e.url, out, progress=progress, expected_size=e.size)
+        if e.size is not None and tmp.stat().st_size != e.size:
+            raise ValueError(f"{e.url}: got {tmp.stat().st_size} bytes, expected {e.size}")
+        if e.sha256 is not None and sha256_of(tmp) != e.sha256:
+            raise ValueError(f"{e.url}: SHA-256 mismatch, download discarded")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        raise WeightsUnavailable(unavailable_message(name, reason=str(err))) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dest.with_name(dest.name + ".sha256").unlink(missing_ok=True)
+    verify(dest, e.sha256)
+    return dest
+
+
+def _fetch(url: str, out, *, progress: bool, expected_size: int | None) -> None:
+    from tqdm import tqdm
+
+    req = urllib.request.Request(url, headers={"User-Agent": "difface"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        total = int(resp.headers.get("Content-Length") or 0) or expected_size
+        written = 0
+        with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, disable=not progress) as bar:
+            while block := resp.read(1 << 20):
+                out.write(block)
+                written += len(block)
+                bar.update(len(block))
+        if total and written != total:
+            raise OSError(f"connection closed after {written} of {total} bytes")
+
+
+def unavailable_message(name: str, reason: str = "") -> str:
+    e = entry(name)
+    why = f" ({reason})" if reason else ""
+    return (
+        f"weights '{name}' are not available offline{why}.\n"
+        f"  Download {e.url}\n"
+        f"  and put it at {local_path(name)}\n"
+        f"  (folder {cache_dir()}; set DIFFACE_HOME to use another folder), or pass the file's path instead."
+    )
+
+
+def resolve(name_or_path: str | os.PathLike, *, allow_download: bool = True) -> Path:
+    """A registry name or a file path -> a verified local file; raises WeightsUnavailable with advice."""
+    p = Path(name_or_path)
+    if p.suffix in (".pth", ".pt", ".safetensors", ".ckpt", ".bin") or p.exists():
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: weights file not found")
+        return p
+    name = str(name_or_path)
+    dest = local_path(name)
+    if dest.is_file():
+        verify(dest, entry(name).sha256)
+        return dest
+    if not allow_download:
+        raise WeightsUnavailable(unavailable_message(name))
+    return download(name)
+
+
+def infer_arch(sd: dict[str, torch.Tensor]) -> str:
+    """The name in `models.CONFIGS` whose state-dict keys and shapes equal those of `sd`."""
+    keys = {k.removeprefix("module."): tuple(v.shape) for k, v in sd.items()}
+    for name, cfg in models.CONFIGS.items():
+        with torch.device("meta"):
+            ref = models.build_from_config(cfg).state_dict()
+        if all(keys.get(k) == tuple(v.shape) for k, v in ref.items() if not k.endswith(models.DERIVED_BUFFERS)):
+            if len([k for k in keys if not k.endswith(models.DERIVED_BUFFERS)]) == len(
+                [k for k in ref if not k.endswith(models.DERIVED_BUFFERS)]
+            ):
+                return name
+    raise ValueError("the checkpoint does not match any known network configuration")
+
+
+def load_network(source: str | os.PathLike, *, arch: str | None = None, allow_download: bool = True) -> nn.Module:
+    """Build and load a network from a registry name or a file (eval mode, float32, CPU).
+
+    Our safetensors carry their architecture in the metadata (`difface.arch` and `difface.config`);
+    for other files the architecture is the registry's, `arch`, or inferred from the keys and shapes.
+    """
+    path = resolve(source, allow_download=allow_download)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if "difface.config" in meta:
+            cfg = models.config_from_dict(meta["difface.arch"], json.loads(meta["difface.config"]))
+            return models.load_weights(models.build_from_config(cfg), path)
+    if arch is None and str(source) in REGISTRY:
+        arch = REGISTRY[str(source)].arch
+    if arch is None:
+        arch = infer_arch(models.read_state_dict(path))
+    return models.load_weights(models.build(arch), path)
+
+
+def save_network(module: nn.Module, path: str | os.PathLike, *, half: bool = False, extra: dict | None = None) -> None:
+    """Save a UNet/SwinIR as safetensors with its config in the metadata (atomic write)."""
+    from safetensors.torch import save
+
+    from difface.images import atomic_write_bytes
+    from difface.models.swinir import SwinIR
+
+    kind = "swinir" if isinstance(module, SwinIR) else "unet"
+    sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
+          if not k.endswith(models.DERIVED_BUFFERS)}
+    if half:
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    meta = {"difface.arch": kind, "difface.config": json.dumps(module.config.to_dict())}
+    meta.update({f"difface.{k}": str(v) for k, v in (extra or {}).items()})
+    atomic_write_bytes(path, save(sd, metadata=meta))
