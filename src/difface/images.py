@@ -18,7 +18,10 @@ import numpy as np
 import torch
 
 # OpenCV prints its own warnings for corrupt files; we report them ourselves, by file name.
-cv2.setLogLevel(0) if hasattr(cv2, "setLogLevel") else None
+try:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+except AttributeError:  # pragma: no cover - older OpenCV builds
+    pass
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
