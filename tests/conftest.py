@@ -1,0 +1,52 @@
+"""Shared fixtures: golden data, shared test data location, small filled models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow opt-in checks")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow check: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def golden(name: str) -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / "golden" / f"{name}.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def manifest(name: str) -> dict:
+    return json.loads((FIXTURES / "manifests" / f"{name}.json").read_text())
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ../shared/data; skips the test with the reason when it is absent."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared test data not found at {p} (research-only images are not in the repository)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def small_models():
+    from difface.models import build, fill_deterministic
+
+    return fill_deterministic(build("unet_small")), fill_deterministic(build("swinir_small"))

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+from conftest import golden
+
+from difface.diffusion.sampling import replay_noise
+from difface.restore import DifFace
+
+
+@pytest.mark.parametrize("name", ["sampler_small", "sampler_small_resize"])
+def test_sampler_replay_matches_official_run(small_models, name):
+    g = golden(name)
+    model = DifFace.from_modules(*small_models)
+    noises = [torch.from_numpy(g["q_noise"])] + [torch.from_numpy(n) for n in g["step_noises"]]
+    steps = []
+    out = model.restore(torch.from_numpy(g["y0"]), start_step=20, eta=0.5, noise_fn=replay_noise(noises),
+                        callback=steps.append)
+    assert [s["i"] for s in steps] == list(g["step_t_respaced"])
+    for k, s in enumerate(steps):
+        np.testing.assert_allclose(s["x"].numpy(), g["step_x"][k], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(s["pred"].out.numpy(), g["step_model_out"][k], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(s["pred"].x0.numpy(), g["step_pred_xstart"][k], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(s["sample"].numpy(), g["step_sample"][k], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out.result.numpy(), g["final"], atol=1e-4, rtol=0)
+    assert out.result.shape == g["y0"].shape
+
+
+def test_result_depends_only_on_image_and_seed(small_models):
+    model = DifFace.from_modules(*small_models)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(1, 3, 64, 64, generator=g), torch.rand(1, 3, 64, 64, generator=g)
+    alone = model.restore(b, start_step=5, seeds=[7]).result
+    batch = model.restore(torch.cat([a, b, a]), start_step=5, seeds=[1, 7, 3]).result
+    torch.testing.assert_close(batch[1:2], alone, atol=1e-6, rtol=0)
+    again = model.restore(b, start_step=5, seeds=[7]).result
+    assert torch.equal(again, alone)
+    other = model.restore(b, start_step=5, seeds=[8]).result
+    assert (other - alone).abs().max() > 1e-3
+
+
+def test_start_step_zero_returns_the_estimate(small_models):
+    model = DifFace.from_modules(*small_models)
+    y = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    out = model.restore(y, start_step=0, seeds=[0])
+    with torch.no_grad():
+        expected = small_models[1](y).clamp(0, 1)
+    assert torch.equal(out.result, expected) and torch.equal(out.estimate, expected)
+
+
+def test_bad_arguments_are_rejected(small_models):
+    model = DifFace.from_modules(*small_models)
+    with pytest.raises(ValueError, match="start_step"):
+        model.restore(torch.rand(1, 3, 64, 64), start_step=250, seeds=[0])
+    with pytest.raises(ValueError, match="seed"):
+        model.restore(torch.rand(2, 3, 64, 64), start_step=3, seeds=[0])
+    with pytest.raises(ValueError, match="shape"):
+        model.restore(torch.rand(3, 64, 64), seeds=[0])
+
+
+def test_bf16_autocast_stays_close_to_fp32(small_models):
+    model = DifFace.from_modules(*small_models)
+    y = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    ref = model.restore(y, start_step=5, seeds=[0]).result
+    low = model.restore(y, start_step=5, seeds=[0], dtype=torch.bfloat16).result
+    assert low.dtype == torch.float32
+    assert (low - ref).abs().mean() < 0.05
