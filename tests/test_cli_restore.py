@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data
 
 from difface.cli import main
+
+from conftest import shared_data
 
 
 @pytest.fixture(scope="module")

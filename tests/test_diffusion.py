@@ -3,11 +3,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import golden
 
 from difface.diffusion import Diffusion, get_betas, space_timesteps, training_losses
 from difface.diffusion.losses import approx_standard_normal_cdf, normal_kl
 from difface.diffusion.sampling import Prediction, ddim_step
+
+from conftest import golden
 
 
 def test_ddim250_keeps_every_fourth_step():

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import golden, manifest
 
 from difface.models import (
     WeightsError,
@@ -10,6 +9,8 @@ from difface.models import (
     load_weights,
 )
 from difface.models.unet import set_sdpa
+
+from conftest import golden, manifest
 
 NAMES = ["unet_ffhq512", "unet_ffhq256", "swinir_restoration512", "unet_small", "swinir_small"]
 

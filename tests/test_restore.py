@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import torch
-from conftest import golden
 
 from difface.diffusion.sampling import replay_noise
 from difface.restore import DifFace
+
+from conftest import golden
 
 
 @pytest.mark.parametrize("name", ["sampler_small", "sampler_small_resize"])
