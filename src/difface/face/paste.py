@@ -1,0 +1,141 @@
+"""Paste restored face crops back into an (upscaled) image (SPEC 2.4 steps 6-7).
+
+Convention: `matrices` are the (2, 3) image -> crop matrices of `align.align_faces`; the canvas is
+the input upscaled by `upscale`, and a pixel centre x of the input lands at upscale * x +
+(upscale - 1) / 2 of the canvas (exact for pixel grids; the official code adds upscale / 2, a
+half-pixel shift at x2). All images are float32 RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+# A face-parsing hook: restored crop (S, S, 3) float32 [0, 1] -> face-region mask (S, S) in [0, 1].
+MaskFn = Callable[[np.ndarray], np.ndarray]
+
+
+def inverse_affine(matrix: np.ndarray, upscale: float) -> np.ndarray:
+    """(2, 3) crop -> canvas matrix for an image -> crop `matrix` and a canvas `upscale` x the image."""
+    inv = cv2.invertAffineTransform(np.asarray(matrix, np.float64)) * upscale
+    inv[:, 2] += (upscale - 1) / 2.0
+    return inv
+
+
+def _roi(inv: np.ndarray, size: int, margin: int, canvas_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Canvas rectangle (x0, y0, x1, y1) covering the warped crop plus `margin`, clipped."""
+    c = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+    p = c @ inv[:, :2].T + inv[:, 2]
+    h, w = canvas_hw
+    x0, y0 = np.floor(p.min(0)).astype(int) - margin
+    x1, y1 = np.ceil(p.max(0)).astype(int) + margin + 1
+    return max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+
+
+def _shifted(inv: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    out = inv.copy()
+    out[:, 2] -= (x0, y0)
+    return out
+
+
+def _antialiased(face: np.ndarray, inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pre-shrink a crop with INTER_AREA when the warp shrinks it (bilinear warps alias there)."""
+    scale = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
+    size = face.shape[0]
+    small = max(2, int(round(size * scale)))
+    if scale >= 0.9 or small >= size:
+        return face, inv
+    r = small / size  # crop q -> q' = (q + 0.5) r - 0.5, so q = (q' + 0.5) / r - 0.5
+    back = np.array([[1 / r, 0, 0.5 / r - 0.5], [0, 1 / r, 0.5 / r - 0.5], [0, 0, 1]])
+    return cv2.resize(face, (small, small), interpolation=cv2.INTER_AREA), inv @ back
+
+
+def soft_mask(inv: np.ndarray, size: int, out_wh: tuple[int, int], upscale: float) -> np.ndarray:
+    """Feathered paste mask (SPEC 2.4 step 7) in canvas pixels of a region `out_wh` (w, h).
+
+    A square of ones warped with `inv`, eroded by a (2 upscale)^2 kernel; then with
+    w_edge = int(sqrt(area)) // 20: eroded by (2 w_edge)^2 and Gaussian-blurred with kernel
+    2 w_edge + 1 (sigma from the kernel size). Returns (h, w) float32 in [0, 1].
+    """
+    m = cv2.warpAffine(np.ones((size, size), np.float32), inv, out_wh)
+    k = max(1, int(2 * upscale))
+    m = cv2.erode(m, np.ones((k, k), np.uint8))
+    w_edge = int(np.sqrt(float(m.sum()))) // 20
+    if w_edge > 0:  # an empty kernel would make OpenCV erode with 3 x 3 instead
+        m = cv2.erode(m, np.ones((2 * w_edge, 2 * w_edge), np.uint8))
+        m = cv2.GaussianBlur(m, (2 * w_edge + 1, 2 * w_edge + 1), 0)
+    return np.clip(m, 0.0, 1.0)
+
+
+def _centrality(inv: np.ndarray, size: int, out_wh: tuple[int, int]) -> np.ndarray:
+    """Weight in (0, 1], largest at the crop's face centre: exp(-d^2 / (2 (0.15 size)^2)), d in crop px."""
+    fwd = cv2.invertAffineTransform(inv)
+    xs, ys = np.meshgrid(np.arange(out_wh[0], dtype=np.float64), np.arange(out_wh[1], dtype=np.float64))
+    qx = fwd[0, 0] * xs + fwd[0, 1] * ys + fwd[0, 2] - 0.5 * size
+    qy = fwd[1, 0] * xs + fwd[1, 1] * ys + fwd[1, 2] - 0.6 * size  # template centroid height (307 of 512)
+    return np.exp(-(qx**2 + qy**2) / (2 * (0.15 * size) ** 2)).astype(np.float32) + 1e-12
+
+
+def paste_faces(
+    background: np.ndarray,
+    faces: np.ndarray,
+    matrices: np.ndarray,
+    upscale: float,
+    *,
+    mask_fn: MaskFn | None = None,
+    draw_boxes: bool = False,
+) -> np.ndarray:
+    """Blend restored crops into the upscaled background.
+
+    Each face i is inverse-warped (bilinear, pre-shrunk with INTER_AREA when it gets smaller) and
+    gets the feathered mask s_i of `soft_mask` (times min with the parsing mask when `mask_fn` is
+    given). Overlaps are resolved independently of face order: the face colour at a pixel is the
+    average of the faces weighted by s_i times a centrality weight (largest at each crop's face
+    centre), and out = a * face + (1 - a) * background with a = max_i s_i. For one face this is the
+    official s * face + (1 - s) * background.
+    Args: background (Hu, Wu, 3) float32 in [0, 1]; faces (N, S, S, 3) float32 in [0, 1];
+    matrices (N, 2, 3) image -> crop; upscale: canvas / image size ratio.
+    Returns (Hu, Wu, 3) float32 in [0, 1] (a new array).
+    """
+    out = np.ascontiguousarray(background, np.float32).copy()
+    hu, wu = out.shape[:2]
+    num = np.zeros_like(out)
+    den = np.zeros((hu, wu), np.float32)
+    alpha = np.zeros((hu, wu), np.float32)
+    size = faces.shape[1] if len(faces) else 0
+    for face, m in zip(faces, matrices):
+        inv = inverse_affine(m, upscale)
+        w_edge = int(np.sqrt(abs(np.linalg.det(inv[:, :2]))) * size) // 20
+        x0, y0, x1, y1 = _roi(inv, size, 4 * w_edge + 2 * int(np.ceil(upscale)) + 4, (hu, wu))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        inv_r, wh = _shifted(inv, x0, y0), (x1 - x0, y1 - y0)
+        small, inv_s = _antialiased(np.ascontiguousarray(face, np.float32), inv_r)
+        warped = cv2.warpAffine(small, inv_s, wh, flags=cv2.INTER_LINEAR)
+        s = soft_mask(inv_r, size, wh, upscale)
+        if mask_fn is not None:
+            parse = np.asarray(mask_fn(face), np.float32)
+            s = np.minimum(s, np.clip(cv2.warpAffine(parse, inv_r, wh, flags=cv2.INTER_LINEAR), 0, 1))
+        wgt = s * _centrality(inv_r, size, wh)
+        num[y0:y1, x0:x1] += wgt[..., None] * warped
+        den[y0:y1, x0:x1] += wgt
+        np.maximum(alpha[y0:y1, x0:x1], s, out=alpha[y0:y1, x0:x1])
+    hit = den > 0
+    face_rgb = num[hit] / den[hit][:, None]
+    out[hit] = alpha[hit][:, None] * face_rgb + (1 - alpha[hit][:, None]) * out[hit]
+    if draw_boxes:
+        draw_crop_outlines(out, matrices, size, upscale)
+    return np.clip(out, 0.0, 1.0)
+
+
+def draw_crop_outlines(canvas: np.ndarray, matrices: np.ndarray, size: int, upscale: float) -> None:
+    """Draw each aligned crop's square outline in green onto canvas (H, W, 3) float, in place."""
+    t = max(1, int(round(upscale)))
+    corners = np.array([[0, 0], [size - 1, 0], [size - 1, size - 1], [0, size - 1]], np.float64)
+    for m in matrices:
+        inv = inverse_affine(m, upscale)
+        quad = corners @ inv[:, :2].T + inv[:, 2]
+        cv2.polylines(canvas, [np.round(quad * 16).astype(np.int32)], True, (0.0, 1.0, 0.0), t,
+                      lineType=cv2.LINE_AA, shift=4)

@@ -1,0 +1,172 @@
+"""Whole-photo restoration: detect, align, restore the crops, upscale the background, paste back
+(SPEC 2.4). The face restorer is injected, so this module knows nothing about diffusion.
+
+Decisions (see docs/whole-photos.md): `upscale` is relative to the input as given (the official
+code first enlarges inputs whose short side is < 512 and scales the output from there; we only
+enlarge the detector's copy, which is what makes small faces detectable); faces are warped from
+the original pixels; the output is float (rounded when written, not truncated); gray inputs give
+gray outputs; very large photos are detected on a copy shrunk to `det_max_side` and refused when
+the output would exceed `MAX_OUTPUT_PIXELS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from difface.face.align import align_faces, select_faces
+from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
+from difface.face.detect import Detections, FaceDetector, detect_faces, get_detector
+from difface.face.paste import MaskFn, paste_faces
+
+log = logging.getLogger(__name__)
+
+# Output size limit: the paste-back holds about 10 float32 planes of the output (~40 bytes/pixel),
+# so 100 MP (e.g. a 5000 x 5000 input at x2) needs about 4 GB.
+MAX_OUTPUT_PIXELS = 100_000_000
+
+RestoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class PhotoResult:
+    """Result of `restore_photo`.
+
+    image (Hu, Wu, 3) float32 RGB in [0, 1]; alpha (Hu, Wu) float32 or None; crops and restored
+    (N, S, S, 3) float32 in [0, 1]; boxes (N, 4), scores (N,), landmarks (N, 5, 2) in input pixels;
+    matrices (N, 2, 3) input -> crop; bit_depth/gray describe the input; message is a
+    human-readable note ("no face found", ...) or "".
+    """
+
+    image: np.ndarray
+    alpha: np.ndarray | None
+    crops: np.ndarray
+    restored: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+    matrices: np.ndarray
+    upscale: float
+    bit_depth: int = 8
+    gray: bool = False
+    message: str = ""
+
+    @property
+    def num_faces(self) -> int:
+        return len(self.crops)
+
+
+def as_float_image(img: np.ndarray, alpha: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None, int, bool]:
+    """Normalise an input array to (rgb (H, W, 3) float32 [0, 1], alpha, bit depth, gray).
+
+    Accepts (H, W), (H, W, 1|2|3|4) arrays of uint8, uint16 or float in [0, 1]; a 2nd/4th channel is
+    alpha (an explicit `alpha` argument wins). Colour order is RGB.
+    """
+    a = np.asarray(img)
+    depth = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(a.dtype, 32)
+    x = a.astype(np.float32) / {8: 255.0, 16: 65535.0, 32: 1.0}[depth]
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or x.shape[2] not in (1, 2, 3, 4) or min(x.shape[:2]) < 1:
+        raise ValueError(f"expected an (H, W), (H, W, 1..4) image, got shape {a.shape}")
+    gray = x.shape[2] in (1, 2)
+    if x.shape[2] in (2, 4):
+        alpha = x[:, :, -1] if alpha is None else alpha
+        x = x[:, :, :-1]
+    rgb = np.repeat(x, 3, axis=2) if gray else x
+    if alpha is not None:
+        alpha = np.clip(np.asarray(alpha, np.float32), 0.0, 1.0)
+        if alpha.shape != rgb.shape[:2]:
+            raise ValueError(f"alpha shape {alpha.shape} does not match the image {rgb.shape[:2]}")
+    return np.ascontiguousarray(np.clip(rgb, 0.0, 1.0)), alpha, depth, gray
+
+
+def run_restorer(restore_faces: RestoreFn, crops: np.ndarray, batch_size: int = 16,
+                 progress: bool = False) -> np.ndarray:
+    """Apply the restorer to (N, S, S, 3) crops in batches; returns (N, S, S, 3) float32 in [0, 1].
+
+    The restorer gets CPU float32 tensors (n, 3, S, S) in [0, 1] and must return the same shape.
+    """
+    out = np.empty_like(crops, dtype=np.float32)
+    starts = range(0, len(crops), max(1, batch_size))
+    for i in tqdm(starts, desc="faces", disable=not progress or len(starts) < 2, leave=False):
+        x = torch.from_numpy(np.ascontiguousarray(crops[i:i + batch_size].transpose(0, 3, 1, 2)))
+        y = restore_faces(x)
+        if tuple(y.shape) != tuple(x.shape):
+            raise ValueError(f"the face restorer returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
+        out[i:i + len(x)] = y.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    return out
+
+
+def _to_gray(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma replicated to 3 channels."""
+    y = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(y[:, :, None], 3, axis=2)
+
+
+def find_faces(rgb: np.ndarray, detector: FaceDetector | str, *, only_center_face: bool = False,
+               largest_face: bool = False, min_eye_dist: float = 5.0, det_min_side: int = 640,
+               det_max_side: int = 2048) -> Detections:
+    """Detect faces (on a resized copy, see `detect.detection_scale`) and apply `select_faces`.
+
+    Args: rgb (H, W, 3) float32 in [0, 1]. Returns the kept Detections in input pixels.
+    """
+    det = get_detector(detector) if isinstance(detector, str) else detector
+    dets = detect_faces(rgb, det, min_side=det_min_side, max_side=det_max_side)
+    keep = select_faces(dets.boxes, dets.landmarks, rgb.shape[:2], only_center_face=only_center_face,
+                        largest_face=largest_face, min_eye_dist=min_eye_dist)
+    return dets.subset(keep)
+
+
+def restore_photo(
+    rgb: np.ndarray,
+    restore_faces: RestoreFn,
+    *,
+    detector: FaceDetector | str,
+    face_size: int,
+    upscale: float = 2,
+    only_center_face: bool = False,
+    min_eye_dist: float = 5,
+    bg_upsampler: Upsampler | None = None,
+    draw_boxes: bool = False,
+    batch_size: int = 16,
+    alpha: np.ndarray | None = None,
+    mask_fn: MaskFn | None = None,
+    det_max_side: int = 2048,
+    progress: bool = False,
+) -> PhotoResult:
+    """Restore every face of a whole photo and return the photo upscaled by `upscale`.
+
+    Args: rgb (H, W), (H, W, 1..4) uint8/uint16/float [0, 1] RGB(A) image; restore_faces maps
+    (n, 3, S, S) float32 [0, 1] -> same (S = face_size); detector a FaceDetector or backend name;
+    bg_upsampler `(rgb, scale) -> rgb` (None: Lanczos); mask_fn optional face-parsing hook of
+    `paste.paste_faces`. Faces with eye distance < min_eye_dist input pixels are skipped.
+    Returns a PhotoResult; with no face the image is just the upscaled background and
+    `message` says so.
+    """
+    img, alpha, depth, gray = as_float_image(rgb, alpha)
+    h, w = img.shape[:2]
+    out_hw = target_size(h, w, upscale)
+    if out_hw[0] * out_hw[1] > MAX_OUTPUT_PIXELS:
+        raise ValueError(f"output {out_hw[1]}x{out_hw[0]} exceeds {MAX_OUTPUT_PIXELS / 1e6:.0f} MP; "
+                         "lower the upscale factor or split the photo")
+    dets = find_faces(img, detector, only_center_face=only_center_face, min_eye_dist=min_eye_dist,
+                      det_max_side=det_max_side)
+    crops, mats = align_faces(img, dets.landmarks, face_size)
+    restored = run_restorer(restore_faces, crops, batch_size, progress)
+    bg = resize_to((bg_upsampler or lanczos_upsampler)(img, upscale), out_hw)
+    message = "" if len(dets) else "no face found; the image was only upscaled"
+    if message:
+        log.info(message)
+    image = paste_faces(bg, restored, mats, upscale, mask_fn=mask_fn, draw_boxes=draw_boxes)
+    if gray:
+        image = _to_gray(image)
+    out_alpha = None if alpha is None else resize_to(alpha, out_hw)
+    return PhotoResult(image, out_alpha, crops, restored, dets.boxes, dets.scores, dets.landmarks, mats,
+                       float(upscale), depth, gray, message)
