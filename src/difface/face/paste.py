@@ -55,16 +55,18 @@ def _antialiased(face: np.ndarray, inv: np.ndarray) -> tuple[np.ndarray, np.ndar
 def soft_mask(inv: np.ndarray, size: int, out_wh: tuple[int, int], upscale: float) -> np.ndarray:
     """Feathered paste mask (SPEC 2.4 step 7) in canvas pixels of a region `out_wh` (w, h).
 
-    A square of ones warped with `inv`, eroded by a (2 upscale)^2 kernel; then with
-    w_edge = int(sqrt(area)) // 20: eroded by (2 w_edge)^2 and Gaussian-blurred with kernel
-    2 w_edge + 1 (sigma from the kernel size). Returns (h, w) float32 in [0, 1].
+    A square of ones warped with `inv` and eroded by ceil(upscale) px; then with
+    w_edge = int(sqrt(area)) // 20: eroded by w_edge px more and Gaussian-blurred with
+    kernel 2 w_edge + 1 (sigma from the kernel size). The kernels are odd and centred; the
+    official even (2 upscale)^2 and (2 w_edge)^2 kernels shift the mask half a pixel towards the
+    bottom right and leave its bottom/right edge uneroded at upscale 1. Returns (h, w) float32.
     """
     m = cv2.warpAffine(np.ones((size, size), np.float32), inv, out_wh)
-    k = max(1, int(2 * upscale))
-    m = cv2.erode(m, np.ones((k, k), np.uint8))
+    k = int(np.ceil(upscale))
+    m = cv2.erode(m, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
     w_edge = int(np.sqrt(float(m.sum()))) // 20
-    if w_edge > 0:  # an empty kernel would make OpenCV erode with 3 x 3 instead
-        m = cv2.erode(m, np.ones((2 * w_edge, 2 * w_edge), np.uint8))
+    if w_edge > 0:
+        m = cv2.erode(m, np.ones((2 * w_edge + 1, 2 * w_edge + 1), np.uint8))
         m = cv2.GaussianBlur(m, (2 * w_edge + 1, 2 * w_edge + 1), 0)
     return np.clip(m, 0.0, 1.0)
 
@@ -89,8 +91,9 @@ def paste_faces(
 ) -> np.ndarray:
     """Blend restored crops into the upscaled background.
 
-    Each face i is inverse-warped (bilinear, pre-shrunk with INTER_AREA when it gets smaller) and
-    gets the feathered mask s_i of `soft_mask` (times min with the parsing mask when `mask_fn` is
+    Each face i is inverse-warped (bilinear, pre-shrunk with INTER_AREA when it gets smaller,
+    normalised by its warped footprint so its edges do not fade to black) and gets the feathered
+    mask s_i of `soft_mask` (times min with the parsing mask when `mask_fn` is
     given). Overlaps are resolved independently of face order: the face colour at a pixel is the
     average of the faces weighted by s_i times a centrality weight (largest at each crop's face
     centre), and out = a * face + (1 - a) * background with a = max_i s_i. For one face this is the
@@ -114,7 +117,10 @@ def paste_faces(
         inv_r, wh = _shifted(inv, x0, y0), (x1 - x0, y1 - y0)
         small, inv_s = _antialiased(np.ascontiguousarray(face, np.float32), inv_r)
         warped = cv2.warpAffine(small, inv_s, wh, flags=cv2.INTER_LINEAR)
-        s = soft_mask(inv_r, size, wh, upscale)
+        # Divide by the warped footprint so that crop edges are not darkened by the black border.
+        cover = cv2.warpAffine(np.ones(small.shape[:2], np.float32), inv_s, wh, flags=cv2.INTER_LINEAR)
+        warped /= np.maximum(cover, 1e-3)[..., None]
+        s = np.minimum(soft_mask(inv_r, size, wh, upscale), np.clip(cover, 0.0, 1.0))
         if mask_fn is not None:
             parse = np.asarray(mask_fn(face), np.float32)
             s = np.minimum(s, np.clip(cv2.warpAffine(parse, inv_r, wh, flags=cv2.INTER_LINEAR), 0, 1))
