@@ -115,11 +115,16 @@ def test_detections_container():
     assert out.shape == (50, 60, 3) and out.max() > 0
 
 
-def test_unknown_backend_and_missing_weights():
+def test_unknown_backend_and_missing_weights(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown face detector"):
         get_detector("nope")
+    monkeypatch.setenv("DIFFACE_HOME", str(tmp_path))  # an empty weights cache
     with pytest.raises(FileNotFoundError, match="detection_Resnet50_Final.pth"):
         get_detector("retinaface_resnet50")
+    with pytest.raises(FileNotFoundError, match="detection_mobilenet0.25_Final.pth"):
+        get_detector("retinaface_mobile0.25")
+    with pytest.raises(FileNotFoundError):
+        get_detector("retinaface_resnet50", weights=tmp_path / "missing.pth")
 
 
 def test_mtcnn_shipped_weights_and_empty_image():

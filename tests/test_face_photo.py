@@ -179,3 +179,49 @@ def test_draw_boxes_draws_green():
                         upscale=1, draw_boxes=True)
     g = res.image[..., 1] - res.image[..., 0]
     assert (g > 0.5).sum() > 50
+
+
+def test_restore_photo_jobs_glue(tmp_path, monkeypatch):
+    """The whole-photo path of `difface restore`: fake model, one good photo, one unreadable."""
+    from types import SimpleNamespace
+
+    from difface.face.photo import restore_photo_jobs
+    from difface.images import ImageReadError, read_image, write_image
+
+    monkeypatch.setenv("DIFFACE_HOME", str(tmp_path / "cache"))  # no Real-ESRGAN: Lanczos
+    rgba = np.concatenate([_smooth_image(60, 80), np.full((60, 80, 1), 0.5, np.float32)], 2)
+    write_image(tmp_path / "a.png", rgba[..., :3], alpha=rgba[..., 3])
+    (tmp_path / "b.png").write_bytes(b"broken")
+    calls = []
+
+    class FakeModel:
+        image_size = 64
+
+        def restore(self, x, *, start_step, eta, seeds, dtype):
+            calls.append((tuple(x.shape), start_step, eta, tuple(seeds)))
+            return SimpleNamespace(result=x, estimate=x)
+
+    def read(job, failed):
+        try:
+            job.image = read_image(job.src)
+            return True
+        except ImageReadError as e:
+            failed.append((job.src, str(e)))
+            return False
+
+    saved = {}
+
+    def save(job, rgb, failed, estimate, args):
+        saved[job.dst] = (rgb, job.image.alpha)
+        return True
+
+    monkeypatch.setattr("difface.face.photo.get_detector", lambda name, device="cpu": _FixedDetector(FACES))
+    jobs = [SimpleNamespace(src=tmp_path / n, dst=tmp_path / "out" / n, image=None) for n in ("a.png", "b.png")]
+    args = SimpleNamespace(detector=None, upscale=2, only_center_face=False, bg_upsampler="auto",
+                           draw_boxes=False, batch_size=1, start_step=100, eta=0.5, seed=7)
+    failed = []
+    assert restore_photo_jobs(FakeModel(), jobs, args, "cpu", torch.float32, failed, save=save, read=read) == 1
+    assert [f[0].name for f in failed] == ["b.png"]
+    rgb, alpha = saved[tmp_path / "out" / "a.png"]
+    assert rgb.shape == (120, 160, 3) and alpha.shape == (120, 160)
+    assert calls == [((1, 3, 64, 64), 100, 0.5, (7,))] * 2  # two faces, batch size 1

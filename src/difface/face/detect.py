@@ -111,7 +111,9 @@ def get_detector(name: str = DEFAULT_BACKEND, weights: str | os.PathLike | None 
     """Build a detector backend by name (see `BACKENDS`).
 
     `weights` is the checkpoint path for the RetinaFace backends (detection_Resnet50_Final.pth /
-    detection_mobilenet0.25_Final.pth); the other backends ignore it. `device` is a torch device.
+    detection_mobilenet0.25_Final.pth); without it the file cached by the weights registry is used
+    (`difface weights download retinaface-resnet50`), else WeightsUnavailable (a FileNotFoundError)
+    says how to get it. The other backends ignore it. `device` is a torch device.
     """
     if name == "mtcnn":
         from difface.face.mtcnn import MTCNNDetector
@@ -124,11 +126,10 @@ def get_detector(name: str = DEFAULT_BACKEND, weights: str | os.PathLike | None 
     if name in ("retinaface_resnet50", "retinaface_mobile0.25"):
         from difface.face.retinaface import RetinaFaceDetector
 
-        if weights is None:
-            raise FileNotFoundError(
-                f"{name} needs its checkpoint: pass the path of "
-                f"{'detection_Resnet50_Final.pth' if 'resnet' in name else 'detection_mobilenet0.25_Final.pth'}"
-            )
+        if weights is None:  # the weights registry's cache (no download here: see `difface weights`)
+            from difface.weights import resolve
+
+            weights = resolve(name.replace("_", "-").replace("mobile0", "mobilenet0"), allow_download=False)
         return RetinaFaceDetector(name.split("_", 1)[1], weights, device=device)
     raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(BACKENDS)}")
 

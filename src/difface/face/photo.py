@@ -170,3 +170,62 @@ def restore_photo(
     out_alpha = None if alpha is None else resize_to(alpha, out_hw)
     return PhotoResult(image, out_alpha, crops, restored, dets.boxes, dets.scores, dets.landmarks, mats,
                        float(upscale), depth, gray, message)
+
+
+def make_bg_upsampler(choice: str = "auto", device: str | torch.device = "cpu",
+                      dtype: torch.dtype = torch.float32) -> Upsampler:
+    """Background upsampler by name: "lanczos"; "realesrgan" (cached RealESRGAN_x2plus.pth, else
+    WeightsUnavailable with instructions); "auto" (Real-ESRGAN when cached, else Lanczos); or a path."""
+    from difface.face.background import RealESRGANUpsampler
+    from difface.weights import local_path, resolve
+
+    if choice == "lanczos":
+        return lanczos_upsampler
+    if choice == "auto":
+        path = local_path("realesrgan-x2")
+        if not path.is_file():
+            log.info("background: Lanczos (Real-ESRGAN x2 weights not cached: difface weights download realesrgan-x2)")
+            return lanczos_upsampler
+    else:
+        path = resolve("realesrgan-x2" if choice == "realesrgan" else choice, allow_download=False)
+    half = dtype == torch.float16 and torch.device(device).type == "cuda"
+    return RealESRGANUpsampler(path, device=device, dtype=torch.float16 if half else torch.float32)
+
+
+def restore_photo_jobs(model, jobs: list, args, device, dtype, failed: list, *, save: Callable,
+                       read: Callable) -> int:
+    """`difface restore` on whole photos: read each job, `restore_photo`, save; returns the count saved.
+
+    model: a `difface.restore.DifFace`; jobs carry `.src`, `.dst`, `.image`; args the parsed restore
+    options (detector, upscale, only_center_face, bg_upsampler, draw_boxes, batch_size, start_step,
+    eta, seed); failures are appended to `failed` as (path, reason) and never stop the run.
+    """
+    try:
+        detector = get_detector(args.detector or "mtcnn", device=str(device))
+        bg = make_bg_upsampler(args.bg_upsampler, device, dtype)
+    except (FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
+        failed.extend((j.src, str(e)) for j in jobs)
+        return 0
+
+    def restorer(x: torch.Tensor) -> torch.Tensor:
+        out = model.restore(x, start_step=args.start_step, eta=args.eta, seeds=[args.seed] * len(x), dtype=dtype)
+        return out.result
+
+    done = 0
+    for job in tqdm(jobs, unit="photo", desc="photos", disable=len(jobs) < 2):
+        if not read(job, failed):
+            continue
+        try:
+            res = restore_photo(job.image.rgb, restorer, detector=detector, face_size=model.image_size,
+                                upscale=args.upscale, only_center_face=args.only_center_face, bg_upsampler=bg,
+                                draw_boxes=args.draw_boxes, batch_size=max(1, args.batch_size),
+                                alpha=job.image.alpha)
+        except (RuntimeError, ValueError) as e:
+            failed.append((job.src, f"restoration failed: {e}"))
+            continue
+        log.info("%s: %d face(s)%s", job.src, res.num_faces, f"; {res.message}" if res.message else "")
+        image = _to_gray(res.image) if job.image.gray else res.image
+        job.image.alpha = res.alpha  # the writer keeps alpha when its size matches the output
+        done += bool(save(job, image, failed, None, args))
+        job.image = None
+    return done
