@@ -1,0 +1,377 @@
+"""Training configuration: frozen dataclasses, official defaults, strict YAML load, overrides.
+
+A YAML file is a (partial) nested mapping over `TrainConfig`; it is merged onto the defaults of
+the task (`DEFAULTS["prior"]`, SPEC 5.2, or `DEFAULTS["estimator"]`, SPEC 5.3). Unknown keys
+are an error naming the key and the file. Overrides use the same merge: `key.sub=value` with the
+value parsed as YAML (`optim.lr=2e-4`, `optim.betas=[0.9,0.99]`, `data.size=null`).
+
+The network is `model: {unet: {...}}` or `model: {swinir: {...}}` (fields of UNetConfig /
+SwinIRConfig; omitted fields keep the official defaults), or a name from `difface.models.CONFIGS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from difface.models import CONFIGS, SwinIRConfig, UNetConfig
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("constant", "cosine")
+LOSSES = ("l1", "l2")
+
+
+class ConfigError(ValueError):
+    """A training configuration is invalid; the message names the key (and the file)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training images and validation data.
+
+    folder: high-quality images (searched recursively when `recursive`); size: resize_square side
+    (None: the network's training size); degradation: preset of difface.data.degrade for the
+    estimator's synthetic pairs; flip: random horizontal flips; val_lq / val_hq: a paired folder
+    (matched by file stem) for estimator validation and prior restoration grids (val_hq optional
+    for the prior); val_count: how many validation images are used; num_workers: DataLoader workers.
+    """
+
+    folder: str = ""
+    size: int | None = None
+    degradation: str = "gfpgan"
+    flip: bool = False
+    recursive: bool = True
+    val_lq: str | None = None
+    val_hq: str | None = None
+    val_count: int = 8
+    num_workers: int = 4
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW, learning-rate schedule, batch layout, clipping and EMA.
+
+    batch_size is global (all processes together); micro_batch is the largest batch one process
+    puts through the network at once (None: its whole share). The lr of step k (k = 1, 2, ...) is
+    base(k) * min(1, k / warmup_steps); base is `lr` (constant) or the cosine from `lr` to
+    `eta_min` over `cosine_steps` (None: max_steps): eta_min + (lr - eta_min)(1 + cos(pi (k-1)/T))/2.
+    grad_clip: max global grad norm (None: off); ema_rate: EMA decay (None: no EMA).
+    """
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    eta_min: float = 0.0
+    cosine_steps: int | None = None
+    batch_size: int = 64
+    micro_batch: int | None = None
+    grad_clip: float | None = None
+    ema_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class TimestepConfig:
+    """Diffusion chain and the training timestep distribution (prior only).
+
+    t is drawn from the mixture (1 - focus_prob) U{0..t_max} + focus_prob U{0..min(focus_t, t_max)}
+    (t_max None: steps - 1). The default is uniform over all steps (official). focus_t 400 with
+    focus_prob > 0 favours the range DifFace's sampler uses (t <= 400 at start step 100 of ddim250).
+    Loss weights stay 1, so this re-weights the objective towards small t.
+    """
+
+    steps: int = 1000
+    schedule: str = "linear"
+    t_max: int | None = None
+    focus_t: int = 400
+    focus_prob: float = 0.0
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """What is drawn every `sample_every` steps.
+
+    Prior: `num_samples` unconditional DDIM samples (`respacing`, eta 0, fixed seeds) and, when an
+    `estimator` file is given and validation LQ images exist, DifFace restorations of them with
+    `restore_respacing`, `start_step`, `eta`. Estimator: validation PSNR/SSIM (Y) and a grid.
+    """
+
+    num_samples: int = 16
+    respacing: str = "ddim25"
+    estimator: str | None = None
+    restore_respacing: str = "ddim250"
+    start_step: int = 100
+    eta: float = 0.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (see the module docstring for the YAML form)."""
+
+    model: UNetConfig | SwinIRConfig = field(default_factory=UNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    diffusion: TimestepConfig = field(default_factory=TimestepConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    loss: str = "l1"
+    precision: str = "fp32"
+    max_steps: int = 800_000
+    log_every: int = 100
+    sample_every: int = 10_000
+    checkpoint_every: int = 10_000
+    keep_checkpoints: int = 3
+    seed: int = 10000
+
+    @property
+    def task(self) -> str:
+        return "prior" if isinstance(self.model, UNetConfig) else "estimator"
+
+    @property
+    def image_size(self) -> int:
+        """Side of the training images: data.size, else the network's training size."""
+        if self.data.size:
+            return int(self.data.size)
+        m = self.model
+        return m.image_size if isinstance(m, UNetConfig) else m.img_size * m.sf
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (YAML/JSON friendly; tuples become lists) that `from_dict` reads back."""
+        d = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "model"}
+        kind = "unet" if isinstance(self.model, UNetConfig) else "swinir"
+        return {"model": {kind: _plain(self.model.to_dict())}, **d}
+
+
+DEFAULTS: dict[str, TrainConfig] = {
+    # SPEC 5.2: unet_ffhq512, lr 1e-4, batch 64 / micro 8, 10k warm-up, EMA 0.999, 800k steps.
+    "prior": TrainConfig(
+        model=CONFIGS["unet_ffhq512"],
+        optim=OptimConfig(lr=1e-4, warmup_steps=10_000, batch_size=64, micro_batch=8, ema_rate=0.999),
+    ),
+    # SPEC 5.3: swinir_restoration512, L1, lr 5e-5 cosine to 5e-6 over 300k, batch 32 / micro 8, no EMA.
+    "estimator": TrainConfig(
+        model=CONFIGS["swinir_restoration512"],
+        data=DataConfig(flip=True),
+        optim=OptimConfig(lr=5e-5, schedule="cosine", eta_min=5e-6, batch_size=32, micro_batch=8),
+        max_steps=300_000,
+    ),
+}
+
+
+def _plain(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.name != "extra"}
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML value to the annotated type `tp` (int, float, str, bool, tuples, X | None)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, where) for v, a in zip(value, args))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _merge_model(current: UNetConfig | SwinIRConfig, value: Any, where: str) -> UNetConfig | SwinIRConfig:
+    if isinstance(value, str):
+        if value not in CONFIGS:
+            raise ConfigError(f"{where}: unknown network {value!r}; known: {', '.join(CONFIGS)}")
+        return CONFIGS[value]
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("unet", "swinir"):
+        raise ConfigError(f"{where}: expected {{unet: {{...}}}}, {{swinir: {{...}}}} or a network name")
+    kind, fields_ = next(iter(value.items()))
+    cls = UNetConfig if kind == "unet" else SwinIRConfig
+    base = current if isinstance(current, cls) else cls()
+    return _merge(base, fields_ or {}, f"{where}.{kind}")
+
+
+def _merge(obj: Any, updates: Any, where: str) -> Any:
+    """A copy of dataclass `obj` with the nested mapping `updates` applied (strict, typed)."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {updates!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)} - {"extra"}
+    changes = {}
+    for key, value in updates.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key {path!r}; allowed here: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if key == "model" and isinstance(obj, TrainConfig):
+            changes[key] = _merge_model(current, value, path)
+        elif dataclasses.is_dataclass(current):
+            changes[key] = _merge(current, value, path)
+        else:
+            changes[key] = _convert(value, hints[key], path)
+    try:
+        return dataclasses.replace(obj, **changes)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from e
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check value ranges and cross-field consistency; returns cfg or raises ConfigError."""
+    o, d, t = cfg.optim, cfg.data, cfg.diffusion
+    checks = [
+        (cfg.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+        (cfg.loss in LOSSES, f"loss must be one of {LOSSES}"),
+        (o.schedule in SCHEDULES, f"optim.schedule must be one of {SCHEDULES}"),
+        (o.lr > 0 and o.batch_size > 0, "optim.lr and optim.batch_size must be positive"),
+        (o.micro_batch is None or o.micro_batch > 0, "optim.micro_batch must be positive"),
+        (o.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+        (o.ema_rate is None or 0.0 <= o.ema_rate < 1.0, "optim.ema_rate must lie in [0, 1)"),
+        (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be positive"),
+        (t.t_max is None or 0 <= t.t_max < t.steps, "diffusion.t_max must lie in [0, steps)"),
+        (0.0 <= t.focus_prob <= 1.0 and t.focus_t >= 0, "diffusion.focus_prob must lie in [0, 1]"),
+        (cfg.max_steps >= 0 and d.val_count >= 0 and d.num_workers >= 0, "counts must be >= 0"),
+        (min(cfg.log_every, cfg.sample_every, cfg.checkpoint_every, cfg.keep_checkpoints) >= 0,
+         "log_every, sample_every, checkpoint_every and keep_checkpoints must be >= 0"),
+        (d.size is None or d.size > 0, "data.size must be positive"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    if cfg.task == "estimator":
+        from difface.data.degrade import PRESETS
+
+        if d.degradation not in PRESETS:
+            raise ConfigError(f"data.degradation: unknown preset {d.degradation!r}; known: {sorted(PRESETS)}")
+    return cfg
+
+
+def from_dict(d: dict, task: str | None = None, where: str = "") -> TrainConfig:
+    """Merge a nested mapping onto DEFAULTS[task] (task None: taken from the mapping's model kind)."""
+    if task is None:
+        model = (d or {}).get("model")
+        task = "estimator" if (isinstance(model, dict) and "swinir" in model) or (
+            isinstance(model, str) and model.startswith("swinir")) else "prior"
+    if task not in DEFAULTS:
+        raise ConfigError(f"unknown task {task!r}; use prior or estimator")
+    try:
+        cfg = _merge(DEFAULTS[task], d or {}, "")
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+    if cfg.task != task:
+        raise ConfigError(f"{where or 'config'}: a {task} needs a {'unet' if task == 'prior' else 'swinir'} model")
+    return cfg
+
+
+def load_config(path: str | os.PathLike, task: str | None = None) -> TrainConfig:
+    """Read a YAML training config strictly (unknown keys and wrong types raise ConfigError)."""
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    return from_dict(d or {}, task, where=str(path))
+
+
+def parse_override(item: str) -> dict:
+    """'optim.lr=2e-4' -> {'optim': {'lr': 2e-4}} (the value is parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=2e-4")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict | list[str]) -> TrainConfig:
+    """A new config with overrides applied: a nested mapping or a list of 'a.b=value' strings."""
+    items = [parse_override(s) for s in overrides] if isinstance(overrides, list) else [overrides]
+    for upd in items:
+        cfg = _merge(cfg, upd, "")
+    return validate(cfg)
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """YAML text of cfg (read back by `from_dict(yaml.safe_load(text))`)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# Keys that may change when a run is resumed (they do not alter the optimisation trajectory).
+RESUMABLE_CHANGES = frozenset({
+    "max_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "data.folder",
+    "data.num_workers", "data.val_lq", "data.val_hq", "data.val_count", "sample",
+})
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two `to_dict()` configs (nested dicts walked)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        path = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{path}.")
+        elif a != b:
+            out.append(path)
+    return out
+
+
+def check_resumable(old: dict, new: TrainConfig) -> list[str]:
+    """Raise ConfigError if `new` differs from the checkpoint's config `old` in a key that shapes
+    the optimisation; return the (allowed) differing keys otherwise."""
+    diffs = config_differences(old, new.to_dict())
+    allowed = [d for d in diffs if d in RESUMABLE_CHANGES or d.split(".")[0] in RESUMABLE_CHANGES]
+    bad = [d for d in diffs if d not in allowed]
+    if bad:
+        raise ConfigError(
+            "the config differs from the checkpoint's in " + ", ".join(bad)
+            + "; resume without --config (the checkpoint's config is used) or start a new run"
+        )
+    return allowed

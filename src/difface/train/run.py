@@ -1,0 +1,123 @@
+"""Wiring: a TrainConfig -> network, dataset, step function, sample hook -> `loop.train`.
+
+`run_training(cfg, run_dir)` is what `difface train prior|estimator` calls; it works in a single
+process and under `torchrun` (one process per device; see difface.train.distributed).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from difface.data.datasets import ImageFolder, PairedFolder, SyntheticPairs
+from difface.data.degrade import get_preset
+from difface.diffusion.schedule import Diffusion
+from difface.models import SwinIR, build_from_config
+from difface.train import distributed
+from difface.train.checkpoint import list_checkpoints
+from difface.train.config import TrainConfig
+from difface.train.loop import SampleFn, TrainState, train
+from difface.train.samples import make_estimator_sample_fn, make_prior_sample_fn
+from difface.train.steps import StepFn, TimestepSampler, make_diffusion_step, make_estimator_step
+
+log = logging.getLogger("difface.train")
+
+
+def init_swinir_(model: SwinIR, generator: torch.Generator) -> SwinIR:
+    """Training init of SwinIR (SPEC 4.2): Linear weights trunc-normal(0.02) and zero biases, LayerNorm
+    (1, 0), relative-position tables trunc-normal(0.02); convolutions keep PyTorch's defaults."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02, generator=generator)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for name, p in model.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                nn.init.trunc_normal_(p, std=0.02, generator=generator)
+    return model
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """The untrained network of cfg.model, initialised from cfg.seed (identical on every rank)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_from_config(cfg.model)
+    if isinstance(model, SwinIR):
+        init_swinir_(model, torch.Generator().manual_seed(cfg.seed))
+    return model.train()
+
+
+def build_dataset(cfg: TrainConfig):
+    """ImageFolder in [-1, 1] (prior) or SyntheticPairs in [0, 1] (estimator) of cfg.data.folder."""
+    d = cfg.data
+    if not d.folder:
+        raise ValueError("no training images: set data.folder in the config or pass --data DIR")
+    if cfg.task == "prior":
+        return ImageFolder(d.folder, size=cfg.image_size, recursive=d.recursive, flip=d.flip, seed=cfg.seed)
+    preset = get_preset(d.degradation)
+    return SyntheticPairs(d.folder, preset, seed=cfg.seed, size=cfg.image_size, flip=d.flip, recursive=d.recursive)
+
+
+def load_validation(cfg: TrainConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The first data.val_count validation images: (lq, hq) as (N, 3, S, S) in [0, 1] (None if absent)."""
+    d, n = cfg.data, cfg.data.val_count
+    if not d.val_lq or n == 0:
+        return None, None
+    if d.val_hq:
+        pairs = PairedFolder(d.val_lq, d.val_hq, size=cfg.image_size)
+        items = [pairs.item(i) for i in range(min(n, len(pairs)))]
+        return torch.stack([x["lq"] for x in items]), torch.stack([x["gt"] for x in items])
+    lq = ImageFolder(d.val_lq, size=cfg.image_size, recursive=False, value_range=(0.0, 1.0))
+    return torch.stack([lq.item(i) for i in range(min(n, len(lq)))]), None
+
+
+def build_step(cfg: TrainConfig) -> StepFn:
+    if cfg.task == "prior":
+        t = cfg.diffusion
+        return make_diffusion_step(Diffusion.create(t.steps, t.schedule, ""), TimestepSampler(t), cfg.seed)
+    return make_estimator_step(cfg.loss)
+
+
+def build_sample_fn(cfg: TrainConfig) -> SampleFn:
+    val_lq, val_hq = load_validation(cfg)
+    if cfg.task == "estimator":
+        if val_lq is None or val_hq is None:
+            log.info("no data.val_lq / data.val_hq: estimator validation is skipped")
+        return make_estimator_sample_fn(val_lq, val_hq)
+    estimator = None
+    if cfg.sample.estimator:
+        from difface.weights import load_network
+
+        estimator = load_network(cfg.sample.estimator).eval()
+    elif val_lq is not None:
+        log.info("no sample.estimator: the sample grids show unconditional samples only")
+    return make_prior_sample_fn(cfg, estimator, val_lq, val_hq)
+
+
+def run_training(cfg: TrainConfig, run_dir: str | Path, *, device: str = "auto", resume: dict | None = None,
+                 info: distributed.DistInfo | None = None) -> TrainState:
+    """Train per `cfg` into `run_dir` (optionally continuing the loaded checkpoint `resume`)."""
+    run_dir = Path(run_dir)
+    own = info is None
+    info = info or distributed.setup(device)
+    try:
+        if resume is None and list_checkpoints(run_dir):
+            raise FileExistsError(f"{run_dir} already holds checkpoints: continue it with --resume {run_dir} "
+                                  "or choose another --out")
+        dataset = build_dataset(cfg)
+        sample_fn = build_sample_fn(cfg) if info.is_main else None
+        model = build_model(cfg)
+        if info.is_main:
+            log.info("%s: %d parameters, %d training images, %d process(es) on %s", cfg.task,
+                     sum(p.numel() for p in model.parameters()), len(dataset), info.world_size, info.device)
+        return train(model, build_step(cfg), dataset, cfg, run_dir, info, resume=resume, sample_fn=sample_fn)
+    finally:
+        if own:
+            distributed.cleanup()

@@ -1,0 +1,149 @@
+"""What a run shows while it trains: sample grids (PNG under run_dir/samples/) and validation.
+
+Prior: unconditional DDIM samples from pure noise (eta 0, fixed per-image seeds, so the grids of
+successive steps are comparable) and, given an estimator and validation LQ faces, DifFace
+restorations (rows: LQ | estimate | restoration [| HQ]). Estimator: PSNR / SSIM on the Y channel
+over a paired validation folder and a grid (LQ | output | HQ).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from difface.diffusion.sampling import EpsDenoiser, generator_noise, sample_loop
+from difface.diffusion.schedule import Diffusion
+from difface.images import write_image
+from difface.train.config import TrainConfig
+from difface.train.loop import SampleFn
+
+log = logging.getLogger("difface.train")
+
+
+def image_grid(columns: Sequence[torch.Tensor], pad: int = 2) -> np.ndarray:
+    """Columns of equal-shape batches (B, 3, H, W) in [0, 1] -> one (H', W', 3) float image, row b =
+    image b of every column; `pad` white pixels between tiles."""
+    b, _, h, w = columns[0].shape
+    out = np.ones((b * (h + pad) + pad, len(columns) * (w + pad) + pad, 3), dtype=np.float32)
+    for j, col in enumerate(columns):
+        imgs = col.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        for i in range(b):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            out[y:y + h, x:x + w] = imgs[i]
+    return out
+
+
+def square_grid(images: torch.Tensor, pad: int = 2) -> np.ndarray:
+    """(N, 3, H, W) in [0, 1] -> a near-square tiling as one (H', W', 3) image."""
+    n = images.shape[0]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    filler = images.new_ones((rows * cols - n, *images.shape[1:]))
+    tiles = torch.cat([images, filler]).view(rows, cols, *images.shape[1:])
+    return image_grid([tiles[:, j] for j in range(cols)], pad)
+
+
+@torch.inference_mode()
+def unconditional_samples(model: nn.Module, size: int, seeds: Sequence[int], respacing: str = "ddim25",
+                          batch_size: int = 8) -> torch.Tensor:
+    """DDIM (eta 0) samples from pure noise: (N, 3, size, size) in [0, 1]; image n uses seed n."""
+    dev = next(model.parameters()).device
+    diffusion = Diffusion.create(1000, "linear", respacing)
+    denoiser = EpsDenoiser(model, diffusion, clip=True)
+    out = []
+    for s in range(0, len(seeds), batch_size):
+        gens = [torch.Generator().manual_seed(int(x)) for x in seeds[s:s + batch_size]]
+        noise_fn = generator_noise(gens)
+        x = noise_fn(torch.zeros(len(gens), 3, size, size, device=dev))
+        x = sample_loop(denoiser, diffusion, x, diffusion.num_timesteps, eta=0.0, noise_fn=noise_fn)
+        out.append((x * 0.5 + 0.5).clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
+def _metric_fns():
+    """(psnr, ssim) on (H, W, 3) [0, 1] arrays, Y channel: difface.metrics when present, else a
+    local PSNR (BT.601 Y on the uint8 grid) and no SSIM."""
+    try:
+        from difface.metrics.psnr_ssim import psnr, ssim
+
+        return (lambda a, b: psnr(a, b, y_channel=True)), (lambda a, b: ssim(a, b, y_channel=True))
+    except ImportError:
+        return _psnr_y, None
+
+
+def _psnr_y(pred: np.ndarray, gt: np.ndarray) -> float:
+    w = np.array([65.481, 128.553, 24.966]) / 255.0
+    a = np.rint(np.clip(pred, 0, 1) * 255.0) @ w + 16.0
+    b = np.rint(np.clip(gt, 0, 1) * 255.0) @ w + 16.0
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def quality(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR / SSIM (Y channel) of two (B, 3, H, W) batches in [0, 1]."""
+    psnr_fn, ssim_fn = _metric_fns()
+    a = pred.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    b = gt.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    out = {"psnr_y": float(np.mean([psnr_fn(x, y) for x, y in zip(a, b)]))}
+    if ssim_fn is not None:
+        out["ssim_y"] = float(np.mean([ssim_fn(x, y) for x, y in zip(a, b)]))
+    return out
+
+
+def _samples_path(run_dir: Path, step: int, what: str) -> Path:
+    return Path(run_dir) / "samples" / f"step_{step:08d}_{what}.png"
+
+
+def make_prior_sample_fn(cfg: TrainConfig, estimator: nn.Module | None, val_lq: torch.Tensor | None,
+                         val_hq: torch.Tensor | None) -> SampleFn:
+    """Sample hook of the prior (module docstring). val_lq / val_hq: (N, 3, H, W) in [0, 1] or None."""
+    sc, size = cfg.sample, cfg.image_size
+    seeds = [cfg.seed + i for i in range(sc.num_samples)]
+    t_max = cfg.diffusion.t_max
+    can_sample = sc.num_samples > 0 and (t_max is None or t_max == cfg.diffusion.steps - 1)
+    if sc.num_samples > 0 and not can_sample:
+        log.info("diffusion.t_max = %s: the prior never sees pure noise, so no unconditional samples", t_max)
+
+    def prior_samples(model: nn.Module, step: int, run_dir: Path) -> dict:
+        metrics: dict[str, float] = {}
+        if can_sample:
+            x = unconditional_samples(model, size, seeds, sc.respacing)
+            write_image(_samples_path(run_dir, step, "samples"), square_grid(x))
+        if estimator is not None and val_lq is not None:
+            from difface.restore import DifFace
+
+            dev = next(model.parameters()).device
+            pipe = DifFace.from_modules(model, estimator.to(dev), respacing=sc.restore_respacing)
+            res = pipe.restore(val_lq, start_step=sc.start_step, eta=sc.eta,
+                               seeds=[cfg.seed + i for i in range(len(val_lq))])
+            cols = [val_lq, res.estimate.cpu(), res.result.cpu()] + ([val_hq] if val_hq is not None else [])
+            write_image(_samples_path(run_dir, step, "restore"), image_grid(cols))
+            if val_hq is not None:
+                metrics.update({f"restore_{k}": v for k, v in quality(res.result, val_hq).items()})
+        return metrics
+
+    return prior_samples
+
+
+def make_estimator_sample_fn(val_lq: torch.Tensor | None, val_hq: torch.Tensor | None, batch_size: int = 8,
+                             grid_rows: int = 8) -> SampleFn:
+    """Validation hook of the estimator: PSNR/SSIM (Y), L1 and a grid. Tensors (N, 3, H, W) in [0, 1]."""
+
+    @torch.inference_mode()
+    def estimator_validation(model: nn.Module, step: int, run_dir: Path) -> dict:
+        if val_lq is None or val_hq is None:
+            return {}
+        dev = next(model.parameters()).device
+        pred = torch.cat([model(val_lq[s:s + batch_size].to(dev)).float().clamp(0, 1).cpu()
+                          for s in range(0, len(val_lq), batch_size)])
+        k = min(grid_rows, len(pred))
+        write_image(_samples_path(run_dir, step, "val"), image_grid([val_lq[:k], pred[:k], val_hq[:k]]))
+        return {**quality(pred, val_hq), "l1": float((pred - val_hq).abs().mean())}
+
+    return estimator_validation
