@@ -196,6 +196,26 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 
 
+def frechet_distance_features(fa: np.ndarray, fb: np.ndarray) -> float:
+    """Frechet distance between the Gaussians fitted to two feature sets (N1, D) and (N2, D).
+
+    Equal to `frechet_distance` on their `feature_statistics`. With centred features A, B and
+    S1 = A^T A / (N1 - 1), S2 = B^T B / (N2 - 1), the non-zero eigenvalues of S1 S2 are the squared
+    singular values of A B^T / sqrt((N1 - 1)(N2 - 1)), so tr((S1 S2)^(1/2)) is a nuclear norm of an
+    (N1, N2) matrix: exact and cheap for sets smaller than D (no D x D decomposition).
+    """
+    fa, fb = np.asarray(fa, np.float64), np.asarray(fb, np.float64)
+    n1, n2 = len(fa), len(fb)
+    if fa.ndim != 2 or fb.ndim != 2 or fa.shape[1] != fb.shape[1] or min(n1, n2) < 2:
+        raise ValueError(f"need two (N, D) feature sets with N >= 2 and one D, got {fa.shape} and {fb.shape}")
+    if min(n1, n2) > fa.shape[1]:
+        return frechet_distance(*feature_statistics(fa), *feature_statistics(fb))
+    a, b = fa - fa.mean(0), fb - fb.mean(0)
+    nuclear = float(np.linalg.svd(a @ b.T, compute_uv=False).sum()) / np.sqrt((n1 - 1) * (n2 - 1))
+    diff = fa.mean(0) - fb.mean(0)
+    return float(diff @ diff + (a * a).sum() / (n1 - 1) + (b * b).sum() / (n2 - 1) - 2.0 * nuclear)
+
+
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) features -> (mu (D,), sigma (D, D)) with the unbiased covariance (N - 1), as pytorch-fid."""
     f = np.asarray(features, np.float64)

@@ -20,7 +20,7 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from difface.metrics.psnr_ssim import rgb_to_y, to_uint8_grid
+from difface.metrics.psnr_ssim import to_uint8_grid
 
 BLOCK = 96
 _GAM = np.arange(0.2, 10.001, 0.001)  # the MATLAB grid 0.2:0.001:10
@@ -155,12 +155,19 @@ def niqe_gray(img: np.ndarray, params: tuple[np.ndarray, np.ndarray, np.ndarray]
     return float(np.sqrt(d @ np.linalg.pinv((cov_p + cov_d) / 2.0) @ d))
 
 
+def y_uint8(rgb255: np.ndarray) -> np.ndarray:
+    """BT.601 Y of integer-valued (H, W, 3) RGB on [0, 255], rounded half up like MATLAB's uint8
+    `rgb2ycbcr`; computed in exact integer arithmetic so that values such as 125.5 round up."""
+    q = np.rint(rgb255).astype(np.int64) @ np.array([65481, 128553, 24966], np.int64)  # 1000 * 255 * (Y - 16)
+    return (16 + (q + 127500) // 255000).astype(np.float64)
+
+
 def niqe(rgb: np.ndarray, *, crop_border: int = 0) -> float:
     """NIQE of an (H, W, 3) float RGB image in [0, 1] on its BT.601 Y channel (lower is better)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
-    y = np.floor(rgb_to_y(to_uint8_grid(rgb)) + 0.5)  # MATLAB rgb2ycbcr returns uint8: round half up
+    y = y_uint8(to_uint8_grid(rgb))
     if crop_border > 0:
         y = y[crop_border:-crop_border, crop_border:-crop_border]
     return niqe_gray(y)

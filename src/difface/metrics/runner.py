@@ -304,13 +304,13 @@ class _FIDSet:
             self.gt.append(extract_features(self.model, [gt])[0])
 
     def finish(self) -> float:
-        from difface.metrics.fid import feature_statistics, frechet_distance
+        from difface.metrics.fid import feature_statistics, frechet_distance, frechet_distance_features
 
-        mu1, s1 = feature_statistics(np.stack(self.pred)) if len(self.pred) > 1 else (None, None)
-        if mu1 is None:
+        if len(self.pred) < 2:
             raise ValueError("FID needs at least 2 images")
-        mu2, s2 = self.ref if self.ref is not None else feature_statistics(np.stack(self.gt))
-        return frechet_distance(mu1, s1, mu2, s2)
+        if self.ref is None:
+            return frechet_distance_features(np.stack(self.pred), np.stack(self.gt))
+        return frechet_distance(*feature_statistics(np.stack(self.pred)), *self.ref)
 
 
 def reference_statistics(ref_dir: str | os.PathLike, model, *, cache: str | os.PathLike | None = None,
