@@ -19,6 +19,7 @@ from torch import nn
 from difface.device import autocast as autocast_ctx
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, generator_noise, sample_loop
 from difface.diffusion.schedule import Diffusion
+from difface.diffusion.solvers import solve, solver_timesteps
 
 DEFAULT_START_STEP = 100  # respaced index on "ddim250": original timestep 400 of 1000
 DEFAULT_ETA = 0.5
@@ -93,6 +94,13 @@ class DifFace:
         return self
 
     @property
+    def base_diffusion(self) -> Diffusion:
+        """The un-respaced 1000-step chain (for the few-step solvers)."""
+        if getattr(self, "_base", None) is None:
+            self._base = Diffusion.create(1000, "linear", "")
+        return self._base
+
+    @property
     def device(self) -> torch.device:
         return next(self.prior.parameters()).device
 
@@ -107,6 +115,8 @@ class DifFace:
         noise_fn: NoiseFn | None = None,
         dtype: torch.dtype = torch.float32,
         method: str = "ddim",
+        sampler: str | None = None,
+        nfe: int | None = None,
         callback: Callable[[dict], None] | None = None,
     ) -> Restoration:
         """Restore aligned faces lq (B, 3, H, W) in [0, 1].
@@ -115,6 +125,10 @@ class DifFace:
         does not depend on the batch) or an explicit `noise_fn` (replays). `start_step` is the
         respaced index N the estimate is diffused to (the loop then calls the prior at N-1, ..., 0);
         0 returns the estimator's output without diffusion.
+
+        `sampler` ("ddim" or "dpmpp2m", see difface.diffusion.solvers) with `nfe` network evaluations
+        replaces the official respaced loop: the same start state (original timestep
+        timestep_map[start_step], 400 by default), then `nfe` steps to the clean image.
         """
         if lq.ndim != 4 or lq.shape[1] != 3:
             raise ValueError(f"expected lq of shape (B, 3, H, W), got {tuple(lq.shape)}")
@@ -140,9 +154,15 @@ class DifFace:
             x0 = (im_hq - 0.5) / 0.5
             t = torch.full((y.shape[0],), start_step, dtype=torch.long, device=dev)
             x = self.diffusion.q_sample(x0, t, noise_fn(x0))
-            denoiser = EpsDenoiser(self.prior, self.diffusion, clip=True, autocast=amp)
-            x = sample_loop(denoiser, self.diffusion, x, start_step, eta=eta, method=method,
-                            noise_fn=noise_fn, callback=callback)
+            if sampler is None:
+                denoiser = EpsDenoiser(self.prior, self.diffusion, clip=True, autocast=amp)
+                x = sample_loop(denoiser, self.diffusion, x, start_step, eta=eta, method=method,
+                                noise_fn=noise_fn, callback=callback)
+            else:
+                base = self.base_diffusion
+                ts = solver_timesteps(int(self.diffusion.timestep_map[start_step]), nfe or 10)
+                denoiser = EpsDenoiser(self.prior, base, clip=True, autocast=amp)
+                x = solve(denoiser, base, x, ts, method=sampler, eta=eta, noise_fn=noise_fn, callback=callback)
             sample = (x * 0.5 + 0.5).clamp(0, 1)
         if resized:
             sample = F.interpolate(sample, size=(h, w), mode="bicubic", antialias=True).clamp(0, 1)
