@@ -95,3 +95,5 @@ def test_niqe_rises_with_blur_and_noise():
 def test_niqe_rejects_small_images():
     with pytest.raises(ValueError, match="96x96"):
         niqe(np.zeros((95, 200, 3), np.float32))
+    with pytest.raises(ValueError, match="2 blocks"):
+        niqe(data.astronaut()[:100, :190].astype(np.float32) / 255.0)

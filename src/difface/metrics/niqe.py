@@ -137,7 +137,7 @@ def mscn(img: np.ndarray, window: np.ndarray) -> np.ndarray:
 
 
 def niqe_gray(img: np.ndarray, params: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> float:
-    """NIQE of an (H, W) luminance image on [0, 255] (float64), at least 96x96 pixels."""
+    """NIQE of an (H, W) luminance image on [0, 255] (float64) holding at least two 96x96 blocks."""
     mu_p, cov_p, window = params or pristine_params()
     h, w = (img.shape[0] // BLOCK) * BLOCK, (img.shape[1] // BLOCK) * BLOCK
     if h == 0 or w == 0:
@@ -149,8 +149,12 @@ def niqe_gray(img: np.ndarray, params: tuple[np.ndarray, np.ndarray, np.ndarray]
         if scale == 1:
             x = imresize_matlab(x, 0.5)
     dist = np.concatenate(feats, 1)
+    complete = dist[~np.isnan(dist).any(1)]
+    if len(complete) < 2:
+        raise ValueError(f"NIQE needs at least 2 blocks of {BLOCK}x{BLOCK} pixels with structure, got "
+                         f"{len(complete)} from a {img.shape[0]}x{img.shape[1]} image")
     mu_d = np.nanmean(dist, 0)
-    cov_d = np.cov(dist[~np.isnan(dist).any(1)], rowvar=False)
+    cov_d = np.cov(complete, rowvar=False)
     d = mu_p - mu_d
     return float(np.sqrt(d @ np.linalg.pinv((cov_p + cov_d) / 2.0) @ d))
 
