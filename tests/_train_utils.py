@@ -42,3 +42,17 @@ def tiny_config(task: str, folder: Path, **over) -> TrainConfig:
         else:
             d[key] = value
     return from_dict(d, task)
+
+
+def single_thread():
+    """Generator for an autouse fixture: torch on one thread during a test module, then restored.
+
+    The test machine's two cores are shared; with two OpenMP threads competing against other
+    processes a tiny UNet step takes seconds instead of a fraction of a second.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

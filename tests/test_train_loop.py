@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from _train_utils import tiny_config, write_images
 from torch import nn
 
+from _train_utils import single_thread, tiny_config, write_images
 from difface.diffusion.losses import training_losses
 from difface.diffusion.schedule import Diffusion
 from difface.train.config import OptimConfig, TimestepConfig
@@ -27,6 +27,9 @@ from difface.train.steps import (
 )
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+_one_thread = pytest.fixture(scope="module", autouse=True)(single_thread)
 
 
 def test_warmup_values():
@@ -218,3 +221,15 @@ def test_diffusion_step_metrics_are_sums(prior_setup):
     with torch.no_grad():
         out = step(build_model(cfg), batch, 1)
     assert out.loss.item() == pytest.approx(out.metrics["mse"].item() + out.metrics["vb"].item(), rel=1e-5)
+
+
+def test_one_grad_scaler_for_the_whole_run(prior_setup, tmp_path):
+    cfg, _ = prior_setup
+    c = tiny_config("prior", cfg.data.folder, precision="fp16", max_steps=3)
+    state = train(build_model(c), build_step(c), build_dataset(c), c, tmp_path / "fp16", CPU)
+    # The scaler counts its successful steps: 3 means one scaler lived through all three (the
+    # official trainer re-created it every step, which would leave 1).
+    assert state.scaler.is_enabled() and state.scaler.state_dict()["_growth_tracker"] == 3
+    c = tiny_config("prior", cfg.data.folder, precision="bf16", max_steps=1)
+    state = train(build_model(c), build_step(c), build_dataset(c), c, tmp_path / "bf16", CPU)
+    assert not state.scaler.is_enabled() and all(torch.isfinite(p).all() for p in state.model.parameters())
