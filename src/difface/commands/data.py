@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+import cv2
+import numpy as np
 from tqdm import tqdm
 
 from difface.face.align import align_faces
@@ -27,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Detect the largest face of each photo in RAW_DIR, align it to the FFHQ 5-point template "
             "with a similarity transform and write an SxS PNG to OUT/<stem>.png. Small photos are "
-            "enlarged for the detector (short side 640 px), so 89x109 CelebA crops work. Photos "
-            "without a face are skipped and listed in OUT/align_report.json."
+            "enlarged for the detector (short side --det-min-side px), so 89x109 CelebA crops work. "
+            "Photos without a face are skipped and listed in OUT/align_report.json, which also gives, per "
+            "crop, the share of its pixels that lay outside the photo (filled with gray)."
         ),
     )
     a.add_argument("raw_dir", metavar="RAW_DIR", help="folder (or glob) of face photos")
@@ -36,24 +39,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--size", type=int, required=True, metavar="S", help="output crop size in pixels")
     a.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="face detector")
     a.add_argument("--weights", default=None, metavar="PATH", help="checkpoint for retinaface backends")
+    a.add_argument("--det-min-side", type=int, default=256, metavar="PX",
+                   help="enlarge smaller photos to this short side for the detector (default 256; the "
+                        "whole-photo pipeline uses 640, which is ~4x slower and found no more CelebA faces)")
     a.add_argument("--recursive", action="store_true", help="also read sub-folders of RAW_DIR")
     a.add_argument("--skip-existing", action="store_true", help="keep outputs that already exist")
     a.add_argument("--device", default="cpu", help="torch device for the detector (default cpu)")
     a.set_defaults(func=run_align)
 
 
-def _align_one(path: Path, out: Path, size: int, detector) -> str | None:
-    """Align one photo; returns None on success or the reason it was skipped."""
+def _outside_fraction(hw: tuple[int, int], matrix: np.ndarray, size: int) -> float:
+    """Share of the crop's pixels that come from outside the photo (filled with gray)."""
+    inside = cv2.warpAffine(np.ones(hw, np.float32), matrix, (size, size), flags=cv2.INTER_NEAREST)
+    return float(1.0 - inside.mean())
+
+
+def _align_one(path: Path, out: Path, size: int, detector, det_min_side: int) -> str | float:
+    """Align one photo; returns the crop's outside fraction, or the reason it was skipped."""
     try:
         rgb = read_image(path).rgb
     except ImageReadError as e:
         return str(e)
-    dets = find_faces(rgb, detector, largest_face=True, min_eye_dist=2.0)
+    dets = find_faces(rgb, detector, largest_face=True, min_eye_dist=2.0, det_min_side=det_min_side)
     if len(dets) == 0:
         return "no face found"
-    crops, _ = align_faces(rgb, dets.landmarks, size)
+    crops, mats = align_faces(rgb, dets.landmarks, size)
     write_image(out / f"{path.stem}.png", crops[0])
-    return None
+    return _outside_fraction(rgb.shape[:2], mats[0], size)
 
 
 def run_align(args: argparse.Namespace) -> int:
@@ -68,17 +80,21 @@ def run_align(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    skipped, written = {}, 0
+    skipped, outside = {}, {}
     for path in tqdm(paths, desc="align"):
         if args.skip_existing and (out / f"{path.stem}.png").exists():
             continue
-        reason = _align_one(path, out, args.size, detector)
-        if reason is None:
-            written += 1
+        result = _align_one(path, out, args.size, detector, args.det_min_side)
+        if isinstance(result, str):
+            skipped[str(path)] = result
         else:
-            skipped[str(path)] = reason
+            outside[f"{path.stem}.png"] = round(result, 4)
+    fr = np.array(list(outside.values()) or [0.0])
     report = {"source": str(args.raw_dir), "size": args.size, "backend": args.backend,
-              "written": written, "skipped": skipped}
+              "written": len(outside), "skipped": skipped,
+              "outside_fraction": {"mean": round(float(fr.mean()), 4), "over_10pct": int((fr > 0.1).sum())},
+              "outside_by_file": outside}
+    written = len(outside)
     atomic_write_bytes(out / "align_report.json", (json.dumps(report, indent=1) + "\n").encode())
     log.info("aligned %d photos into %s; skipped %d (listed in align_report.json)", written, out, len(skipped))
     for p, why in list(skipped.items())[:20]:

@@ -208,7 +208,7 @@ def restore_photo_jobs(model, jobs: list, args, device, dtype, failed: list, *, 
         return 0
 
     def restorer(x: torch.Tensor) -> torch.Tensor:
-        out = model.restore(x, start_step=args.start_step, eta=args.eta, seeds=[args.seed] * len(x), dtype=dtype)
+        out = model.restore(x, seeds=[args.seed] * len(x), **args.restore_kwargs)
         return out.result
 
     done = 0
