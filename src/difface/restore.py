@@ -88,6 +88,21 @@ class DifFace:
         name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
         return cls.from_modules(p, e, respacing, name=name)
 
+    def optimize(self, *, channels_last: bool = False, compile: bool = False) -> DifFace:
+        """Speed options that keep the parameters: channels-last memory layout and torch.compile.
+
+        fp32 outputs stay within ~1e-5 of eager; compilation costs minutes on a CPU the first time.
+        """
+        self.prior = _Fast(self.prior, channels_last)
+        self.estimator = _Fast(self.estimator, channels_last)
+        if compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True  # constant-fold the frozen weights (inference only)
+            self.prior = torch.compile(self.prior)
+            self.estimator = torch.compile(self.estimator)
+        return self
+
     def to(self, device: torch.device | str) -> DifFace:
         self.prior.to(device)
         self.estimator.to(device)
@@ -169,3 +184,18 @@ class DifFace:
             im_hq = F.interpolate(im_hq, size=(h, w), mode="bicubic", antialias=True).clamp(0, 1)
         return Restoration(result=sample, estimate=im_hq)
 
+
+class _Fast(nn.Module):
+    """Wraps a network to feed it channels-last inputs (and keeps `.config` reachable)."""
+
+    def __init__(self, net: nn.Module, channels_last: bool):
+        super().__init__()
+        self.net, self.channels_last = net, channels_last
+        self.config = getattr(net, "config", None)
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x, *args).contiguous()

@@ -1,0 +1,164 @@
+"""Speed and memory of DifFace's networks under different settings, measured in one process.
+
+Every run measures the eager fp32 setting first, so every speed-up is a ratio within the same run
+(machines drift by ~10% between runs). Speed does not depend on the weights: networks are filled
+with the deterministic filler unless weights are given.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from difface import models
+from difface.device import DTYPES, autocast
+from difface.restore import _Fast
+
+
+@dataclass(frozen=True)
+class Setting:
+    dtype: str = "fp32"
+    batch: int = 1
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def label(self) -> str:
+        parts = [self.dtype, f"b{self.batch}"]
+        parts += ["channels_last"] if self.channels_last else []
+        parts += ["compile"] if self.compile else []
+        return "+".join(parts)
+
+
+@dataclass
+class Result:
+    setting: str
+    batch: int
+    step_s: float  # one prior evaluation, per batch
+    step_per_face_s: float
+    estimator_s: float
+    compile_s: float
+    peak_mem_mb: float
+    max_abs_diff_vs_fp32: float | None = None
+    speedup_vs_eager_fp32: float | None = None
+
+    def face_seconds(self, nfe: int) -> float:
+        """Estimated seconds per face for one estimator pass plus `nfe` prior evaluations."""
+        return (self.estimator_s + nfe * self.step_s) / self.batch
+
+
+def _time(fn: Callable[[], torch.Tensor], device: torch.device, reps: int) -> float:
+    """Median seconds of `fn` over `reps` runs (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+
+
+def _measure(prior, estimator, s: Setting, device: torch.device, reps: int, size: int):
+    """(prior output, prior step s, estimator s, compile s) for one setting."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(s.batch, 3, size, size, generator=g) * 2 - 1).to(device)
+    t = torch.full((s.batch,), 396, dtype=torch.long, device=device)
+    net_p, net_e = _Fast(prior, s.channels_last), _Fast(estimator, s.channels_last)
+    if s.compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        net_p, net_e = torch.compile(net_p), torch.compile(net_e)
+    dt = DTYPES[s.dtype]
+
+    def run_prior() -> torch.Tensor:
+        with autocast(device, dt):
+            return net_p(x, t)
+
+    def run_est() -> torch.Tensor:
+        with autocast(device, dt):
+            return net_e((x + 1) / 2)
+
+    compile_s = 0.0
+    with torch.inference_mode():
+        if s.compile:
+            t0 = time.perf_counter()
+            run_prior()
+            run_est()
+            compile_s = time.perf_counter() - t0
+        out = run_prior().float()
+        step = _time(run_prior, device, reps)
+        est = _time(run_est, device, reps)
+    return out, step, est, compile_s
+
+
+def benchmark(
+    prior_name: str = "unet_ffhq512",
+    estimator_name: str = "swinir_restoration512",
+    settings: list[Setting] | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    reps: int = 3,
+    prior: torch.nn.Module | None = None,
+    estimator: torch.nn.Module | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Result]:
+    """Measure each setting (eager fp32 at batch 1 is always measured first, as the baseline)."""
+    device = torch.device(device)
+    prior = prior if prior is not None else models.fill_deterministic(models.build(prior_name))
+    estimator = estimator if estimator is not None else models.fill_deterministic(models.build(estimator_name))
+    prior, estimator = prior.to(device).eval(), estimator.to(device).eval()
+    size = prior.config.image_size
+    base = Setting()
+    todo = [base] + [s for s in (settings or []) if s != base]
+    results: list[Result] = []
+    ref_out: dict[int, torch.Tensor] = {}
+    for s in todo:
+        out, step, est, compile_s = _measure(prior, estimator, s, device, reps, size)
+        if s.channels_last:  # restore the default layout for the next setting
+            prior.to(memory_format=torch.contiguous_format)
+            estimator.to(memory_format=torch.contiguous_format)
+        r = Result(s.label, s.batch, step, step / s.batch, est, compile_s, _peak_mb(device))
+        if s.batch in ref_out:
+            r.max_abs_diff_vs_fp32 = float((out - ref_out[s.batch]).abs().max())
+        elif s.dtype == "fp32" and not s.compile and not s.channels_last:
+            ref_out[s.batch] = out
+        r.speedup_vs_eager_fp32 = results[0].step_per_face_s / r.step_per_face_s if results else 1.0
+        results.append(r)
+        log(f"{r.setting:32} step {r.step_s:8.3f} s  per face {r.step_per_face_s:8.3f} s  "
+            f"estimator {r.estimator_s:7.3f} s  x{r.speedup_vs_eager_fp32:.2f}")
+    return results
+
+
+def results_table(results: list[Result], nfe: int = 100) -> str:
+    head = (f"{'setting':32} {'step s':>9} {'step/face s':>12} {'estim. s':>9} {'face s':>9} "
+            f"{'speed-up':>9} {'max|d|':>9} {'compile s':>10} {'peak MB':>9}")
+    rows = [head, "-" * len(head)]
+    for r in results:
+        d = "" if r.max_abs_diff_vs_fp32 is None else f"{r.max_abs_diff_vs_fp32:.1e}"
+        rows.append(
+            f"{r.setting:32} {r.step_s:9.3f} {r.step_per_face_s:12.3f} {r.estimator_s:9.3f} "
+            f"{r.face_seconds(nfe):9.1f} {r.speedup_vs_eager_fp32:8.2f}x {d:>9} {r.compile_s:10.1f} "
+            f"{r.peak_mem_mb:9.0f}"
+        )
+    rows.append(f"(face s = estimator + {nfe} prior evaluations, per face)")
+    return "\n".join(rows)
+
+
+def as_dicts(results: list[Result]) -> list[dict]:
+    return [asdict(r) for r in results]

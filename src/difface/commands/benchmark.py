@@ -1,0 +1,59 @@
+"""`difface benchmark`: per-step, estimator and per-face time and peak memory for chosen settings."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+from difface.benchmark import Setting, as_dicts, benchmark, results_table
+from difface.device import pick_device
+from difface.images import atomic_write_bytes
+
+EPILOG = """examples:
+  difface benchmark                                        # 512 networks, eager fp32 vs bf16 on this machine
+  difface benchmark --dtype fp32,bf16 --channels-last both --compile both --json bench.json
+  difface benchmark --prior unet_small --estimator swinir_small --batch 1,8
+Eager fp32 at batch 1 is always measured first; every speed-up is relative to it, in the same run."""
+
+
+def _flags(v: str) -> list[bool]:
+    return {"no": [False], "yes": [True], "both": [False, True]}[v]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="measure speed and memory of the networks", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prior", default="unet_ffhq512", help="prior network name (default unet_ffhq512)")
+    p.add_argument("--estimator", default="swinir_restoration512", help="estimator network name")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="fp32,bf16", help="comma list of fp32, bf16, fp16 (default fp32,bf16)")
+    p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
+    p.add_argument("--channels-last", default="no", choices=["no", "yes", "both"])
+    p.add_argument("--compile", default="no", choices=["no", "yes", "both"],
+                   help="torch.compile (the compile time is reported separately)")
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions per measurement (median)")
+    p.add_argument("--nfe", type=int, default=100, help="prior evaluations per face for the per-face column")
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    settings = [
+        Setting(dtype=d, batch=int(b), channels_last=c, compile=k)
+        for d, b, c, k in itertools.product(args.dtype.split(","), args.batch.split(","),
+                                            _flags(args.channels_last), _flags(args.compile))
+    ]
+    import torch
+
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"prior {args.prior}, estimator {args.estimator}")
+    results = benchmark(args.prior, args.estimator, settings, device=device, reps=args.reps)
+    print(results_table(results, args.nfe))
+    if args.json:
+        payload = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "prior": args.prior, "estimator": args.estimator, "nfe": args.nfe, "results": as_dicts(results)}
+        atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
+    return 0

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+
+from difface.benchmark import Setting, benchmark
+from difface.cli import main
+from difface.restore import DifFace
+
+
+def test_benchmark_measures_baseline_first_and_reports_deviation(capsys):
+    res = benchmark("unet_small", "swinir_small", [Setting(dtype="bf16"), Setting(channels_last=True)],
+                    reps=1, log=lambda s: None)
+    assert [r.setting for r in res] == ["fp32+b1", "bf16+b1", "fp32+b1+channels_last"]
+    assert res[0].speedup_vs_eager_fp32 == 1.0 and res[0].max_abs_diff_vs_fp32 is None
+    assert res[2].max_abs_diff_vs_fp32 < 1e-4  # same parameters, same fp32 output
+    assert 1e-4 < res[1].max_abs_diff_vs_fp32 < 0.5  # bf16 differs, but not wildly
+    assert all(r.step_s > 0 and r.estimator_s > 0 and r.peak_mem_mb > 0 for r in res)
+    assert res[1].face_seconds(10) == pytest.approx(res[1].estimator_s + 10 * res[1].step_s)
+
+
+def test_benchmark_command_writes_json(tmp_path):
+    status = main(["benchmark", "--prior", "unet_small", "--estimator", "swinir_small", "--dtype", "fp32",
+                   "--batch", "1,2", "--reps", "1", "--device", "cpu", "--json", str(tmp_path / "b.json")])
+    assert status == 0
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [r["setting"] for r in data["results"]] == ["fp32+b1", "fp32+b2"]
+
+
+def test_channels_last_restoration_equals_eager(small_models):
+    y = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ref = DifFace.from_modules(*small_models).restore(y, start_step=3, seeds=[1]).result
+    fast = DifFace.from_modules(*small_models).optimize(channels_last=True)
+    try:
+        out = fast.restore(y, start_step=3, seeds=[1]).result
+    finally:
+        for m in small_models:
+            m.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+
+
+def test_few_step_sampler_runs_nfe_evaluations(small_models):
+    calls = []
+    model = DifFace.from_modules(*small_models)
+    y = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    out = model.restore(y, seeds=[0, 1], sampler="dpmpp2m", nfe=4, callback=calls.append)
+    assert [c["t"] for c in calls] == [400, 300, 200, 100]
+    assert out.result.shape == y.shape and 0 <= out.result.min() and out.result.max() <= 1
