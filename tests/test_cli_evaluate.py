@@ -95,3 +95,55 @@ def test_ffhq_gpen_pairs_psnr_y():
     pred, gt = (cv2.imread(str(f))[..., ::-1] for f in (p.pred, p.gt))
     ref = peak_signal_noise_ratio(rgb2ycbcr(gt)[..., 0], rgb2ycbcr(pred)[..., 0], data_range=255)
     assert psnr(pred / 255.0, gt / 255.0, y_channel=True) == pytest.approx(ref, abs=1e-9)
+
+
+def _filler(module, seed: int):
+    import math
+
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * math.sqrt(2.0 / p[0].numel()))
+    return module
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_evaluate_cli_with_filler_weights(folders, capsys):
+    """LPIPS, FID and ArcFace through the CLI on their real code, weights given as files."""
+    import torch
+
+    from difface.metrics.fid import FIDInceptionV3
+    from difface.metrics.lpips import LPIPS
+
+    pytest.importorskip("onnx", reason="the filler ArcFace network is exported with 'onnx' (test extra)")
+    pytest.importorskip("onnxruntime", reason="ArcFace runs through onnxruntime (extras test/metrics)")
+    root, _ = folders
+    alex = {k.removeprefix("net."): v for k, v in _filler(LPIPS("alex"), 0).state_dict().items()
+            if k.startswith("net.")}
+    torch.save(alex, root / "alexnet.pth")
+    torch.save(_filler(FIDInceptionV3(), 1).state_dict(), root / "inception.pth")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 8))
+    torch.onnx.export(net.eval(), (torch.zeros(1, 3, 112, 112),), str(root / "arc.onnx"), dynamo=False,
+                      input_names=["x"], output_names=["e"], dynamic_axes={"x": {0: "n"}, "e": {0: "n"}})
+    common = ["--metrics", "lpips,fid,ids,deg", "--alexnet", str(root / "alexnet.pth"), "--inception",
+              str(root / "inception.pth"), "--arcface", str(root / "arc.onnx"), "--no-progress"]
+    # Identical folders: zero distances, unit similarity.
+    assert main(["evaluate", "--pred", str(root / "gt"), "--gt", str(root / "gt"), "--json", str(root / "same.json"),
+                 *common]) == 0
+    same = json.loads((root / "same.json").read_text())["means"]
+    assert abs(same["lpips"]) < 1e-6 and abs(same["fid"]) < 1e-6 * 2048
+    assert same["ids"] == pytest.approx(1.0, abs=1e-9) and same["deg"] == pytest.approx(0.0, abs=1e-3)
+    # Restored vs ground truth, FID against statistics computed once from --ref-dir and cached.
+    stats = root / "ref_stats.npz"
+    assert main(["evaluate", "--pred", str(root / "pred"), "--gt", str(root / "gt"), "--pair-regex", r"(\d+)$",
+                 "--ref-dir", str(root / "gt"), "--ref-stats", str(stats), "--json", str(root / "diff.json"),
+                 *common]) == 0
+    diff = json.loads((root / "diff.json").read_text())
+    assert diff["skipped"] == {} and diff["means"]["lpips"] > 1e-4 and diff["means"]["fid"] > 0
+    assert 0 < diff["means"]["deg"] < 180 and diff["means"]["ids"] < 1
+    with np.load(stats) as z:
+        assert z["mu"].shape == (2048,) and z["sigma"].shape == (2048, 2048)

@@ -130,6 +130,7 @@ def test_feature_path_equals_covariance_path():
         fa, fb = rng.normal(size=(n1, d)), rng.normal(size=(n2, d)) * 1.3 + 0.2
         ref = fid.frechet_distance(*fid.feature_statistics(fa), *fid.feature_statistics(fb))
         assert fid.frechet_distance_features(fa, fb) == pytest.approx(ref, rel=1e-6)
+        assert fid.frechet_distance_to_stats(fa, *fid.feature_statistics(fb)) == pytest.approx(ref, rel=1e-6)
 
 
 def test_frechet_distance_hand_computed_2d():

@@ -216,6 +216,27 @@ def frechet_distance_features(fa: np.ndarray, fb: np.ndarray) -> float:
     return float(diff @ diff + (a * a).sum() / (n1 - 1) + (b * b).sum() / (n2 - 1) - 2.0 * nuclear)
 
 
+def frechet_distance_to_stats(features: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """Frechet distance between the Gaussian fitted to (N, D) features and N(mu, sigma).
+
+    Equal to `frechet_distance` on `feature_statistics(features)`. With centred features A, the
+    non-zero eigenvalues of (A^T A / (N - 1)) sigma are those of the (N, N) symmetric matrix
+    A sigma A^T / (N - 1), so for N < D no D x D decomposition is needed.
+    """
+    f = np.asarray(features, np.float64)
+    mu, sigma = np.asarray(mu, np.float64).ravel(), np.asarray(sigma, np.float64)
+    if f.ndim != 2 or len(f) < 2 or f.shape[1] != mu.size or sigma.shape != (mu.size, mu.size):
+        raise ValueError(f"need (N >= 2, D) features and D = {mu.size} statistics, got {f.shape} and {sigma.shape}")
+    n = len(f)
+    if n > f.shape[1]:
+        return frechet_distance(*feature_statistics(f), mu, sigma)
+    a = f - f.mean(0)
+    m = a @ sigma @ a.T / (n - 1)
+    tr_covmean = float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2.0), 0.0, None))))
+    diff = f.mean(0) - mu
+    return float(diff @ diff + (a * a).sum() / (n - 1) + np.trace(sigma) - 2.0 * tr_covmean)
+
+
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) features -> (mu (D,), sigma (D, D)) with the unbiased covariance (N - 1), as pytorch-fid."""
     f = np.asarray(features, np.float64)

@@ -223,26 +223,32 @@ def _score_pair(scorers: list[Scorer], pred: np.ndarray, gt: np.ndarray | None, 
     return {n: out.get(n, float("nan")) for n in names}
 
 
+def _summarise(result: EvalResult, names: list[str]) -> None:
+    """Fill result.means / counts from the rows; NaN marks a failed score (no face, size mismatch)."""
+    for n in names:
+        vals = np.array([r[n] for r in result.rows], np.float64)
+        valid = vals[~np.isnan(vals)]  # inf (PSNR of identical images) is kept
+        result.means[n] = float(valid.mean()) if len(valid) else float("nan")
+        result.counts[n] = int(len(valid))
+
+
 def evaluate(pairs: list[Pair], names: list[str], opts: EvalOptions | None = None,
              progress: bool = True) -> EvalResult:
-    """Score every pair with the metrics `names` (see difface.metrics.METRICS)."""
+    """Score every pair with the metrics `names` (see difface.metrics.METRICS); see EvalResult."""
     from tqdm import tqdm
 
     opts = opts or EvalOptions()
     has_gt = all(p.gt is not None for p in pairs)
     result = EvalResult()
     if not has_gt:
-        for n in names:
-            if METRICS[n].kind == "paired":
-                result.skipped[n] = "needs ground truth: pass --gt DIR"
-    active = [n for n in names if n not in result.skipped]
-    per_image = [n for n in active if METRICS[n].kind != "set"]
+        result.skipped.update({n: "needs ground truth: pass --gt DIR" for n in names if METRICS[n].kind == "paired"})
+    per_image = [n for n in names if n not in result.skipped and METRICS[n].kind != "set"]
     scorers, skipped = build_scorers(per_image, opts)
     result.skipped.update(skipped)
-    fid = _FIDSet(opts, has_gt) if "fid" in active else None
+    per_image = [n for n in per_image if n not in result.skipped]
+    fid = _FIDSet(opts, has_gt) if "fid" in names else None
     if fid is not None and fid.error:
         result.skipped["fid"], fid = fid.error, None
-    per_image = [n for n in per_image if n not in result.skipped]
     warned: set[str] = set()
     for pair in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
         pred, gt = _read(pair.pred), _read(pair.gt)
@@ -251,11 +257,7 @@ def evaluate(pairs: list[Pair], names: list[str], opts: EvalOptions | None = Non
         if fid is not None:
             fid.add(pred, gt)
         result.rows.append(row)
-    for n in per_image:
-        vals = np.array([r[n] for r in result.rows], np.float64)
-        valid = vals[~np.isnan(vals)]  # NaN marks a failed score (no face, size mismatch); inf is kept
-        result.means[n] = float(valid.mean()) if len(valid) else float("nan")
-        result.counts[n] = int(len(valid))
+    _summarise(result, per_image)
     if fid is not None:
         try:
             result.means["fid"], result.counts["fid"] = fid.finish(), len(pairs)
@@ -301,16 +303,17 @@ class _FIDSet:
 
         self.pred.append(extract_features(self.model, [pred])[0])
         if self.use_gt and gt is not None:
-            self.gt.append(extract_features(self.model, [gt])[0])
+            same = gt.shape == pred.shape and np.array_equal(gt, pred)  # e.g. a folder scored against itself
+            self.gt.append(self.pred[-1] if same else extract_features(self.model, [gt])[0])
 
     def finish(self) -> float:
-        from difface.metrics.fid import feature_statistics, frechet_distance, frechet_distance_features
+        from difface.metrics.fid import frechet_distance_features, frechet_distance_to_stats
 
         if len(self.pred) < 2:
             raise ValueError("FID needs at least 2 images")
         if self.ref is None:
             return frechet_distance_features(np.stack(self.pred), np.stack(self.gt))
-        return frechet_distance(*feature_statistics(np.stack(self.pred)), *self.ref)
+        return frechet_distance_to_stats(np.stack(self.pred), *self.ref)
 
 
 def reference_statistics(ref_dir: str | os.PathLike, model, *, cache: str | os.PathLike | None = None,
