@@ -197,7 +197,7 @@ def test_restore_photo_jobs_glue(tmp_path, monkeypatch):
     class FakeModel:
         image_size = 64
 
-        def restore(self, x, *, start_step, eta, seeds, dtype):
+        def restore(self, x, *, start_step, eta, seeds, dtype, **options):
             calls.append((tuple(x.shape), start_step, eta, tuple(seeds)))
             return SimpleNamespace(result=x, estimate=x)
 
@@ -225,3 +225,9 @@ def test_restore_photo_jobs_glue(tmp_path, monkeypatch):
     rgb, alpha = saved[tmp_path / "out" / "a.png"]
     assert rgb.shape == (120, 160, 3) and alpha.shape == (120, 160)
     assert calls == [((1, 3, 64, 64), 100, 0.5, (7,))] * 2  # two faces, batch size 1
+    # as `difface restore` passes them: the model options ready-made in args.restore_kwargs
+    args.restore_kwargs = dict(start_step=3, eta=0.0, dtype=torch.float32, sampler=None, nfe=None)
+    calls.clear()
+    jobs[0].image = None
+    assert restore_photo_jobs(FakeModel(), jobs[:1], args, "cpu", torch.float32, [], save=save, read=read) == 1
+    assert calls == [((1, 3, 64, 64), 3, 0.0, (7,))] * 2

@@ -197,8 +197,8 @@ def restore_photo_jobs(model, jobs: list, args, device, dtype, failed: list, *, 
     """`difface restore` on whole photos: read each job, `restore_photo`, save; returns the count saved.
 
     model: a `difface.restore.DifFace`; jobs carry `.src`, `.dst`, `.image`; args the parsed restore
-    options (detector, upscale, only_center_face, bg_upsampler, draw_boxes, batch_size, start_step,
-    eta, seed); failures are appended to `failed` as (path, reason) and never stop the run.
+    options (detector, upscale, only_center_face, bg_upsampler, draw_boxes, batch_size, seed, and
+    `restore_kwargs` for `model.restore`, else start_step and eta); failures are appended to `failed` as (path, reason) and never stop the run.
     """
     try:
         detector = get_detector(args.detector or "mtcnn", device=str(device))
@@ -207,9 +207,10 @@ def restore_photo_jobs(model, jobs: list, args, device, dtype, failed: list, *, 
         failed.extend((j.src, str(e)) for j in jobs)
         return 0
 
+    kwargs = getattr(args, "restore_kwargs", None) or dict(start_step=args.start_step, eta=args.eta, dtype=dtype)
+
     def restorer(x: torch.Tensor) -> torch.Tensor:
-        out = model.restore(x, seeds=[args.seed] * len(x), **args.restore_kwargs)
-        return out.result
+        return model.restore(x, seeds=[args.seed] * len(x), **kwargs).result
 
     done = 0
     for job in tqdm(jobs, unit="photo", desc="photos", disable=len(jobs) < 2):
