@@ -198,7 +198,8 @@ def restore_photo_jobs(model, jobs: list, args, device, dtype, failed: list, *, 
 
     model: a `difface.restore.DifFace`; jobs carry `.src`, `.dst`, `.image`; args the parsed restore
     options (detector, upscale, only_center_face, bg_upsampler, draw_boxes, batch_size, seed, and
-    `restore_kwargs` for `model.restore`, else start_step and eta); failures are appended to `failed` as (path, reason) and never stop the run.
+    `restore_kwargs` for `model.restore`, else start_step and eta); failures are appended to
+    `failed` as (path, reason) and never stop the run.
     """
     try:
         detector = get_detector(args.detector or "mtcnn", device=str(device))
