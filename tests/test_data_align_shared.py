@@ -2,9 +2,10 @@ import json
 import shutil
 
 import cv2
-from conftest import shared_data
 
 from difface.cli import main
+
+from conftest import shared_data
 
 
 def test_shared_transform_aligns_every_photo_with_one_matrix(tmp_path):
