@@ -115,7 +115,14 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (see the module docstring for the YAML form)."""
+    """Everything that defines a training run (see the module docstring for the YAML form).
+
+    loss: estimator pixel loss, l1 (official) or l2; precision: fp32 | bf16 | fp16 (autocast; a
+    GradScaler only for fp16); max_steps: optimizer steps in total; log_every / sample_every /
+    checkpoint_every: periods in steps (0: only at the last step; the last step always logs,
+    samples, checkpoints and exports); keep_checkpoints: newest checkpoints kept (0: all); seed:
+    model init, sample order, flips/degradations and per-sample timesteps/noise all derive from it.
+    """
 
     model: UNetConfig | SwinIRConfig = field(default_factory=UNetConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -114,6 +114,10 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, device: str = "auto",
         dataset = build_dataset(cfg)
         sample_fn = build_sample_fn(cfg) if info.is_main else None
         model = build_model(cfg)
+        native = cfg.model.image_size if cfg.task == "prior" else cfg.model.img_size * cfg.model.sf
+        if info.is_main and cfg.image_size != native:
+            log.warning("training on %dx%d images, but the network is configured for %dx%d", cfg.image_size,
+                        cfg.image_size, native, native)
         if info.is_main:
             log.info("%s: %d parameters, %d training images, %d process(es) on %s", cfg.task,
                      sum(p.numel() for p in model.parameters()), len(dataset), info.world_size, info.device)
