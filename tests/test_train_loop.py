@@ -225,7 +225,7 @@ def test_diffusion_step_metrics_are_sums(prior_setup):
 
 def test_one_grad_scaler_for_the_whole_run(prior_setup, tmp_path):
     cfg, _ = prior_setup
-    c = tiny_config("prior", cfg.data.folder, precision="fp16", max_steps=3)
+    c = tiny_config("estimator", cfg.data.folder, precision="fp16", max_steps=3, data={"degradation": "mild"})
     state = train(build_model(c), build_step(c), build_dataset(c), c, tmp_path / "fp16", CPU)
     # The scaler counts its successful steps: 3 means one scaler lived through all three (the
     # official trainer re-created it every step, which would leave 1).
