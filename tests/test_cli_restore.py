@@ -91,3 +91,18 @@ def test_missing_inputs_and_missing_weights_fail_clearly(tmp_path, capsys, monke
     status = main(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--aligned",
                    "--prior", str(tmp_path / "missing.pth"), "--estimator", str(tmp_path / "missing2.pth")])
     assert status == 2 and "missing.pth" in capsys.readouterr().err
+
+
+def test_whole_photo_mode_writes_result_faces_and_comparison(tmp_path, official_layout_checkpoints):
+    from pathlib import Path
+
+    prior, est = official_layout_checkpoints
+    photo = Path(__file__).resolve().parents[1] / "examples" / "astronaut_lq.png"  # public domain
+    out = tmp_path / "out"
+    status = main(["restore", str(photo), "-o", str(out), "--prior", str(prior), "--estimator", str(est),
+                   "--start-step", "2", "--bg-upsampler", "lanczos", "--save-comparison"])
+    assert status == 0
+    assert cv2.imread(str(out / "astronaut_lq.png")).shape == (384, 384, 3)  # --upscale 2 by default
+    assert cv2.imread(str(out / "cropped_faces" / "astronaut_lq_00.png")).shape == (64, 64, 3)
+    assert cv2.imread(str(out / "restored_faces" / "astronaut_lq_00.png")).shape == (64, 64, 3)
+    assert cv2.imread(str(out / "comparisons" / "astronaut_lq.png")).shape == (384, 768, 3)

@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
                    "per process; worth it for many faces)")
     p.add_argument("--save-comparison", action="store_true",
-                   help="also write OUTDIR/comparisons/name.png: input | estimate | result")
+                   help="also write OUTDIR/comparisons/name.png: input | estimate | result (whole photos: "
+                   "input | result)")
     photo = p.add_argument_group("whole photos (without --aligned)")
     photo.add_argument("--upscale", type=int, default=2, help="output scale of whole photos (default 2)")
     photo.add_argument("--detector", default=None, help="face detector backend (default: offline detector)")
@@ -156,13 +157,14 @@ def _save(job: Job, rgb: np.ndarray, failed: list, estimate: np.ndarray | None, 
     try:
         write_image(job.dst, rgb, img.alpha if img.alpha is not None and img.alpha.shape == rgb.shape[:2] else None,
                     bit_depth=16 if img.bit_depth == 16 else 8)
-        if args.save_comparison and estimate is not None:
+        if args.save_comparison:
             lq = img.rgb
-            if lq.shape != rgb.shape:
+            if lq.shape != rgb.shape:  # whole photos are upscaled: show the input at the output size
                 import cv2
 
                 lq = cv2.resize(lq, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_CUBIC)
-            write_image(job.dst.parent / "comparisons" / job.dst.name, np.concatenate([lq, estimate, rgb], axis=1))
+            panels = [lq, rgb] if estimate is None else [lq, estimate, rgb]
+            write_image(job.dst.parent / "comparisons" / job.dst.name, np.concatenate(panels, axis=1))
         return True
     except OSError as e:
         failed.append((job.src, f"cannot write {job.dst}: {e}"))

@@ -23,6 +23,7 @@ from difface.face.align import align_faces, select_faces
 from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
 from difface.face.detect import Detections, FaceDetector, detect_faces, get_detector
 from difface.face.paste import MaskFn, paste_faces
+from difface.images import write_image
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,10 @@ def restore_photo_jobs(model, jobs: list, args, device, dtype, failed: list, *, 
             failed.append((job.src, f"restoration failed: {e}"))
             continue
         log.info("%s: %d face(s)%s", job.src, res.num_faces, f"; {res.message}" if res.message else "")
+        for k in range(res.num_faces):  # the aligned crops and their restorations, for inspection
+            name = f"{job.dst.stem}_{k:02d}.png"
+            write_image(job.dst.parent / "cropped_faces" / name, res.crops[k])
+            write_image(job.dst.parent / "restored_faces" / name, res.restored[k])
         image = _to_gray(res.image) if job.image.gray else res.image
         job.image.alpha = res.alpha  # the writer keeps alpha when its size matches the output
         done += bool(save(job, image, failed, None, args))
