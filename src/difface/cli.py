@@ -32,14 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("difface")
-    log.handlers = [handler]  # messages go to the current stderr, once, however often main() runs
-    log.propagate = False
+    saved = (log.handlers, log.propagate, log.level)
+    # For the duration of the command, messages go to the current stderr, once; restored afterwards
+    # so that embedding applications (and test runners) keep their own logging set-up.
+    log.handlers, log.propagate = [handler], False
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        log.handlers, log.propagate = saved[0], saved[1]
+        log.setLevel(saved[2])
