@@ -12,9 +12,9 @@ from torch import nn
 from _train_utils import single_thread, tiny_config, write_images
 from difface.diffusion.losses import training_losses
 from difface.diffusion.schedule import Diffusion
+from difface.distributed import DistInfo
 from difface.train.config import OptimConfig, TimestepConfig
 from difface.train.data import StreamSampler
-from difface.train.distributed import DistInfo
 from difface.train.ema import EMA
 from difface.train.loop import accumulate_gradients, lr_at, train
 from difface.train.run import build_dataset, build_model, build_step

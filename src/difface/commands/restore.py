@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from difface.device import DTYPES, pick_device
+from difface import distributed
+from difface.device import DTYPES
 from difface.images import (
     ImageReadError,
     LoadedImage,
@@ -111,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         log.error("error: no images found in %s", " ".join(args.inputs))
         return 2
-    device = pick_device(args.device)
+    dist_info = distributed.setup(args.device)  # under torchrun: one shard of the inputs per process
+    device = dist_info.device
     dtype = DTYPES[args.dtype]
     try:
         model = DifFace.load(args.prior, args.estimator, respacing=args.steps).to(device)
@@ -131,16 +133,22 @@ def run(args: argparse.Namespace) -> int:
         if j.dst.resolve() in input_paths:
             failed.append((j.src, f"output {j.dst} would overwrite an input; choose another -o folder"))
     jobs = [j for j in jobs if j.src not in {f for f, _ in failed}]
+    if dist_info.world_size > 1:  # results depend only on image and seed, so sharding changes nothing
+        jobs = jobs[dist_info.rank:: dist_info.world_size]
+        failed = failed if dist_info.is_main else []
     restore = aligned_batches if args.aligned else whole_photos
     t0 = time.perf_counter()
     done = restore(model, jobs, args, device, dtype, failed)
     elapsed = time.perf_counter() - t0
     for src, why in failed:
         log.error("failed: %s: %s", src, why)
-    per = f" ({elapsed / done:.2f} s/image)" if done else ""
-    log.info("restored %d of %d images in %.1f s%s -> %s%s", done, len(inputs), elapsed, per, args.output,
-             f"; {len(failed)} failed" if failed else "")
-    return 1 if failed else 0
+    counts = distributed.all_reduce_sum(torch.tensor([done, len(failed)], dtype=torch.float64))
+    done_all, failed_all = int(counts[0]), int(counts[1])
+    if dist_info.is_main:
+        per = f" ({elapsed / done_all * dist_info.world_size:.2f} s/image per process)" if done_all else ""
+        log.info("restored %d of %d images in %.1f s%s -> %s%s", done_all, len(inputs), elapsed, per, args.output,
+                 f"; {failed_all} failed" if failed_all else "")
+    return 1 if failed_all else 0
 
 
 def _read(job: Job, failed: list) -> bool:

@@ -9,6 +9,7 @@ Modules: config (TrainConfig, strict YAML), loop (train, lr_at, accumulate_gradi
 samples (grids, validation), distributed (torchrun helpers), run (wiring).
 """
 
+from difface.distributed import is_main_process
 from difface.train.checkpoint import find_checkpoint, load_checkpoint
 from difface.train.config import (
     DEFAULTS,
@@ -23,7 +24,6 @@ from difface.train.config import (
     from_dict,
     load_config,
 )
-from difface.train.distributed import is_main_process
 from difface.train.ema import EMA
 from difface.train.loop import TrainState, accumulate_gradients, export_weights, lr_at, train
 from difface.train.run import build_dataset, build_model, build_step, run_training

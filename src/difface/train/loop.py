@@ -31,11 +31,11 @@ from tqdm import tqdm
 
 from difface.device import DTYPES
 from difface.device import autocast as autocast_ctx
+from difface.distributed import DistInfo, all_reduce_sum
 from difface.images import atomic_write_bytes
 from difface.train import checkpoint as ckpt
 from difface.train.config import OptimConfig, TrainConfig, check_resumable, dump_config
 from difface.train.data import StreamSampler, make_loader
-from difface.train.distributed import DistInfo, all_reduce_sum
 from difface.train.ema import EMA
 from difface.train.logs import MetricsLogger, tensorboard_writer
 from difface.train.steps import StepFn

@@ -1,7 +1,7 @@
 """Wiring: a TrainConfig -> network, dataset, step function, sample hook -> `loop.train`.
 
 `run_training(cfg, run_dir)` is what `difface train prior|estimator` calls; it works in a single
-process and under `torchrun` (one process per device; see difface.train.distributed).
+process and under `torchrun` (one process per device; see difface.distributed).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from difface import distributed
 from difface.data.datasets import ImageFolder, PairedFolder, SyntheticPairs
 from difface.data.degrade import get_preset
 from difface.diffusion.schedule import Diffusion
 from difface.models import SwinIR, build_from_config
-from difface.train import distributed
 from difface.train.checkpoint import list_checkpoints
 from difface.train.config import TrainConfig
 from difface.train.loop import SampleFn, TrainState, train
