@@ -82,10 +82,12 @@ class DifFace:
 
         if prior is None and estimator is None:
             prior, estimator = bundled_model_paths()
+            name = "bundled small model (difface-small64, trained on CelebA; see docs/model-card.md)"
         elif prior is None or estimator is None:
             raise ValueError("give both a prior and an estimator (or neither, for the bundled model)")
+        else:
+            name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
         p, e = weights.load_network(prior), weights.load_network(estimator)
-        name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
         return cls.from_modules(p, e, respacing, name=name)
 
     def optimize(self, *, channels_last: bool = False, compile: bool = False) -> DifFace:
