@@ -1,0 +1,68 @@
+"""Figures of docs/model-card.md for a DifFace model (default: the bundled one).
+
+  docs/images/prior_samples.png       unconditional samples of the prior (DDIM from pure noise)
+  docs/images/val_restorations.png    rows: degraded input | estimator | DifFace (start 100, eta 0.5) | ground truth
+
+  python scripts/make_model_card_figures.py --lq /work/data64/val_celebatest/lq --hq /work/data64/val_celebatest/hq
+"""
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from difface.diffusion import Diffusion, EpsDenoiser, generator_noise, sample_loop
+from difface.images import image_to_tensor, read_image, write_image
+from difface.restore import DifFace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def grid(rows: list[np.ndarray], scale: int = 2, pad: int = 2) -> np.ndarray:
+    """rows of (N, S, S, 3) arrays -> one image, each tile enlarged `scale` times (nearest)."""
+    s = rows[0].shape[1] * scale
+    n = max(len(r) for r in rows)
+    out = np.ones((len(rows) * (s + pad) + pad, n * (s + pad) + pad, 3), np.float32)
+    for i, r in enumerate(rows):
+        for j, tile in enumerate(r):
+            big = cv2.resize(tile, (s, s), interpolation=cv2.INTER_NEAREST)
+            out[pad + i * (s + pad): pad + i * (s + pad) + s, pad + j * (s + pad): pad + j * (s + pad) + s] = big
+    return out
+
+
+@torch.inference_mode()
+def prior_samples(model: DifFace, n: int, steps: str = "ddim50") -> np.ndarray:
+    d = Diffusion.create(1000, "linear", steps)
+    s = model.image_size
+    noise = generator_noise([torch.Generator().manual_seed(k) for k in range(n)])
+    x = noise(torch.zeros(n, 3, s, s))
+    x = sample_loop(EpsDenoiser(model.prior, d), d, x, d.num_timesteps, eta=0.0, noise_fn=noise)
+    return (x * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prior")
+    ap.add_argument("--estimator")
+    ap.add_argument("--lq", type=Path, required=True)
+    ap.add_argument("--hq", type=Path, required=True)
+    ap.add_argument("--count", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    args = ap.parse_args()
+    model = DifFace.load(args.prior, args.estimator)
+    samples = prior_samples(model, 16)
+    write_image(args.out / "prior_samples.png", grid([samples[:8], samples[8:]]))
+    names = sorted(p.name for p in args.lq.glob("*.png"))[: args.count]
+    lq = torch.cat([image_to_tensor(read_image(args.lq / n).rgb) for n in names])
+    hq = np.stack([read_image(args.hq / n).rgb for n in names])
+    out = model.restore(lq, start_step=100, eta=0.5, seeds=[0] * len(lq))
+    to_np = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731
+    rows = [to_np(lq), to_np(out.estimate), to_np(out.result), hq]
+    write_image(args.out / "val_restorations.png", grid(rows))
+    print(f"wrote {args.out / 'prior_samples.png'} and {args.out / 'val_restorations.png'}")
+
+
+if __name__ == "__main__":
+    main()
