@@ -65,3 +65,14 @@ def test_bf16_autocast_stays_close_to_fp32(small_models):
     low = model.restore(y, start_step=5, seeds=[0], dtype=torch.bfloat16).result
     assert low.dtype == torch.float32
     assert (low - ref).abs().mean() < 0.05
+
+
+def test_image_seed_depends_on_content_and_seed_only():
+    from difface.restore import image_seed
+
+    a = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    b = a.clone()
+    b[0, 0, 0] += 1e-3
+    assert image_seed(5, a) == image_seed(5, a.clone())
+    assert len({image_seed(5, a), image_seed(5, b), image_seed(6, a)}) == 3
+    assert 0 <= image_seed(2**40, a) < 2**63

@@ -8,6 +8,7 @@ prior's resolution S; other sizes are resized with bicubic antialiasing and resi
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,16 @@ DEFAULT_START_STEP = 100  # respaced index on "ddim250": original timestep 400 o
 DEFAULT_ETA = 0.5
 DEFAULT_RESPACING = "ddim250"
 BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
+
+
+def image_seed(seed: int, image: torch.Tensor) -> int:
+    """A per-image seed from the user's seed and the image's content (float32 bytes).
+
+    Each image gets its own noise (no shared artefact pattern across a folder), and its result
+    depends only on the image and the seed: not on file names, order, batching or sharding.
+    """
+    digest = hashlib.sha256(image.detach().float().contiguous().cpu().numpy().tobytes()).digest()
+    return (int(seed) * 1_000_003 + int.from_bytes(digest[:8], "little")) % 2**63
 
 
 class BundledModelMissing(FileNotFoundError):

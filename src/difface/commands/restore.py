@@ -23,7 +23,7 @@ from difface.images import (
     tensor_to_image,
     write_image,
 )
-from difface.restore import DEFAULT_ETA, DEFAULT_RESPACING, DEFAULT_START_STEP, DifFace
+from difface.restore import DEFAULT_ETA, DEFAULT_RESPACING, DEFAULT_START_STEP, DifFace, image_seed
 
 log = logging.getLogger("difface")
 
@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"(default {DEFAULT_RESPACING})")
     p.add_argument("--eta", type=float, default=DEFAULT_ETA, help=f"DDIM eta (default {DEFAULT_ETA}); higher "
                    "is more stochastic")
-    p.add_argument("--seed", type=int, default=12345, help="random seed; each image uses it on its own "
-                   "generator, so results do not depend on batching (default 12345)")
+    p.add_argument("--seed", type=int, default=12345, help="random seed; each image draws from its own "
+                   "generator, seeded from this and the image's content, so a result depends only on the image "
+                   "and the seed, not on batching, order or sharding (default 12345)")
     p.add_argument("--batch-size", type=int, default=1, help="faces per network batch (default 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="network precision (default fp32)")
@@ -199,7 +200,7 @@ def aligned_batches(model: DifFace, jobs: list[Job], args, device, dtype, failed
         t0 = time.perf_counter()
         x = torch.cat([_to_model_size(image_to_tensor(j.image.rgb), s) for j in batch])
         try:
-            out = model.restore(x, seeds=[args.seed] * len(batch), **args.restore_kwargs)
+            out = model.restore(x, seeds=[image_seed(args.seed, im) for im in x], **args.restore_kwargs)
         except RuntimeError as e:  # e.g. out of memory: report these files, keep going
             failed.extend((j.src, f"restoration failed: {e}") for j in batch)
             bar.update(len(batch))

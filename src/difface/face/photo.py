@@ -24,6 +24,7 @@ from difface.face.background import Upsampler, lanczos_upsampler, resize_to, tar
 from difface.face.detect import Detections, FaceDetector, detect_faces, get_detector
 from difface.face.paste import MaskFn, paste_faces
 from difface.images import write_image
+from difface.restore import image_seed
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def restore_photo_jobs(model, jobs: list, args, device, dtype, failed: list, *, 
     kwargs = getattr(args, "restore_kwargs", None) or dict(start_step=args.start_step, eta=args.eta, dtype=dtype)
 
     def restorer(x: torch.Tensor) -> torch.Tensor:
-        return model.restore(x, seeds=[args.seed] * len(x), **kwargs).result
+        return model.restore(x, seeds=[image_seed(args.seed, im) for im in x], **kwargs).result
 
     done = 0
     for job in tqdm(jobs, unit="photo", desc="photos", disable=len(jobs) < 2):
