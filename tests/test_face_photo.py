@@ -198,7 +198,10 @@ def test_restore_photo_jobs_glue(tmp_path, monkeypatch):
         image_size = 64
 
         def restore(self, x, *, start_step, eta, seeds, dtype, **options):
-            calls.append((tuple(x.shape), start_step, eta, tuple(seeds)))
+            from difface.restore import image_seed
+
+            # one seed per face, derived from the --seed and the face crop's content
+            calls.append((tuple(x.shape), start_step, eta, tuple(seeds) == tuple(image_seed(7, im) for im in x)))
             return SimpleNamespace(result=x, estimate=x)
 
     def read(job, failed):
@@ -224,7 +227,7 @@ def test_restore_photo_jobs_glue(tmp_path, monkeypatch):
     assert [f[0].name for f in failed] == ["b.png"]
     rgb, alpha = saved[tmp_path / "out" / "a.png"]
     assert rgb.shape == (120, 160, 3) and alpha.shape == (120, 160)
-    assert calls == [((1, 3, 64, 64), 100, 0.5, (7,))] * 2  # two faces, batch size 1
+    assert calls == [((1, 3, 64, 64), 100, 0.5, True)] * 2  # two faces, batch size 1
     # as `difface restore` passes them: the model options ready-made in args.restore_kwargs
     args.restore_kwargs = dict(start_step=3, eta=0.0, dtype=torch.float32, sampler=None, nfe=None)
     calls.clear()
