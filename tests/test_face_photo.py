@@ -233,4 +233,4 @@ def test_restore_photo_jobs_glue(tmp_path, monkeypatch):
     calls.clear()
     jobs[0].image = None
     assert restore_photo_jobs(FakeModel(), jobs[:1], args, "cpu", torch.float32, [], save=save, read=read) == 1
-    assert calls == [((1, 3, 64, 64), 3, 0.0, (7,))] * 2
+    assert calls == [((1, 3, 64, 64), 3, 0.0, True)] * 2
