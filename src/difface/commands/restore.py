@@ -23,7 +23,14 @@ from difface.images import (
     tensor_to_image,
     write_image,
 )
-from difface.restore import DEFAULT_ETA, DEFAULT_RESPACING, DEFAULT_START_STEP, DifFace, image_seed
+from difface.restore import (
+    BUNDLED_START_STEP,
+    DEFAULT_ETA,
+    DEFAULT_RESPACING,
+    DEFAULT_START_STEP,
+    DifFace,
+    image_seed,
+)
 
 log = logging.getLogger("difface")
 
@@ -50,9 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", help="diffusion prior: registry name (`difface weights list`) or file; "
                    "default: the bundled small model")
     p.add_argument("--estimator", help="diffused estimator: registry name or file (default: bundled)")
-    p.add_argument("--start-step", type=int, default=DEFAULT_START_STEP,
-                   help=f"respaced step N the estimate is diffused to (default {DEFAULT_START_STEP}: t=400 of "
-                   "1000 on ddim250); 0 = estimator only")
+    p.add_argument("--start-step", type=int, default=None,
+                   help=f"respaced step N the estimate is diffused to (default: {DEFAULT_START_STEP}, i.e. t=400 of "
+                   f"1000 on ddim250, for the official models; {BUNDLED_START_STEP} for the bundled small model); "
+                   "0 = estimator only")
     p.add_argument("--steps", default=DEFAULT_RESPACING, help="timestep respacing, e.g. ddim250 or 250 "
                    f"(default {DEFAULT_RESPACING})")
     p.add_argument("--eta", type=float, default=DEFAULT_ETA, help=f"DDIM eta (default {DEFAULT_ETA}); higher "
@@ -123,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.fast or args.compile:
         model.optimize(channels_last=args.fast, compile=args.compile)
+    if args.start_step is None:
+        args.start_step = model.default_start_step
     args.restore_kwargs = dict(start_step=args.start_step, eta=args.eta, dtype=dtype,
                                sampler=None if args.sampler == "official" else args.sampler, nfe=args.nfe)
     log.info("model: %s at %dx%d, %s on %s, start step %d of %s, eta %g",
