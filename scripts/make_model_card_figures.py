@@ -1,7 +1,7 @@
 """Figures of docs/model-card.md for a DifFace model (default: the bundled one).
 
   docs/images/prior_samples.png       unconditional samples of the prior (DDIM from pure noise)
-  docs/images/val_restorations.png    rows: degraded input | estimator | DifFace (start 100, eta 0.5) | ground truth
+  docs/images/val_restorations.png    rows: degraded input | estimator | DifFace start 40 | start 100 (eta 0.5) | truth
 
   python scripts/make_model_card_figures.py --lq /work/data64/val_celebatest/lq --hq /work/data64/val_celebatest/hq
 """
@@ -57,9 +57,10 @@ def main() -> None:
     names = sorted(p.name for p in args.lq.glob("*.png"))[: args.count]
     lq = torch.cat([image_to_tensor(read_image(args.lq / n).rgb) for n in names])
     hq = np.stack([read_image(args.hq / n).rgb for n in names])
-    out = model.restore(lq, start_step=100, eta=0.5, seeds=[0] * len(lq))
+    out40 = model.restore(lq, start_step=40, eta=0.5, seeds=list(range(len(lq))))
+    out100 = model.restore(lq, start_step=100, eta=0.5, seeds=list(range(len(lq))))
     to_np = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731
-    rows = [to_np(lq), to_np(out.estimate), to_np(out.result), hq]
+    rows = [to_np(lq), to_np(out40.estimate), to_np(out40.result), to_np(out100.result), hq]
     write_image(args.out / "val_restorations.png", grid(rows))
     print(f"wrote {args.out / 'prior_samples.png'} and {args.out / 'val_restorations.png'}")
 
