@@ -17,7 +17,7 @@ def test_bundled_files_are_small_safetensors_with_configs():
     assert sum(f.stat().st_size for f in files) < 40 * 2**20
     model = DifFace.load()
     assert model.image_size == 64 and "bundled" in model.name
-    assert model.default_start_step == 20  # the small prior's measured sweet spot (docs/model-card.md)
+    assert (model.default_start_step, model.default_eta) == (20, 0.0)  # measured in docs/model-card.md
     assert sum(p.numel() for p in model.prior.parameters()) == 2_407_622
     assert sum(p.numel() for p in model.estimator.parameters()) == 688_379
     assert all(torch.isfinite(p).all() for p in model.prior.parameters())

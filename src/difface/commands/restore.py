@@ -24,6 +24,7 @@ from difface.images import (
     write_image,
 )
 from difface.restore import (
+    BUNDLED_ETA,
     BUNDLED_START_STEP,
     DEFAULT_ETA,
     DEFAULT_RESPACING,
@@ -63,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "0 = estimator only")
     p.add_argument("--steps", default=DEFAULT_RESPACING, help="timestep respacing, e.g. ddim250 or 250 "
                    f"(default {DEFAULT_RESPACING})")
-    p.add_argument("--eta", type=float, default=DEFAULT_ETA, help=f"DDIM eta (default {DEFAULT_ETA}); higher "
-                   "is more stochastic")
+    p.add_argument("--eta", type=float, default=None, help=f"DDIM eta (default {DEFAULT_ETA} for the official "
+                   f"models, {BUNDLED_ETA} for the bundled one); higher is more stochastic")
     p.add_argument("--seed", type=int, default=12345, help="random seed; each image draws from its own "
                    "generator, seeded from this and the image's content, so a result depends only on the image "
                    "and the seed, not on batching, order or sharding (default 12345)")
@@ -133,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         model.optimize(channels_last=args.fast, compile=args.compile)
     if args.start_step is None:
         args.start_step = model.default_start_step
+    if args.eta is None:
+        args.eta = model.default_eta
     args.restore_kwargs = dict(start_step=args.start_step, eta=args.eta, dtype=dtype,
                                sampler=None if args.sampler == "official" else args.sampler, nfe=args.nfe)
     log.info("model: %s at %dx%d, %s on %s, start step %d of %s, eta %g",
