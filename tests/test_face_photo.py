@@ -10,7 +10,7 @@ import torch
 from difface.face.background import lanczos_upsampler
 from difface.face.detect import Detections
 from difface.face.paste import inverse_affine, paste_faces, soft_mask
-from difface.face.photo import MAX_OUTPUT_PIXELS, as_float_image, restore_photo
+from difface.face.photo import MAX_OUTPUT_PIXELS, as_float_image, crop_sides, restore_photo
 from difface.face.template import FFHQ_TEMPLATE_512
 
 
@@ -234,3 +234,27 @@ def test_restore_photo_jobs_glue(tmp_path, monkeypatch):
     jobs[0].image = None
     assert restore_photo_jobs(FakeModel(), jobs[:1], args, "cpu", torch.float32, [], save=save, read=read) == 1
     assert calls == [((1, 3, 64, 64), 3, 0.0, True)] * 2
+
+
+def test_faces_larger_than_max_face_side_are_left_as_they_were():
+    img = _smooth_image(300, 400)
+    full = restore_photo(img, lambda x: 1 - x, detector=_FixedDetector(FACES), face_size=64, upscale=1)
+    sides = crop_sides(full.matrices, 64)
+    assert sides[0] > sides[1] * 1.4
+    limit = float(sides.mean())
+    res = restore_photo(img, lambda x: 1 - x, detector=_FixedDetector(FACES), face_size=64, upscale=1,
+                        max_face_side=limit)
+    assert res.num_faces == 1 and res.skipped_large == 1 and "1 face(s) larger than" in res.message
+    np.testing.assert_array_equal(res.matrices, full.matrices[1:])
+    # the large face's centre keeps the input; the small one's is restored (inverted)
+    for (cx, cy, _, _), restored in zip(FACES, (False, True)):
+        x, y = round(cx * 400), round(cy * 400)
+        expect = 1 - img[y, x] if restored else img[y, x]
+        np.testing.assert_allclose(res.image[y, x], expect, atol=0.03)
+    none = restore_photo(img, _identity, detector=_FixedDetector(FACES), face_size=64, upscale=1, max_face_side=1)
+    assert none.num_faces == 0 and none.skipped_large == 2 and "no face restored" in none.message
+
+
+def test_crop_sides_of_a_similarity():
+    m = np.array([[[0.5, 0.0, 3.0], [0.0, 0.5, 1.0]], [[0.0, 0.25, 0.0], [-0.25, 0.0, 0.0]]])
+    np.testing.assert_allclose(crop_sides(m, 64), [128.0, 256.0])

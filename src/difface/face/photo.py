@@ -42,7 +42,8 @@ class PhotoResult:
     image (Hu, Wu, 3) float32 RGB in [0, 1]; alpha (Hu, Wu) float32 or None; crops and restored
     (N, S, S, 3) float32 in [0, 1]; boxes (N, 4), scores (N,), landmarks (N, 5, 2) in input pixels;
     matrices (N, 2, 3) input -> crop; bit_depth/gray describe the input; message is a
-    human-readable note ("no face found", ...) or "".
+    human-readable note ("no face found", ...) or ""; skipped_large counts the detected faces left
+    as they were because they exceed `max_face_side` (they are not in crops/boxes/...).
     """
 
     image: np.ndarray
@@ -57,6 +58,7 @@ class PhotoResult:
     bit_depth: int = 8
     gray: bool = False
     message: str = ""
+    skipped_large: int = 0
 
     @property
     def num_faces(self) -> int:
@@ -142,13 +144,16 @@ def restore_photo(
     mask_fn: MaskFn | None = None,
     det_max_side: int = 2048,
     progress: bool = False,
+    max_face_side: float | None = None,
 ) -> PhotoResult:
     """Restore every face of a whole photo and return the photo upscaled by `upscale`.
 
     Args: rgb (H, W), (H, W, 1..4) uint8/uint16/float [0, 1] RGB(A) image; restore_faces maps
     (n, 3, S, S) float32 [0, 1] -> same (S = face_size); detector a FaceDetector or backend name;
     bg_upsampler `(rgb, scale) -> rgb` (None: Lanczos); mask_fn optional face-parsing hook of
-    `paste.paste_faces`. Faces with eye distance < min_eye_dist input pixels are skipped.
+    `paste.paste_faces`. Faces with eye distance < min_eye_dist input pixels are skipped; so are
+    faces whose aligned crop spans more than `max_face_side` input pixels (None or 0: no limit),
+    which a low-resolution restorer would only soften: they keep the upscaled background.
     Returns a PhotoResult; with no face the image is just the upscaled background and
     `message` says so.
     """
@@ -161,17 +166,33 @@ def restore_photo(
     dets = find_faces(img, detector, only_center_face=only_center_face, min_eye_dist=min_eye_dist,
                       det_max_side=det_max_side)
     crops, mats = align_faces(img, dets.landmarks, face_size)
+    skipped = 0
+    if max_face_side and len(dets):
+        keep = crop_sides(mats, face_size) <= max_face_side
+        skipped = int((~keep).sum())
+        if skipped:
+            crops, mats, dets = crops[keep], mats[keep], dets.subset(np.flatnonzero(keep))
     restored = run_restorer(restore_faces, crops, batch_size, progress)
     bg = resize_to((bg_upsampler or lanczos_upsampler)(img, upscale), out_hw)
-    message = "" if len(dets) else "no face found; the image was only upscaled"
-    if message:
-        log.info(message)
+    notes = []
+    if skipped:
+        notes.append(f"{skipped} face(s) larger than {max_face_side:g} px left as they were (the restorer works "
+                     f"at {face_size} px and would soften them)")
+    if not len(dets):
+        notes.append(("no face restored" if skipped else "no face found") + "; the image was only upscaled")
+    message = "; ".join(notes)
     image = paste_faces(bg, restored, mats, upscale, mask_fn=mask_fn, draw_boxes=draw_boxes)
     if gray:
         image = _to_gray(image)
     out_alpha = None if alpha is None else resize_to(alpha, out_hw)
     return PhotoResult(image, out_alpha, crops, restored, dets.boxes, dets.scores, dets.landmarks, mats,
-                       float(upscale), depth, gray, message)
+                       float(upscale), depth, gray, message, skipped)
+
+
+def crop_sides(mats: np.ndarray, face_size: int) -> np.ndarray:
+    """Side in input pixels of each aligned crop: (N, 2, 3) image -> crop matrices -> (N,)."""
+    m = np.asarray(mats, np.float64).reshape(-1, 2, 3)
+    return face_size / np.sqrt(np.abs(np.linalg.det(m[:, :, :2])))
 
 
 def make_bg_upsampler(choice: str = "auto", device: str | torch.device = "cpu",
@@ -223,11 +244,11 @@ def restore_photo_jobs(model, jobs: list, args, device, dtype, failed: list, *, 
             res = restore_photo(job.image.rgb, restorer, detector=detector, face_size=model.image_size,
                                 upscale=args.upscale, only_center_face=args.only_center_face, bg_upsampler=bg,
                                 draw_boxes=args.draw_boxes, batch_size=max(1, args.batch_size),
-                                alpha=job.image.alpha)
+                                alpha=job.image.alpha, max_face_side=getattr(args, "max_face_size", None))
         except (RuntimeError, ValueError) as e:
             failed.append((job.src, f"restoration failed: {e}"))
             continue
-        log.info("%s: %d face(s)%s", job.src, res.num_faces, f"; {res.message}" if res.message else "")
+        log.info("%s: %d face(s) restored%s", job.src, res.num_faces, f"; {res.message}" if res.message else "")
         for k in range(res.num_faces):  # the aligned crops and their restorations, for inspection
             name = f"{job.dst.stem}_{k:02d}.png"
             write_image(job.dst.parent / "cropped_faces" / name, res.crops[k])
