@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from difface.images import image_to_tensor, read_image
+from difface.images import image_to_tensor, read_image, write_image
 from difface.metrics.niqe import niqe
 from difface.metrics.psnr_ssim import psnr, ssim
 from difface.restore import DifFace
@@ -71,11 +71,13 @@ def metrics(pred: np.ndarray, gt: np.ndarray, emb=None, gt_emb=None) -> dict[str
 
 
 def table(results: list[dict]) -> str:
-    keys = [k for k in ("psnr_y", "ssim_y", "niqe_x4", "ids_dlib", "psnr_vs_ref", "mse_ratio") if k in results[0]]
+    keys = [k for k in ("psnr_y", "ssim_y", "niqe_x4", "ids_dlib", "psnr_vs_ref", "mse_ratio", "share_contracted",
+                        "ids_dist_ratio") if any(k in r for r in results)]
     head = "| setting | NFE | " + " | ".join(keys) + " | s/face |"
     lines = [head, "|" + "---|" * (len(keys) + 3)]
     for r in results:
-        vals = " | ".join(f"{r[k]:.4f}" if k in ("ssim_y", "ids_dlib", "mse_ratio") else f"{r[k]:.2f}" for k in keys)
+        vals = " | ".join("" if k not in r else f"{r[k]:.2f}" if k in ("psnr_y", "niqe_x4", "psnr_vs_ref")
+                          else f"{r[k]:.4f}" for k in keys)
         lines.append(f"| {r['setting']} | {r['nfe']} | {vals} | {r['s_per_face']:.3f} |")
     return "\n".join(lines)
 
@@ -120,6 +122,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path)
+    ap.add_argument("--grid", type=Path, help="tradeoff/contraction: picture of the first 8 faces, rows: input, "
+                    "estimator, each setting, truth")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = DifFace.load(args.prior, args.estimator)
@@ -128,6 +132,7 @@ def main() -> None:
     gt_emb = [emb.embed(cv2.resize(g, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC).clip(0, 1))
               for g in hq] if emb else None
     results = []
+    rows = []  # first 8 faces of each output, for --grid
 
     def add(setting: str, nfe: int, pred: np.ndarray, sec: float, **extra) -> None:
         r = {"setting": setting, "nfe": nfe, **metrics(pred, hq, emb, gt_emb), "s_per_face": sec, **extra}
@@ -143,18 +148,23 @@ def main() -> None:
         add("degraded input", 0, lq, 0.0)
         est, sec = timed(model, lq, args, start_step=0)
         add("estimator alone", 0, est, sec)
+        rows += [lq[:8], est[:8]]
         default = "100:0.5" if args.experiment == "contraction" else "50:0.5,100:0,100:0.5,100:1,150:0.5"
         grid = args.settings or default
         for item in grid.split(","):
             s, e = item.split(":")
             out, sec = timed(model, lq, args, start_step=int(s), eta=float(e))
             extra = {}
+            rows.append(out[:8])
             if args.experiment == "contraction":
                 e_est = ((est - hq) ** 2).mean(axis=(1, 2, 3))
                 e_dif = ((out - hq) ** 2).mean(axis=(1, 2, 3))
                 extra = {"mse_ratio": float(np.mean(e_dif / e_est)), "mse_estimator": float(e_est.mean()),
                          "mse_difface": float(e_dif.mean()), "share_contracted": float(np.mean(e_dif < e_est))}
             add(f"DifFace N={s} eta={e}", int(s), out, sec, **extra)
+            if args.experiment == "contraction" and "ids_dlib" in results[1]:  # identity distance ratio
+                r = results[-1]
+                r["ids_dist_ratio"] = (1 - r["ids_dlib"]) / (1 - results[1]["ids_dlib"])
     else:
         ref, sec = timed(model, lq, args, start_step=100, eta=0.0)
         add("official DDIM, eta 0", 100, ref, sec, psnr_vs_ref=float("inf"))
@@ -169,6 +179,11 @@ def main() -> None:
                                          "model": model.name, "results": results}, indent=1))
     if args.plot and args.experiment == "tradeoff":
         plot_tradeoff(results, args.plot)
+    if args.grid and rows:
+        from make_model_card_figures import grid  # scripts/ is on sys.path when run as a script
+
+        write_image(args.grid, grid([*rows, hq[:8]]))
+        print(f"wrote {args.grid}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Figures of docs/model-card.md for a DifFace model (default: the bundled one).
 
   docs/images/prior_samples.png       unconditional samples of the prior (DDIM from pure noise)
-  docs/images/val_restorations.png    rows: degraded input | estimator | DifFace start 40 | start 100 (eta 0.5) | truth
+  docs/images/val_restorations.png    rows: degraded input | estimator | DifFace at each --settings START:ETA | truth
 
   python scripts/make_model_card_figures.py --lq /work/data64/val_celebatest/lq --hq /work/data64/val_celebatest/hq
 """
@@ -49,18 +49,24 @@ def main() -> None:
     ap.add_argument("--lq", type=Path, required=True)
     ap.add_argument("--hq", type=Path, required=True)
     ap.add_argument("--count", type=int, default=8)
+    ap.add_argument("--settings", default="20:0,40:0.5,100:0.5", help="comma list of START:ETA rows")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = DifFace.load(args.prior, args.estimator)
     samples = prior_samples(model, 16)
     write_image(args.out / "prior_samples.png", grid([samples[:8], samples[8:]]))
     names = sorted(p.name for p in args.lq.glob("*.png"))[: args.count]
     lq = torch.cat([image_to_tensor(read_image(args.lq / n).rgb) for n in names])
     hq = np.stack([read_image(args.hq / n).rgb for n in names])
-    out40 = model.restore(lq, start_step=40, eta=0.5, seeds=list(range(len(lq))))
-    out100 = model.restore(lq, start_step=100, eta=0.5, seeds=list(range(len(lq))))
     to_np = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731
-    rows = [to_np(lq), to_np(out40.estimate), to_np(out40.result), to_np(out100.result), hq]
+    rows = [to_np(lq), to_np(model.restore(lq, start_step=0).result)]
+    for item in args.settings.split(","):
+        start, eta = item.split(":")
+        rows.append(to_np(model.restore(lq, start_step=int(start), eta=float(eta), seeds=list(range(len(lq)))).result))
+    rows.append(hq)
     write_image(args.out / "val_restorations.png", grid(rows))
     print(f"wrote {args.out / 'prior_samples.png'} and {args.out / 'val_restorations.png'}")
 
