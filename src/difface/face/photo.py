@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from difface.face.align import align_faces, select_faces
+from difface.face.align import estimate_alignment, select_faces, warp_faces
 from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
 from difface.face.detect import Detections, FaceDetector, detect_faces, get_detector
 from difface.face.paste import MaskFn, paste_faces
@@ -165,13 +165,14 @@ def restore_photo(
                          "lower the upscale factor or split the photo")
     dets = find_faces(img, detector, only_center_face=only_center_face, min_eye_dist=min_eye_dist,
                       det_max_side=det_max_side)
-    crops, mats = align_faces(img, dets.landmarks, face_size)
+    mats = estimate_alignment(np.asarray(dets.landmarks, np.float64).reshape(-1, 5, 2), face_size)
     skipped = 0
-    if max_face_side and len(dets):
+    if max_face_side and len(dets):  # decide before warping: skipped faces are never cropped
         keep = crop_sides(mats, face_size) <= max_face_side
         skipped = int((~keep).sum())
         if skipped:
-            crops, mats, dets = crops[keep], mats[keep], dets.subset(np.flatnonzero(keep))
+            mats, dets = mats[keep], dets.subset(np.flatnonzero(keep))
+    crops = warp_faces(img, mats, face_size)
     restored = run_restorer(restore_faces, crops, batch_size, progress)
     bg = resize_to((bg_upsampler or lanczos_upsampler)(img, upscale), out_hw)
     notes = []
