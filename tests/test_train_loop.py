@@ -233,3 +233,49 @@ def test_one_grad_scaler_for_the_whole_run(prior_setup, tmp_path):
     c = tiny_config("prior", cfg.data.folder, precision="bf16", max_steps=1)
     state = train(build_model(c), build_step(c), build_dataset(c), c, tmp_path / "bf16", CPU)
     assert not state.scaler.is_enabled() and all(torch.isfinite(p).all() for p in state.model.parameters())
+
+
+def test_warm_start_loads_init_weights_and_export_records_t_max(tmp_path):
+    from safetensors import safe_open
+
+    from difface.train.run import run_training
+    from difface.weights import load_network, save_network
+
+    data = write_images(tmp_path / "imgs", 8)
+    src = build_model(tiny_config("prior", data, seed=7))
+    save_network(src, tmp_path / "init.safetensors")
+    cfg = tiny_config("prior", data, init=str(tmp_path / "init.safetensors"), diffusion={"t_max": 99})
+    warm = build_model(cfg)
+    for (k, a), b in zip(src.state_dict().items(), warm.state_dict().values()):
+        assert torch.equal(a, b), k
+    cold = build_model(cfg, warm_start=False)  # a resumed run loads its checkpoint instead
+    assert not all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), cold.state_dict().values()))
+    run_training(cfg, tmp_path / "run", device="cpu")
+    with safe_open(str(tmp_path / "run" / "prior.safetensors"), "pt") as f:
+        assert f.metadata()["difface.t_max"] == "99"
+    assert load_network(tmp_path / "run" / "prior.safetensors") is not None
+
+
+def test_denoising_loss_is_zero_for_an_oracle_and_reproducible():
+    from difface.train.samples import denoising_loss
+
+    class Oracle(nn.Module):  # knows the noise: recovers it from x_t and the (known) x0 = 0
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Parameter(torch.zeros(1))
+            self.d = Diffusion.create(1000, "linear", "")
+
+        def forward(self, x, t):
+            s = torch.tensor(self.d.sqrt_one_minus_alphas_cumprod, dtype=torch.float32)[t].view(-1, 1, 1, 1)
+            return torch.cat([x / s, torch.zeros_like(x)], 1)
+
+    half = torch.full((3, 3, 8, 8), 0.5)  # x0 = 0 in [-1, 1]
+    assert denoising_loss(Oracle(), half, [20, 400]) == pytest.approx(0.0, abs=1e-10)
+
+    class Zero(Oracle):
+        def forward(self, x, t):
+            return torch.zeros(x.shape[0], 6, *x.shape[2:])
+
+    a = denoising_loss(Zero(), half, [20, 400], seed=3)
+    assert a == pytest.approx(1.0, abs=0.1)  # E[noise^2] = 1
+    assert denoising_loss(Zero(), half, [20, 400], seed=3) == a

@@ -122,6 +122,8 @@ class TrainConfig:
     checkpoint_every: periods in steps (0: only at the last step; the last step always logs,
     samples, checkpoints and exports); keep_checkpoints: newest checkpoints kept (0: all); seed:
     model init, sample order, flips/degradations and per-sample timesteps/noise all derive from it.
+    init: weights file (or registry name) of the same architecture to start from instead of the
+    random init (a warm start: optimizer, EMA and step start afresh; `--resume` continues a run).
     """
 
     model: UNetConfig | SwinIRConfig = field(default_factory=UNetConfig)
@@ -137,6 +139,7 @@ class TrainConfig:
     checkpoint_every: int = 10_000
     keep_checkpoints: int = 3
     seed: int = 10000
+    init: str | None = None
 
     @property
     def task(self) -> str:
@@ -353,7 +356,7 @@ def dump_config(cfg: TrainConfig) -> str:
 # Keys that may change when a run is resumed (they do not alter the optimisation trajectory).
 RESUMABLE_CHANGES = frozenset({
     "max_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "data.folder",
-    "data.num_workers", "data.val_lq", "data.val_hq", "data.val_count", "sample",
+    "data.num_workers", "data.val_lq", "data.val_hq", "data.val_count", "sample", "init",
 })
 
 

@@ -228,7 +228,12 @@ def export_weights(state: TrainState, cfg: TrainConfig, run_dir: Path) -> Path |
         return None
     path = Path(run_dir) / f"{cfg.task}.safetensors"
     kind = "ema" if state.ema is not None else "model"
-    save_network(state.eval_model, path, extra={"step": state.step, "weights": kind, "task": cfg.task})
+    extra = {"step": state.step, "weights": kind, "task": cfg.task}
+    if cfg.task == "prior":
+        d = cfg.diffusion
+        # The timesteps the prior was trained on: restoring from a start step beyond them is refused.
+        extra["t_max"] = d.steps - 1 if d.t_max is None else d.t_max
+    save_network(state.eval_model, path, extra=extra)
     return path
 
 

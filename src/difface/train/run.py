@@ -44,13 +44,20 @@ def init_swinir_(model: SwinIR, generator: torch.Generator) -> SwinIR:
     return model
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """The untrained network of cfg.model, initialised from cfg.seed (identical on every rank)."""
+def build_model(cfg: TrainConfig, *, warm_start: bool = True) -> nn.Module:
+    """The network of cfg.model, initialised from cfg.seed (identical on every rank), then loaded from
+    cfg.init when that is set and `warm_start` (a resumed run loads its checkpoint instead)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_from_config(cfg.model)
     if isinstance(model, SwinIR):
         init_swinir_(model, torch.Generator().manual_seed(cfg.seed))
+    if cfg.init and warm_start:
+        from difface.models import load_weights
+        from difface.weights import resolve
+
+        load_weights(model, resolve(cfg.init))
+        log.info("warm start from %s", cfg.init)
     return model.train()
 
 
@@ -113,7 +120,7 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, device: str = "auto",
                                   "or choose another --out")
         dataset = build_dataset(cfg)
         sample_fn = build_sample_fn(cfg) if info.is_main else None
-        model = build_model(cfg)
+        model = build_model(cfg, warm_start=resume is None)
         native = cfg.model.image_size if cfg.task == "prior" else cfg.model.img_size * cfg.model.sf
         if info.is_main and cfg.image_size != native:
             log.warning("training on %dx%d images, but the network is configured for %dx%d", cfg.image_size,

@@ -100,10 +100,41 @@ def _samples_path(run_dir: Path, step: int, what: str) -> Path:
     return Path(run_dir) / "samples" / f"step_{step:08d}_{what}.png"
 
 
+VAL_TIMESTEPS = (20, 80, 160, 240, 320, 400, 480, 600, 800, 999)
+
+
+@torch.inference_mode()
+def denoising_loss(model: nn.Module, images: torch.Tensor, timesteps: Sequence[int], seed: int = 0,
+                   batch_size: int = 16) -> float:
+    """Held-out denoising error of a prior: mean eps-MSE over every (image, t) pair.
+
+    images (N, 3, H, W) in [0, 1]; t in `timesteps` (original steps of the 1000-step linear chain);
+    the noise of image n at t comes from seed (seed, n, t), so the value is comparable across steps
+    and runs. Lower is better; this is how the best EMA of a run is chosen.
+    """
+    dev = next(model.parameters()).device
+    diffusion = Diffusion.create(1000, "linear", "")
+    total, count = 0.0, 0
+    for t in timesteps:
+        for s in range(0, len(images), batch_size):
+            x0 = images[s:s + batch_size].to(dev).float() * 2 - 1
+            noise = torch.stack([torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(
+                int(seed) * 1_000_003 + (s + k) * 1009 + int(t))) for k in range(len(x0))]).to(dev)
+            tt = torch.full((len(x0),), int(t), dtype=torch.long, device=dev)
+            out = model(diffusion.q_sample(x0, tt, noise), tt).float()
+            total += float((out[:, :3] - noise).square().mean(dim=(1, 2, 3)).sum())
+            count += len(x0)
+    return total / max(count, 1)
+
+
 def make_prior_sample_fn(cfg: TrainConfig, estimator: nn.Module | None, val_lq: torch.Tensor | None,
                          val_hq: torch.Tensor | None) -> SampleFn:
-    """Sample hook of the prior (module docstring). val_lq / val_hq: (N, 3, H, W) in [0, 1] or None."""
+    """Sample hook of the prior (module docstring). val_lq / val_hq: (N, 3, H, W) in [0, 1] or None.
+
+    With val_hq, also `val_eps_mse`: `denoising_loss` at the VAL_TIMESTEPS within the trained range."""
     sc, size = cfg.sample, cfg.image_size
+    t_top = cfg.diffusion.steps - 1 if cfg.diffusion.t_max is None else cfg.diffusion.t_max
+    val_ts = [t for t in VAL_TIMESTEPS if t <= t_top]
     seeds = [cfg.seed + i for i in range(sc.num_samples)]
     t_max = cfg.diffusion.t_max
     can_sample = sc.num_samples > 0 and (t_max is None or t_max == cfg.diffusion.steps - 1)
@@ -112,6 +143,8 @@ def make_prior_sample_fn(cfg: TrainConfig, estimator: nn.Module | None, val_lq: 
 
     def prior_samples(model: nn.Module, step: int, run_dir: Path) -> dict:
         metrics: dict[str, float] = {}
+        if val_hq is not None and val_ts:
+            metrics["val_eps_mse"] = denoising_loss(model, val_hq, val_ts, seed=cfg.seed)
         if can_sample:
             x = unconditional_samples(model, size, seeds, sc.respacing)
             write_image(_samples_path(run_dir, step, "samples"), square_grid(x))
