@@ -60,6 +60,10 @@ for _e in (
     WeightsEntry("iddpm-ffhq256", "prior", f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/iddpm_ffhq256_ema750000.pth",
                  "iddpm_ffhq256_ema750000.pth", "unet_ffhq256",
                  description="official DifFace face prior, FFHQ 256x256 (inpainting task)"),
+    WeightsEntry("lama-inpainting256", "estimator",
+                 f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/lama_inpainting256.pth",
+                 "lama_inpainting256.pth", "lama_inpainting256",
+                 description="official DifFace inpainting estimator (LaMa FFC ResNet), 256x256"),
     WeightsEntry("realesrgan-x2", "background",
                  f"{_GH}/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
                  "RealESRGAN_x2plus.pth",
@@ -238,13 +242,17 @@ def load_network(source: str | os.PathLike, *, arch: str | None = None, allow_do
 
 
 def save_network(module: nn.Module, path: str | os.PathLike, *, half: bool = False, extra: dict | None = None) -> None:
-    """Save a UNet/SwinIR as safetensors with its config in the metadata (atomic write)."""
+    """Save a UNet/SwinIR/LaMa as safetensors with its config in the metadata (atomic write).
+
+    Metadata: `difface.arch` ('unet' | 'swinir' | 'lama'), `difface.config` (JSON of the config's
+    to_dict) and `difface.<key>` for each entry of `extra`. Derived SwinIR buffers are left out
+    (recomputed on load); integer buffers (BatchNorm counters) stay integer with `half`.
+    """
     from safetensors.torch import save
 
     from difface.images import atomic_write_bytes
-    from difface.models.swinir import SwinIR
 
-    kind = "swinir" if isinstance(module, SwinIR) else "unet"
+    kind = models.kind_of(module.config)
     sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
           if not k.endswith(models.DERIVED_BUFFERS)}
     if half:

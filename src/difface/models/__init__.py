@@ -13,11 +13,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from difface.models.lama import FFCResNetGenerator, LamaConfig
 from difface.models.swinir import SwinIR, SwinIRConfig
 from difface.models.unet import UNetConfig, UNetModel
 
-# Official configurations (SPEC 4.1, 4.2) and the small golden-test configurations.
-CONFIGS: dict[str, UNetConfig | SwinIRConfig] = {
+NetConfig = UNetConfig | SwinIRConfig | LamaConfig
+
+# Official configurations (SPEC 4.1, 4.2, 4.3) and the small golden-test configurations.
+CONFIGS: dict[str, NetConfig] = {
     "unet_ffhq512": UNetConfig(),
     "unet_ffhq256": UNetConfig(
         image_size=256, model_channels=128, num_res_blocks=2, attention_resolutions=(16, 8),
@@ -31,7 +34,20 @@ CONFIGS: dict[str, UNetConfig | SwinIRConfig] = {
     "swinir_small": SwinIRConfig(
         img_size=8, embed_dim=36, depths=(2, 2), num_heads=(6, 6), window_size=4,
     ),
+    "lama_inpainting256": LamaConfig(),
+    "lama_small": LamaConfig(ngf=16, n_blocks=2),
 }
+
+# The `difface.arch` names of our safetensors metadata, per config class.
+KINDS: dict[str, type] = {"unet": UNetConfig, "swinir": SwinIRConfig, "lama": LamaConfig}
+
+
+def kind_of(cfg: NetConfig) -> str:
+    """'unet' | 'swinir' | 'lama' for a config dataclass (the inverse of KINDS)."""
+    for kind, cls in KINDS.items():
+        if isinstance(cfg, cls):
+            return kind
+    raise TypeError(f"unknown config type {type(cfg).__name__}")
 
 DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 
@@ -40,12 +56,14 @@ class WeightsError(RuntimeError):
     """A checkpoint does not fit the network; the message lists the offending keys."""
 
 
-def build_from_config(cfg: UNetConfig | SwinIRConfig) -> nn.Module:
+def build_from_config(cfg: NetConfig) -> nn.Module:
     """Instantiate the network for a config dataclass (eval mode, float32, CPU)."""
     if isinstance(cfg, UNetConfig):
         model: nn.Module = UNetModel(cfg)
     elif isinstance(cfg, SwinIRConfig):
         model = SwinIR(cfg)
+    elif isinstance(cfg, LamaConfig):
+        model = FFCResNetGenerator(cfg)
     else:
         raise TypeError(f"unknown config type {type(cfg).__name__}")
     return model.eval()
@@ -58,9 +76,13 @@ def build(name: str) -> nn.Module:
     return build_from_config(CONFIGS[name])
 
 
-def config_from_dict(kind: str, d: Mapping) -> UNetConfig | SwinIRConfig:
-    """Config dataclass from a plain dict (as stored beside our safetensors); unknown keys rejected."""
-    cls = {"unet": UNetConfig, "swinir": SwinIRConfig}[kind]
+def config_from_dict(kind: str, d: Mapping) -> NetConfig:
+    """Config dataclass from a plain dict (as stored beside our safetensors); unknown keys rejected.
+
+    kind: 'unet' | 'swinir' | 'lama' (KINDS)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown network kind {kind!r}; known: {', '.join(KINDS)}")
+    cls = KINDS[kind]
     ignored = {"dims", "use_fp16", "resblock_updown", "use_new_attention_order"}
     fields = set(cls.__dataclass_fields__) - {"extra"}
     unknown = set(d) - fields - ignored
@@ -104,7 +126,8 @@ def remap_official_keys(sd: Mapping[str, torch.Tensor], reference: Mapping[str, 
     """Make `sd` key-compatible with `reference` (the module's own state dict).
 
     Strips (or adds) a DDP `module.` prefix and fills the derived SwinIR buffers
-    (`relative_position_index`, `attn_mask`) from the module when the checkpoint lacks them.
+    (`relative_position_index`, `attn_mask`) and BatchNorm `num_batches_tracked` counters (unused in
+    eval mode) from the module when the checkpoint lacks them.
     """
     sd = dict(sd)
     ours_prefixed = next(iter(reference), "").startswith("module.")
@@ -114,7 +137,7 @@ def remap_official_keys(sd: Mapping[str, torch.Tensor], reference: Mapping[str, 
     elif ours_prefixed and not theirs_prefixed:
         sd = {f"module.{k}": v for k, v in sd.items()}
     for k, v in reference.items():
-        if k not in sd and k.rsplit(".", 1)[-1] in DERIVED_BUFFERS:
+        if k not in sd and k.rsplit(".", 1)[-1] in DERIVED_BUFFERS + ("num_batches_tracked",):
             sd[k] = v
     return sd
 
@@ -179,7 +202,8 @@ def fill_deterministic(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 __all__ = [
-    "CONFIGS", "SwinIR", "SwinIRConfig", "UNetConfig", "UNetModel", "WeightsError", "build",
-    "build_from_config", "config_from_dict", "fill_deterministic", "load_weights", "read_state_dict",
+    "CONFIGS", "KINDS", "FFCResNetGenerator", "LamaConfig", "NetConfig", "SwinIR", "SwinIRConfig", "UNetConfig",
+    "UNetModel", "WeightsError", "build", "build_from_config", "config_from_dict", "fill_deterministic", "kind_of",
+    "load_weights", "read_state_dict",
     "remap_official_keys",
 ]
