@@ -1,7 +1,8 @@
-"""Training/evaluation data: blur kernels (kernels.py), synthetic degradations (degrade.py) and
-torch datasets (datasets.py). See each module's docstring for conventions and the API."""
+"""Training/evaluation data: blur kernels (kernels.py), synthetic degradations (degrade.py),
+inpainting masks (masks.py) and torch datasets (datasets.py). See each module's docstring for
+conventions and the API."""
 
-from difface.data.datasets import ImageFolder, PairedFolder, SyntheticPairs
+from difface.data.datasets import ImageFolder, MaskedFaces, PairedFolder, SyntheticPairs
 from difface.data.degrade import (
     PRESETS,
     TEST_RECIPE,
@@ -19,6 +20,7 @@ __all__ = [
     "DegradationConfig",
     "DegradationParams",
     "ImageFolder",
+    "MaskedFaces",
     "PairedFolder",
     "SyntheticPairs",
     "degrade",

@@ -16,7 +16,7 @@ counted in `num_failed` / listed in `failed` (per process: DataLoader workers ke
 counts) and the next good index is returned instead. A RuntimeError is raised only when no file
 in the set can be read.
 
-Public API: ImageFolder, PairedFolder, SyntheticPairs, list_images, resize_square, item_rng.
+Public API: ImageFolder, PairedFolder, SyntheticPairs, MaskedFaces, list_images, resize_square, item_rng.
 """
 
 from __future__ import annotations
@@ -200,3 +200,36 @@ class SyntheticPairs(_RobustDataset):
         if params.gray:
             gt = to_gray(gt)
         return {"lq": self._to_tensor(lq), "gt": self._to_tensor(gt)}
+
+
+class MaskedFaces(_RobustDataset):
+    """On-the-fly masked faces for the inpainting estimator (SPEC 5.4).
+
+    Per item, with item_rng(seed, epoch, index): horizontal flip (p 0.5, when flip), then a mask
+    from difface.data.masks.make_mask(mask_kind, rng, size) (official: "mixed"), and the official
+    input convention lq = gt * (1 - mask) (holes exactly 0 in every channel).
+    Args: folder; size: side after resize_square; seed; mask_kind; flip; recursive; value_range of
+    gt and lq (default (0, 1), as the official inpainter training).
+    Item: {"lq": (3, S, S), "gt": (3, S, S), "mask": (1, S, S)} float32 tensors, mask 1 = missing.
+    """
+
+    def __init__(self, folder: str | os.PathLike, size: int = 256, seed: int = 0, mask_kind: str = "mixed",
+                 flip: bool = False, recursive: bool = True, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        from difface.data.masks import MASK_KINDS
+
+        if mask_kind not in MASK_KINDS:
+            raise ValueError(f"unknown mask kind {mask_kind!r}; known: {', '.join(MASK_KINDS)}")
+        self.files = list_images(folder, recursive)
+        self.size, self.mask_kind, self.flip = int(size), mask_kind, flip
+        super().__init__(len(self.files), value_range, seed)
+
+    def _load(self, index: int, epoch: int) -> dict:
+        from difface.data.masks import make_mask
+
+        gt = _read(self.files[index], self.size)
+        rng = item_rng(self.seed, epoch, index)
+        if self.flip and rng.random() < 0.5:
+            gt = np.ascontiguousarray(gt[:, ::-1])
+        mask = torch.from_numpy(make_mask(self.mask_kind, rng, self.size))[None]
+        gt_t = self._to_tensor(gt)
+        return {"lq": gt_t * (1 - mask), "gt": gt_t, "mask": mask}
