@@ -1,4 +1,5 @@
-"""`difface train prior|estimator`: train the diffusion prior or the diffused estimator."""
+"""`difface train prior|estimator|inpainter`: train the diffusion prior, the diffused estimator or the
+inpainting estimator (LaMa)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ EPILOG = """examples:
   difface train prior --config configs/train/prior_tiny64.yaml --data faces/ --out runs/prior
   difface train estimator --config configs/train/estimator_tiny64.yaml --data faces/ --out runs/est \\
       --set data.val_lq=val/lq --set data.val_hq=val/hq
+  difface train inpainter --config configs/train/inpainter_tiny64.yaml --data faces/ --out runs/inp \
+      --set data.val_hq=val/hq
   difface train prior --resume runs/prior --max-steps 20000        # continue (newest checkpoint)
   torchrun --standalone --nproc_per_node 8 -m difface train prior --config configs/train/prior_ffhq512.yaml
 
@@ -21,15 +24,19 @@ The run folder receives config.yaml, train.jsonl/csv (loss, lr, grad norm, speed
 samples/*.png, checkpoints/step_*.pt and <task>.safetensors (EMA weights when the config has an
 EMA), usable as `difface restore --prior runs/prior/prior.safetensors --estimator ...`.
 Results do not depend on the number of processes: the global batch (optim.batch_size) is split
-between them, and every sample's timestep and noise come from (seed, step, sample position)."""
+between them, and every sample's timestep and noise come from (seed, step, sample position). The
+inpainter's BatchNorm normalises each micro-batch (optim.micro_batch), so set micro_batch when comparing
+runs on different numbers of processes; its running statistics follow the whole global batch."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the face prior (UNet) or the diffused estimator (SwinIR)",
+    p = sub.add_parser("train", help="train the face prior (UNet), the diffused estimator (SwinIR) or the "
+                       "inpainting estimator (LaMa)",
                        description="Train a DifFace network from a YAML config (strict: unknown keys are "
-                       "errors; omitted keys keep the official values of SPEC 5.2 / 5.3).", epilog=EPILOG,
+                       "errors; omitted keys keep the official values of SPEC 5.2 / 5.3 / 5.4).", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=("prior", "estimator"), help="prior: diffusion UNet; estimator: SwinIR")
+    p.add_argument("task", choices=("prior", "estimator", "inpainter"),
+                   help="prior: diffusion UNet; estimator: SwinIR; inpainter: LaMa on masked faces")
     p.add_argument("--config", type=Path, metavar="FILE", help="training config (YAML); optional with --resume "
                    "(the checkpoint's config is used)")
     p.add_argument("--data", metavar="DIR", help="training images (overrides data.folder)")

@@ -1,12 +1,15 @@
 """Training configuration: frozen dataclasses, official defaults, strict YAML load, overrides.
 
 A YAML file is a (partial) nested mapping over `TrainConfig`; it is merged onto the defaults of
-the task (`DEFAULTS["prior"]`, SPEC 5.2, or `DEFAULTS["estimator"]`, SPEC 5.3). Unknown keys
+the task (`DEFAULTS["prior"]`, SPEC 5.2, `DEFAULTS["estimator"]`, SPEC 5.3, or
+`DEFAULTS["inpainter"]`, SPEC 5.4). Unknown keys
 are an error naming the key and the file. Overrides use the same merge: `key.sub=value` with the
 value parsed as YAML (`optim.lr=2e-4`, `optim.betas=[0.9,0.99]`, `data.size=null`).
 
-The network is `model: {unet: {...}}` or `model: {swinir: {...}}` (fields of UNetConfig /
-SwinIRConfig; omitted fields keep the official defaults), or a name from `difface.models.CONFIGS`.
+The network is `model: {unet: {...}}`, `model: {swinir: {...}}` or `model: {lama: {...}}` (fields of
+UNetConfig / SwinIRConfig / LamaConfig; omitted fields keep the official defaults), or a name from
+`difface.models.CONFIGS`. The kind of network decides the task: unet -> prior, swinir ->
+estimator, lama -> inpainter.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 
 import yaml
 
-from difface.models import CONFIGS, SwinIRConfig, UNetConfig
+from difface.models import CONFIGS, KINDS, LamaConfig, NetConfig, SwinIRConfig, UNetConfig, kind_of
 
+TASKS = {"unet": "prior", "swinir": "estimator", "lama": "inpainter"}  # network kind -> task
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "cosine")
 LOSSES = ("l1", "l2")
@@ -114,10 +118,26 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class MaskConfig:
+    """Masks of the inpainter (difface.data.masks; 1 = missing).
+
+    kind: training mask generator, one of MASK_KINDS ("mixed": irregular / box / outpainting with
+    probability 1/3 each, official); hole_weight: weight of a missing pixel in the weighted L1
+    (official 10; known pixels weigh 1); val_seed: the validation masks are
+    seeded_mask("mixed", size, val_seed, i) for validation image i, the same in every run.
+    """
+
+    kind: str = "mixed"
+    hole_weight: float = 10.0
+    val_seed: int = 0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (see the module docstring for the YAML form).
 
-    loss: estimator pixel loss, l1 (official) or l2; precision: fp32 | bf16 | fp16 (autocast; a
+    loss: estimator pixel loss, l1 (official) or l2 (the inpainter's is weighted by `masks.hole_weight`);
+    masks: inpainter masks (MaskConfig); precision: fp32 | bf16 | fp16 (autocast; a
     GradScaler only for fp16); max_steps: optimizer steps in total; log_every / sample_every /
     checkpoint_every: periods in steps (0: only at the last step; the last step always logs,
     samples, checkpoints and exports); keep_checkpoints: newest checkpoints kept (0: all); seed:
@@ -126,11 +146,12 @@ class TrainConfig:
     random init (a warm start: optimizer, EMA and step start afresh; `--resume` continues a run).
     """
 
-    model: UNetConfig | SwinIRConfig = field(default_factory=UNetConfig)
+    model: NetConfig = field(default_factory=UNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     diffusion: TimestepConfig = field(default_factory=TimestepConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
     loss: str = "l1"
     precision: str = "fp32"
     max_steps: int = 800_000
@@ -143,21 +164,32 @@ class TrainConfig:
 
     @property
     def task(self) -> str:
-        return "prior" if isinstance(self.model, UNetConfig) else "estimator"
+        """prior (UNet) | estimator (SwinIR) | inpainter (LaMa)."""
+        return TASKS[kind_of(self.model)]
+
+    @property
+    def native_size(self) -> int | None:
+        """The side the network is built for (None for LaMa, which is fully convolutional)."""
+        m = self.model
+        if isinstance(m, UNetConfig):
+            return m.image_size
+        if isinstance(m, SwinIRConfig):
+            return m.img_size * m.sf
+        return None
 
     @property
     def image_size(self) -> int:
-        """Side of the training images: data.size, else the network's training size."""
+        """Side of the training images: data.size, else the network's training size (LaMa: 256, official)."""
         if self.data.size:
             return int(self.data.size)
-        m = self.model
-        return m.image_size if isinstance(m, UNetConfig) else m.img_size * m.sf
+        return self.native_size or 256
 
     def to_dict(self) -> dict:
         """Plain nested dict (YAML/JSON friendly; tuples become lists) that `from_dict` reads back."""
-        d = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "model"}
-        kind = "unet" if isinstance(self.model, UNetConfig) else "swinir"
-        return {"model": {kind: _plain(self.model.to_dict())}, **d}
+        # `masks` only for the inpainter, so prior/estimator configs (and their checkpoints) are unchanged.
+        skip = {"model"} | ({"masks"} if self.task != "inpainter" else set())
+        d = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in skip}
+        return {"model": {kind_of(self.model): _plain(self.model.to_dict())}, **d}
 
 
 DEFAULTS: dict[str, TrainConfig] = {
@@ -172,6 +204,16 @@ DEFAULTS: dict[str, TrainConfig] = {
         data=DataConfig(flip=True),
         optim=OptimConfig(lr=5e-5, schedule="cosine", eta_min=5e-6, batch_size=32, micro_batch=8),
         max_steps=300_000,
+    ),
+    # SPEC 5.4: lama_inpainting256 on 256 px faces, weighted L1 (holes x10), mixed masks, lr 1e-4 cosine
+    # to 5e-6 over 500k, batch 64 / micro 16, EMA 0.999. The official run normalised BatchNorm over
+    # the 64 samples of a step (SyncBatchNorm on 4 GPUs x 16); here BatchNorm sees one micro-batch.
+    "inpainter": TrainConfig(
+        model=CONFIGS["lama_inpainting256"],
+        data=DataConfig(size=256),
+        optim=OptimConfig(lr=1e-4, schedule="cosine", eta_min=5e-6, cosine_steps=500_000, batch_size=64,
+                          micro_batch=16, ema_rate=0.999),
+        max_steps=500_000,
     ),
 }
 
@@ -232,15 +274,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {tp}")
 
 
-def _merge_model(current: UNetConfig | SwinIRConfig, value: Any, where: str) -> UNetConfig | SwinIRConfig:
+def _merge_model(current: NetConfig, value: Any, where: str) -> NetConfig:
     if isinstance(value, str):
         if value not in CONFIGS:
             raise ConfigError(f"{where}: unknown network {value!r}; known: {', '.join(CONFIGS)}")
         return CONFIGS[value]
-    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("unet", "swinir"):
-        raise ConfigError(f"{where}: expected {{unet: {{...}}}}, {{swinir: {{...}}}} or a network name")
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in KINDS:
+        raise ConfigError(f"{where}: expected {{unet: {{...}}}}, {{swinir: {{...}}}}, {{lama: {{...}}}} or a "
+                          "network name")
     kind, fields_ = next(iter(value.items()))
-    cls = UNetConfig if kind == "unet" else SwinIRConfig
+    cls = KINDS[kind]
     base = current if isinstance(current, cls) else cls()
     return _merge(base, fields_ or {}, f"{where}.{kind}")
 
@@ -291,6 +334,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    if cfg.task == "inpainter":
+        from difface.data.masks import MASK_KINDS
+
+        if cfg.masks.kind not in MASK_KINDS:
+            raise ConfigError(f"masks.kind: unknown mask kind {cfg.masks.kind!r}; known: {', '.join(MASK_KINDS)}")
+        if not cfg.masks.hole_weight > 0:
+            raise ConfigError("masks.hole_weight must be positive")
+        m = cfg.model.multiple if isinstance(cfg.model, LamaConfig) else 1
+        if cfg.image_size % m:
+            raise ConfigError(f"data.size: {cfg.image_size} is not a multiple of {m} (LaMa downsamples "
+                              f"{cfg.model.n_downsampling} times)")
     if cfg.task == "estimator":
         from difface.data.degrade import PRESETS
 
@@ -303,17 +357,20 @@ def from_dict(d: dict, task: str | None = None, where: str = "") -> TrainConfig:
     """Merge a nested mapping onto DEFAULTS[task] (task None: taken from the mapping's model kind)."""
     if task is None:
         model = (d or {}).get("model")
-        task = "estimator" if (isinstance(model, dict) and "swinir" in model) or (
-            isinstance(model, str) and model.startswith("swinir")) else "prior"
+        kind = next(iter(model), None) if isinstance(model, dict) else None
+        if isinstance(model, str) and model in CONFIGS:
+            kind = kind_of(CONFIGS[model])
+        task = TASKS.get(kind, "prior")
     if task not in DEFAULTS:
-        raise ConfigError(f"unknown task {task!r}; use prior or estimator")
+        raise ConfigError(f"unknown task {task!r}; use {', '.join(DEFAULTS)}")
     try:
         cfg = _merge(DEFAULTS[task], d or {}, "")
         validate(cfg)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}" if where else str(e)) from None
     if cfg.task != task:
-        raise ConfigError(f"{where or 'config'}: a {task} needs a {'unet' if task == 'prior' else 'swinir'} model")
+        needs = {t: k for k, t in TASKS.items()}[task]
+        raise ConfigError(f"{where or 'config'}: a {task} needs a {needs} model")
     return cfg
 
 

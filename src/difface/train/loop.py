@@ -9,7 +9,8 @@ One optimizer step k (k = 1, 2, ...):
    batch, whatever K and the micro-batch size.
 3. Gradients are unscaled (GradScaler, created once, enabled only for fp16), their global norm is
    computed and clipped (optim.grad_clip), AdamW steps (skipped when the norm is not finite),
-   and the EMA (rank 0) folds in the new weights.
+   BatchNorm running statistics (networks that have BatchNorm, i.e. LaMa) fold in the global
+   batch's statistics (difface.train.batchnorm), and the EMA (rank 0) folds in the new weights.
 Rank 0 logs, draws samples, writes checkpoints and exports; see `train`.
 """
 
@@ -34,6 +35,7 @@ from difface.device import autocast as autocast_ctx
 from difface.distributed import DistInfo, all_reduce_sum
 from difface.images import atomic_write_bytes
 from difface.train import checkpoint as ckpt
+from difface.train.batchnorm import GlobalBatchNormStats
 from difface.train.config import OptimConfig, TrainConfig, check_resumable, dump_config
 from difface.train.data import StreamSampler, make_loader
 from difface.train.ema import EMA
@@ -48,7 +50,8 @@ SampleFn = Callable[[nn.Module, int, Path], dict]
 
 @dataclass
 class TrainState:
-    """The trained network (`model`, unwrapped), its DDP wrapper `net`, optimizer, scaler, EMA, step."""
+    """The trained network (`model`, unwrapped), its DDP wrapper `net`, optimizer, scaler, EMA, step and
+    the BatchNorm statistics keeper (None for networks without BatchNorm)."""
 
     model: nn.Module
     net: nn.Module
@@ -56,6 +59,7 @@ class TrainState:
     scaler: torch.amp.GradScaler
     ema: EMA | None
     step: int = 0
+    bn_stats: GlobalBatchNormStats | None = None
 
     @property
     def eval_model(self) -> nn.Module:
@@ -76,9 +80,11 @@ def lr_at(step: int, o: OptimConfig, max_steps: int) -> float:
 
 
 def build_state(model: nn.Module, cfg: TrainConfig, info: DistInfo) -> TrainState:
-    """Move `model` to the device, wrap it in DDP under torchrun, create AdamW, GradScaler and EMA."""
+    """Move `model` to the device, wrap it in DDP under torchrun, create AdamW, GradScaler, EMA and the
+    BatchNorm statistics keeper."""
     model.to(info.device).train()
     ema = EMA(model, cfg.optim.ema_rate) if cfg.optim.ema_rate is not None and info.is_main else None
+    bn_stats = GlobalBatchNormStats(model) or None  # after the EMA copy, so the shadow has no hooks
     net: nn.Module = model
     if info.world_size > 1:
         ids = [info.device.index] if info.device.type == "cuda" else None
@@ -87,7 +93,7 @@ def build_state(model: nn.Module, cfg: TrainConfig, info: DistInfo) -> TrainStat
     opt = torch.optim.AdamW(model.parameters(), lr=lr_at(1, o, cfg.max_steps), betas=o.betas, eps=o.eps,
                             weight_decay=o.weight_decay)
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.precision == "fp16")
-    return TrainState(model, net, opt, scaler, ema)
+    return TrainState(model, net, opt, scaler, ema, bn_stats=bn_stats)
 
 
 def checkpoint_state(state: TrainState, cfg: TrainConfig, info: DistInfo, num_items: int) -> dict:
@@ -168,6 +174,8 @@ def optimizer_step(state: TrainState, step_fn: StepFn, batch: dict, step: int, c
     if math.isfinite(norm) or state.scaler.is_enabled():
         state.scaler.step(state.optimizer)  # the scaler itself skips steps with inf/NaN gradients
     state.scaler.update()
+    if state.bn_stats is not None:
+        state.bn_stats.step()
     if state.ema is not None and math.isfinite(norm):
         state.ema.update(state.model)
     sums["skipped_images"] = batch["skipped"].sum().to(info.device, torch.float32)
@@ -289,6 +297,8 @@ def train(model: nn.Module, step_fn: StepFn, dataset, cfg: TrainConfig, run_dir:
         if _due(state.step, cfg.checkpoint_every, last):
             _write_checkpoint(state, cfg, info, run_dir, len(dataset))
     bar.close()
+    if state.bn_stats is not None:
+        state.bn_stats.remove()
     if info.is_main and not ckpt.list_checkpoints(run_dir):
         _write_checkpoint(state, cfg, info, run_dir, len(dataset))  # e.g. resumed at max_steps
     if tb is not None:

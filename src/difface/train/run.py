@@ -1,6 +1,6 @@
 """Wiring: a TrainConfig -> network, dataset, step function, sample hook -> `loop.train`.
 
-`run_training(cfg, run_dir)` is what `difface train prior|estimator` calls; it works in a single
+`run_training(cfg, run_dir)` is what `difface train prior|estimator|inpainter` calls; it works in a single
 process and under `torchrun` (one process per device; see difface.distributed).
 """
 
@@ -13,15 +13,21 @@ import torch
 from torch import nn
 
 from difface import distributed
-from difface.data.datasets import ImageFolder, PairedFolder, SyntheticPairs
+from difface.data.datasets import ImageFolder, MaskedFaces, PairedFolder, SyntheticPairs
 from difface.data.degrade import get_preset
 from difface.diffusion.schedule import Diffusion
 from difface.models import SwinIR, build_from_config
 from difface.train.checkpoint import list_checkpoints
 from difface.train.config import TrainConfig
 from difface.train.loop import SampleFn, TrainState, train
-from difface.train.samples import make_estimator_sample_fn, make_prior_sample_fn
-from difface.train.steps import StepFn, TimestepSampler, make_diffusion_step, make_estimator_step
+from difface.train.samples import make_estimator_sample_fn, make_inpainter_sample_fn, make_prior_sample_fn
+from difface.train.steps import (
+    StepFn,
+    TimestepSampler,
+    make_diffusion_step,
+    make_estimator_step,
+    make_inpainter_step,
+)
 
 log = logging.getLogger("difface.train")
 
@@ -62,12 +68,16 @@ def build_model(cfg: TrainConfig, *, warm_start: bool = True) -> nn.Module:
 
 
 def build_dataset(cfg: TrainConfig):
-    """ImageFolder in [-1, 1] (prior) or SyntheticPairs in [0, 1] (estimator) of cfg.data.folder."""
+    """ImageFolder in [-1, 1] (prior), SyntheticPairs in [0, 1] (estimator) or MaskedFaces in [0, 1]
+    (inpainter) of cfg.data.folder."""
     d = cfg.data
     if not d.folder:
         raise ValueError("no training images: set data.folder in the config or pass --data DIR")
     if cfg.task == "prior":
         return ImageFolder(d.folder, size=cfg.image_size, recursive=d.recursive, flip=d.flip, seed=cfg.seed)
+    if cfg.task == "inpainter":
+        return MaskedFaces(d.folder, size=cfg.image_size, seed=cfg.seed, mask_kind=cfg.masks.kind, flip=d.flip,
+                           recursive=d.recursive)
     preset = get_preset(d.degradation)
     return SyntheticPairs(d.folder, preset, seed=cfg.seed, size=cfg.image_size, flip=d.flip, recursive=d.recursive)
 
@@ -85,14 +95,37 @@ def load_validation(cfg: TrainConfig) -> tuple[torch.Tensor | None, torch.Tensor
     return torch.stack([lq.item(i) for i in range(min(n, len(lq)))]), None
 
 
+def load_inpainting_validation(cfg: TrainConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The first data.val_count faces of data.val_hq (else data.val_lq) as (N, 3, S, S) in [0, 1], and their
+    fixed masks (N, 1, S, S): seeded_mask("mixed", S, masks.val_seed, i) for image i. (None, None) if absent."""
+    from difface.data.masks import seeded_mask
+
+    d, n = cfg.data, cfg.data.val_count
+    folder = d.val_hq or d.val_lq
+    if not folder or n == 0:
+        return None, None
+    faces = ImageFolder(folder, size=cfg.image_size, recursive=False, value_range=(0.0, 1.0))
+    gt = torch.stack([faces.item(i) for i in range(min(n, len(faces)))])
+    masks = torch.stack([torch.from_numpy(seeded_mask("mixed", cfg.image_size, cfg.masks.val_seed, i))[None]
+                         for i in range(len(gt))])
+    return gt, masks
+
+
 def build_step(cfg: TrainConfig) -> StepFn:
     if cfg.task == "prior":
         t = cfg.diffusion
         return make_diffusion_step(Diffusion.create(t.steps, t.schedule, ""), TimestepSampler(t), cfg.seed)
+    if cfg.task == "inpainter":
+        return make_inpainter_step(cfg.masks.hole_weight, cfg.loss)
     return make_estimator_step(cfg.loss)
 
 
 def build_sample_fn(cfg: TrainConfig) -> SampleFn:
+    if cfg.task == "inpainter":
+        val_gt, val_mask = load_inpainting_validation(cfg)
+        if val_gt is None:
+            log.info("no data.val_hq: inpainter validation is skipped")
+        return make_inpainter_sample_fn(val_gt, val_mask, cfg.masks.hole_weight)
     val_lq, val_hq = load_validation(cfg)
     if cfg.task == "estimator":
         if val_lq is None or val_hq is None:
@@ -121,8 +154,8 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, device: str = "auto",
         dataset = build_dataset(cfg)
         sample_fn = build_sample_fn(cfg) if info.is_main else None
         model = build_model(cfg, warm_start=resume is None)
-        native = cfg.model.image_size if cfg.task == "prior" else cfg.model.img_size * cfg.model.sf
-        if info.is_main and cfg.image_size != native:
+        native = cfg.native_size
+        if info.is_main and native is not None and cfg.image_size != native:
             log.warning("training on %dx%d images, but the network is configured for %dx%d", cfg.image_size,
                         cfg.image_size, native, native)
         if info.is_main:

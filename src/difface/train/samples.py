@@ -3,7 +3,9 @@
 Prior: unconditional DDIM samples from pure noise (eta 0, fixed per-image seeds, so the grids of
 successive steps are comparable) and, given an estimator and validation LQ faces, DifFace
 restorations (rows: LQ | estimate | restoration [| HQ]). Estimator: PSNR / SSIM on the Y channel
-over a paired validation folder and a grid (LQ | output | HQ).
+over a paired validation folder and a grid (LQ | output | HQ). Inpainter: PSNR inside the holes and
+over the whole composited image, on fixed validation faces with fixed seeded masks, and a grid
+(masked input | output | composite | HQ).
 """
 
 from __future__ import annotations
@@ -180,3 +182,53 @@ def make_estimator_sample_fn(val_lq: torch.Tensor | None, val_hq: torch.Tensor |
         return {**quality(pred, val_hq), "l1": float((pred - val_hq).abs().mean())}
 
     return estimator_validation
+
+
+def masked_psnr(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image PSNR (dB, RGB) over the pixels where mask is 1 (all pixels when mask is None) -> (B,).
+
+    pred, gt: (B, 3, H, W) in [0, 1], both rounded to the 8-bit grid first (as saved PNGs);
+    mask: (B, 1, H, W) in {0, 1}. An image without masked pixels gives NaN, a perfect one inf.
+    """
+    a = (pred.detach().float().clamp(0, 1) * 255).round()
+    b = (gt.detach().float().clamp(0, 1) * 255).round()
+    se = (a - b).square().sum(dim=1, keepdim=True)  # (B, 1, H, W), summed over channels
+    m = torch.ones_like(se) if mask is None else mask.float()
+    count = 3 * m.sum(dim=(1, 2, 3))
+    mse = (se * m).sum(dim=(1, 2, 3)) / count
+    return torch.where(count > 0, 10 * torch.log10(255.0**2 / mse), torch.full_like(mse, float("nan")))
+
+
+def make_inpainter_sample_fn(val_gt: torch.Tensor | None, val_mask: torch.Tensor | None, hole_weight: float = 10.0,
+                             batch_size: int = 8, grid_rows: int = 8) -> SampleFn:
+    """Validation hook of the inpainter. val_gt (N, 3, H, W) in [0, 1]; val_mask (N, 1, H, W), 1 = missing.
+
+    The network sees cat(gt * (1 - mask), mask). Metrics (means over the N images): psnr_hole (PSNR
+    over the missing pixels), psnr (whole image after pasting the known pixels back, the way the
+    result is used), psnr_raw (whole raw output), l1_hole, and loss (the training loss,
+    `weighted_pixel_loss`). Grid rows: masked input | raw output | composite | HQ.
+    """
+    from difface.train.steps import weighted_pixel_loss
+
+    @torch.inference_mode()
+    def inpainter_validation(model: nn.Module, step: int, run_dir: Path) -> dict:
+        if val_gt is None or val_mask is None:
+            return {}
+        dev = next(model.parameters()).device
+        lq = val_gt * (1 - val_mask)
+        pred = torch.cat([model(torch.cat([lq[s:s + batch_size], val_mask[s:s + batch_size]], 1).to(dev))
+                          .float().clamp(0, 1).cpu() for s in range(0, len(lq), batch_size)])
+        comp = pred * val_mask + val_gt * (1 - val_mask)
+        k = min(grid_rows, len(pred))
+        write_image(_samples_path(run_dir, step, "val"), image_grid([lq[:k], pred[:k], comp[:k], val_gt[:k]]))
+        err = (pred - val_gt).abs().mean(dim=1, keepdim=True)
+        l1_hole = (err * val_mask).sum(dim=(1, 2, 3)) / val_mask.sum(dim=(1, 2, 3)).clamp_min(1)
+        return {
+            "psnr_hole": float(masked_psnr(pred, val_gt, val_mask).nanmean()),
+            "psnr": float(masked_psnr(comp, val_gt).mean()),
+            "psnr_raw": float(masked_psnr(pred, val_gt).mean()),
+            "l1_hole": float(l1_hole.mean()),
+            "loss": float(weighted_pixel_loss(pred, val_gt, val_mask, hole_weight).mean()),
+        }
+
+    return inpainter_validation

@@ -1,4 +1,4 @@
-"""The two training steps: the only code that differs between prior and estimator training.
+"""The training steps: the only code that differs between prior, estimator and inpainter training.
 
 A step function is `step(model, batch, step) -> StepOutput` for one micro-batch: `batch` is the
 collated dict of difface.train.data.KeyedItems (tensors on the CPU), `step` the 1-based global
@@ -113,3 +113,46 @@ def make_estimator_step(loss: str = "l1") -> StepFn:
         return StepOutput(per_sample.sum(), {"loss": per_sample.detach().sum()})
 
     return estimator_step
+
+
+def weighted_pixel_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, hole_weight: float = 10.0,
+                        loss: str = "l1") -> torch.Tensor:
+    """Per-sample weighted pixel loss of the inpainter (SPEC 5.4) -> (B,).
+
+    pred, gt: (B, 3, H, W); mask: (B, 1, H, W), 1 = missing. e = |pred - gt| (l1, official) or
+    (pred - gt)^2 (l2); w = hole_weight * mask + (1 - mask); loss_b = sum_{c,h,w}(w e) / sum_{h,w} w.
+    The numerator sums the 3 channels, the denominator the 1-channel weights (the official value is
+    3x a weighted per-element mean). Official: one ratio over the whole micro-batch; here one per
+    sample, so that the batch loss is a mean over samples like the other steps (equal when all
+    masks in a batch have the same area).
+    """
+    d = pred.float() - gt.float()
+    e = d.abs() if loss == "l1" else d.square()
+    m = mask.float()
+    w = hole_weight * m + (1.0 - m)
+    return (w * e).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3))
+
+
+def make_inpainter_step(hole_weight: float = 10.0, loss: str = "l1") -> StepFn:
+    """Weighted L1 (or L2) of the LaMa inpainter on batch["lq"] (B, 3, H, W) in [0, 1] with holes 0,
+    batch["mask"] (B, 1, H, W) (1 = missing) and batch["gt"]; the network sees cat(lq, mask).
+
+    Metrics (per-sample sums): loss, l1_hole (mean |error| over the missing pixels) and l1_known."""
+    if loss not in ("l1", "l2"):
+        raise ValueError(f"unknown inpainter loss {loss!r}; use l1 or l2")
+
+    def inpainter_step(model: nn.Module, batch: dict, step: int) -> StepOutput:
+        dev = _model_device(model)
+        lq = batch["lq"].to(dev, non_blocking=True)
+        gt = batch["gt"].to(dev, non_blocking=True)
+        mask = batch["mask"].to(dev, non_blocking=True)
+        pred = model(torch.cat([lq, mask.to(lq.dtype)], dim=1)).float()
+        per_sample = weighted_pixel_loss(pred, gt, mask, hole_weight, loss)
+        with torch.no_grad():
+            err = (pred - gt).abs().mean(dim=1, keepdim=True)
+            hole = (err * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp_min(1)
+            known = (err * (1 - mask)).sum(dim=(1, 2, 3)) / (1 - mask).sum(dim=(1, 2, 3)).clamp_min(1)
+        return StepOutput(per_sample.sum(), {"loss": per_sample.detach().sum(), "l1_hole": hole.sum(),
+                                             "l1_known": known.sum()})
+
+    return inpainter_step
