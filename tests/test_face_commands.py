@@ -67,7 +67,7 @@ def test_data_align_small_inputs_and_no_face(tmp_path):
         write_image(raw / f.name, cv2.resize(rgb[40:480, 70:430], (89, 109), interpolation=cv2.INTER_AREA))
     write_image(raw / "empty.png", np.full((109, 89, 3), 0.3, np.float32))
     out = tmp_path / "aligned"
-    assert _run(data_cmd, ["data", "align", str(raw), "-o", str(out), "--size", "64"]) == 0
+    assert _run(data_cmd, ["data", "align", str(raw), "-o", str(out), "--size", "64"]) == 1  # empty.png failed
     written = sorted(p.name for p in out.glob("*.png"))
     assert written == sorted(f.name for f in files)
     assert read_image(out / files[0].name).rgb.shape == (64, 64, 3)

@@ -39,7 +39,7 @@ def test_unknown_keys_and_wrong_types_are_rejected(tmp_path):
 
 def test_yaml_numbers_without_dot_are_read_as_floats(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("optim:\n  lr: 1e-4\n  betas: [0.9, 0.99]\n")  # YAML 1.1 reads 1e-4 as a string
+    f.write_text("model: unet_small\noptim:\n  lr: 1e-4\n  betas: [0.9, 0.99]\n")  # YAML 1.1 reads 1e-4 as a string
     cfg = load_config(f, "prior")
     assert cfg.optim.lr == 1e-4 and cfg.optim.betas == (0.9, 0.99)
 

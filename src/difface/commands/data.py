@@ -11,10 +11,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from difface.commands.checks import output_dir_problem
 from difface.face.align import align_faces
 from difface.face.detect import BACKENDS, DEFAULT_BACKEND, get_detector
 from difface.face.photo import find_faces
-from difface.images import ImageReadError, atomic_write_bytes, collect_inputs, read_image, write_image
+from difface.images import ImageReadError, atomic_write_bytes, collect_inputs, write_image
+from difface.quiet import read_image_quietly
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Detect the largest face of each photo in RAW_DIR, align it to the FFHQ 5-point template "
             "with a similarity transform and write an SxS PNG to OUT/<stem>.png. Small photos are "
             "enlarged for the detector (short side --det-min-side px), so 89x109 CelebA crops work. "
-            "Photos without a face are skipped and listed in OUT/align_report.json, which also gives, per "
-            "crop, the share of its pixels that lay outside the photo (filled with gray)."
+            "Photos that fail (unreadable, no face, an output that cannot be written) are reported on "
+            "'failed:' lines and listed in OUT/align_report.json, which also gives, per crop, the share "
+            "of its pixels that lay outside the photo (filled with gray). Exit status: 0 when every "
+            "photo was aligned, 1 when some failed, 2 for a usage error (found before any photo is read)."
         ),
     )
     a.add_argument("raw_dir", metavar="RAW_DIR", help="folder (or glob) of face photos")
@@ -58,18 +62,28 @@ def _outside_fraction(hw: tuple[int, int], matrix: np.ndarray, size: int) -> flo
     return float(1.0 - inside.mean())
 
 
-def _align_one(path: Path, out: Path, size: int, detector, det_min_side: int) -> str | float:
-    """Align one photo; returns the crop's outside fraction, or the reason it was skipped."""
+def _write(path: Path, rgb: np.ndarray) -> str | None:
+    """Write one crop; the reason on failure (a full disk, a folder in the way), else None."""
     try:
-        rgb = read_image(path).rgb
+        write_image(path, rgb)
+    except OSError as e:
+        return f"cannot write {path} ({e.strerror or e})"
+    return None
+
+
+def _align_one(path: Path, out: Path, size: int, detector, det_min_side: int) -> str | float:
+    """Align one photo; returns the crop's outside fraction, or the reason it failed."""
+    try:
+        rgb = read_image_quietly(path).rgb
+        dets = find_faces(rgb, detector, largest_face=True, min_eye_dist=2.0, det_min_side=det_min_side)
     except ImageReadError as e:
-        return str(e)
-    dets = find_faces(rgb, detector, largest_face=True, min_eye_dist=2.0, det_min_side=det_min_side)
+        return str(e).removeprefix(f"{path}: ")
+    except (ValueError, cv2.error) as e:
+        return f"face detection failed ({e})"
     if len(dets) == 0:
         return "no face found"
     crops, mats = align_faces(rgb, dets.landmarks, size)
-    write_image(out / f"{path.stem}.png", crops[0])
-    return _outside_fraction(rgb.shape[:2], mats[0], size)
+    return _write(out / f"{path.stem}.png", crops[0]) or _outside_fraction(rgb.shape[:2], mats[0], size)
 
 
 def shared_alignment(paths: list[Path], detector, size: int, n: int, det_min_side: int) -> tuple[np.ndarray, dict]:
@@ -82,7 +96,7 @@ def shared_alignment(paths: list[Path], detector, size: int, n: int, det_min_sid
     lms, shapes = [], set()
     for path in tqdm(sample, desc="landmarks"):
         try:
-            rgb = read_image(path).rgb
+            rgb = read_image_quietly(path).rgb
         except ImageReadError:
             continue
         shapes.add(rgb.shape[:2])
@@ -111,11 +125,14 @@ def _warp_all(paths: list[Path], out: Path, matrix: np.ndarray, size: int, skip_
         if skip_existing and (out / f"{path.stem}.png").exists():
             continue
         try:
-            rgb = read_image(path).rgb
+            rgb = read_image_quietly(path).rgb
         except ImageReadError as e:
-            skipped[str(path)] = str(e)
+            skipped[str(path)] = str(e).removeprefix(f"{path}: ")
             continue
-        write_image(out / f"{path.stem}.png", warp_faces(rgb, matrix[None], size)[0])
+        problem = _write(out / f"{path.stem}.png", warp_faces(rgb, matrix[None], size)[0])
+        if problem:
+            skipped[str(path)] = problem
+            continue
         outside[f"{path.stem}.png"] = round(_outside_fraction(rgb.shape[:2], matrix, size), 4)
     return skipped, outside
 
@@ -125,10 +142,13 @@ def run_align(args: argparse.Namespace) -> int:
         log.error("difface data align: --size must be at least 8, got %d", args.size)
         return 2
     try:
+        problem = output_dir_problem(args.out, "-o/--out")
+        if problem:
+            raise ValueError(problem)
         paths = collect_inputs([args.raw_dir], recursive=args.recursive)
         detector = get_detector(args.backend, weights=args.weights, device=args.device)
     except (FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
-        log.error("difface data align: %s", e)
+        log.error("error: %s", e)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +157,7 @@ def run_align(args: argparse.Namespace) -> int:
         try:
             matrix, shared = shared_alignment(paths, detector, args.size, args.shared_transform, args.det_min_side)
         except ValueError as e:
-            log.error("difface data align: %s", e)
+            log.error("error: %s", e)
             return 2
         log.info("shared transform from %d photos: landmarks within %.2f px (%.1f%% of the eye distance) of "
                  "the template on average", shared["photos_measured"], shared["mean_landmark_residual_px"],
@@ -157,8 +177,17 @@ def run_align(args: argparse.Namespace) -> int:
               "outside_fraction": {"mean": round(float(fr.mean()), 4), "over_10pct": int((fr > 0.1).sum())},
               "outside_by_file": outside}
     written = len(outside)
-    atomic_write_bytes(out / "align_report.json", (json.dumps(report, indent=1) + "\n").encode())
-    log.info("aligned %d photos into %s; skipped %d (listed in align_report.json)", written, out, len(skipped))
     for p, why in list(skipped.items())[:20]:
-        log.info("  skipped %s: %s", p, why)
-    return 0
+        log.error("failed: %s: %s", p, why)
+    if len(skipped) > 20:
+        log.error("failed: ... and %d more (all listed in align_report.json)", len(skipped) - 20)
+    try:
+        atomic_write_bytes(out / "align_report.json", (json.dumps(report, indent=1) + "\n").encode())
+    except OSError as e:
+        log.error("error: cannot write %s (%s)", out / "align_report.json", e.strerror or e)
+        return 1
+    kept = len(paths) - written - len(skipped)
+    log.info("aligned %d of %d photos into %s%s%s", written, len(paths), out,
+             f"; {kept} kept as they were (--skip-existing)" if kept else "",
+             f"; {len(skipped)} failed (listed in align_report.json)" if skipped else "")
+    return 1 if skipped else 0

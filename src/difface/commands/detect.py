@@ -8,10 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
+import cv2
 from tqdm import tqdm
 
+from difface.commands.checks import output_dir_problem, output_file_problem
 from difface.face.detect import BACKENDS, DEFAULT_BACKEND, detect_faces, draw_detections, get_detector
-from difface.images import ImageReadError, atomic_write_bytes, collect_inputs, read_image, write_image
+from difface.images import atomic_write_bytes, collect_inputs, write_image
+from difface.quiet import read_image_quietly
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "5 landmarks (left eye, right eye, nose, left and right mouth corner; image left/right) "
             "in pixels, pixel centres at integer coordinates. Small images are enlarged (short side "
             "640) and large ones shrunk (long side 2048) for the detector; coordinates refer to the "
-            "original image."
+            "original image. An image that cannot be read (or drawn) is reported on a 'failed:' line and "
+            "listed with its error in the JSON; the exit status is then 1 (2: a usage error, found before "
+            "any image is read)."
         ),
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
@@ -41,32 +46,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _detect_one(path: Path, detector, draw: str | None) -> dict:
+    """The JSON record of one image; raises ValueError / OSError / cv2.error naming the file."""
+    rgb = read_image_quietly(path).rgb
+    dets = detect_faces(rgb, detector)
+    h, w = rgb.shape[:2]
+    if draw:
+        out = Path(draw) / f"{path.stem}.png"
+        try:
+            write_image(out, draw_detections(rgb, dets))
+        except OSError as e:
+            raise OSError(f"{path}: cannot write {out} ({e.strerror or e})") from e
+    return {"path": str(path), "width": w, "height": h, "faces": dets.to_json()}
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        problem = output_file_problem(args.json, "--json") or (
+            output_dir_problem(args.draw, "--draw") if args.draw else None)
+        if problem:
+            raise ValueError(problem)
         paths = collect_inputs(args.images)
         detector = get_detector(args.backend, weights=args.weights, device=args.device)
     except (FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
-        log.error("difface detect: %s", e)
+        log.error("error: %s", e)
         return 2
     records, failed = [], 0
     for path in tqdm(paths, desc="detect", disable=len(paths) < 2):
         try:
-            img = read_image(path)
-        except ImageReadError as e:
-            log.error("%s", e)
-            records.append({"path": str(path), "error": str(e)})
+            records.append(_detect_one(path, detector, args.draw))
+        except (ValueError, OSError, cv2.error) as e:
+            reason = str(e) if str(path) in str(e) else f"{path}: {e}"
+            log.error("failed: %s", reason)
+            records.append({"path": str(path), "error": reason})
             failed += 1
-            continue
-        dets = detect_faces(img.rgb, detector)
-        h, w = img.rgb.shape[:2]
-        records.append({"path": str(path), "width": w, "height": h, "faces": dets.to_json()})
-        if args.draw:
-            write_image(Path(args.draw) / f"{path.stem}.png", draw_detections(img.rgb, dets))
     text = json.dumps({"backend": args.backend, "images": records}, indent=1) + "\n"
     if args.json == "-":
         sys.stdout.write(text)
     else:
-        atomic_write_bytes(args.json, text.encode())
+        try:
+            atomic_write_bytes(args.json, text.encode())
+        except OSError as e:
+            log.error("error: --json %s: cannot write (%s)", args.json, e.strerror or e)
+            return 1
     found = sum(len(r.get("faces", [])) for r in records)
-    log.info("%d faces in %d images%s", found, len(paths) - failed, f"; {failed} unreadable" if failed else "")
+    log.info("%d faces in %d of %d images%s", found, len(paths) - failed, len(paths),
+             f"; {failed} failed (listed with their error in the JSON)" if failed else "")
     return 1 if failed else 0

@@ -24,6 +24,13 @@ without extension, or, with --pair-regex R, the first non-empty group (else the 
 re.search(R, stem) on both names. Example: lq/ffhq_00000.png vs hq/00000.png pair with
 --pair-regex '(\\d+)$'.
 
+failures: a pair whose file cannot be read, or whose images differ in size where a metric compares
+pixels (psnr, ssim, psnr_y, ssim_y, lpips, lpips_vgg), is reported on a "failed:" line and left
+out; the other pairs are scored. Files on one side only are reported (count and first names).
+Exit status: 0 when every pair was scored; 1 when a pair failed, a requested metric could not be
+scored on any image, or nothing could be scored; 2 for a usage error (unknown metric, missing
+folder, an output path that cannot be written), found before any image is read.
+
 weights: LPIPS and FID backbones are looked up in the difface cache and torch's hub cache
 (~/.cache/torch/hub/checkpoints); a metric whose file is missing is skipped with a line naming it.
 """
@@ -70,12 +77,28 @@ def _options(args: argparse.Namespace):
     )
 
 
+def _check_args(args: argparse.Namespace) -> str | None:
+    """The first usage problem of the arguments (an error message), else None."""
+    from difface.commands.checks import output_file_problem
+
+    if args.crop_border < 0:
+        return f"--crop-border must be >= 0, got {args.crop_border}"
+    for option, path in (("--json", args.json), ("--csv", args.csv)):
+        problem = output_file_problem(path, option) if path is not None else None
+        if problem:
+            return problem
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    from difface.metrics.runner import evaluate, format_table, pair_files
+    from difface.metrics.runner import evaluate, format_table, name_list, pair_files
 
     default = "psnr,ssim,psnr_y,ssim_y,lpips" if args.gt else "niqe"
     try:
         names = parse_metric_names(args.metrics or default)
+        problem = _check_args(args)
+        if problem:
+            raise ValueError(problem)
         opts = _options(args)
         pairs, warnings = pair_files(args.pred, args.gt, args.pair_regex)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -89,16 +112,29 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(pairs, names, opts, progress=not args.no_progress)
     for n, reason in result.skipped.items():
         print(f"skipped {n}: {reason}")
-    print(f"{len(pairs)} image(s) from {args.pred}" + (f" against {args.gt}" if args.gt else ""))
+    for reason in result.failed.values():
+        log.error("failed: %s", reason)
+    scored = len(result.rows)
+    print(f"{scored} of {len(pairs)} image pair(s) scored from {args.pred}" + (f" against {args.gt}" if args.gt else "")
+          + (f"; {len(result.failed)} failed: {name_list(list(result.failed))}" if result.failed else ""))
+    if scored == 0:
+        log.error("error: none of the %d image pair(s) could be scored; no table%s written", len(pairs),
+                  ", JSON or CSV" if args.json or args.csv else "")
+        return 1
     print(format_table(result, names))
+    empty = [n for n in names if n in result.means and result.counts.get(n, 0) == 0]
+    for n in empty:
+        log.error("error: %s could not be scored on any image", n)
     if args.json:
         doc = {"pred": str(args.pred), "gt": str(args.gt) if args.gt else None, "metrics": names,
                "crop_border": args.crop_border, "means": result.means, "counts": result.counts,
-               "skipped": result.skipped, "images": result.rows}
+               "skipped": result.skipped, "failed": result.failed, "images": result.rows}
         atomic_write_bytes(args.json, (json.dumps(_jsonable(doc), indent=2) + "\n").encode())
     if args.csv:
         atomic_write_bytes(args.csv, _csv_bytes(result.rows, [n for n in names if n in result.means and n != "fid"]))
-    return 0 if len(result.skipped) < len(names) else 1
+    if result.failed or empty or len(result.skipped) >= len(names):
+        return 1
+    return 0
 
 
 def _jsonable(x):

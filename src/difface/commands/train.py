@@ -97,6 +97,7 @@ def prepare(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from difface.data.datasets import NoReadableImages
     from difface.train.config import ConfigError
     from difface.train.run import run_training
 
@@ -110,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NoReadableImages as e:  # every training image is unreadable: nothing to train on
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained {cfg.task} to step {state.step}; weights: {out / (cfg.task + '.safetensors')}",
               file=sys.stderr)

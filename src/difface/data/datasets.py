@@ -13,8 +13,10 @@ epoch in the index stream yourself via `item(index, epoch)`).
 
 Unreadable images never end a run: the file is logged (warning naming it and the reason),
 counted in `num_failed` / listed in `failed` (per process: DataLoader workers keep their own
-counts) and the next good index is returned instead. A RuntimeError is raised only when no file
-in the set can be read.
+counts) and the next good index is returned instead. NoReadableImages (a RuntimeError naming the
+folder) is raised only when no file in the set can be read; `check_readable()` finds that out
+before a training run builds its network (it normally reads one file). The messages that libpng /
+libjpeg print for broken files are captured and reported with the file name (difface.quiet).
 
 Public API: ImageFolder, PairedFolder, SyntheticPairs, MaskedFaces, list_images, resize_square, item_rng.
 """
@@ -31,7 +33,8 @@ import torch
 from torch.utils.data import Dataset
 
 from difface.data.degrade import PRESETS, DegradationConfig, degrade_with_params, to_gray
-from difface.images import IMAGE_EXTENSIONS, ImageReadError, image_to_tensor, read_image
+from difface.images import IMAGE_EXTENSIONS, ImageReadError, image_to_tensor
+from difface.quiet import read_image_quietly
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +70,33 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(index)])
 
 
+class NoReadableImages(RuntimeError):
+    """None of the files of a data set can be read; the message names the folder and a first reason."""
+
+
 class _RobustDataset(Dataset):
-    """Shared skip-bad-files logic; subclasses implement `_load(index, epoch)`."""
+    """Shared skip-bad-files logic; subclasses implement `_load(index, epoch)` and may set `root`
+    (the folder named in messages) before calling `__init__`."""
+
+    root: str = ""
 
     def __init__(self, n: int, value_range: tuple[float, float], seed: int) -> None:
         if n == 0:
-            raise ValueError(f"{type(self).__name__}: no images found")
+            raise ValueError(f"{self._where()}: no images found")
         self._n, self.value_range, self.seed, self.epoch = n, value_range, int(seed), 0
         self.failed: dict[int, str] = {}  # index -> reason
 
     @property
     def num_failed(self) -> int:
         return len(self.failed)
+
+    def _where(self) -> str:
+        return self.root or type(self).__name__
+
+    def check_readable(self) -> None:
+        """Raise NoReadableImages unless some file can be read (reads until one succeeds, normally
+        just the first; the unreadable ones met on the way are recorded as during training)."""
+        self.item(0, self.epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -102,7 +120,8 @@ class _RobustDataset(Dataset):
             except (ImageReadError, ValueError, cv2.error) as e:
                 self.failed[i] = str(e)
                 log.warning("skipping unreadable image (%d so far): %s", self.num_failed, e)
-        raise RuntimeError(f"{type(self).__name__}: none of the {self._n} images could be read")
+        first = self.failed[min(self.failed)] if self.failed else "no reason given"
+        raise NoReadableImages(f"{self._where()}: none of the {self._n} images could be read (first: {first})")
 
     def __getitem__(self, index: int):
         return self.item(index)
@@ -112,7 +131,7 @@ class _RobustDataset(Dataset):
 
 
 def _read(path: Path, size: int | None) -> np.ndarray:
-    rgb = read_image(path).rgb
+    rgb = read_image_quietly(path).rgb
     return rgb if size is None else resize_square(rgb, size)
 
 
@@ -128,7 +147,7 @@ class ImageFolder(_RobustDataset):
     def __init__(self, root: str | os.PathLike, size: int | None = None, recursive: bool = True,
                  flip: bool = False, value_range: tuple[float, float] = (-1.0, 1.0), seed: int = 0) -> None:
         self.files = list_images(root, recursive)
-        self.size, self.flip = size, flip
+        self.root, self.size, self.flip = str(root), size, flip
         super().__init__(len(self.files), value_range, seed)
 
     def _load(self, index: int, epoch: int) -> torch.Tensor:
@@ -148,6 +167,7 @@ class PairedFolder(_RobustDataset):
 
     def __init__(self, lq_dir: str | os.PathLike, hq_dir: str | os.PathLike, size: int | None = None,
                  recursive: bool = False, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        self.root = f"{lq_dir} and {hq_dir}"
         lq, hq = _by_stem(lq_dir, recursive), _by_stem(hq_dir, recursive)
         names = sorted(lq.keys() & hq.keys())
         unmatched = sorted(lq.keys() ^ hq.keys())
@@ -187,7 +207,7 @@ class SyntheticPairs(_RobustDataset):
                  seed: int = 0, size: int | None = None, flip: bool = True, recursive: bool = True,
                  value_range: tuple[float, float] = (0.0, 1.0)) -> None:
         self.files = list_images(folder, recursive)
-        self.size = int(size or cfg.resolution)
+        self.root, self.size = str(folder), int(size or cfg.resolution)
         self.cfg, self.flip = cfg.for_resolution(self.size), flip
         super().__init__(len(self.files), value_range, seed)
 
@@ -220,7 +240,7 @@ class MaskedFaces(_RobustDataset):
         if mask_kind not in MASK_KINDS:
             raise ValueError(f"unknown mask kind {mask_kind!r}; known: {', '.join(MASK_KINDS)}")
         self.files = list_images(folder, recursive)
-        self.size, self.mask_kind, self.flip = int(size), mask_kind, flip
+        self.root, self.size, self.mask_kind, self.flip = str(folder), int(size), mask_kind, flip
         super().__init__(len(self.files), value_range, seed)
 
     def _load(self, index: int, epoch: int) -> dict:

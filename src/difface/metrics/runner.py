@@ -4,6 +4,10 @@ Each metric group is a "scorer" built once (weights loaded once) that maps a (pr
 (H, W, 3) float RGB [0, 1] images to a dict of scores; FID also collects features and scores the
 whole set at the end. A metric whose weights or packages are missing is skipped with a one-line
 reason (which file it needs and where to put it).
+
+A pair that cannot be scored (an unreadable file, or sizes that differ where a metric compares
+pixels) is listed in `EvalResult.failed` with the reason and left out of the rows and means; the
+other pairs are scored as usual.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from difface.images import IMAGE_EXTENSIONS, read_image
+from difface.images import IMAGE_EXTENSIONS, ImageReadError
 from difface.metrics import METRICS
 from difface.metrics.weights import MissingWeights
+from difface.quiet import read_image_quietly
 
 log = logging.getLogger("difface")
+
+# Metrics that compare pixel to pixel: the prediction and its ground truth must have one size.
+SAME_SIZE = frozenset({"psnr", "ssim", "psnr_y", "ssim_y", "lpips", "lpips_vgg"})
 
 
 @dataclass
@@ -45,13 +53,15 @@ class EvalOptions:
 
 @dataclass
 class EvalResult:
-    """rows: one dict per image (name, pred, gt, scores); means: metric -> mean over non-NaN values;
-    counts: metric -> number of non-NaN values; skipped: metric -> reason."""
+    """rows: one dict per scored image (name, pred, gt, scores); means: metric -> mean over non-NaN
+    values; counts: metric -> number of non-NaN values; skipped: metric -> reason; failed: pair key
+    -> reason the pair was not scored (unreadable file, size mismatch)."""
 
     rows: list[dict] = field(default_factory=list)
     means: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,7 +95,8 @@ def pair_files(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike | None = N
     """Pair images of `pred_dir` with those of `gt_dir` by key (see `pair_key`).
 
     Returns (pairs sorted by key, warnings about unmatched or ambiguous files). Without `gt_dir`
-    every prediction is returned with gt None.
+    every prediction is returned with gt None. Predictions without a ground truth and ground
+    truths without a prediction are each summed up in one warning (count and the first names).
     """
     warnings: list[str] = []
 
@@ -105,8 +116,21 @@ def pair_files(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike | None = N
     if gt_dir is None:
         return [Pair(k, p, None) for k, p in sorted(preds.items())], warnings
     gts = index(gt_dir)
-    warnings += [f"{preds[k]}: no ground truth with key {k!r}" for k in sorted(set(preds) - set(gts))]
+    lonely_preds = [preds[k].name for k in sorted(set(preds) - set(gts))]
+    lonely_gts = [gts[k].name for k in sorted(set(gts) - set(preds))]
+    if lonely_preds:
+        warnings.append(f"{len(lonely_preds)} prediction(s) in {pred_dir} without a ground truth in {gt_dir}, "
+                        f"not scored: {name_list(lonely_preds)}")
+    if lonely_gts:
+        warnings.append(f"{len(lonely_gts)} ground truth(s) in {gt_dir} without a prediction in {pred_dir}: "
+                        f"{name_list(lonely_gts)}")
     return [Pair(k, preds[k], gts[k]) for k in sorted(set(preds) & set(gts))], warnings
+
+
+def name_list(names: list[str], limit: int = 5) -> str:
+    """'a.png, b.png, c.png' - at most `limit` names, then '... and N more'."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} ... and {len(names) - limit} more"
 
 
 Scorer = Callable[[np.ndarray, "np.ndarray | None"], dict[str, float]]
@@ -206,20 +230,36 @@ def build_scorers(names: list[str], opts: EvalOptions) -> tuple[list[Scorer], di
 
 
 def _read(path: Path | None) -> np.ndarray | None:
-    return None if path is None else read_image(path).rgb
+    return None if path is None else read_image_quietly(path).rgb
+
+
+def _size(a: np.ndarray) -> str:
+    return f"{a.shape[1]}x{a.shape[0]}"
+
+
+def _load_pair(pair: Pair, names: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pair's images; raises ValueError naming the file(s) when one is unreadable or when the
+    sizes differ and a metric among `names` compares pixel to pixel."""
+    pred, gt = _read(pair.pred), _read(pair.gt)
+    if gt is not None and pred.shape != gt.shape:
+        strict = [n for n in names if n in SAME_SIZE]
+        if strict:
+            raise ValueError(f"{pair.pred} ({_size(pred)}) and {pair.gt} ({_size(gt)}) differ in size; "
+                             f"{', '.join(strict)} compare images of one size")
+    return pred, gt
 
 
 def _score_pair(scorers: list[Scorer], pred: np.ndarray, gt: np.ndarray | None, names: list[str],
-                warned: set[str]) -> dict[str, float]:
+                warned: set[str], where: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     for scorer in scorers:
         try:
             out.update(scorer(pred, gt))
         except ValueError as e:
             msg = str(e)
-            if msg not in warned:
+            if msg not in warned:  # e.g. "no face": named once, the table's n column counts the rest
                 warned.add(msg)
-                log.warning("warning: %s (score set to NaN)", msg)
+                log.warning("warning: %s: %s (score set to NaN)", where, msg)
     return {n: out.get(n, float("nan")) for n in names}
 
 
@@ -251,16 +291,20 @@ def evaluate(pairs: list[Pair], names: list[str], opts: EvalOptions | None = Non
         result.skipped["fid"], fid = fid.error, None
     warned: set[str] = set()
     for pair in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
-        pred, gt = _read(pair.pred), _read(pair.gt)
+        try:
+            pred, gt = _load_pair(pair, per_image)
+        except ValueError as e:  # ImageReadError included: the pair is reported and left out
+            result.failed[pair.key] = str(e)
+            continue
         row = {"name": pair.key, "pred": str(pair.pred), "gt": str(pair.gt) if pair.gt else None}
-        row.update(_score_pair(scorers, pred, gt, per_image, warned))
+        row.update(_score_pair(scorers, pred, gt, per_image, warned, pair.pred))
         if fid is not None:
             fid.add(pred, gt)
         result.rows.append(row)
     _summarise(result, per_image)
     if fid is not None:
         try:
-            result.means["fid"], result.counts["fid"] = fid.finish(), len(pairs)
+            result.means["fid"], result.counts["fid"] = fid.finish(), len(fid.pred)
         except ValueError as e:
             result.skipped["fid"] = str(e)
     return result
@@ -326,11 +370,20 @@ def reference_statistics(ref_dir: str | os.PathLike, model, *, cache: str | os.P
     if cache is not None and Path(cache).is_file():
         return fid.load_statistics(cache)
     files = list_images(ref_dir)
-    images: Iterable[np.ndarray] = (read_image(p).rgb for p in tqdm(files, desc="FID reference", disable=not progress))
+    images: Iterable[np.ndarray] = _readable(tqdm(files, desc="FID reference", disable=not progress))
     mu, sigma = fid.feature_statistics(fid.extract_features(model, images, batch_size=batch_size))
     if cache is not None:
         fid.save_statistics(cache, mu, sigma, source=str(Path(ref_dir).resolve()), count=str(len(files)))
     return mu, sigma
+
+
+def _readable(files: Iterable[Path]) -> Iterable[np.ndarray]:
+    """The images among `files` that can be read; the others are logged by name and left out."""
+    for p in files:
+        try:
+            yield read_image_quietly(p).rgb
+        except ImageReadError as e:
+            log.warning("warning: FID reference image left out: %s", e)
 
 
 def format_table(result: EvalResult, names: list[str]) -> str:

@@ -374,16 +374,53 @@ def from_dict(d: dict, task: str | None = None, where: str = "") -> TrainConfig:
     return cfg
 
 
+# What a config file without a network should suggest, per task: (small network, example file).
+_MODEL_HINTS = {
+    "prior": ("unet_small", "prior_tiny64.yaml"),
+    "estimator": ("swinir_small", "estimator_tiny64.yaml"),
+    "inpainter": ("lama_small", "inpainter_tiny64.yaml"),
+}
+
+
+def _model_hint(task: str | None) -> str:
+    tasks = [task] if task in _MODEL_HINTS else list(_MODEL_HINTS)
+    names = " or ".join(f"'model: {_MODEL_HINTS[t][0]}'" for t in tasks)
+    examples = ", ".join(f"configs/train/{_MODEL_HINTS[t][1]}" for t in tasks)
+    official = " / ".join(_config_name(DEFAULTS[t].model) for t in tasks)
+    return (f"write e.g. {names} (a small network), a network mapping as in {examples}, or 'model: {official}' "
+            "for the official recipe (which needs GPUs with tens of GB)")
+
+
+def _config_name(model: NetConfig) -> str:
+    """The name of `model` in difface.models.CONFIGS (else its kind: unet, swinir, lama)."""
+    return next((name for name, c in CONFIGS.items() if c == model), kind_of(model))
+
+
 def load_config(path: str | os.PathLike, task: str | None = None) -> TrainConfig:
-    """Read a YAML training config strictly (unknown keys and wrong types raise ConfigError)."""
+    """Read a YAML training config strictly (unknown keys and wrong types raise ConfigError).
+
+    The file must name its network (`model:`): an empty file, or one without `model`, raises
+    ConfigError saying what to write, instead of silently training the official 512 px network.
+    """
     path = Path(path)
     try:
         d = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (YAML) file") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    return from_dict(d or {}, task, where=str(path))
+    if d is None:
+        raise ConfigError(f"{path}: the config is empty; it must at least name the network to train: "
+                          + _model_hint(task))
+    cfg = from_dict(d, task, where=str(path))
+    if isinstance(d, dict) and "model" not in d:
+        raise ConfigError(f"{path}: the config names no network (key 'model'), so it would train the official "
+                          f"{cfg.image_size} px network; " + _model_hint(task))
+    return cfg
 
 
 def parse_override(item: str) -> dict:

@@ -152,6 +152,7 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, device: str = "auto",
             raise FileExistsError(f"{run_dir} already holds checkpoints: continue it with --resume {run_dir} "
                                   "or choose another --out")
         dataset = build_dataset(cfg)
+        dataset.check_readable()  # all files unreadable: NoReadableImages naming the folder, before the network
         sample_fn = build_sample_fn(cfg) if info.is_main else None
         model = build_model(cfg, warm_start=resume is None)
         native = cfg.native_size
