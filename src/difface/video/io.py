@@ -1,0 +1,471 @@
+"""Video input/output through PyAV (FFmpeg): streaming decode, H.264 encode, audio remux.
+
+Only this module imports `av`. Frames are (H, W, 3) uint8 RGB arrays in display orientation
+(the stream's rotation is applied to the pixels, so the output carries no rotation).
+
+Timestamps: every output frame keeps its source frame's pts in the source stream's time base, so
+the frame rate, frame count, duration and audio/video sync are those of the source, including
+variable-frame-rate clips (which are reported in `VideoInfo.variable_frame_rate`, not refused).
+
+Writing (`SegmentEncoder`, `assemble`) is split in two so that output can be atomic and resumable:
+frames are encoded into closed H.264 segments (no B-frames, so decode order = presentation order and
+segments concatenate with monotonic timestamps), and `assemble` remuxes the segments' packets and
+the source's audio packets, unchanged, into one MP4 under a temporary name before the caller
+renames it. Audio that MP4 cannot hold is re-encoded to AAC (logged); subtitle and data streams are
+dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                    ".wmv", ".flv", ".3gp", ".ogv", ".gif")
+# FFmpeg reads text files as ANSI art ("tty") and single pictures as one-frame videos: neither is a clip.
+_NOT_VIDEO_FORMATS = {"tty": "text, not a video", "image2": "a still image, not a video"}
+_REORDER = 64  # packets kept to sort presentation timestamps while probing (B-frame depth is far less)
+
+
+class VideoError(ValueError):
+    """A video that cannot be processed; the message starts with the file name."""
+
+
+class NotAVideoError(VideoError):
+    """The file is missing, not a media file, or a still image."""
+
+
+class NoVideoStreamError(VideoError):
+    """The file is a media file without a video stream (e.g. audio only)."""
+
+
+class EmptyVideoError(VideoError):
+    """The video stream has no frames."""
+
+
+class CorruptVideoError(VideoError):
+    """The video data cannot be decoded, or the file ends before its last frame (truncated)."""
+
+
+class VariableFrameRateError(VideoError):
+    """Raised only when variable frame rates are refused (`check_frame_rate(..., refuse=True)`)."""
+
+
+class VideoDependencyError(ImportError):
+    """PyAV is not installed."""
+
+
+def require_av():
+    """The `av` module, or VideoDependencyError saying how to install it."""
+    try:
+        import av
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise VideoDependencyError("video needs PyAV (FFmpeg bindings): pip install 'difface[video]'") from e
+    return av
+
+
+def is_video_path(path: str | os.PathLike) -> bool:
+    """True when the file name has a common video extension (routing only; nothing is read)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+@dataclass
+class VideoInfo:
+    """What `probe_video` learns about a clip.
+
+    width, height: display size (after rotation); coded_width/height: as stored; rotation: the
+    counter-clockwise display rotation in degrees (0, 90, 180, 270) applied to the pixels;
+    fps: nominal frame rate; frames: counted packets of the video stream; duration: seconds from
+    the first frame's start to the last frame's end; time_base and start_pts: of the video stream;
+    variable_frame_rate: frame intervals differ by more than 10 % (min/max_interval in seconds);
+    audio: (stream index, codec name) of each audio stream.
+    """
+
+    path: Path
+    format: str
+    codec: str
+    width: int
+    height: int
+    coded_width: int
+    coded_height: int
+    rotation: int
+    fps: Fraction
+    frames: int
+    duration: float
+    time_base: Fraction
+    start_pts: int
+    variable_frame_rate: bool
+    min_interval: float
+    max_interval: float
+    audio: list[tuple[int, str]] = field(default_factory=list)
+    has_timestamps: bool = True
+    end_pts: int | None = None
+
+    def describe(self) -> str:
+        vfr = (f", variable frame rate ({1 / self.max_interval:.2f}-{1 / self.min_interval:.2f} fps)"
+               if self.variable_frame_rate else "")
+        rot = f", rotated {self.rotation} deg" if self.rotation else ""
+        aud = ", ".join(c for _, c in self.audio) or "no audio"
+        return (f"{self.width}x{self.height} {self.codec}{rot}, {float(self.fps):.3f} fps, {self.frames} frames, "
+                f"{self.duration:.3f} s{vfr}, {aud}")
+
+
+@dataclass
+class Frame:
+    """One decoded frame: index in presentation order, pts and duration in the stream's time base
+    (pts None when the file has no timestamps), and rgb (H, W, 3) uint8 in display orientation."""
+
+    index: int
+    pts: int | None
+    duration: int
+    rgb: np.ndarray
+
+
+def _open_input(path: Path):
+    av = require_av()
+    if not path.is_file():
+        raise NotAVideoError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise NotAVideoError(f"{path}: file is empty (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="replace")
+    except av.FFmpegError as e:
+        raise NotAVideoError(f"{path}: not a readable video (corrupt, truncated or not a media file: "
+                             f"{e.strerror or e})") from e
+    fmt = container.format.name
+    why = _NOT_VIDEO_FORMATS.get(fmt) or ("a still image, not a video" if fmt.endswith("_pipe") else None)
+    if why:
+        container.close()
+        raise NotAVideoError(f"{path}: {why} (read as {fmt!r})")
+    if not container.streams.video:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        container.close()
+        raise NoVideoStreamError(f"{path}: no video stream (streams: {kinds})")
+    return container
+
+
+def _rotation(frame, stream) -> int:
+    """Counter-clockwise display rotation (multiple of 90) from the display matrix or the rotate tag."""
+    r = getattr(frame, "rotation", 0) or 0  # display matrix side data (PyAV >= 14), ccw degrees
+    if not r:
+        tag = stream.metadata.get("rotate")  # legacy tag: clockwise degrees
+        try:
+            r = -float(tag) if tag else 0
+        except ValueError:
+            r = 0
+    k = int(round(float(r) / 90.0)) % 4
+    if abs(float(r) - 90 * round(float(r) / 90.0)) > 1:
+        log.warning("display rotation %.1f deg is not a multiple of 90; using %d", float(r), 90 * k)
+    return 90 * k
+
+
+def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a counter-clockwise display rotation (degrees, multiple of 90) to (H, W, C) pixels."""
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Read a clip's stream parameters and scan its packets (no decoding except the first frame).
+
+    Counts the frames, measures the frame intervals (variable frame rate), and finds corrupt or
+    truncated packets. Memory is bounded: timestamps are sorted in a small reorder window.
+    Raises NotAVideoError, NoVideoStreamError, EmptyVideoError or CorruptVideoError naming the file.
+    """
+    av = require_av()
+    path = Path(path)
+    c = _open_input(path)
+    try:
+        v = c.streams.video[0]
+        tb = Fraction(v.time_base) if v.time_base else Fraction(1, 90000)
+        n, heap, prev = 0, [], None
+        lo, hi, first, end, no_pts = math.inf, 0, None, None, False
+
+        def take(p: int) -> None:
+            nonlocal prev, lo, hi, first
+            if prev is None:
+                first = p
+            else:
+                lo, hi = min(lo, p - prev), max(hi, p - prev)
+            prev = p
+
+        try:
+            for pkt in c.demux(v):
+                if pkt.size == 0:
+                    continue
+                if pkt.is_corrupt:
+                    raise CorruptVideoError(f"{path}: corrupt or truncated video data at frame {n}")
+                n += 1
+                if pkt.pts is None:
+                    no_pts = True
+                    continue
+                end = max(end if end is not None else pkt.pts, pkt.pts + (pkt.duration or 0))
+                heapq.heappush(heap, pkt.pts)
+                if len(heap) > _REORDER:
+                    take(heapq.heappop(heap))
+        except av.FFmpegError as e:
+            raise CorruptVideoError(f"{path}: unreadable video data after {n} frames ({e.strerror or e})") from e
+        while heap:
+            take(heapq.heappop(heap))
+        if n == 0:
+            raise EmptyVideoError(f"{path}: the video stream has no frames")
+        rate = v.average_rate or v.guessed_rate or v.base_rate
+        if not rate and lo < math.inf and lo > 0:
+            rate = 1 / (Fraction((lo + hi), 2) * tb)
+        fps = Fraction(rate).limit_denominator(1_000_000) if rate else Fraction(25)
+        nominal = 1 / (fps * tb)  # ticks per frame
+        if n > 1 and lo < math.inf and not no_pts:
+            vfr = (hi - lo) > max(2.0, 0.1 * float(nominal))
+        else:
+            vfr = False
+        if first is not None and end is not None and not no_pts:
+            if end <= prev:  # packets without durations: the last frame lasts one nominal interval
+                end = prev + (hi if hi > 0 else nominal)
+            duration = float((end - first) * tb)
+        else:
+            duration = float(n / fps)
+        # The first frame gives the display rotation (FFmpeg attaches the display matrix to frames).
+        c.seek(0)
+        rotation = 0
+        try:
+            for fr in c.decode(v):
+                rotation = _rotation(fr, v)
+                break
+        except av.FFmpegError as e:
+            raise CorruptVideoError(f"{path}: the first frame cannot be decoded ({e.strerror or e})") from e
+        cw, ch = v.codec_context.width, v.codec_context.height
+        w, h = (ch, cw) if rotation in (90, 270) else (cw, ch)
+        audio = [(s.index, s.codec_context.name) for s in c.streams.audio]
+        ticks = float(tb)
+        return VideoInfo(path, c.format.name, v.codec_context.name, w, h, cw, ch, rotation, fps, n, duration,
+                         tb, int(first or 0), bool(vfr), (lo if lo < math.inf else 0) * ticks, hi * ticks, audio,
+                         not no_pts, None if no_pts or end is None else int(end))
+    finally:
+        c.close()
+
+
+def check_frame_rate(info: VideoInfo, refuse: bool = False) -> None:
+    """Log (or, with refuse, raise VariableFrameRateError) for a variable-frame-rate clip."""
+    if not info.variable_frame_rate:
+        return
+    msg = (f"{info.path}: variable frame rate (frame intervals {info.min_interval * 1000:.1f} to "
+           f"{info.max_interval * 1000:.1f} ms)")
+    if refuse:
+        raise VariableFrameRateError(msg + "; refused (convert it to a constant rate first)")
+    log.warning("%s; every frame keeps its own timestamp, so the output has the same timing", msg)
+
+
+def read_frames(path: str | os.PathLike, info: VideoInfo | None = None, *, start: int = 0) -> Iterator[Frame]:
+    """Decode a clip frame by frame (streaming), in display orientation, from frame `start` on.
+
+    A frame's duration is the interval to the next frame's pts (the last one lasts until the
+    stream's end), so that re-encoded frames keep the source's timing exactly. Frames before
+    `start` are decoded and dropped (exact, unlike seeking). When the file yields fewer frames than
+    `info.frames`, or the decoder fails, raises CorruptVideoError naming the file.
+    """
+    av = require_av()
+    path = Path(path)
+    info = info or probe_video(path)
+    c = _open_input(path)
+    try:
+        v = c.streams.video[0]
+        v.thread_type = "AUTO"
+        i = 0
+        nominal = max(1, round(1 / (info.fps * info.time_base)))
+        held: Frame | None = None  # one frame of look-ahead, for its duration
+        try:
+            for fr in c.decode(v):
+                pts = fr.pts if info.has_timestamps else None
+                if held is not None:
+                    gap = pts - held.pts if pts is not None and held.pts is not None else 0
+                    held.duration = gap if gap > 0 else nominal
+                    yield held
+                    held = None
+                if i >= start:
+                    held = Frame(i, pts, nominal, upright(fr.to_ndarray(format="rgb24"), info.rotation))
+                i += 1
+        except av.FFmpegError as e:
+            raise CorruptVideoError(f"{path}: cannot decode frame {i} ({e.strerror or e}); "
+                                    "the file is corrupt or truncated") from e
+        if held is not None:
+            if held.pts is not None and info.end_pts is not None and info.end_pts > held.pts:
+                held.duration = info.end_pts - held.pts
+            yield held
+        if i < info.frames:
+            raise CorruptVideoError(f"{path}: only {i} of {info.frames} frames could be decoded; "
+                                    "the file is corrupt or truncated")
+    finally:
+        c.close()
+
+
+def even_size(height: int, width: int) -> tuple[int, int]:
+    """(H, W) rounded up to even numbers (yuv420p needs them)."""
+    return height + height % 2, width + width % 2
+
+
+def pad_even(rgb: np.ndarray) -> np.ndarray:
+    """Pad (H, W, 3) to even sides by repeating the last row/column (geometry unchanged)."""
+    h, w = rgb.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return rgb
+    return np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+@dataclass
+class EncoderSettings:
+    """H.264 (libx264) settings: crf 0-51 (lower is better; 18 is visually near-lossless), x264 preset."""
+
+    crf: int = 18
+    preset: str = "medium"
+
+    def options(self) -> dict[str, str]:
+        if not 0 <= int(self.crf) <= 51:
+            raise ValueError(f"crf must be in [0, 51], got {self.crf}")
+        return {"crf": str(int(self.crf)), "preset": self.preset}
+
+
+class SegmentEncoder:
+    """Encode frames into one closed H.264/MP4 segment (video only, yuv420p, no B-frames).
+
+    Frames carry their source pts in `time_base`; frames without pts get index-based ones.
+    """
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction, time_base: Fraction,
+                 settings: EncoderSettings | None = None) -> None:
+        av = require_av()
+        if width % 2 or height % 2:
+            raise ValueError(f"H.264 yuv420p needs even sides, got {width}x{height}")
+        self.path, self.time_base = Path(path), Fraction(time_base)
+        self._out = av.open(str(self.path), "w", format="mp4")
+        s = self._out.add_stream("libx264", rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.time_base = self.time_base
+        s.codec_context.time_base = self.time_base
+        s.codec_context.max_b_frames = 0  # segments must concatenate with monotonic dts
+        s.options = (settings or EncoderSettings()).options()
+        self._stream, self._durations = s, deque()
+        self.frames = 0
+
+    def _mux(self, packets) -> None:
+        for p in packets:
+            if not p.duration and self._durations:
+                p.duration = self._durations.popleft()
+            elif self._durations:
+                self._durations.popleft()
+            self._out.mux(p)
+
+    def write(self, rgb: np.ndarray, pts: int, duration: int) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame shown at `pts` for `duration` (time-base ticks)."""
+        av = require_av()
+        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, np.uint8), format="rgb24")
+        f.pts, f.time_base = int(pts), self.time_base
+        self._durations.append(int(duration))
+        self._mux(self._stream.encode(f))
+        self.frames += 1
+
+    def close(self) -> None:
+        self._mux(self._stream.encode(None))
+        self._out.close()
+
+    def abort(self) -> None:
+        try:
+            self._out.close()
+        except Exception:  # noqa: BLE001 - the half-written segment is deleted anyway
+            pass
+        self.path.unlink(missing_ok=True)
+
+
+def _packets(path: Path, kind: str) -> Iterator:
+    """(time in seconds, packet) of every non-empty packet of the streams of `kind`, in file order."""
+    av = require_av()
+    with av.open(str(path), metadata_errors="replace") as c:
+        streams = list(getattr(c.streams, kind))
+        if not streams:
+            return
+        for p in c.demux(*streams):
+            if p.size == 0:
+                continue
+            t = p.dts if p.dts is not None else p.pts
+            yield (float(t * p.time_base) if t is not None else -math.inf), p
+
+
+def _encoded(path: Path, index: int, stream) -> Iterator:
+    """(time, packet, stream) of audio stream `index` of `path` decoded and re-encoded with `stream`."""
+    av = require_av()
+    with av.open(str(path), metadata_errors="replace") as c:
+        s = next(x for x in c.streams.audio if x.index == index)
+        frames = c.decode(s)
+        for fr in _with_flush(frames):
+            for p in stream.encode(fr):
+                t = p.dts if p.dts is not None else p.pts
+                yield (float(t * p.time_base) if t is not None else -math.inf), p, stream
+
+
+def _with_flush(frames: Iterator) -> Iterator:
+    yield from frames
+    yield None
+
+
+def assemble(segments: list[Path], dst: str | os.PathLike, audio_source: str | os.PathLike | None = None) -> dict:
+    """Concatenate H.264 segments (their packets, unchanged) and the source's audio into one MP4.
+
+    Audio packets are copied unchanged (same bytes and timestamps) when MP4 can hold the codec;
+    otherwise that stream is decoded and re-encoded to AAC at 192 kb/s. Returns
+    {"video_packets", "audio_copied": [codec...], "audio_reencoded": [codec...]}.
+    """
+    av = require_av()
+    dst = Path(dst)
+    first = av.open(str(segments[0]))
+    # The edit list gives start offsets in the movie timescale (1 ms by default): use the video
+    # stream's own time base, so that the first frame keeps its exact timestamp.
+    den = Fraction(first.streams.video[0].time_base).denominator
+    out = av.open(str(dst), "w", format="mp4", options={"movie_timescale": str(den)} if den < 2**31 else {})
+    report = {"video_packets": 0, "audio_copied": [], "audio_reencoded": []}
+    try:
+        vout = out.add_stream_from_template(first.streams.video[0])
+        first.close()
+        copy, enc = {}, {}
+        if audio_source is not None:
+            with av.open(str(audio_source), metadata_errors="replace") as src:
+                for a in src.streams.audio:
+                    name = a.codec_context.name
+                    if name in out.supported_codecs:
+                        copy[a.index] = out.add_stream_from_template(a)
+                        report["audio_copied"].append(name)
+                    else:
+                        layout = a.codec_context.layout.name if a.codec_context.layout else "stereo"
+                        s = out.add_stream("aac", rate=a.codec_context.sample_rate or 48000, layout=layout)
+                        s.bit_rate = 192_000
+                        enc[a.index] = s
+                        report["audio_reencoded"].append(name)
+                        log.warning("%s: %s audio cannot go into MP4 unchanged; re-encoded to AAC 192 kb/s",
+                                    audio_source, name)
+
+        def video() -> Iterator:
+            for seg in segments:
+                for t, p in _packets(seg, "video"):
+                    yield t, p, vout
+
+        gens = [video()]
+        if copy:
+            gens.append((t, p, copy[p.stream.index]) for t, p in _packets(Path(audio_source), "audio")
+                        if p.stream.index in copy)
+        gens += [_encoded(Path(audio_source), i, s) for i, s in enc.items()]
+        for _, p, ostream in heapq.merge(*gens, key=lambda x: x[0]):
+            p.stream = ostream
+            out.mux(p)
+            report["video_packets"] += ostream is vout
+    finally:
+        out.close()
+    return report
