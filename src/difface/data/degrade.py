@@ -4,13 +4,16 @@ CelebA-Test recipe (SPEC 5.6), with explicit `np.random.Generator`s.
 Images are (H, W, 3) float32 RGB numpy arrays in [0, 1]; the output has the input's size and
 lies on the 1/255 grid (values k/255). Pipeline (`apply_degradation`), in order:
   1. blur: cv2.filter2D with a Gaussian kernel (kernels.py), border reflect-101;
-  2. downsample: cv2.resize to (int(w // s), int(h // s)), INTER_LINEAR;
+  2. downsample: cv2.resize to (int(w // s), int(h // s)), INTER_LINEAR (see `resize` below);
   3. Gaussian noise, std `noise`/255, independent per channel, then clip to [0, 1];
   4. JPEG at integer quality (cv2.imencode on the 8-bit BGR image, rounding), decode;
   5. resize back to (w, h), INTER_LINEAR;  6. optional gray (BT.601 luma replicated x3);
+  (`resize`: "linear" = INTER_LINEAR both ways, the official pipeline; "cubic" = INTER_CUBIC both
+  ways; "area" = INTER_AREA down, INTER_CUBIC up);
   7. quantize: clip(rint(x * 255), 0, 255) / 255.
 Random draws per image, in this order (`sample_params`): kernel type, kernel sigma(s) and theta,
-scale s, noise level, JPEG quality, gray; then the noise field in step 3. One Generator per image
+scale s, noise level, JPEG quality, gray, then the resize mode (one draw only when the config
+lists more than one, so one-mode configs keep their streams); then the noise field in step 3. One Generator per image
 (e.g. `np.random.default_rng([seed, epoch, index])`) makes results independent of worker order.
 The official code draws the JPEG quality as a float that older OpenCV truncated; we draw
 U(lo, hi) and truncate with int() the same way.
@@ -44,6 +47,9 @@ import numpy as np
 from difface.data.kernels import KernelParams, sample_kernel_params
 
 RECIPES = ("random", "celeba-test")
+# resize mode -> (interpolation down, interpolation back up)
+RESIZE_MODES = {"linear": (cv2.INTER_LINEAR, cv2.INTER_LINEAR), "cubic": (cv2.INTER_CUBIC, cv2.INTER_CUBIC),
+                "area": (cv2.INTER_AREA, cv2.INTER_CUBIC)}
 
 
 def _scale_factor(s: float, r: float) -> float:
@@ -76,6 +82,7 @@ class DegradationConfig:
     jpeg_quality: tuple[float, float] = (30.0, 100.0)
     gray_prob: float = 0.01
     recipe: str = "random"
+    resize_modes: tuple[str, ...] = ("linear",)  # drawn uniformly when more than one (RESIZE_MODES)
     resolution: int = 512
     reference_resolution: int = 512
 
@@ -90,6 +97,10 @@ class DegradationConfig:
             raise ValueError(f"jpeg_quality must lie in [1, 100], got {self.jpeg_quality}")
         if not 0.0 <= self.gray_prob <= 1.0:
             raise ValueError(f"gray_prob must lie in [0, 1], got {self.gray_prob}")
+        object.__setattr__(self, "resize_modes", tuple(self.resize_modes))
+        if not self.resize_modes or not set(self.resize_modes) <= set(RESIZE_MODES):
+            raise ValueError(f"resize_modes must be a non-empty subset of {sorted(RESIZE_MODES)}, "
+                             f"got {self.resize_modes}")
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.resolution < 1 or self.reference_resolution < 1:
@@ -130,6 +141,7 @@ class DegradationParams:
     noise: float
     quality: int
     gray: bool = False
+    resize: str = "linear"
 
     def to_dict(self) -> dict:
         """Flat JSON-friendly dict (kernel fields prefixed: kernel, sigma_x, sigma_y, theta)."""
@@ -139,7 +151,86 @@ class DegradationParams:
                 "theta": k["theta"], **d}
 
 
-PRESETS: dict[str, DegradationConfig] = {
+@dataclass(frozen=True)
+class DegradationMixture:
+    """A random choice among DegradationConfigs: component i with probability weights[i] / sum.
+
+    Used like a DegradationConfig (sample_params, degrade, SyntheticPairs, `difface degrade`):
+    per image, one uniform draw picks the component, then that component's own draws follow on
+    the same Generator. All components must share `resolution`; `for_resolution` scales each by
+    its own reference_resolution (module docstring).
+    """
+
+    components: tuple[DegradationConfig, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        comps, w = tuple(self.components), tuple(float(x) for x in self.weights)
+        object.__setattr__(self, "components", comps)
+        object.__setattr__(self, "weights", w)
+        if not comps or len(comps) != len(w):
+            raise ValueError(f"a mixture needs one weight per component, got {len(comps)} and {len(w)}")
+        if not all(isinstance(c, DegradationConfig) for c in comps):
+            raise ValueError("mixture components must be DegradationConfigs")
+        if min(w) < 0 or sum(w) <= 0:
+            raise ValueError(f"mixture weights must be >= 0 with a positive sum, got {w}")
+        if len({c.resolution for c in comps}) != 1:
+            raise ValueError("mixture components must share one resolution")
+
+    @property
+    def recipe(self) -> str:
+        return "mixture"
+
+    @property
+    def resolution(self) -> int:
+        return self.components[0].resolution
+
+    @property
+    def probabilities(self) -> tuple[float, ...]:
+        total = sum(self.weights)
+        return tuple(x / total for x in self.weights)
+
+    def for_resolution(self, size: int) -> DegradationMixture:
+        return DegradationMixture(tuple(c.for_resolution(size) for c in self.components), self.weights)
+
+    def pick(self, rng: np.random.Generator) -> DegradationConfig:
+        """The component of one image: one uniform draw against the cumulative probabilities."""
+        u, acc = rng.random(), 0.0
+        for c, p in zip(self.components, self.probabilities):
+            acc += p
+            if u < acc:
+                return c
+        return self.components[-1]  # u within rounding of 1
+
+
+def _at64(**kw) -> DegradationConfig:
+    """A recipe written directly for 64 px faces (reference_resolution 64; no gray unless given)."""
+    return DegradationConfig(**{"kernel_size": 21, "gray_prob": 0.0, "resolution": 64, "reference_resolution": 64,
+                                **kw})
+
+
+# The two recipes of issue 15, written at 64 px. "light blur" is read as Gaussian sigma U(0.2, 1.0)
+# px and "light noise" as std U(0, 5) (0-255 scale); kernels iso or aniso with p 0.5, as everywhere.
+MILD_X2 = _at64(blur_sigma=(0.2, 1.0), downsample=(2.0, 2.0), noise=(0.0, 5.0), jpeg_quality=(60.0, 90.0))
+SEVERE_X4 = _at64(blur_sigma=(1.5, 2.5), downsample=(4.0, 4.0), noise=(8.0, 15.0), jpeg_quality=(30.0, 50.0))
+
+# Training mixture of the bundled estimator v2 (64 px): from nearly clean to beyond SEVERE_X4
+# (blur up to 3 px, 5.5x down, noise 20, JPEG 25), with 60% of the mass on light and mid damage, and
+# the three resize modes, so that the estimator does not depend on how a photo was rescaled.
+_ALL_RESIZE = tuple(RESIZE_MODES)
+RANGE64 = DegradationMixture(
+    (
+        _at64(blur_sigma=(0.1, 1.0), downsample=(0.8, 2.0), noise=(0.0, 5.0), jpeg_quality=(60.0, 100.0),
+              gray_prob=0.02, resize_modes=_ALL_RESIZE),
+        _at64(blur_sigma=(0.2, 1.8), downsample=(1.5, 3.5), noise=(0.0, 12.0), jpeg_quality=(40.0, 95.0),
+              gray_prob=0.02, resize_modes=_ALL_RESIZE),
+        _at64(blur_sigma=(1.0, 3.0), downsample=(2.5, 5.5), noise=(5.0, 20.0), jpeg_quality=(25.0, 70.0),
+              gray_prob=0.02, resize_modes=_ALL_RESIZE),
+    ),
+    (0.25, 0.35, 0.4),
+)
+
+PRESETS: dict[str, DegradationConfig | DegradationMixture] = {
     "gfpgan": DegradationConfig(),
     "celeba-test": DegradationConfig(recipe="celeba-test", gray_prob=0.0),
     "mild": DegradationConfig(blur_sigma=(0.1, 3.0), downsample=(0.8, 4.0), noise=(0.0, 5.0),
@@ -148,10 +239,13 @@ PRESETS: dict[str, DegradationConfig] = {
                                   jpeg_quality=(50.0, 80.0), gray_prob=0.0),
     "severe": DegradationConfig(blur_sigma=(7.0, 15.0), downsample=(12.0, 32.0), noise=(10.0, 20.0),
                                 jpeg_quality=(30.0, 60.0), gray_prob=0.0),
+    "mild-x2": MILD_X2,
+    "severe-x4": SEVERE_X4,
+    "range64": RANGE64,
 }
 
 
-def get_preset(name: str, resolution: int | None = None) -> DegradationConfig:
+def get_preset(name: str, resolution: int | None = None) -> DegradationConfig | DegradationMixture:
     """PRESETS[name], scaled to `resolution` when given. Raises KeyError listing the names."""
     if name not in PRESETS:
         raise KeyError(f"unknown degradation preset {name!r}; choose from {sorted(PRESETS)}")
@@ -217,8 +311,11 @@ def recipe_params(combo: TestCombo, cfg: DegradationConfig = PRESETS["celeba-tes
                              combo.nf, int(combo.qf), False)
 
 
-def sample_params(cfg: DegradationConfig, rng: np.random.Generator) -> DegradationParams:
-    """Draw one degradation from cfg (draw order in the module docstring)."""
+def sample_params(cfg: DegradationConfig | DegradationMixture, rng: np.random.Generator) -> DegradationParams:
+    """Draw one degradation from cfg (draw order in the module docstring; a mixture first picks
+    its component with one uniform draw)."""
+    if isinstance(cfg, DegradationMixture):
+        cfg = cfg.pick(rng)
     if cfg.recipe == "celeba-test":
         return recipe_params(TEST_RECIPE.sample(rng), cfg)
     kernel = sample_kernel_params(rng, cfg.effective_blur_sigma, cfg.rotation, cfg.kernel_probs)
@@ -226,7 +323,9 @@ def sample_params(cfg: DegradationConfig, rng: np.random.Generator) -> Degradati
     noise = float(rng.uniform(*cfg.noise))
     quality = int(rng.uniform(*cfg.jpeg_quality))
     gray = bool(rng.random() < cfg.gray_prob) if cfg.gray_prob > 0 else False
-    return DegradationParams(kernel, cfg.effective_kernel_size, scale, noise, quality, gray)
+    modes = cfg.resize_modes
+    resize = modes[int(rng.integers(len(modes)))] if len(modes) > 1 else modes[0]
+    return DegradationParams(kernel, cfg.effective_kernel_size, scale, noise, quality, gray, resize)
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
@@ -260,18 +359,19 @@ def apply_degradation(hq: np.ndarray, params: DegradationParams, rng: np.random.
     h, w = hq.shape[:2]
     x = cv2.filter2D(hq, -1, params.kernel.kernel(params.kernel_size), borderType=cv2.BORDER_REFLECT_101)
     size = (max(1, int(w // params.scale)), max(1, int(h // params.scale)))
-    x = cv2.resize(x, size, interpolation=cv2.INTER_LINEAR)
+    down, up = RESIZE_MODES[params.resize]
+    x = cv2.resize(x, size, interpolation=down)
     noise = rng.standard_normal(x.shape, dtype=np.float32) * np.float32(params.noise / 255.0)
     x = np.clip(x + noise, 0.0, 1.0)
     x = _jpeg(x, params.quality)
-    x = cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
+    x = cv2.resize(x, (w, h), interpolation=up)
     if params.gray:
         x = to_gray(x)
     return (np.clip(np.rint(x * 255.0), 0, 255) / 255.0).astype(np.float32)
 
 
 def degrade_with_params(
-    hq: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator
+    hq: np.ndarray, cfg: DegradationConfig | DegradationMixture, rng: np.random.Generator
 ) -> tuple[np.ndarray, DegradationParams]:
     """Draw params from cfg with rng and apply them. Returns (lq as in apply_degradation, params).
     When params.gray is True the caller should also gray the ground truth (to_gray), as GFPGAN does."""
@@ -279,7 +379,7 @@ def degrade_with_params(
     return apply_degradation(hq, params, rng), params
 
 
-def degrade(hq: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator) -> np.ndarray:
+def degrade(hq: np.ndarray, cfg: DegradationConfig | DegradationMixture, rng: np.random.Generator) -> np.ndarray:
     """Random degradation of an (H, W, 3) float32 RGB [0, 1] image; returns lq of the same shape."""
     return degrade_with_params(hq, cfg, rng)[0]
 

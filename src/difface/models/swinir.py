@@ -1,8 +1,9 @@
 """SwinIR restoration network with DifFace's pixel-unshuffle stem and `nearest+conv` upsampler.
 
 Input (B, 3, H, W) in [0, 1] with H, W multiples of `sf * window_size` (64 for the official
-restoration512 model); output (B, 3, H, W), nominally in [0, 1] (not clamped). Parameter and buffer
-names follow `swinir_restoration512_L1.pth`. The derived buffers (`attn.relative_position_index`,
+restoration512 model); output (B, 3, H, W), nominally in [0, 1] (not clamped). `residual=True`
+(not in the official code; default off) makes the network predict a correction added to its input.
+Parameter and buffer names follow `swinir_restoration512_L1.pth`. The derived buffers (`attn.relative_position_index`,
 `attn_mask` of the shifted blocks) are kept persistent so that our state dicts also load into the
 official code; `difface.models.load_weights` recomputes them when a checkpoint lacks them.
 """
@@ -36,6 +37,7 @@ class SwinIRConfig:
     resi_connection: str = "1conv"
     unshuffle: bool = True
     unshuffle_scale: int = 8
+    residual: bool = False  # ours, not official: output = input + network (see SwinIR.forward)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,6 +238,11 @@ class SwinIR(nn.Module):
         # Official quirk (SPEC 7.7): padding is computed on the input size, not on the feature size.
         x = F.pad(x, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode="reflect")
         mean = self.mean.to(x.dtype)
+        # residual=False (official): the head's output is added to the dataset mean, so the network
+        # has to rebuild the whole face through the sf-times unshuffled stem. residual=True: it is
+        # added to the input itself, so the identity costs nothing and the network predicts only
+        # the correction (zero head output = input returned unchanged).
+        base = x if self.config.residual else mean
         x = (x - mean) * self.config.img_range
         x = self.conv_first(x)
         x = self.conv_after_body(self.forward_features(x)) + x
@@ -243,5 +250,5 @@ class SwinIR(nn.Module):
         for i in range(1, self.n_up + 1):
             x = self.lrelu(getattr(self, f"conv_up{i}")(F.interpolate(x, scale_factor=2, mode="nearest")))
         x = self.conv_last(self.lrelu(self.conv_hr(x)))
-        x = x / self.config.img_range + mean
+        x = x / self.config.img_range + base
         return x[:, :, :h, :w]
