@@ -243,6 +243,47 @@ def test_bad_clips_get_clear_errors(clip, tmp_path):
         probe_video(_write(tmp_path / "zero.avi", "avi", "mpeg4"))
 
 
+def test_other_containers_and_audio_mp4_cannot_hold(photo, detector, tmp_path):
+    """MKV (H.264 + AAC): audio copied. AVI (MPEG-4 part 2 + MS ADPCM): ADPCM cannot go into MP4,
+    so it is re-encoded to AAC of the same length."""
+    mp4 = tmp_path / "a.mp4"
+    make_clip(photo, mp4, size=(96, 64), fps=10, seconds=0.6, degradation=None)
+    mkv = tmp_path / "a.mkv"
+    with av.open(str(mp4)) as c, av.open(str(mkv), "w", format="matroska") as out:
+        ins = [c.streams.video[0], c.streams.audio[0]]
+        outs = {s.index: out.add_stream_from_template(s) for s in ins}
+        for p in c.demux(*ins):
+            if p.size:
+                p.stream = outs[p.stream.index]
+                out.mux(p)
+    res = restore_video(mkv, tmp_path / "mkv.mp4", restore_faces=invert, detector=detector, face_size=64, upscale=1,
+                        options=VideoOptions(det_min_side=64), progress=False)
+    assert res.audio["audio_copied"] == ["aac"] and probe_video(tmp_path / "mkv.mp4").frames == 6
+    assert [b for _, b in audio_packets(tmp_path / "mkv.mp4")] == [b for _, b in audio_packets(mkv)]
+    avi = tmp_path / "b.avi"
+    with av.open(str(avi), "w") as out:
+        v = out.add_stream("mpeg4", rate=10)
+        v.width, v.height, v.pix_fmt = 96, 64, "yuv420p"
+        a = out.add_stream("adpcm_ms", rate=22050, layout="mono")
+        for f in read_frames(mp4):
+            vf = av.VideoFrame.from_ndarray(f.rgb, format="rgb24")
+            vf.pts = f.index
+            out.mux(v.encode(vf))
+        out.mux(v.encode(None))
+        pcm = (8000 * np.sin(np.arange(13230) * 0.1)).astype(np.int16)[None]
+        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        af.sample_rate, af.pts = 22050, 0
+        out.mux(a.encode(af))
+        out.mux(a.encode(None))
+    res = restore_video(avi, tmp_path / "avi.mp4", restore_faces=invert, detector=detector, face_size=64, upscale=1,
+                        options=VideoOptions(det_min_side=64), progress=False)
+    assert res.audio["audio_reencoded"] == ["adpcm_ms"]
+    with av.open(str(tmp_path / "avi.mp4")) as c:
+        s = c.streams.audio[0]
+        assert s.codec_context.name == "aac" and float(s.duration * s.time_base) == pytest.approx(0.6, abs=0.05)
+    assert probe_video(tmp_path / "avi.mp4").frames == 6
+
+
 def test_variable_frame_rate_keeps_timestamps_or_is_refused(detector, tmp_path):
     src = _write(tmp_path / "vfr.mp4", "mp4", "libx264", [0, 40, 80, 200, 240, 400, 440, 480])
     info = probe_video(src)

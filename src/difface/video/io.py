@@ -11,8 +11,8 @@ Writing (`SegmentEncoder`, `assemble`) is split in two so that output can be ato
 frames are encoded into closed H.264 segments (no B-frames, so decode order = presentation order and
 segments concatenate with monotonic timestamps), and `assemble` remuxes the segments' packets and
 the source's audio packets, unchanged, into one MP4 under a temporary name before the caller
-renames it. Audio that MP4 cannot hold is re-encoded to AAC (logged); subtitle and data streams are
-dropped.
+renames it. Audio that MP4 cannot hold (e.g. ADPCM, mu-law, WMA) is re-encoded to AAC (logged);
+subtitle and data streams are dropped.
 """
 
 from __future__ import annotations
@@ -421,7 +421,7 @@ def assemble(segments: list[Path], dst: str | os.PathLike, audio_source: str | o
     """Concatenate H.264 segments (their packets, unchanged) and the source's audio into one MP4.
 
     Audio packets are copied unchanged (same bytes and timestamps) when MP4 can hold the codec;
-    otherwise that stream is decoded and re-encoded to AAC at 192 kb/s. Returns
+    otherwise that stream is decoded and re-encoded to AAC (96 kb/s per channel). Returns
     {"video_packets", "audio_copied": [codec...], "audio_reencoded": [codec...]}.
     """
     av = require_av()
@@ -444,13 +444,16 @@ def assemble(segments: list[Path], dst: str | os.PathLike, audio_source: str | o
                         copy[a.index] = out.add_stream_from_template(a)
                         report["audio_copied"].append(name)
                     else:
-                        layout = a.codec_context.layout.name if a.codec_context.layout else "stereo"
-                        s = out.add_stream("aac", rate=a.codec_context.sample_rate or 48000, layout=layout)
-                        s.bit_rate = 192_000
+                        channels = max(1, a.codec_context.channels or 2)
+                        # an unordered layout ("1 channels") is not a layout name the encoder takes
+                        layout = {1: "mono", 2: "stereo"}.get(channels) or a.codec_context.layout.name
+                        rate = a.codec_context.sample_rate or 48000
+                        s = out.add_stream("aac", rate=rate, layout=layout)
+                        s.bit_rate = channels * min(96_000, int(5 * rate))  # AAC allows < 6 bits per sample
                         enc[a.index] = s
                         report["audio_reencoded"].append(name)
-                        log.warning("%s: %s audio cannot go into MP4 unchanged; re-encoded to AAC 192 kb/s",
-                                    audio_source, name)
+                        log.warning("%s: %s audio cannot go into MP4 unchanged; re-encoded to AAC %d kb/s",
+                                    audio_source, name, s.bit_rate // 1000)
 
         def video() -> Iterator:
             for seg in segments:

@@ -244,6 +244,8 @@ def restore_video(
     """
     opts = options or VideoOptions()
     src, dst = Path(src), Path(dst)
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"{dst}: the output would overwrite the input")
     t0 = time.perf_counter()
     info = probe_video(src)
     check_frame_rate(info, refuse=opts.refuse_vfr)
