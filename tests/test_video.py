@@ -423,3 +423,19 @@ def test_real_model_same_noise_per_track_steadies_a_still_shot(photo, detector, 
         fr = [f.rgb.astype(float) for f in read_frames(tmp_path / f"{name}.mp4")]
         outs[name] = np.mean([np.abs(a - b).mean() for a, b in zip(fr, fr[1:])])
     assert outs["track"] < 0.05 and outs["indep"] > 10 * max(outs["track"], 0.01), outs
+
+
+def test_make_test_clip_script_on_a_shared_group_photo(tmp_path):
+    """scripts/make_test_clip.py on the Solvay photo (research-only, read from ../shared/data)."""
+    from conftest import shared_data
+
+    photo = shared_data("real-world", "difface-testdata", "Solvay_conference_1927.png")
+    out = tmp_path / "solvay.mp4"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_test_clip.py"
+    r = subprocess.run([sys.executable, str(script), "--photo", str(photo), "-o", str(out), "--size", "320x180",
+                        "--fps", "12.5", "--seconds", "0.8"], capture_output=True, text=True, check=True)
+    assert "10 frames at 12.5 fps" in r.stdout
+    info = probe_video(out)
+    assert (info.width, info.height, info.frames, info.fps) == (320, 180, 10, Fraction(25, 2)) and info.audio
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert len(meta["matrices"]) == 10 and len(meta["faces"]) >= 20  # the 1927 photo has 29 detectable faces
