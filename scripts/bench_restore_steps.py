@@ -20,7 +20,7 @@ for label, dtype, fast, comp in SETTINGS:
     prior, estimator = fill_deterministic(build("unet_ffhq512")), fill_deterministic(build("swinir_restoration512"))
     model = DifFace.from_modules(prior, estimator)
     if fast or comp:
-        model.optimize(channels_last=fast, compile=comp)
+        model = model.optimized(channels_last=fast, compile=comp)
     t0 = time.perf_counter()
     model.restore(y, start_step=2, seeds=[0], dtype=dtype)
     warm = time.perf_counter() - t0

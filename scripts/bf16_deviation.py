@@ -24,7 +24,7 @@ seeds = list(range(len(x)))
 ref = model.restore(x, start_step=args.start_step, eta=0.5, seeds=seeds).result
 for dtype, fast in ((torch.bfloat16, False), (torch.bfloat16, True)):
     if fast:
-        model.optimize(channels_last=True)
+        model = model.optimized(channels_last=True)
     out = model.restore(x, start_step=args.start_step, eta=0.5, seeds=seeds, dtype=dtype).result
     d = (out - ref).abs()
     mse = ((out - ref) ** 2).mean(dim=(1, 2, 3))

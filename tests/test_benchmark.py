@@ -30,13 +30,13 @@ def test_benchmark_command_writes_json(tmp_path):
 def test_channels_last_restoration_equals_eager(small_models):
     y = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     ref = DifFace.from_modules(*small_models).restore(y, start_step=3, seeds=[1]).result
-    fast = DifFace.from_modules(*small_models).optimize(channels_last=True)
-    try:
-        out = fast.restore(y, start_step=3, seeds=[1]).result
-    finally:
-        for m in small_models:
-            m.to(memory_format=torch.contiguous_format)
+    before = {k: v.clone() for k, v in small_models[0].state_dict().items()}
+    fast = DifFace.from_modules(*small_models).optimized(channels_last=True)
+    out = fast.restore(y, start_step=3, seeds=[1]).result
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    # the caller's networks are left as they were (no in-place layout change, no global setting)
+    assert all(v.is_contiguous() and torch.equal(v, before[k]) for k, v in small_models[0].state_dict().items())
+    assert fast.prior is not small_models[0]
 
 
 def test_few_step_sampler_runs_nfe_evaluations(small_models):

@@ -15,7 +15,8 @@ def test_shared_transform_aligns_every_photo_with_one_matrix(tmp_path):
         shutil.copy(f, src / f.name)
     (src / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
-    assert main(["data", "align", str(src), "-o", str(out), "--size", "32", "--shared-transform", "3"]) == 0
+    status = main(["data", "align", str(src), "-o", str(out), "--size", "32", "--shared-transform", "3"])
+    assert status == 1  # broken.jpg failed; the others are aligned
     report = json.loads((out / "align_report.json").read_text())
     info = report["shared_transform"]
     assert info["photos_measured"] == 3 and info["photo_size"] == [109, 89]

@@ -98,11 +98,17 @@ def test_ddim_eta0_is_deterministic_and_last_step_returns_x0():
     d = Diffusion.create(1000, "linear", "ddim250")
     x = torch.randn(2, 3, 4, 4)
     pred = Prediction(eps=torch.randn(2, 3, 4, 4), x0=torch.rand(2, 3, 4, 4) * 2 - 1, out=None)
-    a = ddim_step(d, x, torch.tensor([50, 50]), pred, 0.0, torch.randn(2, 3, 4, 4))
-    b = ddim_step(d, x, torch.tensor([50, 50]), pred, 0.0, torch.randn(2, 3, 4, 4))
-    assert torch.equal(a, b)
-    last = ddim_step(d, x, torch.tensor([0, 0]), pred, 1.0, torch.randn(2, 3, 4, 4))
-    torch.testing.assert_close(last, pred.x0, atol=0, rtol=0)
+
+    def step(t, eta):
+        tt = torch.tensor([t, t])
+        ab, abp = d.extract(d.alphas_cumprod, tt, x), d.extract(d.alphas_cumprod_prev, tt, x)
+        return ddim_step(pred, ab, abp, eta, torch.randn(2, 3, 4, 4))
+
+    assert torch.equal(step(50, 0.0), step(50, 0.0))
+    torch.testing.assert_close(step(0, 1.0), pred.x0, atol=0, rtol=0)
+    # the same update with Python-float coefficients (the few-step solvers) agrees to float rounding
+    ab, abp = float(d.alphas_cumprod[50]), float(d.alphas_cumprod_prev[50])
+    torch.testing.assert_close(ddim_step(pred, ab, abp, 0.0, None), step(50, 0.0), atol=1e-6, rtol=0)
     # eta = 1 gives the DDPM posterior standard deviation sqrt(beta~_t) (DDIM paper, eq. 16)
     t = 50
     ab, abp = d.alphas_cumprod[t], d.alphas_cumprod_prev[t]

@@ -181,59 +181,40 @@ def test_draw_boxes_draws_green():
     assert (g > 0.5).sum() > 50
 
 
-def test_restore_photo_jobs_glue(tmp_path, monkeypatch):
-    """The whole-photo path of `difface restore`: fake model, one good photo, one unreadable."""
-    from types import SimpleNamespace
+def test_pipeline_whole_photo_path(tmp_path, small_models):
+    """The whole-photo path of `difface restore` (difface.pipeline): one good RGBA photo, one unreadable;
+    per-face seeds from --seed and the crop; crops, restorations and alpha written."""
+    import cv2
 
-    from difface.face.photo import restore_photo_jobs
-    from difface.images import ImageReadError, read_image, write_image
+    from difface.face.background import lanczos_upsampler
+    from difface.images import write_image
+    from difface.pipeline import PhotoOptions, RestoreOptions, RestorePipeline, SamplingOptions
+    from difface.restore import DifFace, image_seed
 
-    monkeypatch.setenv("DIFFACE_HOME", str(tmp_path / "cache"))  # no Real-ESRGAN: Lanczos
     rgba = np.concatenate([_smooth_image(60, 80), np.full((60, 80, 1), 0.5, np.float32)], 2)
     write_image(tmp_path / "a.png", rgba[..., :3], alpha=rgba[..., 3])
     (tmp_path / "b.png").write_bytes(b"broken")
+    model = DifFace.from_modules(*small_models)
     calls = []
+    restore = model.restore
 
-    class FakeModel:
-        image_size = 64
+    def spy(x, **kw):
+        seeded = list(kw["seeds"]) == [image_seed(7, im) for im in x]
+        calls.append((tuple(x.shape), kw["start_step"], kw["eta"], seeded))
+        return restore(x, **kw)
 
-        def restore(self, x, *, start_step, eta, seeds, dtype, **options):
-            from difface.restore import image_seed
-
-            # one seed per face, derived from the --seed and the face crop's content
-            calls.append((tuple(x.shape), start_step, eta, tuple(seeds) == tuple(image_seed(7, im) for im in x)))
-            return SimpleNamespace(result=x, estimate=x)
-
-    def read(job, failed):
-        try:
-            job.image = read_image(job.src)
-            return True
-        except ImageReadError as e:
-            failed.append((job.src, str(e)))
-            return False
-
-    saved = {}
-
-    def save(job, rgb, failed, estimate, args):
-        saved[job.dst] = (rgb, job.image.alpha)
-        return True
-
-    monkeypatch.setattr("difface.face.photo.get_detector", lambda name, device="cpu": _FixedDetector(FACES))
-    jobs = [SimpleNamespace(src=tmp_path / n, dst=tmp_path / "out" / n, image=None) for n in ("a.png", "b.png")]
-    args = SimpleNamespace(detector=None, upscale=2, only_center_face=False, bg_upsampler="auto",
-                           draw_boxes=False, batch_size=1, start_step=100, eta=0.5, seed=7)
-    failed = []
-    assert restore_photo_jobs(FakeModel(), jobs, args, "cpu", torch.float32, failed, save=save, read=read) == 1
-    assert [f[0].name for f in failed] == ["b.png"]
-    rgb, alpha = saved[tmp_path / "out" / "a.png"]
-    assert rgb.shape == (120, 160, 3) and alpha.shape == (120, 160)
-    assert calls == [((1, 3, 64, 64), 100, 0.5, True)] * 2  # two faces, batch size 1
-    # as `difface restore` passes them: the model options ready-made in args.restore_kwargs
-    args.restore_kwargs = dict(start_step=3, eta=0.0, dtype=torch.float32, sampler=None, nfe=None)
-    calls.clear()
-    jobs[0].image = None
-    assert restore_photo_jobs(FakeModel(), jobs[:1], args, "cpu", torch.float32, [], save=save, read=read) == 1
-    assert calls == [((1, 3, 64, 64), 3, 0.0, True)] * 2
+    model.restore = spy
+    opts = RestoreOptions(sampling=SamplingOptions(start_step=3, eta=0.0, seed=7), photo=PhotoOptions(upscale=2))
+    pipe = RestorePipeline(model, opts)
+    pipe._detector, pipe._bg = _FixedDetector(FACES), lanczos_upsampler
+    outcomes = pipe.run([tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out", progress=False)
+    assert [(o.src.name, o.ok, o.faces) for o in outcomes] == [("a.png", True, 2), ("b.png", False, 0)]
+    assert "not a readable image" in outcomes[1].reason
+    out = cv2.imread(str(tmp_path / "out" / "a.png"), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (120, 160, 4) and (out[:, :, 3] == 128).all()
+    assert calls == [((1, 3, 64, 64), 3, 0.0, True)] * 2  # two faces, batch size 1
+    assert sorted(p.name for p in (tmp_path / "out" / "restored_faces").iterdir()) == ["a_00.png", "a_01.png"]
+    assert len(list((tmp_path / "out" / "cropped_faces").iterdir())) == 2
 
 
 def test_faces_larger_than_max_face_side_are_left_as_they_were():

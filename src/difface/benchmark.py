@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from difface import models
-from difface.device import DTYPES, autocast
-from difface.restore import _Fast
+from difface.device import DTYPES, autocast, fast_module
 
 
 @dataclass(frozen=True)
@@ -78,12 +77,8 @@ def _measure(prior, estimator, s: Setting, device: torch.device, reps: int, size
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(s.batch, 3, size, size, generator=g) * 2 - 1).to(device)
     t = torch.full((s.batch,), 396, dtype=torch.long, device=device)
-    net_p, net_e = _Fast(prior, s.channels_last), _Fast(estimator, s.channels_last)
-    if s.compile:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True
-        net_p, net_e = torch.compile(net_p), torch.compile(net_e)
+    net_p = fast_module(prior, channels_last=s.channels_last, compile=s.compile)
+    net_e = fast_module(estimator, channels_last=s.channels_last, compile=s.compile)
     dt = DTYPES[s.dtype]
 
     def run_prior() -> torch.Tensor:

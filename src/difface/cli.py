@@ -10,7 +10,9 @@ import sys
 from difface import __version__
 
 # Each entry is a module of difface.commands with a `register(subparsers)` function.
-COMMANDS: tuple[str, ...] = ("restore", "weights", "degrade", "detect", "data", "evaluate", "train", "benchmark")
+COMMANDS: tuple[str, ...] = (
+    "restore", "inpaint", "weights", "degrade", "detect", "data", "evaluate", "train", "benchmark",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

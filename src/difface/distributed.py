@@ -61,7 +61,7 @@ def _rank_device(device: str, local_rank: int) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
         if device == "cuda":
-            raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+            return pick_device("cuda")  # raises, saying why
         return torch.device("cpu")
     return pick_device(device)
 

@@ -7,15 +7,22 @@ present, is carried separately as an (H, W) float32 array in [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import logging
 import os
+import sys
 import tempfile
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+
+log = logging.getLogger("difface")
 
 # OpenCV prints its own warnings for corrupt files; we report them ourselves, by file name.
 try:
@@ -33,12 +40,111 @@ class ImageReadError(ValueError):
     """An input file could not be decoded as an image; the message names the file."""
 
 
+class ImageTooLarge(ImageReadError):
+    """An input image has more pixels than the limit; found from its header, before decoding."""
+
+
+_lock = threading.RLock()
+_warned: set[str] = set()
+
+
+@contextlib.contextmanager
+def native_stderr_captured():
+    """Send what C code (libpng, libjpeg) writes to stderr into a list of lines (filled when the block ends).
+
+    File descriptor 2 is swapped for a temporary file, so output another thread writes to stderr
+    meanwhile is captured too (and logged at debug level, not lost). Where descriptor 2 cannot be
+    duplicated, nothing is captured and the block runs as is.
+    """
+    lines: list[str] = []
+    with _lock:
+        try:
+            saved = os.dup(2)
+        except OSError:
+            saved = None
+        if saved is None:
+            yield lines
+            return
+        try:
+            with tempfile.TemporaryFile() as tmp:
+                for stream in (sys.stderr, sys.__stderr__):  # Python's buffered text goes to the real stderr
+                    try:
+                        if stream is not None:
+                            stream.flush()
+                    except (OSError, ValueError):
+                        pass
+                os.dup2(tmp.fileno(), 2)
+                try:
+                    yield lines
+                finally:
+                    os.dup2(saved, 2)
+                    tmp.seek(0)
+                    text = tmp.read().decode("utf-8", errors="replace")
+                    lines.extend(t.strip() for t in text.splitlines() if t.strip())
+        finally:
+            os.close(saved)
+
+
+def _quietly(read, name: str):
+    """Run a decoder with the C libraries' messages and PIL's warnings captured, and say them ourselves.
+
+    A failed read raises ImageReadError naming the file, with the library's reason appended; a read
+    that succeeds despite a complaint logs one warning naming the file (once per file and process).
+    """
+    error: ImageReadError | None = None
+    img = None
+    with native_stderr_captured() as native, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            img = read()
+        except ImageReadError as e:
+            error = e
+    notes = list(dict.fromkeys(native + [" ".join(str(w.message).split()) for w in caught]))
+    for line in notes:
+        log.debug("%s: %s", name, line)
+    if error is not None:
+        raise ImageReadError(f"{error} ({'; '.join(notes)})" if notes else str(error)) from None
+    if notes and name not in _warned:
+        _warned.add(name)
+        log.warning("warning: %s: read despite a decoder complaint: %s", name, "; ".join(notes))
+    return img
+
+
+def probe_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header, without decoding the pixels; None if unknown."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(path) as im:
+                return tuple(im.size)  # type: ignore[return-value]
+        except Image.DecompressionBombError as e:  # PIL's own limit: the message holds the pixel count
+            digits = [int(w.strip("(")) for w in str(e).split() if w.strip("(").isdigit()]
+            return (digits[0], 1) if digits else (2**31, 1)
+        except Exception:  # noqa: BLE001 - not an image PIL knows: the decoder will tell
+            return None
+
+
+def check_pixels(path: str | os.PathLike, max_pixels: int) -> tuple[int, int] | None:
+    """Raise ImageTooLarge when the header says the image has more than `max_pixels`; returns the size."""
+    size = probe_size(path)
+    if size is not None and size[0] * size[1] > max_pixels:
+        w, h = size
+        dims = f"{w}x{h} = " if h > 1 else ""
+        raise ImageTooLarge(f"{path}: image is {dims}{w * h / 1e6:.1f} megapixels, over the limit of "
+                            f"{max_pixels / 1e6:g} MP (raise it with --max-pixels if you have the memory: about "
+                            f"40 bytes per pixel)")
+    return size
+
+
 @dataclass
 class LoadedImage:
     """A decoded image.
 
     rgb: (H, W, 3) float32 RGB in [0, 1]; alpha: (H, W) float32 in [0, 1] or None;
-    bit_depth: 8 or 16 (of the source); gray: True when the source had one channel.
+    bit_depth: 8 or 16 (of the source); gray: True when the source is black and white (one
+    channel, gray + alpha, or R = G = B in every pixel): results of gray inputs are made gray.
     """
 
     rgb: np.ndarray
@@ -76,7 +182,13 @@ def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def decode_image(data: bytes, name: str = "<bytes>") -> LoadedImage:
-    """Decode encoded image bytes (PNG, JPEG, ...) into a LoadedImage without EXIF handling."""
+    """Decode encoded image bytes (PNG, JPEG, ...) into a LoadedImage without EXIF handling.
+
+    The decoders' own messages are captured and reported by `name` (see `_quietly`)."""
+    return _quietly(lambda: _decode(data, name), name)
+
+
+def _decode(data: bytes, name: str) -> LoadedImage:
     if len(data) == 0:
         raise ImageReadError(f"{name}: file is empty (0 bytes)")
     raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -92,6 +204,8 @@ def decode_image(data: bytes, name: str = "<bytes>") -> LoadedImage:
         raise ImageReadError(f"{name}: unsupported pixel type {raw.dtype}")
     a = raw.astype(np.float32) / scale
     gray = a.ndim == 2 or a.shape[2] in (1, 2)
+    if not gray and np.array_equal(raw[:, :, 0], raw[:, :, 1]) and np.array_equal(raw[:, :, 1], raw[:, :, 2]):
+        gray = True  # a black-and-white photo stored as RGB(A): its result stays black and white
     alpha = None
     if a.ndim == 2:
         rgb = np.repeat(a[:, :, None], 3, axis=2)
@@ -111,18 +225,26 @@ def decode_image(data: bytes, name: str = "<bytes>") -> LoadedImage:
     return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, gray=gray)
 
 
-def read_image(path: str | os.PathLike) -> LoadedImage:
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> LoadedImage:
     """Read an image file, honouring EXIF orientation.
 
     Returns a LoadedImage (rgb (H, W, 3) float32 in [0, 1]). Raises ImageReadError naming the file
-    when it is missing, empty, corrupt or of an unsupported kind.
+    when it is missing, empty, corrupt or of an unsupported kind (with the decoder's reason), and
+    ImageTooLarge (found from the header, before decoding) when it has more than `max_pixels` pixels.
+    The decoders' messages never reach the terminal raw (see `_quietly`).
     """
     path = Path(path)
+    if max_pixels is not None and path.is_file():
+        check_pixels(path, max_pixels)
+    return _quietly(lambda: _read_file(path), str(path))
+
+
+def _read_file(path: Path) -> LoadedImage:
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read file ({e.strerror or e})") from e
-    img = decode_image(data, str(path))
+    img = _decode(data, str(path))
     orient = _exif_orientation(path)
     if orient != 1:
         img.rgb = _apply_orientation(img.rgb, orient)

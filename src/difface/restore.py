@@ -1,35 +1,45 @@
-"""DifFace restoration of aligned faces (SPEC 2.2).
+"""DifFace on aligned faces: restoration (SPEC 2.2) and inpainting (SPEC 3).
 
-    y  --estimator-->  f(y)  --q_sample to respaced step N-->  x_N  --reverse DDIM N-1..0-->  x_0
+    y  --estimator-->  f(y)  --q_sample to respaced step N-->  x_N  --sampler N-1..0-->  x_0
 
-Tensors: lq (B, 3, H, W) float in [0, 1]; results have the input's size. The network runs at the
-prior's resolution S; other sizes are resized with bicubic antialiasing and resized back.
+Tensors: lq (B, 3, H, W) float in [0, 1]; results have the input's size. The networks run at the
+prior's resolution S; other sizes are resized with bicubic antialiasing and resized back. The
+sampler is injected (difface.diffusion.sampling: the official respaced loop or a few-step solver),
+and so is the randomness (one generator per image, or a replayed noise source).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from difface.device import autocast as autocast_ctx
-from difface.diffusion.sampling import EpsDenoiser, NoiseFn, generator_noise, sample_loop
+from difface.device import fast_module
+from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise, make_sampler
 from difface.diffusion.schedule import Diffusion
-from difface.diffusion.solvers import solve, solver_timesteps
 
-DEFAULT_START_STEP = 100  # respaced index on "ddim250": original timestep 400 of 1000
+DEFAULT_START_T = 400  # official: start step 100 of "ddim250" = original timestep 400 of 1000
 DEFAULT_ETA = 0.5
 DEFAULT_RESPACING = "ddim250"
+INPAINT_START_T = 480  # official inpainting: start step 120 of "ddim250"
+INPAINT_ETA = 1.0
 BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
-# The bundled prior is small and briefly trained: it helps near the clean end of the chain and harms
+# The bundled prior is small and CPU-trained: it helps near the clean end of the chain and harms
 # from t=400 on, so its default start is lower (measured in docs/model-card.md).
-BUNDLED_START_STEP = 20
+BUNDLED_START_T = 80  # start step 20 of ddim250
 BUNDLED_ETA = 0.0  # at start 20, eta 0 beat 0.5 on both PSNR-Y and NIQE (docs/model-card.md)
+# The bundled inpainter: measured in docs/model-card.md ("Inpainting").
+BUNDLED_INPAINT_START_T, BUNDLED_INPAINT_ETA = INPAINT_START_T, INPAINT_ETA
+# kept for callers that speak in respaced steps of the default "ddim250" chain
+DEFAULT_START_STEP, BUNDLED_START_STEP = DEFAULT_START_T // 4, BUNDLED_START_T // 4
 
 
 def image_seed(seed: int, image: torch.Tensor) -> int:
@@ -46,9 +56,15 @@ class BundledModelMissing(FileNotFoundError):
     pass
 
 
-def bundled_model_paths() -> tuple[Path, Path]:
-    """(prior, estimator) safetensors of the small model shipped inside the package."""
-    prior, est = BUNDLED_DIR / "prior.safetensors", BUNDLED_DIR / "estimator.safetensors"
+def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
+    """(prior, estimator) safetensors of the small model shipped inside the package; for task
+    "inpainting" the estimator is the bundled LaMa inpainter."""
+    prior = BUNDLED_DIR / "prior.safetensors"
+    est = BUNDLED_DIR / ("inpainter.safetensors" if task == "inpainting" else "estimator.safetensors")
+    if task == "inpainting" and not est.is_file():
+        raise BundledModelMissing(
+            "no bundled inpainter is installed with this copy of difface, so name the official weights:\n"
+            "  --prior iddpm-ffhq256 --estimator lama-inpainting256  (downloaded on first use)")
     if not (prior.is_file() and est.is_file()):
         from difface.weights import local_path
 
@@ -63,68 +79,109 @@ def bundled_model_paths() -> tuple[Path, Path]:
     return prior, est
 
 
+def trained_t_max(path: str | Path | None) -> int | None:
+    """The largest timestep a prior was trained on, from our safetensors metadata (None: unknown/all)."""
+    if path is None or Path(path).suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        value = (f.metadata() or {}).get("difface.t_max")
+    return None if value is None else int(value)
+
+
+def _check_role(net: nn.Module, source, option: str, role: str, kinds: tuple[str, ...]) -> None:
+    """ValueError naming the file when a network is not of the kind its option needs."""
+    if type(net).__name__ not in kinds:
+        raise ValueError(f"{option} {source}: this file holds a {type(net).__name__} network, not {role}; "
+                         "check the order of --prior and --estimator")
+
+
 @dataclass
 class Restoration:
-    """result, estimate: (B, 3, H, W) in [0, 1] at the input size (estimate = clamped f(y))."""
+    """result, estimate: (B, 3, H, W) in [0, 1] at the input size (estimate = clamped f(y));
+    start_steps: the respaced start step used for each image."""
 
     result: torch.Tensor
     estimate: torch.Tensor
+    start_steps: list[int] | None = None
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic antialiased resize (as the official sampler); a no-op at the same size."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bicubic", antialias=True)
 
 
 @dataclass
 class DifFace:
-    """A prior (diffusion UNet), an estimator (e.g. SwinIR) and the respaced diffusion they run on."""
+    """A prior (diffusion UNet), an estimator and the respaced diffusion they run on.
+
+    task "restoration": the estimator maps (B, 3, S, S) -> (B, 3, S, S); "inpainting": it maps
+    cat(lq, mask) (B, 4, S, S) -> (B, 3, S, S). default_start_t / default_eta: the settings used when a
+    call gives none (as an original timestep, so that they mean the same on any respacing); t_max: the
+    largest timestep the prior was trained on (start steps beyond it are refused).
+    """
 
     prior: nn.Module
     estimator: nn.Module
     diffusion: Diffusion
     image_size: int
     name: str = "difface"
-    default_start_step: int = DEFAULT_START_STEP
+    default_start_t: int = DEFAULT_START_T
     default_eta: float = DEFAULT_ETA
+    t_max: int | None = None
+    task: str = "restoration"
 
     @classmethod
     def from_modules(
-        cls, prior: nn.Module, estimator: nn.Module, respacing: str = DEFAULT_RESPACING, name: str = "difface"
+        cls, prior: nn.Module, estimator: nn.Module, respacing: str = DEFAULT_RESPACING, name: str = "difface",
+        task: str = "restoration",
     ) -> DifFace:
         size = prior.config.image_size if hasattr(prior, "config") else 512
-        return cls(prior, estimator, Diffusion.create(1000, "linear", respacing), size, name)
+        model = cls(prior, estimator, Diffusion.create(1000, "linear", respacing), size, name, task=task)
+        if task == "inpainting":
+            model.default_start_t, model.default_eta = INPAINT_START_T, INPAINT_ETA
+        return model
 
     @classmethod
     def load(
-        cls, prior: str | None = None, estimator: str | None = None, respacing: str = DEFAULT_RESPACING
+        cls, prior: str | None = None, estimator: str | None = None, respacing: str = DEFAULT_RESPACING,
+        task: str = "restoration",
     ) -> DifFace:
-        """Load from registry names or files; with neither given, the bundled small model."""
+        """Load from registry names or files; with neither given, the bundled small model for `task`
+        ("restoration" or "inpainting"). With named files the task follows the estimator's kind."""
         from difface import weights
 
         bundled = prior is None and estimator is None
         if bundled:
-            prior, estimator = bundled_model_paths()
+            prior, estimator = bundled_model_paths(task)
             name = "bundled small model (difface-small64, trained on CelebA; see docs/model-card.md)"
         elif prior is None or estimator is None:
             raise ValueError("give both a prior and an estimator (or neither, for the bundled model)")
         else:
             name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
         p, e = weights.load_network(prior), weights.load_network(estimator)
-        model = cls.from_modules(p, e, respacing, name=name)
-        if bundled:
-            model.default_start_step, model.default_eta = BUNDLED_START_STEP, BUNDLED_ETA
+        _check_role(p, prior, "--prior", "a diffusion prior (UNet)", ("UNetModel",))
+        _check_role(e, estimator, "--estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
+                    ("SwinIR", "FFCResNetGenerator"))
+        task = "inpainting" if type(e).__name__ == "FFCResNetGenerator" else "restoration"
+        model = cls.from_modules(p, e, respacing, name=name, task=task)
+        model.t_max = trained_t_max(weights.resolve(prior, allow_download=False))
+        if bundled and task == "restoration":
+            model.default_start_t, model.default_eta = BUNDLED_START_T, BUNDLED_ETA
+        elif bundled:
+            model.default_start_t, model.default_eta = BUNDLED_INPAINT_START_T, BUNDLED_INPAINT_ETA
         return model
 
-    def optimize(self, *, channels_last: bool = False, compile: bool = False) -> DifFace:
-        """Speed options that keep the parameters: channels-last memory layout and torch.compile.
+    def optimized(self, *, channels_last: bool = False, compile: bool = False) -> DifFace:
+        """A copy running faster stand-ins of both networks (difface.device.fast_module); self is unchanged.
 
         fp32 outputs stay within 1e-4 of eager (docs/speed.md); compilation costs minutes on a CPU the first time.
         """
-        self.prior = _Fast(self.prior, channels_last)
-        self.estimator = _Fast(self.estimator, channels_last)
-        if compile:
-            import torch._inductor.config as inductor_config
-
-            inductor_config.freezing = True  # constant-fold the frozen weights (inference only)
-            self.prior = torch.compile(self.prior)
-            self.estimator = torch.compile(self.estimator)
-        return self
+        return replace(self, prior=fast_module(self.prior, channels_last=channels_last, compile=compile),
+                       estimator=fast_module(self.estimator, channels_last=channels_last, compile=compile))
 
     def to(self, device: torch.device | str) -> DifFace:
         self.prior.to(device)
@@ -132,95 +189,189 @@ class DifFace:
         return self
 
     @property
-    def base_diffusion(self) -> Diffusion:
-        """The un-respaced 1000-step chain (for the few-step solvers)."""
-        if getattr(self, "_base", None) is None:
-            self._base = Diffusion.create(1000, "linear", "")
-        return self._base
-
-    @property
     def device(self) -> torch.device:
         return next(self.prior.parameters()).device
+
+    @property
+    def default_start_step(self) -> int:
+        """The default start as a respaced step of this model's chain (nearest to default_start_t)."""
+        return self.step_for_t(self.default_start_t)
+
+    def step_for_t(self, t: int) -> int:
+        """The respaced step whose original timestep is nearest to t."""
+        return int(np.argmin(np.abs(self.diffusion.timestep_map - int(t))))
+
+    def check_start_step(self, start_step: int) -> int:
+        """Raise ValueError naming `start_step` when it is outside the chain or the prior's trained range."""
+        n = self.diffusion.num_timesteps
+        if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or not 0 <= start_step < n:
+            raise ValueError(f"start_step must be an integer in [0, {n - 1}] on this chain of {n} steps, "
+                             f"got {start_step!r}")
+        t = int(self.diffusion.timestep_map[start_step]) if start_step else 0
+        if self.t_max is not None and t > self.t_max:
+            top = int(np.flatnonzero(self.diffusion.timestep_map <= self.t_max)[-1])
+            raise ValueError(f"start_step {start_step} means t = {t}, beyond the t <= {self.t_max} this prior was "
+                             f"trained on; use a start step of at most {top}")
+        return int(start_step)
+
+    def sampler(self, start_step: int, *, eta: float | None = None, sampler: str = "official",
+                nfe: int | None = None, method: str = "ddim") -> Sampler:
+        """The sampler from respaced `start_step` (difface.diffusion.sampling.make_sampler)."""
+        eta = self.default_eta if eta is None else eta
+        return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=sampler, eta=eta, nfe=nfe,
+                            method=method)
+
+    @torch.inference_mode()
+    def estimate(self, y: torch.Tensor, mask: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """f(y) clamped to [0, 1]: y (B, 3, S, S) in [0, 1]; mask (B, 1, S, S) {0, 1} for inpainting."""
+        x = y if self.task == "restoration" else torch.cat([y, mask.to(y)], dim=1)
+        with autocast_ctx(y.device, dtype):
+            out = self.estimator(x)
+        return out.float().clamp_(0, 1)
 
     @torch.inference_mode()
     def restore(
         self,
         lq: torch.Tensor,
         *,
-        start_step: int | None = None,
+        start_step: int | Sequence[int] | None = None,
         eta: float | None = None,
         seeds: Sequence[int] | None = None,
         noise_fn: NoiseFn | None = None,
         dtype: torch.dtype = torch.float32,
-        method: str = "ddim",
-        sampler: str | None = None,
+        sampler: str | Sampler = "official",
         nfe: int | None = None,
+        method: str = "ddim",
         callback: Callable[[dict], None] | None = None,
     ) -> Restoration:
         """Restore aligned faces lq (B, 3, H, W) in [0, 1].
 
         Randomness: either `seeds` (one per image; image b draws from its own generator, so its result
-        does not depend on the batch) or an explicit `noise_fn` (replays). `start_step` is the
-        respaced index N the estimate is diffused to (the loop then calls the prior at N-1, ..., 0;
-        default: the model's, 100 for the official models); 0 returns the estimator's output.
-
-        `sampler` ("ddim" or "dpmpp2m", see difface.diffusion.solvers) with `nfe` network evaluations
-        replaces the official respaced loop: the same start state (original timestep
-        timestep_map[start_step], 400 by default), then `nfe` steps to the clean image.
+        does not depend on the batch) or an explicit `noise_fn` (replays). `start_step` is the respaced
+        index N the estimate is diffused to (one per image allowed; default: the model's); 0 returns
+        the estimator's output. `sampler`: "official" (the respaced loop: N evaluations), "ddim" /
+        "dpmpp2m" (`nfe` evaluations from the same start state), or a Sampler callable.
         """
-        start_step = self.default_start_step if start_step is None else start_step
-        eta = self.default_eta if eta is None else eta
+        if self.task != "restoration":
+            raise ValueError("this model inpaints; call inpaint()")
+        y0 = self._check_lq(lq)
+        s = self.image_size
+        y = _resize(y0, (s, s))
+        est = self.estimate(y, dtype=dtype)
+        steps = self._start_steps(start_step, len(y))
+        sample = self._diffuse_back(est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback)
+        h, w = y0.shape[2:]
+        if (h, w) != (s, s):
+            sample = _resize(sample, (h, w)).clamp(0, 1)
+            est = _resize(est, (h, w)).clamp(0, 1)
+        return Restoration(result=sample, estimate=est, start_steps=steps)
+
+    @torch.inference_mode()
+    def inpaint(
+        self,
+        lq: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        start_step: int | Sequence[int] | None = None,
+        eta: float | None = None,
+        seeds: Sequence[int] | None = None,
+        noise_fn: NoiseFn | None = None,
+        dtype: torch.dtype = torch.float32,
+        sampler: str | Sampler = "official",
+        nfe: int | None = None,
+        callback: Callable[[dict], None] | None = None,
+    ) -> Restoration:
+        """Fill the missing region of aligned faces lq (B, 3, H, W) in [0, 1] (SPEC 3).
+
+        mask (B, 1, H, W), 1 = missing; None: the official convention (pixels whose three channels are
+        exactly 0 are missing). At every step the known pixels of the x0 prediction are replaced by
+        the input's (the masking regularizer with gamma 0.5 and one update); the result keeps the
+        input's known pixels exactly (mask_back). Defaults: start t = 480, eta 1 (official).
+        """
+        if self.task != "inpainting":
+            raise ValueError("this model restores; inpainting needs an inpainting estimator (e.g. LaMa)")
+        from difface.data.masks import detect_mask
+
+        y0 = self._check_lq(lq)
+        if mask is None:
+            m0 = detect_mask(y0)
+        else:
+            m0 = (mask.to(y0.device, torch.float32) > 0.5).float()
+            if m0.shape != (y0.shape[0], 1, *y0.shape[2:]):
+                raise ValueError(f"mask must have shape {(y0.shape[0], 1, *y0.shape[2:])}, got {tuple(mask.shape)}")
+            y0 = y0 * (1 - m0)
+        s = self.image_size
+        y = _resize(y0, (s, s))
+        if mask is None or y.shape == y0.shape:
+            m = detect_mask(y) if mask is None else m0
+        else:  # any missing pixel under a model pixel makes it missing
+            m = (F.interpolate(m0, size=(s, s), mode="area") > 0).float()
+            y = y * (1 - m)
+        est = self.estimate(y, m, dtype=dtype)
+        yn = (y - 0.5) / 0.5
+
+        def keep_known(idx: list[int]) -> X0Fn:
+            known, target = 1 - m[idx], yn[idx]
+            # one gradient step (gamma 0.5) on sum((x0 - yn)^2 (1 - m)), written as autograd computes it
+            return lambda x0: x0 - 0.5 * (known * (2 * (x0 - target)))
+
+        steps = self._start_steps(start_step, len(y))
+        sample = self._diffuse_back(est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, "ddim", callback,
+                                    x0_fn_for=keep_known)
+        h, w = y0.shape[2:]
+        if (h, w) != (s, s):
+            sample = _resize(sample, (h, w)).clamp(0, 1)
+            est = _resize(est, (h, w)).clamp(0, 1)
+        result = sample * m0 + y0 * (1 - m0)
+        return Restoration(result=result, estimate=est, start_steps=steps)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _check_lq(self, lq: torch.Tensor) -> torch.Tensor:
         if lq.ndim != 4 or lq.shape[1] != 3:
             raise ValueError(f"expected lq of shape (B, 3, H, W), got {tuple(lq.shape)}")
-        if not 0 <= start_step < self.diffusion.num_timesteps:
-            raise ValueError(f"start_step must be in [0, {self.diffusion.num_timesteps - 1}], got {start_step}")
-        dev = self.device
-        y0 = lq.to(dev, torch.float32)
-        h, w = y0.shape[2:]
-        s = self.image_size
-        resized = (h, w) != (s, s)
-        y = F.interpolate(y0, size=(s, s), mode="bicubic", antialias=True) if resized else y0
-        amp = (lambda: autocast_ctx(dev, dtype)) if dtype != torch.float32 else None
-        with autocast_ctx(dev, dtype):
-            im_hq = self.estimator(y)
-        im_hq = im_hq.float().clamp_(0, 1)
-        if start_step == 0:
-            sample = im_hq
+        return lq.to(self.device, torch.float32)
+
+    def _start_steps(self, start_step: int | Sequence[int] | None, n: int) -> list[int]:
+        if start_step is None:
+            steps = [self.default_start_step] * n
+        elif isinstance(start_step, (int, np.integer)) and not isinstance(start_step, bool):
+            steps = [int(start_step)] * n
         else:
-            if noise_fn is None:
-                if seeds is None or len(seeds) != y.shape[0]:
-                    raise ValueError("give one seed per image (seeds) or an explicit noise_fn")
-                noise_fn = generator_noise([torch.Generator().manual_seed(int(sd)) for sd in seeds])
-            x0 = (im_hq - 0.5) / 0.5
-            t = torch.full((y.shape[0],), start_step, dtype=torch.long, device=dev)
-            x = self.diffusion.q_sample(x0, t, noise_fn(x0))
-            if sampler is None:
-                denoiser = EpsDenoiser(self.prior, self.diffusion, clip=True, autocast=amp)
-                x = sample_loop(denoiser, self.diffusion, x, start_step, eta=eta, method=method,
-                                noise_fn=noise_fn, callback=callback)
-            else:
-                base = self.base_diffusion
-                ts = solver_timesteps(int(self.diffusion.timestep_map[start_step]), nfe or 10)
-                denoiser = EpsDenoiser(self.prior, base, clip=True, autocast=amp)
-                x = solve(denoiser, base, x, ts, method=sampler, eta=eta, noise_fn=noise_fn, callback=callback)
-            sample = (x * 0.5 + 0.5).clamp(0, 1)
-        if resized:
-            sample = F.interpolate(sample, size=(h, w), mode="bicubic", antialias=True).clamp(0, 1)
-            im_hq = F.interpolate(im_hq, size=(h, w), mode="bicubic", antialias=True).clamp(0, 1)
-        return Restoration(result=sample, estimate=im_hq)
+            steps = list(start_step)
+            if len(steps) != n:
+                raise ValueError(f"start_step: {len(steps)} values for a batch of {n}")
+        return [self.check_start_step(k) for k in steps]
 
+    def _diffuse_back(self, est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
+                      x0_fn_for: Callable[[list[int]], X0Fn] | None = None) -> torch.Tensor:
+        """q_sample the estimate to each image's start step and run the sampler; (B, 3, S, S) in [0, 1].
 
-class _Fast(nn.Module):
-    """Wraps a network to feed it channels-last inputs (and keeps `.config` reachable)."""
-
-    def __init__(self, net: nn.Module, channels_last: bool):
-        super().__init__()
-        self.net, self.channels_last = net, channels_last
-        self.config = getattr(net, "config", None)
-        if channels_last:
-            net.to(memory_format=torch.channels_last)
-
-    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x, *args).contiguous()
+        Images sharing a start step run as one batch (a result never depends on the batch);
+        `x0_fn_for(indices)` gives the x0 refinement for those images of the batch."""
+        eta = self.default_eta if eta is None else eta
+        if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0.0 <= eta <= 1.0):
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        if noise_fn is None and any(steps):
+            if seeds is None or len(seeds) != est.shape[0]:
+                raise ValueError("give one seed per image (seeds) or an explicit noise_fn")
+        if noise_fn is not None and len(set(steps)) > 1:
+            raise ValueError("a replayed noise source needs one start step for the whole batch")
+        dev = est.device
+        amp = (lambda: autocast_ctx(dev, dtype)) if dtype != torch.float32 else None
+        out = est.clone()
+        for n in sorted(set(steps)):
+            if n == 0:
+                continue
+            idx = [b for b, k in enumerate(steps) if k == n]
+            nf = noise_fn or generator_noise([torch.Generator().manual_seed(int(seeds[b])) for b in idx])
+            x0 = (est[idx] - 0.5) / 0.5
+            t = torch.full((len(idx),), n, dtype=torch.long, device=dev)
+            x = self.diffusion.q_sample(x0, t, nf(x0))
+            run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe, method=method) if isinstance(sampler, str) \
+                else sampler
+            x0_fn = None if x0_fn_for is None else x0_fn_for(idx)
+            x = run(lambda d, f=x0_fn: EpsDenoiser(self.prior, d, clip=True, autocast=amp, x0_fn=f), x,
+                    noise_fn=nf, callback=callback)
+            out[idx] = (x * 0.5 + 0.5).clamp(0, 1)
+        return out

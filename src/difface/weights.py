@@ -226,11 +226,16 @@ def load_network(source: str | os.PathLike, *, arch: str | None = None, allow_do
     for other files the architecture is the registry's, `arch`, or inferred from the keys and shapes.
     """
     path = resolve(source, allow_download=allow_download)
+    if path.stat().st_size == 0:
+        raise models.WeightsError(f"{path}: the weights file is empty (0 bytes)")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise models.WeightsError(f"{path}: not a readable safetensors file ({e})") from None
         if "difface.config" in meta:
             cfg = models.config_from_dict(meta["difface.arch"], json.loads(meta["difface.config"]))
             return models.load_weights(models.build_from_config(cfg), path)

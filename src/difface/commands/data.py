@@ -15,8 +15,7 @@ from difface.commands.checks import output_dir_problem
 from difface.face.align import align_faces
 from difface.face.detect import BACKENDS, DEFAULT_BACKEND, get_detector
 from difface.face.photo import find_faces
-from difface.images import ImageReadError, atomic_write_bytes, collect_inputs, write_image
-from difface.quiet import read_image_quietly
+from difface.images import ImageReadError, atomic_write_bytes, collect_inputs, read_image, write_image
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def _write(path: Path, rgb: np.ndarray) -> str | None:
 def _align_one(path: Path, out: Path, size: int, detector, det_min_side: int) -> str | float:
     """Align one photo; returns the crop's outside fraction, or the reason it failed."""
     try:
-        rgb = read_image_quietly(path).rgb
+        rgb = read_image(path).rgb
         dets = find_faces(rgb, detector, largest_face=True, min_eye_dist=2.0, det_min_side=det_min_side)
     except ImageReadError as e:
         return str(e).removeprefix(f"{path}: ")
@@ -96,7 +95,7 @@ def shared_alignment(paths: list[Path], detector, size: int, n: int, det_min_sid
     lms, shapes = [], set()
     for path in tqdm(sample, desc="landmarks"):
         try:
-            rgb = read_image_quietly(path).rgb
+            rgb = read_image(path).rgb
         except ImageReadError:
             continue
         shapes.add(rgb.shape[:2])
@@ -125,7 +124,7 @@ def _warp_all(paths: list[Path], out: Path, matrix: np.ndarray, size: int, skip_
         if skip_existing and (out / f"{path.stem}.png").exists():
             continue
         try:
-            rgb = read_image_quietly(path).rgb
+            rgb = read_image(path).rgb
         except ImageReadError as e:
             skipped[str(path)] = str(e).removeprefix(f"{path}: ")
             continue

@@ -13,8 +13,7 @@ from tqdm import tqdm
 
 from difface.commands.checks import output_dir_problem, output_file_problem
 from difface.face.detect import BACKENDS, DEFAULT_BACKEND, detect_faces, draw_detections, get_detector
-from difface.images import atomic_write_bytes, collect_inputs, write_image
-from difface.quiet import read_image_quietly
+from difface.images import atomic_write_bytes, collect_inputs, read_image, write_image
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _detect_one(path: Path, detector, draw: str | None) -> dict:
     """The JSON record of one image; raises ValueError / OSError / cv2.error naming the file."""
-    rgb = read_image_quietly(path).rgb
+    rgb = read_image(path).rgb
     dets = detect_faces(rgb, detector)
     h, w = rgb.shape[:2]
     if draw:

@@ -16,7 +16,7 @@ counted in `num_failed` / listed in `failed` (per process: DataLoader workers ke
 counts) and the next good index is returned instead. NoReadableImages (a RuntimeError naming the
 folder) is raised only when no file in the set can be read; `check_readable()` finds that out
 before a training run builds its network (it normally reads one file). The messages that libpng /
-libjpeg print for broken files are captured and reported with the file name (difface.quiet).
+libjpeg print for broken files are captured and reported with the file name (difface.images.read_image).
 
 Public API: ImageFolder, PairedFolder, SyntheticPairs, MaskedFaces, list_images, resize_square, item_rng.
 """
@@ -33,8 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from difface.data.degrade import PRESETS, DegradationConfig, degrade_with_params, to_gray
-from difface.images import IMAGE_EXTENSIONS, ImageReadError, image_to_tensor
-from difface.quiet import read_image_quietly
+from difface.images import IMAGE_EXTENSIONS, ImageReadError, image_to_tensor, read_image
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class _RobustDataset(Dataset):
 
 
 def _read(path: Path, size: int | None) -> np.ndarray:
-    rgb = read_image_quietly(path).rgb
+    rgb = read_image(path).rgb
     return rgb if size is None else resize_square(rgb, size)
 
 

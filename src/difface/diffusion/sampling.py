@@ -1,14 +1,21 @@
-"""Reverse-process samplers as pure functions of (denoiser, diffusion, x, indices).
+"""Reverse-process samplers: one DDIM update, the official respaced loop and the few-step solvers.
 
-Notation: x = x_t (B, C, H, W) in diffusion space; t = respaced index (B,) int64; eps = the raw network
-noise prediction; x0 = the clipped prediction of the clean image; abar = alphas_cumprod[t],
-abar_prev = alphas_cumprod_prev[t].
+Notation: x = x_t (B, C, H, W) in diffusion space [-1, 1]; eps = the raw network noise prediction;
+x0 = the clipped (and, for inpainting, refined) prediction of the clean image; abar = alphas_cumprod.
+
+A *sampler* is a callable `sampler(denoiser_for, x, noise_fn=..., callback=...) -> x_0`: it receives
+the start state and a factory `denoiser_for(diffusion) -> Denoiser` (the network wrapped for the
+chain the sampler indexes), and returns the clean sample. `make_sampler` builds the official loop
+(`RespacedSampler`) or a few-step solver (`FewStepSampler`, difface.diffusion.solvers) from names;
+`difface.restore.DifFace` takes either, so the restoration code has no sampler branches.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -16,6 +23,9 @@ from torch import nn
 from difface.diffusion.schedule import Diffusion
 
 NoiseFn = Callable[[torch.Tensor], torch.Tensor]
+X0Fn = Callable[[torch.Tensor], torch.Tensor]
+Callback = Callable[[dict], None]
+SAMPLERS = ("official", "ddim", "dpmpp2m")
 
 
 @dataclass
@@ -28,20 +38,23 @@ class Prediction:
 
 
 class EpsDenoiser:
-    """Wraps an eps + learned-variance network: maps respaced t to original steps, splits channels.
+    """Wraps an eps + learned-variance network for one chain: maps its indices to original steps and
+    splits the output channels.
 
-    `autocast` is a context factory (e.g. `difface.device.autocast(dev, torch.bfloat16)`); the
-    network output is cast back to float32 so the sampler arithmetic stays float32.
+    `autocast` is a context factory (e.g. `difface.device.autocast(dev, torch.bfloat16)`); the network
+    output is cast back to float32 so the sampler arithmetic stays float32. `x0_fn` refines the
+    clipped x0 prediction (inpainting re-imposes the known pixels, SPEC 1.7); its result is clipped again.
     """
 
-    def __init__(self, model: nn.Module, diffusion: Diffusion, clip: bool = True, autocast=None):
-        self.model, self.diffusion, self.clip, self.autocast = model, diffusion, clip, autocast
+    def __init__(self, model: nn.Module, diffusion: Diffusion, clip: bool = True, autocast=None,
+                 x0_fn: X0Fn | None = None):
+        self.model, self.diffusion, self.clip, self.autocast, self.x0_fn = model, diffusion, clip, autocast, x0_fn
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> Prediction:
         mt = self.diffusion.model_timesteps(t)
         if self.autocast is not None:
             with self.autocast():
-                out = self.model(x.to(x.dtype), mt)
+                out = self.model(x, mt)
         else:
             out = self.model(x, mt)
         out = out.float()
@@ -50,23 +63,33 @@ class EpsDenoiser:
         x0 = self.diffusion.predict_xstart(x, t, eps)
         if self.clip:
             x0 = x0.clamp(-1, 1)
+        if self.x0_fn is not None:
+            x0 = self.x0_fn(x0)
+            if self.clip:
+                x0 = x0.clamp(-1, 1)
         return Prediction(eps=eps, x0=x0, out=out)
 
 
-def ddim_step(
-    diffusion: Diffusion, x: torch.Tensor, t: torch.Tensor, pred: Prediction, eta: float, noise: torch.Tensor
-) -> torch.Tensor:
-    """DDIM update (Song et al. eq. 12) with DifFace's choice of the *raw* eps (SPEC 1.8).
+Denoiser = Callable[[torch.Tensor, torch.Tensor], Prediction]
+DenoiserFactory = Callable[[Diffusion], Denoiser]
+
+
+def ddim_step(pred: Prediction, abar, abar_prev, eta: float, noise: torch.Tensor | None) -> torch.Tensor:
+    """The DDIM update (Song et al. eq. 12) with DifFace's *raw* eps (SPEC 1.8); the only one in difface.
 
     sigma = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev)
-    x_prev = x0 * sqrt(abar_prev) + sqrt(1 - abar_prev - sigma^2) * eps + [t > 0] * sigma * noise
+    x_prev = x0 sqrt(abar_prev) + sqrt(1 - abar_prev - sigma^2) eps + sigma noise
+    abar / abar_prev: float32 tensors broadcastable to x (the official loop: float32 arithmetic, as the
+    reference) or Python floats (the few-step solvers: float64 coefficients). noise None: no noise term.
+    At abar_prev = 1 (the last step) sigma = 0 and the result is exactly x0.
     """
-    ab = diffusion.extract(diffusion.alphas_cumprod, t, x)
-    abp = diffusion.extract(diffusion.alphas_cumprod_prev, t, x)
-    sigma = eta * torch.sqrt((1 - abp) / (1 - ab)) * torch.sqrt(1 - ab / abp)
-    mean = pred.x0 * torch.sqrt(abp) + torch.sqrt(1 - abp - sigma**2) * pred.eps
-    nonzero = (t != 0).float().view(-1, *([1] * (x.ndim - 1)))
-    return mean + nonzero * sigma * noise
+    if isinstance(abar, torch.Tensor):
+        sqrt, relu = torch.sqrt, (lambda v: v.clamp(min=0))
+    else:
+        sqrt, relu = math.sqrt, (lambda v: max(v, 0.0))
+    sigma = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev)
+    out = pred.x0 * sqrt(abar_prev) + sqrt(relu(1 - abar_prev - sigma**2)) * pred.eps
+    return out if noise is None else out + sigma * noise
 
 
 def ddpm_step(
@@ -81,7 +104,7 @@ def ddpm_step(
 
 
 def sample_loop(
-    denoiser: Callable[[torch.Tensor, torch.Tensor], Prediction],
+    denoiser: Denoiser,
     diffusion: Diffusion,
     x: torch.Tensor,
     start: int,
@@ -89,27 +112,76 @@ def sample_loop(
     eta: float = 0.0,
     method: str = "ddim",
     noise_fn: NoiseFn,
-    callback: Callable[[dict], None] | None = None,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
-    """Run respaced indices start-1, ..., 0 from x (SPEC 1.9: the first call uses index start-1).
+    """The official loop: respaced indices start-1, ..., 0 from x (SPEC 1.9: the first call uses index start-1).
 
     One noise draw per step, after the network call (also on the last step, where it is unused),
     as the official loop does. `callback` receives {"i", "x", "pred", "sample"} after each step.
     """
+    if method not in ("ddim", "ddpm"):
+        raise ValueError(f"unknown sampling method {method!r}; use ddim or ddpm")
     for i in reversed(range(start)):
         t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
         pred = denoiser(x, t)
         noise = noise_fn(x)
         if method == "ddim":
-            x_new = ddim_step(diffusion, x, t, pred, eta, noise)
-        elif method == "ddpm":
-            x_new = ddpm_step(diffusion, x, t, pred, noise)
+            ab = diffusion.extract(diffusion.alphas_cumprod, t, x)
+            abp = diffusion.extract(diffusion.alphas_cumprod_prev, t, x)
+            x_new = ddim_step(pred, ab, abp, eta, noise)
         else:
-            raise ValueError(f"unknown sampling method {method!r}")
+            x_new = ddpm_step(diffusion, x, t, pred, noise)
         if callback is not None:
             callback({"i": i, "x": x, "pred": pred, "sample": x_new})
         x = x_new
     return x
+
+
+class Sampler(Protocol):
+    """Runs the reverse process from a start state x (B, C, H, W) to the clean sample."""
+
+    def __call__(self, denoiser_for: DenoiserFactory, x: torch.Tensor, *, noise_fn: NoiseFn,
+                 callback: Callback | None = None) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class RespacedSampler:
+    """The official DifFace loop on a respaced chain: `start` network evaluations (DDIM or ancestral)."""
+
+    diffusion: Diffusion
+    start: int
+    eta: float = 0.0
+    method: str = "ddim"
+
+    def __call__(self, denoiser_for: DenoiserFactory, x: torch.Tensor, *, noise_fn: NoiseFn,
+                 callback: Callback | None = None) -> torch.Tensor:
+        return sample_loop(denoiser_for(self.diffusion), self.diffusion, x, self.start, eta=self.eta,
+                           method=self.method, noise_fn=noise_fn, callback=callback)
+
+
+def make_sampler(diffusion: Diffusion, start_step: int, *, sampler: str = "official", eta: float = 0.0,
+                 nfe: int | None = None, method: str = "ddim") -> Sampler:
+    """The sampler for a start at respaced index `start_step` of `diffusion`.
+
+    "official": the respaced loop (start_step evaluations). "ddim" / "dpmpp2m": `nfe` evaluations
+    (default 10) on the original 1000-step chain from the same start state (original timestep
+    timestep_map[start_step]). Raises ValueError naming the argument for values that cannot work.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    if not 0 <= start_step < diffusion.num_timesteps:
+        raise ValueError(f"start_step must be in [0, {diffusion.num_timesteps - 1}], got {start_step}")
+    if sampler == "official":
+        if nfe is not None:
+            raise ValueError("nfe applies to the few-step samplers (ddim, dpmpp2m), not to the official loop")
+        return RespacedSampler(diffusion, start_step, eta, method)
+    from difface.diffusion.solvers import FewStepSampler, solver_timesteps
+
+    t_start = int(diffusion.timestep_map[start_step])
+    base = diffusion.base()
+    return FewStepSampler(base, tuple(solver_timesteps(t_start, 10 if nfe is None else nfe)), sampler, eta)
 
 
 def generator_noise(generators: Sequence[torch.Generator]) -> NoiseFn:

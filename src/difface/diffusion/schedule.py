@@ -93,13 +93,25 @@ class Diffusion:
         base = get_betas(schedule, steps)
         kept = space_timesteps(steps, respacing)
         if len(kept) == steps:
-            return cls(base)
-        ac = np.cumprod(1.0 - base)
-        last, new_betas = 1.0, []
-        for s in kept:
-            new_betas.append(1.0 - ac[s] / last)
-            last = ac[s]
-        return cls(np.array(new_betas), np.array(kept, dtype=np.int64))
+            d = cls(base)
+        else:
+            ac = np.cumprod(1.0 - base)
+            last, new_betas = 1.0, []
+            for s in kept:
+                new_betas.append(1.0 - ac[s] / last)
+                last = ac[s]
+            d = cls(np.array(new_betas), np.array(kept, dtype=np.int64))
+        d.source = (steps, schedule)
+        return d
+
+    def base(self) -> Diffusion:
+        """The un-respaced chain this one was made from (itself when it is not respaced)."""
+        source = getattr(self, "source", None)
+        if np.array_equal(self.timestep_map, np.arange(self.num_timesteps)):
+            return self
+        if source is None:
+            raise ValueError("this respaced chain was not made by Diffusion.create, so its base chain is unknown")
+        return Diffusion.create(*source)
 
     # -- lookups ---------------------------------------------------------------------------------
     @staticmethod

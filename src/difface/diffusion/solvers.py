@@ -3,7 +3,8 @@
 They run on the *original* 1000-step chain: the estimate is diffused to `t_start` (400 by default,
 the same state the official loop starts from) and the network is evaluated at `nfe` timesteps
 t_start = tau_0 > tau_1 > ... > tau_{nfe-1} >= 0; the last update goes to the clean image
-(abar = 1), which, as in the official loop's final step, returns the x0 prediction.
+(abar = 1), which, as in the official loop's final step, returns the x0 prediction. "ddim" uses the
+one DDIM update of difface.diffusion.sampling; "dpmpp2m" is DPM-Solver++(2M).
 
 Notation: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t = log(alpha_t / sigma_t).
 """
@@ -11,12 +12,12 @@ Notation: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t = log(alp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from difface.diffusion.sampling import NoiseFn, Prediction
+from difface.diffusion.sampling import Callback, Denoiser, DenoiserFactory, NoiseFn, ddim_step
 from difface.diffusion.schedule import Diffusion
 
 SOLVERS = ("ddim", "dpmpp2m")
@@ -29,27 +30,27 @@ def solver_timesteps(t_start: int, nfe: int) -> list[int]:
         raise ValueError(f"nfe must be at least 1, got {nfe}")
     ts = [int(round(t_start * (1 - k / nfe))) for k in range(nfe)]
     if len(set(ts)) != len(ts):
-        raise ValueError(f"{nfe} evaluations do not fit between t={t_start} and 0")
+        raise ValueError(f"nfe {nfe} evaluations do not fit between t={t_start} and 0 (at most {t_start + 1})")
     return ts
 
 
 def solve(
-    denoiser: Callable[[torch.Tensor, torch.Tensor], Prediction],
+    denoiser: Denoiser,
     base: Diffusion,
     x: torch.Tensor,
-    timesteps: list[int],
+    timesteps: list[int] | tuple[int, ...],
     *,
     method: str = "dpmpp2m",
     eta: float = 0.0,
     noise_fn: NoiseFn | None = None,
-    callback: Callable[[dict], None] | None = None,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
     """Integrate from x at timesteps[0] to the clean image with one network call per timestep.
 
     `denoiser(x, t)` takes original timesteps (use an EpsDenoiser over the un-respaced `base`).
-    "ddim": DDIM (eq. 12 of Song et al.) between consecutive timesteps, with `eta` noise (needs
-    noise_fn when eta > 0). "dpmpp2m": DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), deterministic;
-    second order from the second step on.
+    "ddim": DDIM between consecutive timesteps, with `eta` noise (needs noise_fn when eta > 0; noise is
+    drawn only on steps whose sigma > 0). "dpmpp2m": DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2),
+    deterministic; second order from the second step on.
     """
     if method not in SOLVERS:
         raise ValueError(f"unknown solver {method!r}; choose from {', '.join(SOLVERS)}")
@@ -61,7 +62,10 @@ def solve(
         pred = denoiser(x, tt)
         a_now, a_next = abar[k], abar[k + 1]
         if method == "ddim":
-            x_new = _ddim(x, pred, a_now, a_next, eta, noise_fn)
+            sigma = eta * math.sqrt((1 - a_next) / (1 - a_now)) * math.sqrt(1 - a_now / a_next)
+            if sigma > 0 and noise_fn is None:
+                raise ValueError("eta > 0 needs a noise source")
+            x_new = ddim_step(pred, a_now, a_next, eta, noise_fn(x) if sigma > 0 else None)
         else:
             x_new, h = _dpmpp2m(x, pred.x0, prev_x0, prev_h, a_now, a_next)
             prev_x0, prev_h = pred.x0, h
@@ -71,14 +75,19 @@ def solve(
     return x
 
 
-def _ddim(x, pred: Prediction, a_now: float, a_next: float, eta: float, noise_fn: NoiseFn | None) -> torch.Tensor:
-    sigma = eta * math.sqrt((1 - a_next) / (1 - a_now)) * math.sqrt(1 - a_now / a_next)
-    out = pred.x0 * math.sqrt(a_next) + math.sqrt(max(1 - a_next - sigma**2, 0.0)) * pred.eps
-    if sigma > 0:
-        if noise_fn is None:
-            raise ValueError("eta > 0 needs a noise source")
-        out = out + sigma * noise_fn(x)
-    return out
+@dataclass(frozen=True)
+class FewStepSampler:
+    """`solve` as a sampler (difface.diffusion.sampling.Sampler) on the un-respaced chain `base`."""
+
+    base: Diffusion
+    timesteps: tuple[int, ...]
+    method: str = "ddim"
+    eta: float = 0.0
+
+    def __call__(self, denoiser_for: DenoiserFactory, x: torch.Tensor, *, noise_fn: NoiseFn,
+                 callback: Callback | None = None) -> torch.Tensor:
+        return solve(denoiser_for(self.base), self.base, x, self.timesteps, method=self.method, eta=self.eta,
+                     noise_fn=noise_fn, callback=callback)
 
 
 def _lam(a: float) -> float:

@@ -23,8 +23,6 @@ from difface.face.align import estimate_alignment, select_faces, warp_faces
 from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
 from difface.face.detect import Detections, FaceDetector, detect_faces, get_detector
 from difface.face.paste import MaskFn, paste_faces
-from difface.images import write_image
-from difface.restore import image_seed
 
 log = logging.getLogger(__name__)
 
@@ -214,48 +212,3 @@ def make_bg_upsampler(choice: str = "auto", device: str | torch.device = "cpu",
         path = resolve("realesrgan-x2" if choice == "realesrgan" else choice, allow_download=False)
     half = dtype == torch.float16 and torch.device(device).type == "cuda"
     return RealESRGANUpsampler(path, device=device, dtype=torch.float16 if half else torch.float32)
-
-
-def restore_photo_jobs(model, jobs: list, args, device, dtype, failed: list, *, save: Callable,
-                       read: Callable) -> int:
-    """`difface restore` on whole photos: read each job, `restore_photo`, save; returns the count saved.
-
-    model: a `difface.restore.DifFace`; jobs carry `.src`, `.dst`, `.image`; args the parsed restore
-    options (detector, upscale, only_center_face, bg_upsampler, draw_boxes, batch_size, seed, and
-    `restore_kwargs` for `model.restore`, else start_step and eta); failures are appended to
-    `failed` as (path, reason) and never stop the run.
-    """
-    try:
-        detector = get_detector(args.detector or "mtcnn", device=str(device))
-        bg = make_bg_upsampler(args.bg_upsampler, device, dtype)
-    except (FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
-        failed.extend((j.src, str(e)) for j in jobs)
-        return 0
-
-    kwargs = getattr(args, "restore_kwargs", None) or dict(start_step=args.start_step, eta=args.eta, dtype=dtype)
-
-    def restorer(x: torch.Tensor) -> torch.Tensor:
-        return model.restore(x, seeds=[image_seed(args.seed, im) for im in x], **kwargs).result
-
-    done = 0
-    for job in tqdm(jobs, unit="photo", desc="photos", disable=len(jobs) < 2):
-        if not read(job, failed):
-            continue
-        try:
-            res = restore_photo(job.image.rgb, restorer, detector=detector, face_size=model.image_size,
-                                upscale=args.upscale, only_center_face=args.only_center_face, bg_upsampler=bg,
-                                draw_boxes=args.draw_boxes, batch_size=max(1, args.batch_size),
-                                alpha=job.image.alpha, max_face_side=getattr(args, "max_face_size", None))
-        except (RuntimeError, ValueError) as e:
-            failed.append((job.src, f"restoration failed: {e}"))
-            continue
-        log.info("%s: %d face(s) restored%s", job.src, res.num_faces, f"; {res.message}" if res.message else "")
-        for k in range(res.num_faces):  # the aligned crops and their restorations, for inspection
-            name = f"{job.dst.stem}_{k:02d}.png"
-            write_image(job.dst.parent / "cropped_faces" / name, res.crops[k])
-            write_image(job.dst.parent / "restored_faces" / name, res.restored[k])
-        image = _to_gray(res.image) if job.image.gray else res.image
-        job.image.alpha = res.alpha  # the writer keeps alpha when its size matches the output
-        done += bool(save(job, image, failed, None, args))
-        job.image = None
-    return done

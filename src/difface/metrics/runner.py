@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from difface.images import IMAGE_EXTENSIONS, ImageReadError
+from difface.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 from difface.metrics import METRICS
 from difface.metrics.weights import MissingWeights
-from difface.quiet import read_image_quietly
 
 log = logging.getLogger("difface")
 
@@ -230,7 +229,7 @@ def build_scorers(names: list[str], opts: EvalOptions) -> tuple[list[Scorer], di
 
 
 def _read(path: Path | None) -> np.ndarray | None:
-    return None if path is None else read_image_quietly(path).rgb
+    return None if path is None else read_image(path).rgb
 
 
 def _size(a: np.ndarray) -> str:
@@ -381,7 +380,7 @@ def _readable(files: Iterable[Path]) -> Iterable[np.ndarray]:
     """The images among `files` that can be read; the others are logged by name and left out."""
     for p in files:
         try:
-            yield read_image_quietly(p).rgb
+            yield read_image(p).rgb
         except ImageReadError as e:
             log.warning("warning: FID reference image left out: %s", e)
 

@@ -1,0 +1,104 @@
+"""The inpainting pipeline: aligned faces with a missing region (and optional masks) -> filled faces.
+
+    pipe = InpaintPipeline.load(InpaintOptions(mask="masks/"))
+    outcomes = pipe.run([Path("faces/a.png")], Path("out"))
+
+Masks: the official convention (missing pixels exactly 0 in all three channels, found automatically)
+or user masks (white = missing), one file for every input or a folder paired by file stem. A mask
+that is missing for an input, unreadable, empty or covering everything fails that input only.
+The result keeps every known pixel of the input exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from difface.data.masks import detect_mask, load_mask
+from difface.images import IMAGE_EXTENSIONS, ImageReadError, LoadedImage, image_to_tensor, tensor_to_image
+from difface.pipeline.options import InpaintOptions
+from difface.pipeline.outputs import Job
+from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, _to_gray
+from difface.restore import Restoration, image_seed
+
+
+class MaskError(ImageReadError):
+    """The mask of an input is missing, unreadable or unusable; the message names the files."""
+
+
+class InpaintPipeline(FacePipeline):
+    """Inpainting of aligned faces (options: InpaintOptions); see the module docstring."""
+
+    task = "inpainting"
+    aligned = True
+
+    def __init__(self, model, options: InpaintOptions, device: torch.device | None = None):
+        super().__init__(model, options, device)
+        self._masks: dict[Path, np.ndarray | None] = {}
+
+    def mask_for(self, src: Path, hw: tuple[int, int]) -> np.ndarray | None:
+        """The (H, W) {0, 1} mask of input `src` (None: found from the input's zero pixels)."""
+        m = self.options.mask
+        if m is None:
+            return None
+        path = Path(m)
+        if path.is_dir():
+            found = [p for p in sorted(path.iterdir()) if p.stem == src.stem and p.suffix.lower() in IMAGE_EXTENSIONS]
+            if not found:
+                raise MaskError(f"{src}: no mask named {src.stem}.* in {path}")
+            path = found[0]
+        try:
+            return load_mask(path, hw)
+        except ValueError as e:  # unreadable, all known or all missing: named by load_mask
+            raise MaskError(f"{src}: mask {e}") from None
+
+    def read(self, path: Path) -> LoadedImage:
+        image = super().read(path)
+        mask = self.mask_for(path, image.rgb.shape[:2])
+        if mask is None:
+            covered = detect_mask(image_to_tensor(image.rgb)).mean().item()
+            if covered == 0.0:
+                raise MaskError(f"{path}: no missing pixels (none is exactly 0 in all channels) and no --mask given")
+            if covered == 1.0:
+                raise MaskError(f"{path}: every pixel is missing (the image is black)")
+        self._masks[path] = mask
+        return image
+
+    def inpaint_faces(self, x: torch.Tensor, mask: torch.Tensor | None = None, callback=None) -> Restoration:
+        """Inpaint aligned faces x (n, 3, H, W) in [0, 1]; mask (n, 1, H, W) or None (zeros convention)."""
+        s = self.options.sampling
+        seeds = [image_seed(s.seed, im) for im in x]
+        out = self.model.inpaint(x, mask, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
+                                 sampler=s.sampler, nfe=s.nfe, callback=callback)
+        if not (torch.isfinite(out.result).all() and torch.isfinite(out.estimate).all()):
+            raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
+        return out
+
+    def inpaint_image(self, image: LoadedImage, mask: np.ndarray | None = None) -> ImageResult:
+        """One decoded image (any size) with an optional (H, W) mask, 1 = missing."""
+        return self.inpaint_images([image], [mask])[0]
+
+    def inpaint_images(self, images: list[LoadedImage], masks: list[np.ndarray | None]) -> list[ImageResult]:
+        """Decoded images with their masks (None: zeros convention); images of one size and mask kind run
+        as one batch (a result never depends on the batch)."""
+        results: list[ImageResult | None] = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for k, (im, m) in enumerate(zip(images, masks)):
+            groups.setdefault((im.rgb.shape, m is None), []).append(k)
+        for (_, zeros), idx in groups.items():
+            x = torch.cat([image_to_tensor(images[k].rgb) for k in idx])
+            m = None if zeros else torch.stack([torch.from_numpy(np.ascontiguousarray(masks[k], np.float32))[None]
+                                                for k in idx])
+            out = self.inpaint_faces(x, m)
+            for j, k in enumerate(idx):
+                res, est = tensor_to_image(out.result[j:j + 1]), tensor_to_image(out.estimate[j:j + 1])
+                if images[k].gray:
+                    res, est = _to_gray(res), _to_gray(est)
+                results[k] = ImageResult(res, images[k].alpha, estimate=est, faces=1,
+                                         start_steps=out.start_steps[j:j + 1])
+        return results  # type: ignore[return-value]
+
+    def _process(self, jobs: list[Job], images: list[LoadedImage]) -> list[ImageResult]:
+        return self.inpaint_images(images, [self._masks.pop(job.src, None) for job in jobs])

@@ -1,0 +1,81 @@
+"""Planning and checking outputs, and the per-input outcome every pipeline returns.
+
+Rules: the result for IN/name.ext is OUT/name.png; a name taken by an earlier input gets the input's
+extension appended (`name_jpg.png`) and the outcome says so; an output that would overwrite an
+input is refused; the output folder (and the sub-folders a run writes into) is checked writable
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from difface.pipeline.options import OptionError
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its result goes; `note` tells of a renamed output."""
+
+    src: Path
+    dst: Path
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one input: ok (written) or failed with a reason; notes are for the user.
+
+    faces: faces restored (whole photos; 1 for an aligned face); skipped: faces left as they were.
+    """
+
+    src: Path
+    dst: Path | None
+    ok: bool
+    reason: str = ""
+    faces: int = 0
+    skipped: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
+
+
+def plan_outputs(inputs: list[Path], outdir: Path) -> tuple[list[Job], list[Outcome]]:
+    """Jobs for the inputs, and failed outcomes for those whose output would overwrite an input."""
+    jobs, refused, used = [], [], set()
+    sources = {p.resolve() for p in inputs}
+    for src in inputs:
+        name, note = f"{src.stem}.png", ""
+        if name in used:
+            alt = f"{src.stem}_{src.suffix.lstrip('.').lower()}.png"
+            k = 2
+            while alt in used:
+                alt, k = f"{src.stem}_{src.suffix.lstrip('.').lower()}{k}.png", k + 1
+            note = f"written as {alt} because {name} is the output of another input"
+            name = alt
+        used.add(name)
+        dst = outdir / name
+        if dst.resolve() in sources:
+            refused.append(Outcome(src, None, False, f"output {dst} would overwrite an input; choose another -o"))
+            continue
+        jobs.append(Job(src, dst, note))
+    return jobs, refused
+
+
+def check_writable(outdir: Path, subdirs: tuple[str, ...] = ()) -> None:
+    """Raise OptionError("-o", ...) unless `outdir` (created if needed) and those of its `subdirs` that
+    exist accept files (the others are made when first written to)."""
+    for d in (outdir, *(outdir / s for s in subdirs)):
+        if d.exists() and not d.is_dir():
+            raise OptionError("-o", f"{d} exists and is not a folder")
+        if d != outdir and not d.exists():
+            continue
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".difface-write-test-", dir=d)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise OptionError("-o", f"cannot write into {d} ({e.strerror or e})") from None

@@ -1,0 +1,397 @@
+"""The restoration pipeline: options -> model -> inputs read, restored, written -> one Outcome per input.
+
+    pipe = RestorePipeline.load(RestoreOptions(aligned=True))      # validates, loads, checks vs. model
+    outcomes = pipe.run([Path("faces/a.png")], Path("out"))        # never raises for a bad input
+    result = pipe.restore_image(read_image("photo.jpg"))           # in memory (app, video, API)
+
+What a user can count on: every option is checked before any work; an input that cannot be read,
+is too large (from its header), gives a non-finite result or cannot be written fails on its own
+with a reason, and the others go on; inputs are never overwritten; outputs are written atomically;
+a result depends only on the input, the options and the seed (not on batching, order or sharding).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from difface.device import DTYPES, pick_device
+from difface.images import (
+    ImageReadError,
+    ImageTooLarge,
+    LoadedImage,
+    check_pixels,
+    image_to_tensor,
+    read_image,
+    tensor_to_image,
+    write_image,
+)
+from difface.pipeline.options import OptionError, RestoreOptions
+from difface.pipeline.outputs import Job, Outcome, check_writable, plan_outputs
+from difface.restore import DifFace, Restoration, image_seed
+
+log = logging.getLogger("difface")
+
+Progress = Callable[[dict], None]
+
+
+class NonFiniteResult(RuntimeError):
+    """The networks produced NaN or infinite values; nothing is written for that input."""
+
+
+@dataclass
+class ImageResult:
+    """The restoration of one image, in memory.
+
+    image (H', W', 3) float32 RGB in [0, 1] at the output size; alpha (H', W') or None; estimate (the
+    estimator's output, aligned faces only) or None; crops / restored (N, S, S, 3) for whole photos;
+    faces restored; skipped (faces left as they were); message: a note for the user or "";
+    start_steps: the start step used per face.
+    """
+
+    image: np.ndarray
+    alpha: np.ndarray | None = None
+    estimate: np.ndarray | None = None
+    crops: np.ndarray | None = None
+    restored: np.ndarray | None = None
+    faces: int = 0
+    skipped: int = 0
+    message: str = ""
+    start_steps: list[int] = field(default_factory=list)
+
+
+def _to_gray(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma replicated to 3 channels: gray inputs give gray outputs."""
+    y = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(y[:, :, None], 3, axis=2)
+
+
+class FacePipeline:
+    """What restoration and inpainting share: a loaded model, the sampling settings in force (the model's
+    defaults filled in: `start_step`, `eta`), reading inputs, batching, writing, outcomes.
+
+    Subclasses set `task` and implement `_restore_group`; `options` has .model, .sampling,
+    .batch_size, .save_comparison and .max_pixels.
+    """
+
+    task = "restoration"
+    aligned = True
+
+    def __init__(self, model: DifFace, options, device: torch.device | None = None):
+        if model.task != self.task:
+            raise OptionError("--estimator", f"this is a {model.task} model ({model.name}); "
+                              f"{type(self).__name__} needs a {self.task} estimator")
+        self.model, self.options = model, options
+        self.device = device or model.device
+        self.dtype = DTYPES[options.model.dtype]
+        s = options.sampling
+        self.eta = model.default_eta if s.eta is None else float(s.eta)
+        self.start_step: int | str = model.default_start_step if s.start_step is None else s.start_step
+        self._check_against_model()
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, options, device: torch.device | None = None):
+        """Pick the device, load the networks and check the options against them.
+
+        Raises OptionError (bad option for this model or machine) or ValueError/FileNotFoundError
+        naming the weights file that cannot be used."""
+        m = options.model
+        dev = device if device is not None else _device(m.device)
+        if m.dtype == "fp16" and dev.type == "cpu":
+            log.warning("warning: --dtype fp16 on a CPU is emulated and about 90x slower than fp32; use fp32 or "
+                        "bf16 on a CPU (fp16 is for GPUs)")
+        model = _load_model(m.prior, m.estimator, m.steps, cls.task).to(dev)
+        if m.fast or m.compile:
+            model = model.optimized(channels_last=m.fast, compile=m.compile)
+        return cls(model, options, dev)
+
+    def _check_against_model(self) -> None:
+        m, s = self.model, self.options.sampling
+        if self.start_step != "auto":
+            try:
+                m.check_start_step(self.start_step)
+            except ValueError as e:
+                raise OptionError("--start-step", str(e).removeprefix("start_step ")) from None
+            if s.sampler != "official" and self.start_step > 0:
+                t0 = int(m.diffusion.timestep_map[self.start_step])
+                nfe = 10 if s.nfe is None else s.nfe
+                if nfe > t0 + 1:
+                    raise OptionError("--nfe", f"{nfe} evaluations do not fit between t = {t0} (start step "
+                                      f"{self.start_step}) and 0; use at most {t0 + 1}")
+
+    def describe(self) -> str:
+        """One line for the log: model, size, precision, device and the sampling settings in force."""
+        m, s = self.model, self.options.sampling
+        if self.start_step == "auto":
+            start = "start step auto (per image)"
+        else:
+            t = int(m.diffusion.timestep_map[self.start_step]) if self.start_step else 0
+            start = f"start step {self.start_step} of {self.options.model.steps} (t = {t} of 1000)"
+        sampler = "" if s.sampler == "official" else f", sampler {s.sampler} with {s.nfe or 10} evaluations"
+        return (f"model: {m.name} at {m.image_size}x{m.image_size}, {self.options.model.dtype} on {self.device}, "
+                f"{start}, eta {self.eta:g}{sampler}")
+
+    # -- restoring tensors and images ------------------------------------------------------------------
+    def restore_faces(self, x: torch.Tensor, callback: Callable[[dict], None] | None = None) -> Restoration:
+        """Restore aligned faces x (n, 3, S, S) in [0, 1] (S: the model size); each face draws its noise
+        from image_seed(seed, face). Raises NonFiniteResult when the output is not finite."""
+        s = self.options.sampling
+        seeds = [image_seed(s.seed, im) for im in x]
+        start = self._auto_steps(x) if self.start_step == "auto" else self.start_step
+        out = self.model.restore(x, start_step=start, eta=self.eta, seeds=seeds, dtype=self.dtype,
+                                 sampler=s.sampler, nfe=s.nfe, callback=callback)
+        if not (torch.isfinite(out.result).all() and torch.isfinite(out.estimate).all()):
+            raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
+        return out
+
+    def _auto_steps(self, x: torch.Tensor) -> list[int]:
+        from difface.autostart import choose_start_steps
+
+        return choose_start_steps(self.model, x, dtype=self.dtype)
+
+    # -- files -------------------------------------------------------------------------------------
+    def read(self, path: Path) -> LoadedImage:
+        """Decode an input after checking its size from the header (ImageReadError / ImageTooLarge).
+
+        Whole photos are also refused, before decoding, when the upscaled output would be too large."""
+        size = check_pixels(path, self.options.max_pixels) if path.is_file() else None
+        if size is not None and not self.aligned:
+            from difface.face.photo import MAX_OUTPUT_PIXELS
+
+            w, h = size
+            up = self.options.photo.upscale
+            if w * h * up**2 > MAX_OUTPUT_PIXELS:
+                raise ImageTooLarge(f"{path}: {_output_too_large(w, h, up)}")
+        return read_image(path)
+
+    def check_output(self, outdir: Path) -> None:
+        """OptionError unless `outdir` and the sub-folders this run writes accept files (before any work)."""
+        subdirs = () if self.aligned else ("cropped_faces", "restored_faces")
+        check_writable(outdir, subdirs + (("comparisons",) if self.options.save_comparison else ()))
+
+    def run(self, inputs: Sequence[Path], outdir: Path, *, rank: int = 0, world_size: int = 1,
+            progress: bool = True) -> list[Outcome]:
+        """Restore `inputs` into `outdir`; one Outcome per input (this process's shard under torchrun)."""
+        from tqdm import tqdm
+
+        jobs, outcomes = plan_outputs(list(inputs), outdir)
+        if world_size > 1:  # results depend only on image and seed, so sharding changes nothing
+            jobs, outcomes = jobs[rank::world_size], outcomes if rank == 0 else []
+        unit = "face" if self.aligned else "photo"
+        verb = "inpainting" if self.task == "inpainting" else "restoring"
+        bar = tqdm(total=len(jobs), unit=unit, desc=verb, dynamic_ncols=True,
+                   disable=not progress or (not self.aligned and len(jobs) < 2))
+        batch = self.options.batch_size if self.aligned else 1
+        pending = list(jobs)
+        while pending:
+            group, loaded = [], []
+            while pending and len(loaded) < batch:
+                job = pending.pop(0)
+                try:
+                    loaded.append((job, self.read(job.src)))
+                except ImageReadError as e:
+                    outcomes.append(Outcome(job.src, None, False, str(e).removeprefix(f"{job.src}: ")))
+                    bar.update(1)
+            if not loaded:
+                continue
+            t0 = time.perf_counter()
+            group = self._restore_group(loaded)
+            dt = (time.perf_counter() - t0) / len(loaded)
+            for (job, image), result in zip(loaded, group):
+                outcomes.append(self._write(job, image, result, dt))
+            bar.update(len(loaded))
+            bar.set_postfix_str(f"{dt:.2f} s/{unit}")
+        bar.close()
+        order = {p: i for i, p in enumerate(inputs)}
+        return sorted(outcomes, key=lambda o: order.get(o.src, len(order)))
+
+    def _restore_group(self, loaded: list[tuple[Job, LoadedImage]]) -> list[ImageResult | str]:
+        """Results (or failure reasons) for a group of decoded inputs; a failing batch is retried per image."""
+        try:
+            return self._process([job for job, _ in loaded], [im for _, im in loaded])
+        except (RuntimeError, ValueError) as e:
+            if len(loaded) > 1:  # find the culprit; the others still get their (identical) results
+                return [r for pair in loaded for r in self._restore_group([pair])]
+            return [_failure_reason(e)]
+
+    def _process(self, jobs: list[Job], images: list[LoadedImage]) -> list[ImageResult]:
+        """The task's work on a group of decoded inputs (a batch of aligned faces, or one photo)."""
+        raise NotImplementedError
+
+    def _write(self, job: Job, image: LoadedImage, result: ImageResult | str, seconds: float) -> Outcome:
+        notes = (job.note,) if job.note else ()
+        if isinstance(result, str):
+            return Outcome(job.src, None, False, result, notes=notes, seconds=seconds)
+        if result.crops is not None:  # whole photos: how many faces, and why not more
+            notes += (f"{result.faces} face(s) restored" + (f"; {result.message}" if result.message else ""),)
+        elif result.message:
+            notes += (result.message,)
+        try:
+            outdir = job.dst.parent
+            if result.crops is not None:
+                for k in range(result.faces):  # the aligned crops and their restorations, for inspection
+                    name = f"{job.dst.stem}_{k:02d}.png"
+                    write_image(outdir / "cropped_faces" / name, result.crops[k])
+                    write_image(outdir / "restored_faces" / name, result.restored[k])
+            if self.options.save_comparison:
+                write_image(outdir / "comparisons" / job.dst.name, _comparison(image, result))
+            alpha = result.alpha if result.alpha is not None and result.alpha.shape == result.image.shape[:2] else None
+            write_image(job.dst, result.image, alpha, bit_depth=16 if image.bit_depth == 16 else 8)
+        except (OSError, RuntimeError) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            return Outcome(job.src, None, False, f"cannot write {job.dst}: {why}", notes=notes, seconds=seconds)
+        return Outcome(job.src, job.dst, True, faces=result.faces, skipped=result.skipped, notes=notes,
+                       seconds=seconds)
+
+
+class RestorePipeline(FacePipeline):
+    """Restoration of aligned faces or whole photos (options: RestoreOptions); see the module docstring.
+
+    max_face_size: the whole-photo face-size limit in force (the model's default filled in).
+    """
+
+    task = "restoration"
+
+    def __init__(self, model: DifFace, options: RestoreOptions, device: torch.device | None = None):
+        super().__init__(model, options, device)
+        self.aligned = options.aligned
+        mfs = options.photo.max_face_size
+        self.max_face_size = (2.0 * model.image_size if model.image_size < 256 else 0.0) if mfs is None else mfs
+        self._detector = self._bg = None
+
+    @classmethod
+    def load(cls, options: RestoreOptions, device: torch.device | None = None) -> RestorePipeline:
+        pipe = super().load(options, device)
+        if not options.aligned:
+            pipe._photo_parts()
+        return pipe
+
+    def _photo_parts(self):
+        """Detector and background upsampler of whole photos, built once."""
+        if self._detector is None:
+            from difface.face.detect import get_detector
+            from difface.face.photo import make_bg_upsampler
+
+            p = self.options.photo
+            try:
+                self._detector = get_detector(p.detector, device=str(self.device))
+            except (ImportError, FileNotFoundError, ValueError, RuntimeError) as e:
+                raise OptionError("--detector", str(e)) from None
+            try:
+                self._bg = make_bg_upsampler(p.bg_upsampler, self.device, self.dtype)
+            except (FileNotFoundError, ValueError, RuntimeError) as e:
+                raise OptionError("--bg-upsampler", str(e)) from None
+        return self._detector, self._bg
+
+    def restore_image(self, image: LoadedImage) -> ImageResult:
+        """Restore one decoded image: an aligned face, or a whole photo (detect, restore, paste back)."""
+        if self.options.aligned:
+            return self.restore_aligned([image])[0]
+        return self._restore_photo(image)
+
+    def restore_aligned(self, images: Sequence[LoadedImage]) -> list[ImageResult]:
+        """Aligned faces of any size, restored together (each resized to the model size on its own)."""
+        s = self.model.image_size
+        x = torch.cat([_resize(image_to_tensor(im.rgb), (s, s)) for im in images])
+        out = self.restore_faces(x)
+        results = []
+        for k, im in enumerate(images):
+            h, w = im.rgb.shape[:2]
+            res = tensor_to_image(_resize(out.result[k: k + 1], (h, w), clamp=True))
+            est = tensor_to_image(_resize(out.estimate[k: k + 1], (h, w), clamp=True))
+            if im.gray:
+                res, est = _to_gray(res), _to_gray(est)
+            results.append(ImageResult(res, im.alpha, estimate=est, faces=1, start_steps=out.start_steps[k:k + 1]))
+        return results
+
+    def _restore_photo(self, image: LoadedImage) -> ImageResult:
+        from difface.face.photo import MAX_OUTPUT_PIXELS, restore_photo
+
+        detector, bg = self._photo_parts()
+        p = self.options.photo
+        h, w = image.rgb.shape[:2]
+        if h * w * p.upscale**2 > MAX_OUTPUT_PIXELS:
+            raise ValueError(_output_too_large(w, h, p.upscale))
+        steps: list[int] = []
+
+        def restorer(x: torch.Tensor) -> torch.Tensor:
+            out = self.restore_faces(x)
+            steps.extend(out.start_steps)
+            return out.result
+
+        res = restore_photo(image.rgb, restorer, detector=detector, face_size=self.model.image_size,
+                            upscale=p.upscale, only_center_face=p.only_center_face, bg_upsampler=bg,
+                            draw_boxes=p.draw_boxes, batch_size=self.options.batch_size, alpha=image.alpha,
+                            max_face_side=self.max_face_size)
+        out = _to_gray(res.image) if image.gray else res.image
+        restored = res.restored
+        if image.gray and len(restored):
+            restored = np.stack([_to_gray(r) for r in restored])
+        return ImageResult(out, res.alpha, crops=res.crops, restored=restored, faces=res.num_faces,
+                           skipped=res.skipped_large, message=res.message, start_steps=steps)
+
+    def _process(self, jobs: list[Job], images: list[LoadedImage]) -> list[ImageResult]:
+        return self.restore_aligned(images) if self.aligned else [self._restore_photo(images[0])]
+
+
+def _comparison(image: LoadedImage, result: ImageResult) -> np.ndarray:
+    """input | estimate | result (aligned) or input | result (photos, input upscaled to the output size)."""
+    lq = image.rgb
+    if lq.shape != result.image.shape:
+        import cv2
+
+        lq = cv2.resize(lq, (result.image.shape[1], result.image.shape[0]), interpolation=cv2.INTER_CUBIC)
+    panels = [lq, result.image] if result.estimate is None else [lq, result.estimate, result.image]
+    return np.concatenate(panels, axis=1)
+
+
+def _resize(x: torch.Tensor, hw: tuple[int, int], clamp: bool = False) -> torch.Tensor:
+    """(1, 3, H, W) -> (1, 3, h, w) bicubic with antialiasing (as the official sampler); no-op at size."""
+    if tuple(x.shape[2:]) == tuple(hw):
+        return x
+    y = torch.nn.functional.interpolate(x, size=hw, mode="bicubic", antialias=True)
+    return y.clamp(0, 1) if clamp else y
+
+
+def _failure_reason(e: Exception) -> str:
+    if isinstance(e, NonFiniteResult):
+        return str(e)
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "out of memory" in text.lower() or "can't allocate memory" in text.lower():
+        return f"out of memory ({text}); try a smaller --batch-size, --dtype bf16, or a smaller image"
+    return f"restoration failed: {text}"
+
+
+def _output_too_large(w: int, h: int, upscale: int) -> str:
+    from difface.face.photo import MAX_OUTPUT_PIXELS
+
+    return (f"the output would be {w * upscale}x{h * upscale} = {w * h * upscale**2 / 1e6:.0f} megapixels, over the "
+            f"{MAX_OUTPUT_PIXELS / 1e6:.0f} MP the whole-photo path allows (about 60 bytes of memory per output "
+            f"pixel); use a smaller --upscale (e.g. --upscale 1) or a smaller photo")
+
+
+def _device(name: str) -> torch.device:
+    try:
+        return pick_device(name)
+    except ValueError as e:
+        raise OptionError("--device", str(e).split(": ", 1)[-1]) from None
+
+
+def _load_model(prior: str | None, estimator: str | None, steps: str, task: str) -> DifFace:
+    """DifFace.load with errors that name the option and the file."""
+    from difface.models import WeightsError
+
+    try:
+        return DifFace.load(prior, estimator, respacing=steps, task=task)
+    except WeightsError as e:
+        raise ValueError(str(e)) from None
+    except (OSError, RuntimeError, KeyError) as e:
+        text = str(e).strip("'\"")
+        raise ValueError(text) from None
