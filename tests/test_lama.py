@@ -8,16 +8,8 @@ import torch
 
 from difface import weights
 from difface.data.masks import detect_mask
-from difface.models import (
-    CONFIGS,
-    FFCResNetGenerator,
-    LamaConfig,
-    WeightsError,
-    build,
-    build_from_config,
-    fill_deterministic,
-    load_weights,
-)
+from difface.models import CONFIGS, FFCResNetGenerator, LamaConfig, build, build_from_config, fill_deterministic
+from difface.weights import WeightsError, load_weights
 
 from conftest import golden, manifest
 

@@ -2,13 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from difface.models import (
-    WeightsError,
-    build,
-    fill_deterministic,
-    load_weights,
-)
+from difface.models import build, fill_deterministic
 from difface.models.unet import set_sdpa
+from difface.weights import WeightsError, load_weights
 
 from conftest import golden, manifest
 

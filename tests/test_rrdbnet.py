@@ -60,7 +60,7 @@ def test_params_fallback_and_params_ema_preference(tmp_path):
     a, b = _marked(RRDBNet(num_block=1), 1.0), _marked(RRDBNet(num_block=1), 2.0)
     torch.save({"params": a.state_dict()}, tmp_path / "p.pth")
     torch.save({"params": a.state_dict(), "params_ema": b.state_dict()}, tmp_path / "both.pth")
-    from difface.models import load_weights
+    from difface.weights import load_weights
 
     got = load_weights(RRDBNet(num_block=1), tmp_path / "p.pth")
     assert torch.equal(got.conv_last.weight, a.conv_last.weight)

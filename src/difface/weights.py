@@ -15,6 +15,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +41,8 @@ class WeightsEntry:
     description: str = ""
 
 
-REGISTRY: dict[str, WeightsEntry] = {}
-
-
-def register(entry: WeightsEntry) -> WeightsEntry:
-    """Add an entry to the registry (other modules register detector/metric weights this way)."""
-    REGISTRY[entry.name] = entry
-    return entry
-
-
-for _e in (
+# Every weights file difface knows, in one literal table (name -> entry).
+REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in (
     WeightsEntry("iddpm-ffhq512", "prior", f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/iddpm_ffhq512_ema500000.pth",
                  "iddpm_ffhq512_ema500000.pth", "unet_ffhq512",
                  description="official DifFace face prior, FFHQ 512x512 (EMA, 500k iterations)"),
@@ -76,8 +69,106 @@ for _e in (
                  "detection_mobilenet0.25_Final.pth", description="RetinaFace MobileNet-0.25 face detector (facexlib)"),
     WeightsEntry("parsenet", "parser", f"{_GH}/sczhou/CodeFormer/releases/download/v0.1.0/parsing_parsenet.pth",
                  "parsing_parsenet.pth", description="ParseNet face parsing (paste-back mask)"),
-):
-    register(_e)
+    WeightsEntry("lpips-alexnet", "metric", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+                 "alexnet-owt-7be5be79.pth", description="torchvision AlexNet (ImageNet), LPIPS-Alex backbone"),
+    WeightsEntry("lpips-vgg16", "metric", "https://download.pytorch.org/models/vgg16-397923af.pth",
+                 "vgg16-397923af.pth", description="torchvision VGG-16 (ImageNet), LPIPS-VGG backbone"),
+    WeightsEntry("fid-inception", "metric",
+                 "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                 "pt_inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth",
+                 description="TF Inception v3 (2015-12-05) ported by pytorch-fid, for FID"),
+)}
+
+
+def register(entry: WeightsEntry) -> WeightsEntry:
+    """Add a weights file of your own to the registry at run time (the built-in ones are above)."""
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint does not fit the network; the message lists the offending keys."""
+
+
+def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
+    """Read a checkpoint into a flat {key: tensor} dict, unwrapping the official containers.
+
+    Accepts a path (.safetensors, or .pth/.pt read with `weights_only=True`) or a mapping; unwraps
+    `{"state_dict": ...}`, `{"params_ema": ...}`, `{"params": ...}` and `{"ema": ...}`.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: checkpoint not found")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: Mapping = load_file(str(path))
+        else:
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - report which file failed and why
+                raise WeightsError(f"{path}: not a readable weights-only checkpoint ({e})") from e
+    else:
+        sd = source
+    for wrapper in ("state_dict", "params_ema", "params", "ema"):
+        if isinstance(sd, Mapping) and wrapper in sd and isinstance(sd[wrapper], Mapping):
+            sd = sd[wrapper]
+            break
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError("checkpoint is not a mapping of parameter names to tensors")
+    return dict(sd)
+
+
+def remap_official_keys(sd: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> dict:
+    """Make `sd` key-compatible with `reference` (the module's own state dict).
+
+    Strips (or adds) a DDP `module.` prefix and fills the derived SwinIR buffers
+    (`relative_position_index`, `attn_mask`) and BatchNorm `num_batches_tracked` counters (unused in
+    eval mode) from the module when the checkpoint lacks them.
+    """
+    sd = dict(sd)
+    ours_prefixed = next(iter(reference), "").startswith("module.")
+    theirs_prefixed = next(iter(sd), "").startswith("module.")
+    if theirs_prefixed and not ours_prefixed:
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    elif ours_prefixed and not theirs_prefixed:
+        sd = {f"module.{k}": v for k, v in sd.items()}
+    for k, v in reference.items():
+        if k not in sd and k.rsplit(".", 1)[-1] in models.DERIVED_BUFFERS + ("num_batches_tracked",):
+            sd[k] = v
+    return sd
+
+
+def load_weights(module: nn.Module, source: str | os.PathLike | Mapping) -> nn.Module:
+    """Load a checkpoint into `module` strictly, in any official layout; returns the module.
+
+    Raises WeightsError listing missing, unexpected and mis-shaped keys when they do not fit.
+    """
+    reference = module.state_dict()
+    sd = remap_official_keys(read_state_dict(source), reference)
+    missing = [k for k in reference if k not in sd]
+    unexpected = [k for k in sd if k not in reference]
+    misshaped = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in reference.items()
+        if k in sd and sd[k].shape != v.shape
+    ]
+    if missing or unexpected or misshaped:
+        name = f"{source}" if isinstance(source, (str, os.PathLike)) else "state dict"
+
+        def show(title: str, items: list[str]) -> str:
+            more = f" ... and {len(items) - 10} more" if len(items) > 10 else ""
+            return f"\n  {title} ({len(items)}): " + ", ".join(items[:10]) + more if items else ""
+
+        raise WeightsError(
+            f"{name} does not fit {type(module).__name__}:"
+            + show("missing keys", missing)
+            + show("unexpected keys", unexpected)
+            + show("mis-shaped keys", misshaped)
+        )
+    module.load_state_dict(sd, strict=True)
+    return module
 
 
 class WeightsUnavailable(FileNotFoundError):
@@ -227,7 +318,7 @@ def load_network(source: str | os.PathLike, *, arch: str | None = None, allow_do
     """
     path = resolve(source, allow_download=allow_download)
     if path.stat().st_size == 0:
-        raise models.WeightsError(f"{path}: the weights file is empty (0 bytes)")
+        raise WeightsError(f"{path}: the weights file is empty (0 bytes)")
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -235,15 +326,15 @@ def load_network(source: str | os.PathLike, *, arch: str | None = None, allow_do
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-            raise models.WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
         if "difface.config" in meta:
             cfg = models.config_from_dict(meta["difface.arch"], json.loads(meta["difface.config"]))
-            return models.load_weights(models.build_from_config(cfg), path)
+            return load_weights(models.build_from_config(cfg), path)
     if arch is None and str(source) in REGISTRY:
         arch = REGISTRY[str(source)].arch
     if arch is None:
-        arch = infer_arch(models.read_state_dict(path))
-    return models.load_weights(models.build(arch), path)
+        arch = infer_arch(read_state_dict(path))
+    return load_weights(models.build(arch), path)
 
 
 def save_network(module: nn.Module, path: str | os.PathLike, *, half: bool = False, extra: dict | None = None) -> None:

@@ -199,7 +199,7 @@ def decode(loc: np.ndarray, landm: np.ndarray, anchors: np.ndarray) -> tuple[np.
 
 def load_retinaface(backbone: str, weights: str | os.PathLike) -> RetinaFace:
     """RetinaFace with a facexlib checkpoint loaded strictly (`module.` prefix stripped), eval mode."""
-    from difface.models import load_weights
+    from difface.weights import load_weights
 
     return load_weights(RetinaFace(backbone), weights).eval()
 

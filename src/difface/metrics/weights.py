@@ -20,19 +20,7 @@ ALEXNET = "lpips-alexnet"
 VGG16 = "lpips-vgg16"
 FID_INCEPTION = "fid-inception"
 
-_ENTRIES = (
-    W.WeightsEntry(ALEXNET, "metric", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-                   "alexnet-owt-7be5be79.pth", description="torchvision AlexNet (ImageNet), LPIPS-Alex backbone"),
-    W.WeightsEntry(VGG16, "metric", "https://download.pytorch.org/models/vgg16-397923af.pth",
-                   "vgg16-397923af.pth", description="torchvision VGG-16 (ImageNet), LPIPS-VGG backbone"),
-    W.WeightsEntry(FID_INCEPTION, "metric",
-                   "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-                   "pt_inception-2015-12-05-6726825d.pth",
-                   "pt_inception-2015-12-05-6726825d.pth",
-                   description="TF Inception v3 (2015-12-05) ported by pytorch-fid, for FID"),
-)
-for _e in _ENTRIES:
-    W.register(_e)
+# their registry entries are in difface.weights.REGISTRY
 
 
 class MissingWeights(FileNotFoundError):

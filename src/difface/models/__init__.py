@@ -1,14 +1,12 @@
 """Networks of DifFace and their official configurations.
 
-`build(name)` returns a float32 CPU module in eval mode; `load_weights(module, source)` loads any
-official checkpoint layout strictly (see its docstring).
+`build(name)` returns a float32 CPU module in eval mode. Reading checkpoints (any official layout)
+lives beside the weights registry, in difface.weights (`load_weights`, `load_network`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -52,10 +50,6 @@ def kind_of(cfg: NetConfig) -> str:
 DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 
 
-class WeightsError(RuntimeError):
-    """A checkpoint does not fit the network; the message lists the offending keys."""
-
-
 def build_from_config(cfg: NetConfig) -> nn.Module:
     """Instantiate the network for a config dataclass (eval mode, float32, CPU)."""
     if isinstance(cfg, UNetConfig):
@@ -92,87 +86,6 @@ def config_from_dict(kind: str, d: Mapping) -> NetConfig:
     return cls(**kw)
 
 
-def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
-    """Read a checkpoint into a flat {key: tensor} dict, unwrapping the official containers.
-
-    Accepts a path (.safetensors, or .pth/.pt read with `weights_only=True`) or a mapping; unwraps
-    `{"state_dict": ...}`, `{"params_ema": ...}`, `{"params": ...}` and `{"ema": ...}`.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint not found")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd: Mapping = load_file(str(path))
-        else:
-            try:
-                sd = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - report which file failed and why
-                raise WeightsError(f"{path}: not a readable weights-only checkpoint ({e})") from e
-    else:
-        sd = source
-    for wrapper in ("state_dict", "params_ema", "params", "ema"):
-        if isinstance(sd, Mapping) and wrapper in sd and isinstance(sd[wrapper], Mapping):
-            sd = sd[wrapper]
-            break
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError("checkpoint is not a mapping of parameter names to tensors")
-    return dict(sd)
-
-
-def remap_official_keys(sd: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> dict:
-    """Make `sd` key-compatible with `reference` (the module's own state dict).
-
-    Strips (or adds) a DDP `module.` prefix and fills the derived SwinIR buffers
-    (`relative_position_index`, `attn_mask`) and BatchNorm `num_batches_tracked` counters (unused in
-    eval mode) from the module when the checkpoint lacks them.
-    """
-    sd = dict(sd)
-    ours_prefixed = next(iter(reference), "").startswith("module.")
-    theirs_prefixed = next(iter(sd), "").startswith("module.")
-    if theirs_prefixed and not ours_prefixed:
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    elif ours_prefixed and not theirs_prefixed:
-        sd = {f"module.{k}": v for k, v in sd.items()}
-    for k, v in reference.items():
-        if k not in sd and k.rsplit(".", 1)[-1] in DERIVED_BUFFERS + ("num_batches_tracked",):
-            sd[k] = v
-    return sd
-
-
-def load_weights(module: nn.Module, source: str | os.PathLike | Mapping) -> nn.Module:
-    """Load a checkpoint into `module` strictly, in any official layout; returns the module.
-
-    Raises WeightsError listing missing, unexpected and mis-shaped keys when they do not fit.
-    """
-    reference = module.state_dict()
-    sd = remap_official_keys(read_state_dict(source), reference)
-    missing = [k for k in reference if k not in sd]
-    unexpected = [k for k in sd if k not in reference]
-    misshaped = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in reference.items()
-        if k in sd and sd[k].shape != v.shape
-    ]
-    if missing or unexpected or misshaped:
-        name = f"{source}" if isinstance(source, (str, os.PathLike)) else "state dict"
-
-        def show(title: str, items: list[str]) -> str:
-            more = f" ... and {len(items) - 10} more" if len(items) > 10 else ""
-            return f"\n  {title} ({len(items)}): " + ", ".join(items[:10]) + more if items else ""
-
-        raise WeightsError(
-            f"{name} does not fit {type(module).__name__}:"
-            + show("missing keys", missing)
-            + show("unexpected keys", unexpected)
-            + show("mis-shaped keys", misshaped)
-        )
-    module.load_state_dict(sd, strict=True)
-    return module
-
-
 def fill_deterministic(module: nn.Module, seed: int = 0) -> nn.Module:
     """Fill weights by the `difface-fill-v1` rule (shared/reference/README.md, section 2).
 
@@ -203,7 +116,5 @@ def fill_deterministic(module: nn.Module, seed: int = 0) -> nn.Module:
 
 __all__ = [
     "CONFIGS", "KINDS", "FFCResNetGenerator", "LamaConfig", "NetConfig", "SwinIR", "SwinIRConfig", "UNetConfig",
-    "UNetModel", "WeightsError", "build", "build_from_config", "config_from_dict", "fill_deterministic", "kind_of",
-    "load_weights", "read_state_dict",
-    "remap_official_keys",
+    "UNetModel", "build", "build_from_config", "config_from_dict", "fill_deterministic", "kind_of",
 ]

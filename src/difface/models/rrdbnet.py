@@ -79,6 +79,6 @@ def load_rrdbnet(path: str, scale: int = 2) -> RRDBNet:
 
     .pth files are read with torch.load(weights_only=True); .safetensors are accepted too.
     """
-    from difface.models import load_weights
+    from difface.weights import load_weights
 
     return load_weights(RRDBNet(scale=scale), path).eval()

@@ -5,7 +5,7 @@ restoration512 model); output (B, 3, H, W), nominally in [0, 1] (not clamped). `
 (not in the official code; default off) makes the network predict a correction added to its input.
 Parameter and buffer names follow `swinir_restoration512_L1.pth`. The derived buffers (`attn.relative_position_index`,
 `attn_mask` of the shifted blocks) are kept persistent so that our state dicts also load into the
-official code; `difface.models.load_weights` recomputes them when a checkpoint lacks them.
+official code; `difface.weights.load_weights` recomputes them when a checkpoint lacks them.
 """
 
 from __future__ import annotations

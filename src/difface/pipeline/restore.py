@@ -386,7 +386,7 @@ def _device(name: str) -> torch.device:
 
 def _load_model(prior: str | None, estimator: str | None, steps: str, task: str) -> DifFace:
     """DifFace.load with errors that name the option and the file."""
-    from difface.models import WeightsError
+    from difface.weights import WeightsError
 
     try:
         return DifFace.load(prior, estimator, respacing=steps, task=task)

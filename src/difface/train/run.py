@@ -59,8 +59,7 @@ def build_model(cfg: TrainConfig, *, warm_start: bool = True) -> nn.Module:
     if isinstance(model, SwinIR):
         init_swinir_(model, torch.Generator().manual_seed(cfg.seed))
     if cfg.init and warm_start:
-        from difface.models import load_weights
-        from difface.weights import resolve
+        from difface.weights import load_weights, resolve
 
         load_weights(model, resolve(cfg.init))
         log.info("warm start from %s", cfg.init)
