@@ -11,6 +11,7 @@ import contextlib
 import glob
 import logging
 import os
+import struct
 import sys
 import tempfile
 import threading
@@ -119,9 +120,13 @@ def probe_size(path: str | os.PathLike) -> tuple[int, int] | None:
         try:
             with Image.open(path) as im:
                 return tuple(im.size)  # type: ignore[return-value]
-        except Image.DecompressionBombError as e:  # PIL's own limit: the message holds the pixel count
+        except Image.DecompressionBombError as e:  # over PIL's own limit: read PNG sizes ourselves
+            with open(path, "rb") as f:
+                head = f.read(24)
+            if head[:8] == b"\x89PNG\r\n\x1a\n":
+                return struct.unpack(">II", head[16:24])  # IHDR width, height
             digits = [int(w.strip("(")) for w in str(e).split() if w.strip("(").isdigit()]
-            return (digits[0], 1) if digits else (2**31, 1)
+            return (digits[0], 1) if digits else (2**31, 1)  # PIL's message holds the pixel count
         except Exception:  # noqa: BLE001 - not an image PIL knows: the decoder will tell
             return None
 
