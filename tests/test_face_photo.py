@@ -205,8 +205,7 @@ def test_pipeline_whole_photo_path(tmp_path, small_models):
 
     model.restore = spy
     opts = RestoreOptions(sampling=SamplingOptions(start_step=3, eta=0.0, seed=7), photo=PhotoOptions(upscale=2))
-    pipe = RestorePipeline(model, opts)
-    pipe._detector, pipe._bg = _FixedDetector(FACES), lanczos_upsampler
+    pipe = RestorePipeline(model, opts, detector=_FixedDetector(FACES), bg_upsampler=lanczos_upsampler)
     outcomes = pipe.run([tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out", progress=False)
     assert [(o.src.name, o.ok, o.faces) for o in outcomes] == [("a.png", True, 2), ("b.png", False, 0)]
     assert "not a readable image" in outcomes[1].reason

@@ -259,12 +259,23 @@ class RestorePipeline(FacePipeline):
 
     task = "restoration"
 
-    def __init__(self, model: DifFace, options: RestoreOptions, device: torch.device | None = None):
+    def __init__(self, model: DifFace, options: RestoreOptions, device: torch.device | None = None, *,
+                 detector=None, bg_upsampler=None):
         super().__init__(model, options, device)
         self.aligned = options.aligned
         mfs = options.photo.max_face_size
         self.max_face_size = (2.0 * model.image_size if model.image_size < 256 else 0.0) if mfs is None else mfs
-        self._detector = self._bg = None
+        self._detector, self._bg = detector, bg_upsampler
+
+    def with_options(self, options: RestoreOptions) -> RestorePipeline:
+        """The same loaded networks (and detector / background upsampler, when those options are unchanged)
+        with other options: how an app serves many requests with one model. OptionError as `load`."""
+        same = (options.model == self.options.model and options.photo.detector == self.options.photo.detector
+                and options.photo.bg_upsampler == self.options.photo.bg_upsampler)
+        if options.model.steps != self.options.model.steps:
+            raise OptionError("--steps", "changing the respacing needs a new pipeline (RestorePipeline.load)")
+        return RestorePipeline(self.model, options, self.device, detector=self._detector if same else None,
+                               bg_upsampler=self._bg if same else None)
 
     @classmethod
     def load(cls, options: RestoreOptions, device: torch.device | None = None) -> RestorePipeline:
