@@ -270,10 +270,12 @@ class RestorePipeline(FacePipeline):
     def with_options(self, options: RestoreOptions) -> RestorePipeline:
         """The same loaded networks (and detector / background upsampler, when those options are unchanged)
         with other options: how an app serves many requests with one model. OptionError as `load`."""
-        same = (options.model == self.options.model and options.photo.detector == self.options.photo.detector
-                and options.photo.bg_upsampler == self.options.photo.bg_upsampler)
-        if options.model.steps != self.options.model.steps:
-            raise OptionError("--steps", "changing the respacing needs a new pipeline (RestorePipeline.load)")
+        a, b = options.model, self.options.model
+        for name in ("prior", "estimator", "steps", "device", "fast", "compile"):
+            if getattr(a, name) != getattr(b, name):
+                raise OptionError(f"--{name}", "a different model or device needs a new pipeline (RestorePipeline.load)")
+        same = options.photo.detector == self.options.photo.detector and \
+            options.photo.bg_upsampler == self.options.photo.bg_upsampler
         return RestorePipeline(self.model, options, self.device, detector=self._detector if same else None,
                                bg_upsampler=self._bg if same else None)
 
