@@ -273,7 +273,7 @@ class RestorePipeline(FacePipeline):
         a, b = options.model, self.options.model
         for name in ("prior", "estimator", "steps", "device", "fast", "compile"):
             if getattr(a, name) != getattr(b, name):
-                raise OptionError(f"--{name}", "a different model or device needs a new pipeline (RestorePipeline.load)")
+                raise OptionError(f"--{name}", "another model or device needs a new pipeline (RestorePipeline.load)")
         same = options.photo.detector == self.options.photo.detector and \
             options.photo.bg_upsampler == self.options.photo.bg_upsampler
         return RestorePipeline(self.model, options, self.device, detector=self._detector if same else None,
