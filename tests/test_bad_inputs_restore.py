@@ -278,3 +278,11 @@ def test_fp16_on_cpu_says_it_is_slow(weights, faces, tmp_path, capsys):
     status, err = _run(["restore", str(faces / "face0.png"), "-o", str(tmp_path / "out"), "--aligned",
                         *_model(weights), "--dtype", "fp16", "--device", "cpu", "--start-step", "1"], capsys)
     assert status == 0 and "fp16" in err and "slower" in err
+
+
+def test_start_step_auto_runs_and_says_what_it_chose(weights, faces, tmp_path, capsys):
+    model = _model(weights)[:-2]
+    status, err = _run(["restore", str(faces), "-o", str(tmp_path / "out"), "--aligned", *model,
+                        "--start-step", "auto", "--sampler", "ddim", "--nfe", "3"], capsys)
+    assert status == 0 and "start step auto (per image)" in err and "start step auto: " in err
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2

@@ -116,3 +116,30 @@ def test_inpainting_with_an_explicit_mask_keeps_known_pixels(small_models):
     assert (hole - y.permute(1, 0, 2, 3)[:, ~keep]).abs().mean() > 0.05  # the hole was filled, not copied
     with pytest.raises(ValueError, match="inpaint"):
         model.restore(y, start_step=2, seeds=[0, 1])
+
+
+def test_auto_start_grows_with_the_estimators_change(small_models):
+    from difface.autostart import AutoStart, estimate_change, steps_for_error
+
+    model = DifFace.from_modules(*small_models)
+    d = model.diffusion
+    # the rule by hand: the first step whose noise-to-signal ratio reaches kappa * error
+    ratio = np.sqrt((1 - d.alphas_cumprod) / d.alphas_cumprod)
+    assert steps_for_error(d, [0.0, 0.1, 0.3], AutoStart()) == [0, int(np.argmax(ratio >= 0.1)),
+                                                                 int(np.argmax(ratio >= 0.3))]
+    assert steps_for_error(d, [0.1], AutoStart(kappa=2.0)) == [int(np.argmax(ratio >= 0.2))]
+    assert steps_for_error(d, [50.0], AutoStart(t_cap=200)) == [50]  # capped at t = 200
+    assert steps_for_error(d, [50.0], AutoStart(), t_max=99) == [24]  # and at the prior's trained range
+    y = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    est = y.clone()
+    est[1] = (est[1] + 0.2).clamp(0, 1)
+    e = estimate_change(y, est)
+    assert e[0] == 0 and e[1] > 0.2
+    # through restore(): the steps chosen are those of the rule, and a result equals a fixed-step run
+    out = model.restore(y, start_step="auto", seeds=[3, 4])
+    err = estimate_change(y, out.estimate)  # same size: the estimate is at the model size
+    assert out.start_steps == steps_for_error(d, err.numpy(), AutoStart())
+    fixed = model.restore(y[1:], start_step=out.start_steps[1], seeds=[4])
+    torch.testing.assert_close(out.result[1:], fixed.result, atol=1e-5, rtol=0)  # batch vs alone: float rounding
+    with pytest.raises(ValueError, match="start_step"):
+        model.restore(y, start_step="soon", seeds=[0, 1])

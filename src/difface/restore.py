@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from difface.autostart import AutoStart
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise, make_sampler
@@ -79,14 +80,19 @@ def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
     return prior, est
 
 
-def trained_t_max(path: str | Path | None) -> int | None:
-    """The largest timestep a prior was trained on, from our safetensors metadata (None: unknown/all)."""
+def _metadata(path: str | Path | None) -> dict[str, str]:
+    """The metadata of one of our safetensors files ({} for other files)."""
     if path is None or Path(path).suffix != ".safetensors":
-        return None
+        return {}
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        value = (f.metadata() or {}).get("difface.t_max")
+        return dict(f.metadata() or {})
+
+
+def trained_t_max(path: str | Path | None) -> int | None:
+    """The largest timestep a prior was trained on, from our safetensors metadata (None: unknown/all)."""
+    value = _metadata(path).get("difface.t_max")
     return None if value is None else int(value)
 
 
@@ -133,6 +139,7 @@ class DifFace:
     default_eta: float = DEFAULT_ETA
     t_max: int | None = None
     task: str = "restoration"
+    autostart: AutoStart = field(default_factory=AutoStart)
 
     @classmethod
     def from_modules(
@@ -169,6 +176,8 @@ class DifFace:
         task = "inpainting" if type(e).__name__ == "FFCResNetGenerator" else "restoration"
         model = cls.from_modules(p, e, respacing, name=name, task=task)
         model.t_max = trained_t_max(weights.resolve(prior, allow_download=False))
+        model.autostart = AutoStart.from_json(_metadata(weights.resolve(estimator, allow_download=False))
+                                              .get("difface.autostart"))
         if bundled and task == "restoration":
             model.default_start_t, model.default_eta = BUNDLED_START_T, BUNDLED_ETA
         elif bundled:
@@ -235,7 +244,7 @@ class DifFace:
         self,
         lq: torch.Tensor,
         *,
-        start_step: int | Sequence[int] | None = None,
+        start_step: int | Sequence[int] | str | None = None,
         eta: float | None = None,
         seeds: Sequence[int] | None = None,
         noise_fn: NoiseFn | None = None,
@@ -250,7 +259,8 @@ class DifFace:
         Randomness: either `seeds` (one per image; image b draws from its own generator, so its result
         does not depend on the batch) or an explicit `noise_fn` (replays). `start_step` is the respaced
         index N the estimate is diffused to (one per image allowed; default: the model's); 0 returns
-        the estimator's output. `sampler`: "official" (the respaced loop: N evaluations), "ddim" /
+        the estimator's output; "auto" chooses N per image (difface.autostart). `sampler`: "official" (the
+        respaced loop: N evaluations), "ddim" /
         "dpmpp2m" (`nfe` evaluations from the same start state), or a Sampler callable.
         """
         if self.task != "restoration":
@@ -259,8 +269,14 @@ class DifFace:
         s = self.image_size
         y = _resize(y0, (s, s))
         est = self.estimate(y, dtype=dtype)
+        auto = isinstance(start_step, str) and start_step == "auto"
+        if auto:
+            start_step = self.auto_start_steps(y, est)
+        elif isinstance(start_step, str):
+            raise ValueError(f"start_step must be an integer, a sequence of integers or 'auto', got {start_step!r}")
         steps = self._start_steps(start_step, len(y))
-        sample = self._diffuse_back(est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback)
+        sample = self._diffuse_back(est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
+                                    fit_nfe=auto)
         h, w = y0.shape[2:]
         if (h, w) != (s, s):
             sample = _resize(sample, (h, w)).clamp(0, 1)
@@ -326,6 +342,16 @@ class DifFace:
         result = sample * m0 + y0 * (1 - m0)
         return Restoration(result=result, estimate=est, start_steps=steps)
 
+    def auto_start_steps(self, y: torch.Tensor, est: torch.Tensor) -> list[int]:
+        """`start_step="auto"`: one start step per image from the estimator's change (difface.autostart).
+
+        y, est: (B, 3, S, S) in [0, 1] at the model size (input and estimate)."""
+        from difface.autostart import estimate_change, steps_for_error
+
+        rule = self.autostart
+        err = rule.scale * estimate_change(y, est).cpu().numpy() + rule.offset
+        return steps_for_error(self.diffusion, err, rule, self.t_max)
+
     # -- internals -------------------------------------------------------------------------------
     def _check_lq(self, lq: torch.Tensor) -> torch.Tensor:
         if lq.ndim != 4 or lq.shape[1] != 3:
@@ -344,11 +370,12 @@ class DifFace:
         return [self.check_start_step(k) for k in steps]
 
     def _diffuse_back(self, est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
-                      x0_fn_for: Callable[[list[int]], X0Fn] | None = None) -> torch.Tensor:
+                      x0_fn_for: Callable[[list[int]], X0Fn] | None = None, fit_nfe: bool = False) -> torch.Tensor:
         """q_sample the estimate to each image's start step and run the sampler; (B, 3, S, S) in [0, 1].
 
         Images sharing a start step run as one batch (a result never depends on the batch);
-        `x0_fn_for(indices)` gives the x0 refinement for those images of the batch."""
+        `x0_fn_for(indices)` gives the x0 refinement for those images of the batch; `fit_nfe` lowers nfe
+        to what fits below each start (automatic starts can be small)."""
         eta = self.default_eta if eta is None else eta
         if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0.0 <= eta <= 1.0):
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
@@ -368,7 +395,10 @@ class DifFace:
             x0 = (est[idx] - 0.5) / 0.5
             t = torch.full((len(idx),), n, dtype=torch.long, device=dev)
             x = self.diffusion.q_sample(x0, t, nf(x0))
-            run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe, method=method) if isinstance(sampler, str) \
+            nfe_n = nfe
+            if fit_nfe and sampler in ("ddim", "dpmpp2m"):
+                nfe_n = min(10 if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
+            run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe_n, method=method) if isinstance(sampler, str) \
                 else sampler
             x0_fn = None if x0_fn_for is None else x0_fn_for(idx)
             x = run(lambda d, f=x0_fn: EpsDenoiser(self.prior, d, clip=True, autocast=amp, x0_fn=f), x,

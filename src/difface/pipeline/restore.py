@@ -144,17 +144,11 @@ class FacePipeline:
         from image_seed(seed, face). Raises NonFiniteResult when the output is not finite."""
         s = self.options.sampling
         seeds = [image_seed(s.seed, im) for im in x]
-        start = self._auto_steps(x) if self.start_step == "auto" else self.start_step
-        out = self.model.restore(x, start_step=start, eta=self.eta, seeds=seeds, dtype=self.dtype,
+        out = self.model.restore(x, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
                                  sampler=s.sampler, nfe=s.nfe, callback=callback)
         if not (torch.isfinite(out.result).all() and torch.isfinite(out.estimate).all()):
             raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
         return out
-
-    def _auto_steps(self, x: torch.Tensor) -> list[int]:
-        from difface.autostart import choose_start_steps
-
-        return choose_start_steps(self.model, x, dtype=self.dtype)
 
     # -- files -------------------------------------------------------------------------------------
     def read(self, path: Path) -> LoadedImage:
@@ -229,6 +223,8 @@ class FacePipeline:
         notes = (job.note,) if job.note else ()
         if isinstance(result, str):
             return Outcome(job.src, None, False, result, notes=notes, seconds=seconds)
+        if self.start_step == "auto" and result.start_steps:
+            notes += ("start step auto: " + ", ".join(str(k) for k in result.start_steps),)
         if result.crops is not None:  # whole photos: how many faces, and why not more
             notes += (f"{result.faces} face(s) restored" + (f"; {result.message}" if result.message else ""),)
         elif result.message:
