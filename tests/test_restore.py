@@ -143,3 +143,20 @@ def test_auto_start_grows_with_the_estimators_change(small_models):
     torch.testing.assert_close(out.result[1:], fixed.result, atol=1e-5, rtol=0)  # batch vs alone: float rounding
     with pytest.raises(ValueError, match="start_step"):
         model.restore(y, start_step="soon", seeds=[0, 1])
+
+
+def test_masking_step_replaces_the_known_pixels(small_models):
+    """The official regularizer's single gradient step (gamma 0.5) equals 'known pixels replaced' to 1e-6."""
+    from difface.models import build, fill_deterministic
+
+    model = DifFace.from_modules(small_models[0], fill_deterministic(build("lama_small")), task="inpainting")
+    g = torch.Generator().manual_seed(5)
+    y = torch.rand(1, 3, 64, 64, generator=g)
+    mask = (torch.rand(1, 1, 64, 64, generator=g) > 0.6).float()
+    seen = []
+    model.inpaint(y, mask, start_step=3, seeds=[0], callback=seen.append)
+    yn = (y * (1 - mask) - 0.5) / 0.5
+    for s in seen:
+        x0 = s["pred"].x0
+        torch.testing.assert_close(x0 * (1 - mask), yn * (1 - mask), atol=1e-6, rtol=0)
+        assert (x0 * mask - yn * mask).abs().max() > 0.01  # the hole is the network's prediction
