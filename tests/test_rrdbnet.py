@@ -14,10 +14,11 @@ from difface.face.background import (
     RealESRGANUpsampler,
     get_bg_upsampler,
     lanczos_upsampler,
+    load_rrdbnet,
     tiled_forward,
 )
 from difface.models import fill_deterministic
-from difface.models.rrdbnet import RRDBNet, load_rrdbnet
+from difface.models.rrdbnet import RRDBNet
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = [ROOT / "tests/fixtures/manifests", ROOT / "../shared/reference/manifests"]

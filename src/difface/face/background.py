@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from difface.models.rrdbnet import RRDBNet, load_rrdbnet
+from difface.models.rrdbnet import RRDBNet
+from difface.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +117,11 @@ def get_bg_upsampler(weights: str | os.PathLike | None, *, tile: int = 400, devi
     if weights is not None:
         log.warning("%s: Real-ESRGAN weights not found; upscaling the background with Lanczos", weights)
     return lanczos_upsampler
+
+
+def load_rrdbnet(path: str, scale: int = 2) -> RRDBNet:
+    """RRDBNet with a Real-ESRGAN checkpoint loaded strictly (`params_ema`, else `params`, or bare).
+
+    .pth files are read with torch.load(weights_only=True); .safetensors are accepted too.
+    """
+    return load_weights(RRDBNet(scale=scale), path).eval()

@@ -72,13 +72,3 @@ class RRDBNet(nn.Module):
         for conv in (self.conv_up1, self.conv_up2):
             feat = F.leaky_relu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
-
-
-def load_rrdbnet(path: str, scale: int = 2) -> RRDBNet:
-    """RRDBNet with a Real-ESRGAN checkpoint loaded strictly (`params_ema`, else `params`, or bare).
-
-    .pth files are read with torch.load(weights_only=True); .safetensors are accepted too.
-    """
-    from difface.weights import load_weights
-
-    return load_weights(RRDBNet(scale=scale), path).eval()
