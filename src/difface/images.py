@@ -323,10 +323,11 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def collect_inputs(specs: list[str], recursive: bool = False) -> list[Path]:
-    """Expand files, folders and glob patterns into a sorted, de-duplicated list of image paths.
+def collect_inputs(specs: list[str], recursive: bool = False, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+                   ) -> list[Path]:
+    """Expand files, folders and glob patterns into a sorted, de-duplicated list of input paths.
 
-    Folders contribute files with an image extension (recursively when asked); files named
+    Folders contribute files with one of `extensions` (recursively when asked); files named
     explicitly are kept whatever their extension so that a bad one is reported, not dropped.
     Raises FileNotFoundError for a spec that matches nothing.
     """
@@ -335,7 +336,7 @@ def collect_inputs(specs: list[str], recursive: bool = False) -> list[Path]:
         p = Path(spec)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
-            out += sorted(q for q in it if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            out += sorted(q for q in it if q.is_file() and q.suffix.lower() in extensions)
         elif p.is_file():
             out.append(p)
         else:

@@ -20,6 +20,7 @@ EPILOG = """examples:
   difface restore faces/ -o out --aligned --prior iddpm-ffhq512 --estimator swinir-ffhq512
   difface restore faces/ -o out --aligned --start-step 0     # estimator only, no diffusion
   difface restore faces/ -o out --aligned --sampler ddim --nfe 10   # fast preset (docs/speed.md)
+  difface restore clip.mp4 -o out                            # a video: OUT/clip.mp4, audio kept (docs/video.md)
 
 The restored image for IN/name.ext is written to OUT/name.png at the input's size (whole photos:
 multiplied by --upscale). A larger --start-step or --eta gives a more realistic, less faithful
@@ -112,29 +113,55 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(default: twice the model's resolution for models under 256 px, i.e. 128 for the "
                        "bundled 64 px model, which would only soften larger faces; no limit for the official "
                        "512 models; 0: restore every face)")
+    video = p.add_argument_group("videos (any container FFmpeg reads; needs the [video] extra: PyAV)")
+    video.add_argument("--no-tracking", action="store_true", help="restore every frame on its own (no face "
+                       "tracks; implies --no-track-seeds and --no-smoothing): for comparison, it flickers")
+    video.add_argument("--no-track-seeds", action="store_true", help="new noise for every face in every frame "
+                       "instead of one seed per tracked face")
+    video.add_argument("--no-smoothing", action="store_true", help="align each frame's faces on their own "
+                       "landmarks, without temporal smoothing")
+    video.add_argument("--batch-frames", type=int, default=8, help="frames whose faces are restored together "
+                       "(default 8)")
+    video.add_argument("--crf", type=int, default=18, help="H.264 quality, 0-51, lower is better (default 18)")
+    video.add_argument("--no-resume", action="store_true", help="start an interrupted clip over instead of "
+                       "reusing its finished segments")
+    video.add_argument("--refuse-vfr", action="store_true", help="refuse clips with a variable frame rate "
+                       "(default: keep every frame's timestamp)")
     p.set_defaults(func=run)
 
 
 def restore_options(args: argparse.Namespace):
     """The validated RestoreOptions of parsed arguments (OptionError for a bad value)."""
-    from difface.pipeline import DEFAULT_MAX_PIXELS, ModelOptions, PhotoOptions, RestoreOptions, SamplingOptions
+    from difface.pipeline import (
+        DEFAULT_MAX_PIXELS,
+        ModelOptions,
+        PhotoOptions,
+        RestoreOptions,
+        SamplingOptions,
+        VideoSettings,
+    )
 
+    tracking = not args.no_tracking
     return RestoreOptions(
         model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile),
         sampling=SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed),
         photo=PhotoOptions(args.upscale, args.detector, args.only_center_face, args.bg_upsampler, args.draw_boxes,
                            args.max_face_size),
+        video=VideoSettings(tracking, tracking and not args.no_track_seeds, tracking and not args.no_smoothing,
+                            args.batch_frames, args.crf, not args.no_resume, args.refuse_vfr),
         aligned=args.aligned, batch_size=args.batch_size, save_comparison=args.save_comparison,
         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
     )
 
 
-def collect(specs: list[str]) -> list[Path]:
-    """Input files of the command line; ValueError when a spec matches nothing or nothing is found."""
-    from difface.images import collect_inputs
+def collect(specs: list[str], videos: bool = False) -> list[Path]:
+    """Input files of the command line (folders give their images, and videos when `videos`); ValueError
+    when a spec matches nothing or nothing is found."""
+    from difface.images import IMAGE_EXTENSIONS, collect_inputs
+    from difface.video.io import VIDEO_EXTENSIONS
 
     try:
-        inputs = collect_inputs(specs)
+        inputs = collect_inputs(specs, extensions=IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ()))
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
     if not inputs:
@@ -156,12 +183,12 @@ def report(outcomes, elapsed: float, outdir: Path, what: str = "restored", world
     counts = distributed.all_reduce_sum(torch.tensor([done, len(outcomes), faces, skipped], dtype=torch.float64))
     done_all, total, faces_all, skipped_all = (int(v) for v in counts)
     if is_main:
-        per = f" ({elapsed / done_all * world_size:.2f} s/image per process)" if done_all else ""
+        per = f" ({elapsed / done_all * world_size:.2f} s/input per process)" if done_all else ""
         extra = ""
         if skipped_all:
             extra = f"; {faces_all} face(s) restored, {skipped_all} left as they were (see --max-face-size)"
         failed = total - done_all
-        log.info("%s %d of %d images in %.1f s%s -> %s%s%s", what, done_all, total, elapsed, per, outdir, extra,
+        log.info("%s %d of %d inputs in %.1f s%s -> %s%s%s", what, done_all, total, elapsed, per, outdir, extra,
                  f"; {failed} failed" if failed else "")
     return 0 if done_all == total else 1
 
@@ -171,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         options = restore_options(args)
-        inputs = collect(args.inputs)
+        inputs = collect(args.inputs, videos=not args.aligned)
         dist_info = distributed.setup(args.device)  # under torchrun: one shard of the inputs per process
         from difface.pipeline.outputs import check_writable
 

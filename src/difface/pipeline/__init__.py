@@ -14,6 +14,7 @@ from difface.pipeline.options import (
     PhotoOptions,
     RestoreOptions,
     SamplingOptions,
+    VideoSettings,
 )
 from difface.pipeline.outputs import Job, Outcome, check_writable, plan_outputs
 from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, RestorePipeline
@@ -21,5 +22,5 @@ from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult,
 __all__ = [
     "DEFAULT_MAX_PIXELS", "FacePipeline", "ImageResult", "InpaintOptions", "InpaintPipeline", "Job", "MaskError",
     "ModelOptions", "NonFiniteResult", "OptionError", "Outcome", "PhotoOptions", "RestoreOptions", "RestorePipeline",
-    "SamplingOptions", "check_writable", "plan_outputs",
+    "SamplingOptions", "VideoSettings", "check_writable", "plan_outputs",
 ]

@@ -148,12 +148,38 @@ class PhotoOptions:
 
 
 @dataclass(frozen=True)
+class VideoSettings:
+    """Videos (difface.video): the temporal-consistency parts (each can be switched off for comparison)
+    and the encoder.
+
+    tracking: follow faces across frames; track_seeds: one noise seed per track (the same noise for the
+    same face in every frame); smoothing: landmarks smoothed over time (needs tracking); batch_frames:
+    frames whose faces are restored together; crf: H.264 quality (0-51, lower is better); resume: reuse
+    the finished segments of an interrupted run; refuse_vfr: refuse a variable frame rate instead of
+    keeping every frame's timestamp.
+    """
+
+    tracking: bool = True
+    track_seeds: bool = True
+    smoothing: bool = True
+    batch_frames: int = 8
+    crf: int = 18
+    resume: bool = True
+    refuse_vfr: bool = False
+
+    def __post_init__(self) -> None:
+        _int("--batch-frames", self.batch_frames, 1, 256)
+        _int("--crf", self.crf, 0, 51)
+
+
+@dataclass(frozen=True)
 class RestoreOptions:
     """Everything `difface restore` needs (see the member classes)."""
 
     model: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     photo: PhotoOptions = field(default_factory=PhotoOptions)
+    video: VideoSettings = field(default_factory=VideoSettings)
     aligned: bool = False
     batch_size: int = 1
     save_comparison: bool = False

@@ -1,7 +1,7 @@
 """Planning and checking outputs, and the per-input outcome every pipeline returns.
 
-Rules: the result for IN/name.ext is OUT/name.png; a name taken by an earlier input gets the input's
-extension appended (`name_jpg.png`) and the outcome says so; an output that would overwrite an
+Rules: the result for IN/name.ext is OUT/name.png (OUT/name.mp4 for a video); a name taken by an
+earlier input gets the input's extension appended (`name_jpg.png`) and the outcome says so; an output that would overwrite an
 input is refused; the output folder (and the sub-folders a run writes into) is checked writable
 before any model is loaded.
 """
@@ -42,17 +42,25 @@ class Outcome:
     seconds: float = 0.0
 
 
+def output_suffix(src: Path) -> str:
+    """.mp4 for videos (difface.video), .png for images."""
+    from difface.video.io import is_video_path
+
+    return ".mp4" if is_video_path(src) else ".png"
+
+
 def plan_outputs(inputs: list[Path], outdir: Path) -> tuple[list[Job], list[Outcome]]:
     """Jobs for the inputs, and failed outcomes for those whose output would overwrite an input."""
     jobs, refused, used = [], [], set()
     sources = {p.resolve() for p in inputs}
     for src in inputs:
-        name, note = f"{src.stem}.png", ""
+        suffix = output_suffix(src)
+        name, note = f"{src.stem}{suffix}", ""
         if name in used:
-            alt = f"{src.stem}_{src.suffix.lstrip('.').lower()}.png"
+            alt = f"{src.stem}_{src.suffix.lstrip('.').lower()}{suffix}"
             k = 2
             while alt in used:
-                alt, k = f"{src.stem}_{src.suffix.lstrip('.').lower()}{k}.png", k + 1
+                alt, k = f"{src.stem}_{src.suffix.lstrip('.').lower()}{k}{suffix}", k + 1
             note = f"written as {alt} because {name} is the output of another input"
             name = alt
         used.add(name)

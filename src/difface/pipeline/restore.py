@@ -188,6 +188,10 @@ class FacePipeline:
             group, loaded = [], []
             while pending and len(loaded) < batch:
                 job = pending.pop(0)
+                if job.dst.suffix == ".mp4":  # a video: a run of its own, with its own progress bar
+                    outcomes.append(self.restore_video_file(job, progress=progress))
+                    bar.update(1)
+                    continue
                 try:
                     loaded.append((job, self.read(job.src)))
                 except ImageReadError as e:
@@ -218,6 +222,9 @@ class FacePipeline:
     def _process(self, jobs: list[Job], images: list[LoadedImage]) -> list[ImageResult]:
         """The task's work on a group of decoded inputs (a batch of aligned faces, or one photo)."""
         raise NotImplementedError
+
+    def restore_video_file(self, job: Job, progress: bool = True) -> Outcome:
+        return Outcome(job.src, None, False, f"{self.task} of videos is not supported")
 
     def _write(self, job: Job, image: LoadedImage, result: ImageResult | str, seconds: float) -> Outcome:
         notes = (job.note,) if job.note else ()
@@ -348,6 +355,49 @@ class RestorePipeline(FacePipeline):
 
     def _process(self, jobs: list[Job], images: list[LoadedImage]) -> list[ImageResult]:
         return self.restore_aligned(images) if self.aligned else [self._restore_photo(images[0])]
+
+    def restore_video_file(self, job: Job, progress: bool = True) -> Outcome:
+        """Restore the faces of a clip into job.dst (MP4; difface.video): tracked, smoothed, one seed per
+        track, audio kept; an interrupted run resumes. Never raises for a bad clip: the Outcome says why."""
+        import json
+
+        from difface.video import VideoDependencyError, VideoError, VideoOptions, restore_video
+
+        if self.aligned:
+            return Outcome(job.src, None, False, "a video is restored in whole-photo mode: leave out --aligned")
+        v, s = self.options.video, self.options.sampling
+        detector, bg = self._photo_parts()
+        opts = VideoOptions(tracking=v.tracking, track_seeds=v.track_seeds, smoothing=v.smoothing,
+                            batch_frames=v.batch_frames, batch_size=max(self.options.batch_size, 16), seed=s.seed,
+                            max_face_side=self.max_face_size or None, crf=v.crf, resume=v.resume,
+                            refuse_vfr=v.refuse_vfr)
+
+        def restore_faces(x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+            out = self.model.restore(x, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
+                                     sampler=s.sampler, nfe=s.nfe)
+            if not torch.isfinite(out.result).all():
+                raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
+            return out.result
+
+        key = json.dumps({"model": self.model.name, "start": self.start_step, "eta": self.eta, "sampler": s.sampler,
+                          "nfe": s.nfe, "dtype": self.options.model.dtype, "steps": self.options.model.steps,
+                          "upscale": self.options.photo.upscale, "bg": self.options.photo.bg_upsampler}, sort_keys=True)
+        t0 = time.perf_counter()
+        try:
+            res = restore_video(job.src, job.dst, restore_faces=restore_faces, detector=detector,
+                                face_size=self.model.image_size, upscale=self.options.photo.upscale, bg_upsampler=bg,
+                                options=opts, key=key, progress=progress)
+        except VideoDependencyError as e:
+            return Outcome(job.src, None, False, str(e))
+        except VideoError as e:
+            return Outcome(job.src, None, False, str(e).removeprefix(f"{job.src}: "))
+        except (OSError, RuntimeError, ValueError) as e:
+            return Outcome(job.src, None, False, _failure_reason(e))
+        notes = (job.note,) if job.note else ()
+        resumed = f", {res.resumed_frames} resumed from an interrupted run" if res.resumed_frames else ""
+        notes += (f"{res.frames} frames, {res.faces} faces in {res.tracks} track(s), "
+                  f"{res.frames_per_second:.2f} frames/s{resumed}",)
+        return Outcome(job.src, job.dst, True, faces=res.faces, notes=notes, seconds=time.perf_counter() - t0)
 
 
 def _comparison(image: LoadedImage, result: ImageResult) -> np.ndarray:
