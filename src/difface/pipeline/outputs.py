@@ -1,9 +1,9 @@
 """Planning and checking outputs, and the per-input outcome every pipeline returns.
 
 Rules: the result for IN/name.ext is OUT/name.png (OUT/name.mp4 for a video); a name taken by an
-earlier input gets the input's extension appended (`name_jpg.png`) and the outcome says so; an output that would overwrite an
-input is refused; the output folder (and the sub-folders a run writes into) is checked writable
-before any model is loaded.
+earlier input gets the input's extension appended (`name_jpg.png`) and the outcome says so; an
+output that would overwrite an input is refused; the output folder (and the sub-folders a run
+writes into) is checked writable before any model is loaded.
 """
 
 from __future__ import annotations
