@@ -132,6 +132,36 @@ def test_running_statistics_follow_the_global_batch():
     assert not torch.equal(bn.running_mean, before) and int(bn.num_batches_tracked) == 3
 
 
+def test_ema_batchnorm_statistics_are_recomputed_for_the_averaged_weights(tmp_path):
+    import torch.nn.functional as F
+
+    from difface.distributed import DistInfo
+    from difface.train.loop import build_state, calibrate_ema_batchnorm
+    from difface.train.run import build_step
+
+    folder = write_images(tmp_path / "imgs", 8)
+    cfg = from_dict(tiny_inpainter(folder, optim={"micro_batch": None}))
+    ds = build_dataset(cfg)
+    state = build_state(build_model(cfg), cfg, DistInfo(0, 1, 0, torch.device("cpu")))
+    shadow = state.ema.shadow
+    with torch.no_grad():
+        for p in shadow.parameters():  # averaged weights that differ from the live ones
+            p.mul_(0.9)
+    bn = shadow.model[1].bn_l
+    bn.num_batches_tracked.fill_(7)
+    assert calibrate_ema_batchnorm(state, build_step(cfg), ds, cfg, samples=8)
+    # the first BatchNorm sees conv(reflect_pad(cat(lq, mask))) of the 8 samples of epoch 0 (one chunk of 8)
+    order = np.random.default_rng([cfg.seed, 0]).permutation(8)
+    x = torch.stack([torch.cat([ds.item(int(i), 0)["lq"], ds.item(int(i), 0)["mask"]]) for i in order])
+    y = F.conv2d(F.pad(x, (3, 3, 3, 3), mode="reflect"), shadow.model[1].ffc.convl2l.weight)
+    torch.testing.assert_close(bn.running_mean, y.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, y.var(dim=(0, 2, 3)), rtol=1e-4, atol=1e-6)
+    assert int(bn.num_batches_tracked) == 7 and bn.momentum == 0.1 and not shadow.training
+    live = state.model.model[1].bn_l
+    assert not torch.equal(live.running_mean, bn.running_mean)  # the live network is untouched
+    state.bn_stats.remove()
+
+
 def test_eval_forwards_do_not_count():
     model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2)).train()
     keeper = GlobalBatchNormStats(model)

@@ -13,9 +13,14 @@ which is what the official trainer's SyncBatchNorm did with one forward of the g
 step (SPEC 5.1). The statistics used for *normalising* during training stay per micro-batch
 (PyTorch's BatchNorm): the gradient depends on `optim.micro_batch`, not on the number of processes
 as long as each process's share is a whole number of micro-batches.
+
+`recompute_statistics` gives averaged (EMA) weights statistics of their own before they are
+validated or exported (the official trainer copied the live network's, see the function).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -85,3 +90,33 @@ class GlobalBatchNormStats:
         for m, mom in zip(self.layers, self.momentum):
             m.momentum = mom
         self._hooks = []
+
+
+@torch.no_grad()
+def recompute_statistics(model: nn.Module, run_batches: Callable[[nn.Module], None]) -> int:
+    """Recompute the running statistics of `model`'s BatchNorm layers for its current weights.
+
+    The statistics are reset, then `run_batches(model)` makes forward passes with the model in train
+    mode (under no_grad); each layer's running mean / variance becomes the plain average of the
+    per-batch mean / unbiased variance over those passes. `num_batches_tracked` keeps its old value
+    and the model is left in eval mode. Returns the number of BatchNorm layers (0: nothing done).
+
+    Used for the EMA weights: the EMA copies the live network's statistics (as the official
+    trainer does), which belong to the live weights, not to the averaged ones.
+    """
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not layers:
+        return 0
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    try:
+        run_batches(model)
+    finally:
+        for m, (momentum, count) in zip(layers, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+        model.eval()
+    return len(layers)

@@ -11,7 +11,9 @@ One optimizer step k (k = 1, 2, ...):
    computed and clipped (optim.grad_clip), AdamW steps (skipped when the norm is not finite),
    BatchNorm running statistics (networks that have BatchNorm, i.e. LaMa) fold in the global
    batch's statistics (difface.train.batchnorm), and the EMA (rank 0) folds in the new weights.
-Rank 0 logs, draws samples, writes checkpoints and exports; see `train`.
+Rank 0 logs, draws samples, writes checkpoints and exports; see `train`. For networks with
+BatchNorm and an EMA, the EMA's BatchNorm statistics are recomputed for the averaged weights on
+fixed training samples before each validation and export (`calibrate_ema_batchnorm`).
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from difface.device import autocast as autocast_ctx
 from difface.distributed import DistInfo, all_reduce_sum
 from difface.images import atomic_write_bytes
 from difface.train import checkpoint as ckpt
-from difface.train.batchnorm import GlobalBatchNormStats
+from difface.train.batchnorm import GlobalBatchNormStats, recompute_statistics
 from difface.train.config import OptimConfig, TrainConfig, check_resumable, dump_config
-from difface.train.data import StreamSampler, make_loader
+from difface.train.data import KeyedItems, StreamSampler, make_loader
 from difface.train.ema import EMA
 from difface.train.logs import MetricsLogger, tensorboard_writer
 from difface.train.steps import StepFn
@@ -214,6 +216,39 @@ class _Window:
         return row
 
 
+CALIBRATION_SAMPLES = 256
+
+
+def calibrate_ema_batchnorm(state: TrainState, step_fn: StepFn, dataset, cfg: TrainConfig,
+                            samples: int = CALIBRATION_SAMPLES) -> bool:
+    """Give the EMA weights BatchNorm statistics of their own (rank 0; networks with BatchNorm and an EMA).
+
+    The EMA copies the live network's running statistics after every step (SPEC 5.1), but those
+    belong to the live weights: early in a run, or with a high lr, the averaged weights normalised
+    by them give wrong outputs (measured on the 64 px inpainter at step 2000: 11.0 dB hole PSNR
+    instead of 16.6 dB). Here the statistics are recomputed by running the step function (no grad,
+    train mode) on the first `samples` positions of the seed's epoch-0 order, in chunks of
+    optim.micro_batch (else batch_size): the same samples at every call, so runs stay exactly
+    resumable. The next EMA update copies the live statistics again, so training is unaffected.
+    Returns True when something was recomputed.
+    """
+    if state.ema is None or state.bn_stats is None:
+        return False
+    from torch.utils.data import default_collate
+
+    chunk = min(cfg.optim.micro_batch or cfg.optim.batch_size, samples)
+    steps = max(1, samples // chunk)
+    keys = StreamSampler(len(dataset), chunk, 0, 1, cfg.seed, 0, steps)
+    items = KeyedItems(dataset)
+
+    def run(model: nn.Module) -> None:
+        for batch_keys in keys:
+            step_fn(model, default_collate([items[k] for k in batch_keys]), 0)
+
+    with torch.random.fork_rng(devices=[]):
+        return recompute_statistics(state.ema.shadow, run) > 0
+
+
 def _due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
 
@@ -280,6 +315,14 @@ def train(model: nn.Module, step_fn: StepFn, dataset, cfg: TrainConfig, run_dir:
                             state.step, cfg.max_steps)
     loader = make_loader(dataset, sampler, cfg.data.num_workers, pin_memory=info.device.type == "cuda")
     window, last = _Window(), cfg.max_steps
+    calibrated = -1
+
+    def calibrate() -> None:
+        nonlocal calibrated
+        if info.is_main and calibrated != state.step:
+            calibrate_ema_batchnorm(state, step_fn, dataset, cfg)
+            calibrated = state.step
+
     bar = tqdm(total=last, initial=state.step, desc=f"train {cfg.task}", unit="step", disable=not info.is_main,
                dynamic_ncols=True)
     for batch in loader:
@@ -293,13 +336,16 @@ def train(model: nn.Module, step_fn: StepFn, dataset, cfg: TrainConfig, run_dir:
             train_log.write(row)
             bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4g}")
         if sample_fn is not None and info.is_main and _due(state.step, cfg.sample_every, last):
+            calibrate()
             _run_sampling(state, sample_fn, run_dir, val_log)
         if _due(state.step, cfg.checkpoint_every, last):
+            calibrate()
             _write_checkpoint(state, cfg, info, run_dir, len(dataset))
     bar.close()
     if state.bn_stats is not None:
         state.bn_stats.remove()
     if info.is_main and not ckpt.list_checkpoints(run_dir):
+        calibrate()
         _write_checkpoint(state, cfg, info, run_dir, len(dataset))  # e.g. resumed at max_steps
     if tb is not None:
         tb.close()
