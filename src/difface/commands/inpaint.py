@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 
-from difface import distributed
-from difface.commands.restore import add_model_arguments, collect, report
+from difface.commands.restore import add_model_arguments, run_pipeline
 
 log = logging.getLogger("difface")
 
@@ -54,21 +52,6 @@ def inpaint_options(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from difface.pipeline import InpaintPipeline, OptionError
-    from difface.pipeline.outputs import check_writable
+    from difface.pipeline import InpaintPipeline
 
-    try:
-        options = inpaint_options(args)
-        inputs = collect(args.inputs)
-        dist_info = distributed.setup(args.device)
-        check_writable(args.output)
-        pipe = InpaintPipeline.load(options, dist_info.device)
-        pipe.check_output(args.output)
-    except (OptionError, ValueError, FileNotFoundError) as e:
-        log.error("error: %s", e)
-        return 2
-    log.info("%s", pipe.describe())
-    t0 = time.perf_counter()
-    outcomes = pipe.run(inputs, args.output, rank=dist_info.rank, world_size=dist_info.world_size)
-    return report(outcomes, time.perf_counter() - t0, args.output, what="inpainted",
-                  world_size=dist_info.world_size, is_main=dist_info.is_main)
+    return run_pipeline(args, inpaint_options, InpaintPipeline, videos=False, what="inpainted")

@@ -193,17 +193,18 @@ def report(outcomes, elapsed: float, outdir: Path, what: str = "restored", world
     return 0 if done_all == total else 1
 
 
-def run(args: argparse.Namespace) -> int:
-    from difface.pipeline import OptionError, RestorePipeline
+def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos: bool, what: str) -> int:
+    """Shared body of `difface restore` and `difface inpaint`: options, inputs, output check, model (all
+    before any input is touched; a problem is `error:` and exit 2), then the run and its report."""
+    from difface.pipeline import OptionError
+    from difface.pipeline.outputs import check_writable
 
     try:
-        options = restore_options(args)
-        inputs = collect(args.inputs, videos=not args.aligned)
+        options = make_options(args)
+        inputs = collect(args.inputs, videos=videos)
         dist_info = distributed.setup(args.device)  # under torchrun: one shard of the inputs per process
-        from difface.pipeline.outputs import check_writable
-
         check_writable(args.output)  # before the models load
-        pipe = RestorePipeline.load(options, dist_info.device)
+        pipe = pipeline_cls.load(options, dist_info.device)
         pipe.check_output(args.output)
     except (OptionError, ValueError, FileNotFoundError) as e:
         log.error("error: %s", e)
@@ -211,5 +212,11 @@ def run(args: argparse.Namespace) -> int:
     log.info("%s", pipe.describe())
     t0 = time.perf_counter()
     outcomes = pipe.run(inputs, args.output, rank=dist_info.rank, world_size=dist_info.world_size)
-    return report(outcomes, time.perf_counter() - t0, args.output, world_size=dist_info.world_size,
+    return report(outcomes, time.perf_counter() - t0, args.output, what=what, world_size=dist_info.world_size,
                   is_main=dist_info.is_main)
+
+
+def run(args: argparse.Namespace) -> int:
+    from difface.pipeline import RestorePipeline
+
+    return run_pipeline(args, restore_options, RestorePipeline, videos=not args.aligned, what="restored")
