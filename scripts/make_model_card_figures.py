@@ -1,6 +1,9 @@
 """Figures of docs/model-card.md for a DifFace model (default: the bundled one).
 
-  docs/images/prior_samples.png       unconditional samples of the prior (DDIM from pure noise)
+  docs/images/prior_samples.png       samples of the prior: DDIM from pure noise; for a prior trained only up to
+                                      t_max < 999 (difface.t_max), DDIM from t = min(t_max, 480) of a flat gray
+                                      image (x_t = sqrt(abar) * 0 + sqrt(1 - abar) * noise: 90% of the
+                                      variance is noise there), the closest it comes to an unconditional sample
   docs/images/val_restorations.png    rows: degraded input | estimator | DifFace at each --settings START:ETA | truth
 
   python scripts/make_model_card_figures.py --lq /work/data64/val_celebatest/lq --hq /work/data64/val_celebatest/hq
@@ -34,11 +37,19 @@ def grid(rows: list[np.ndarray], scale: int = 2, pad: int = 2) -> np.ndarray:
 
 @torch.inference_mode()
 def prior_samples(model: DifFace, n: int, steps: str = "ddim50") -> np.ndarray:
-    d = Diffusion.create(1000, "linear", steps)
+    """n samples, seeds 0..n-1 (module docstring: from pure noise, or from t <= t_max of flat gray)."""
     s = model.image_size
     noise = generator_noise([torch.Generator().manual_seed(k) for k in range(n)])
-    x = noise(torch.zeros(n, 3, s, s))
-    x = sample_loop(EpsDenoiser(model.prior, d), d, x, d.num_timesteps, eta=0.0, noise_fn=noise)
+    if model.t_max is None or model.t_max >= 999:
+        d = Diffusion.create(1000, "linear", steps)
+        x = noise(torch.zeros(n, 3, s, s))
+        x = sample_loop(EpsDenoiser(model.prior, d), d, x, d.num_timesteps, eta=0.0, noise_fn=noise)
+    else:
+        d = model.diffusion
+        start = model.step_for_t(min(model.t_max, 480))
+        gray = torch.zeros(n, 3, s, s)
+        x = d.q_sample(gray, torch.full((n,), start, dtype=torch.long), noise(gray))
+        x = sample_loop(EpsDenoiser(model.prior, d), d, x, start, eta=0.0, noise_fn=noise)
     return (x * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
