@@ -94,6 +94,13 @@ def test_range64_preset_spans_clean_to_beyond_severe_x4(face):
     assert min(p.quality for p in ps) < 30
     light = (sig <= 1.0) & (scale <= 2.0) & (np.array([p.noise for p in ps]) <= 5)
     assert light.mean() > 0.2  # real mass on nearly clean faces
+    clean = get_preset("range64-clean")
+    assert clean.components[1:] == mix.components and clean.probabilities[0] == pytest.approx(0.15)
+    mild64 = get_preset("mild", 64)  # the near-clean component covers the `mild` preset at 64 px
+    c0 = clean.components[0]
+    assert c0.effective_blur_sigma[1] >= mild64.effective_blur_sigma[1]
+    assert c0.effective_downsample[0] <= mild64.effective_downsample[0] <= mild64.effective_downsample[1] <= 1.25
+    assert c0.noise == mild64.noise and c0.jpeg_quality == mild64.jpeg_quality
 
 
 def test_range64_trains_through_the_config(tmp_path, face):
@@ -101,7 +108,7 @@ def test_range64_trains_through_the_config(tmp_path, face):
     from difface.train.config import apply_overrides, load_config
 
     cfg = load_config(ROOT / "configs" / "train" / "estimator_small64_v2.yaml")
-    assert cfg.data.degradation == "range64" and cfg.model.residual and cfg.model.sf == 4
+    assert cfg.data.degradation == "range64-clean" and cfg.model.residual and cfg.model.sf == 4
     for i in range(3):
         write_image(tmp_path / f"f{i}.png", np.ascontiguousarray(np.roll(face, 7 * i, axis=1)))
     ds = SyntheticPairs(tmp_path, get_preset(cfg.data.degradation), seed=1)  # size: the mixture's 64
@@ -271,3 +278,55 @@ def test_sharpness_ratio_orders_blur_and_noise(face):
     assert sharpness_ratio(blurred, faces) < 0.6 < 1.1 < sharpness_ratio(noisy, faces)
     with pytest.raises(ValueError):
         sharpness_ratio(faces, faces[:1])
+
+
+# ----------------------------------------------------------------------------- GPU driver
+
+
+def _gpu_driver():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_bundled_gpu", ROOT / "scripts" / "train_bundled_gpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("profile", ["bundled", "large"])
+def test_gpu_driver_configs_load_with_every_profile(profile, tmp_path):
+    """The commands the GPU driver runs parse into valid configs (bf16, large batches, the v2 estimator)."""
+    import argparse
+
+    from difface.commands.train import prepare as prepare_train
+    from difface.commands.train import register
+    from difface.models import build_from_config
+
+    drv = _gpu_driver()
+    args = argparse.Namespace(device="cuda", profile=profile, smoke=False, work=tmp_path)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    sizes = {}
+    for task in ("prior", "estimator"):
+        cmd = drv.train_cmd(task, args, tmp_path / task, 60, resume=False)
+        assert cmd[:3] == ["difface", "train", task] and "--resume" not in cmd
+        cfg, out, saved = prepare_train(parser.parse_args(cmd[1:]))
+        assert out == tmp_path / task and saved is None and cfg.precision == "bf16" and cfg.max_steps == 60
+        assert cfg.optim.batch_size >= 128 and cfg.data.folder == str(tmp_path / "train")
+        with torch.device("meta"):
+            sizes[task] = sum(p.numel() for p in build_from_config(cfg.model).parameters())
+        if task == "estimator":
+            assert cfg.model.residual and cfg.model.sf == 4 and cfg.data.degradation == "range64-clean"
+    if profile == "bundled":  # the bundled prior's size (CPU budget), the widened v2 estimator
+        assert sizes == {"prior": 2_407_622, "estimator": 1_843_171}
+    else:
+        assert sizes["prior"] > 3 * 2_407_622 and sizes["estimator"] > 2 * 1_843_171
+    resume = drv.train_cmd("prior", args, tmp_path / "prior", 900, resume=True)
+    assert resume[-2:] == ["--resume", str(tmp_path / "prior")] and "900" in resume
+
+
+def test_gpu_driver_plans_from_the_logged_speed(tmp_path):
+    drv = _gpu_driver()
+    rows = [{"step": 20, "steps_per_s": 1.0}, {"step": 40, "steps_per_s": 9.0}, {"step": 60, "steps_per_s": 11.0},
+            {"step": 80, "steps_per_s": 10.0}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert drv.measured_speed(tmp_path) == 10.0  # the first window (start-up) is left out

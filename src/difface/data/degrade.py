@@ -230,6 +230,14 @@ RANGE64 = DegradationMixture(
     (0.25, 0.35, 0.4),
 )
 
+# RANGE64 with a fourth, near-clean component (15%: blur <= 0.5 px, at most 1.25x down, noise <= 5,
+# JPEG >= 70, the `mild` preset's range at 64 px) taken from the light and mid components.
+RANGE64_CLEAN = DegradationMixture(
+    (_at64(blur_sigma=(0.1, 0.5), downsample=(0.8, 1.25), noise=(0.0, 5.0), jpeg_quality=(70.0, 100.0),
+           gray_prob=0.02, resize_modes=_ALL_RESIZE), *RANGE64.components),
+    (0.15, 0.2, 0.25, 0.4),
+)
+
 PRESETS: dict[str, DegradationConfig | DegradationMixture] = {
     "gfpgan": DegradationConfig(),
     "celeba-test": DegradationConfig(recipe="celeba-test", gray_prob=0.0),
@@ -242,6 +250,7 @@ PRESETS: dict[str, DegradationConfig | DegradationMixture] = {
     "mild-x2": MILD_X2,
     "severe-x4": SEVERE_X4,
     "range64": RANGE64,
+    "range64-clean": RANGE64_CLEAN,
 }
 
 
