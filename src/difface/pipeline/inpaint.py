@@ -4,8 +4,9 @@
     outcomes = pipe.run([Path("faces/a.png")], Path("out"))
 
 Masks: the official convention (missing pixels exactly 0 in all three channels, found automatically)
-or user masks (white = missing), one file for every input or a folder paired by file stem. A mask
-that is missing for an input, unreadable, empty or covering everything fails that input only.
+or user masks (white = missing), one file for every input or a folder paired by file stem (an input
+without a mask there follows the official convention). A mask that is unreadable, empty or covering
+everything, or an input with neither a mask nor missing pixels, fails that input only.
 The result keeps every known pixel of the input exactly.
 """
 
@@ -46,8 +47,8 @@ class InpaintPipeline(FacePipeline):
         path = Path(m)
         if path.is_dir():
             found = [p for p in sorted(path.iterdir()) if p.stem == src.stem and p.suffix.lower() in IMAGE_EXTENSIONS]
-            if not found:
-                raise MaskError(f"{src}: no mask named {src.stem}.* in {path}")
+            if not found:  # this input follows the official convention (exact zeros), if it has any
+                return None
             path = found[0]
         try:
             return load_mask(path, hw)
@@ -60,7 +61,8 @@ class InpaintPipeline(FacePipeline):
         if mask is None:
             covered = detect_mask(image_to_tensor(image.rgb)).mean().item()
             if covered == 0.0:
-                raise MaskError(f"{path}: no missing pixels (none is exactly 0 in all channels) and no --mask given")
+                why = f"no mask named {path.stem}.* in {self.options.mask}" if self.options.mask else "no --mask given"
+                raise MaskError(f"{path}: no missing pixels (none is exactly 0 in all channels) and {why}")
             if covered == 1.0:
                 raise MaskError(f"{path}: every pixel is missing (the image is black)")
         self._masks[path] = mask
@@ -96,8 +98,9 @@ class InpaintPipeline(FacePipeline):
                 res, est = tensor_to_image(out.result[j:j + 1]), tensor_to_image(out.estimate[j:j + 1])
                 if images[k].gray:
                     res, est = _to_gray(res), _to_gray(est)
+                shown = None if masks[k] is None else images[k].rgb * (1 - masks[k][:, :, None])
                 results[k] = ImageResult(res, images[k].alpha, estimate=est, faces=1,
-                                         start_steps=out.start_steps[j:j + 1])
+                                         start_steps=out.start_steps[j:j + 1], shown_input=shown)
         return results  # type: ignore[return-value]
 
     def _process(self, jobs: list[Job], images: list[LoadedImage]) -> list[ImageResult]:

@@ -64,6 +64,7 @@ class ImageResult:
     skipped: int = 0
     message: str = ""
     start_steps: list[int] = field(default_factory=list)
+    shown_input: np.ndarray | None = None  # what comparisons show as the input (inpainting: with the hole)
 
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -402,7 +403,7 @@ class RestorePipeline(FacePipeline):
 
 def _comparison(image: LoadedImage, result: ImageResult) -> np.ndarray:
     """input | estimate | result (aligned) or input | result (photos, input upscaled to the output size)."""
-    lq = image.rgb
+    lq = image.rgb if result.shown_input is None else result.shown_input
     if lq.shape != result.image.shape:
         import cv2
 
