@@ -90,3 +90,37 @@ def test_bad_image_is_skipped(tmp_path):
     row = json.loads((tmp_path / "run" / "train.jsonl").read_text().splitlines()[-1])
     # 8 files, global batch 8, 2 steps: the broken file is drawn once per epoch, so twice
     assert row["skipped_images"] == 2 and row["step"] == 2 and row["loss"] == row["loss"]  # not NaN
+
+
+def test_export_best_checkpoint(setup, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    root, cfg_file = setup
+    run = root / "export"
+    assert _train("--config", cfg_file, "--out", run) == 0  # checkpoints at steps 2 and 4
+    # Validation rows as the loop writes them; step 2 is the better one, step 3 has no checkpoint.
+    rows = [{"step": 2, "val_eps_mse": 0.5}, {"step": 3, "val_eps_mse": 0.1}, {"step": 4, "val_eps_mse": 0.7}]
+    (run / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _train("--export", run, "--best", "val_eps_mse") == 0
+    out = run / "prior_step_2.safetensors"
+    assert "best val_eps_mse: 0.5 at step_00000002.pt" in capsys.readouterr().err
+    ema = load_checkpoint(run / "checkpoints" / "step_00000002.pt")["ema"]
+    got = load_file(out)
+    assert got.keys() == ema.keys() and all(torch.equal(got[k], ema[k]) for k in ema)
+    meta = safe_open(out, "pt").metadata()
+    assert (meta["difface.step"], meta["difface.weights"], meta["difface.t_max"]) == ("2", "ema", "999")
+    # The newest checkpoint, exported, is what the run itself exported at its end.
+    assert _train("--export", run, "--export-to", root / "last.safetensors") == 0
+    last, final = load_file(root / "last.safetensors"), load_file(run / "prior.safetensors")
+    assert last.keys() == final.keys() and all(torch.equal(last[k], final[k]) for k in final)
+    capsys.readouterr()
+    # Errors: a metric nobody logged, --best on a file, the wrong task, --best without --export.
+    assert _train("--export", run, "--best", "psnr_y") == 2
+    assert "no kept checkpoint has validation metric 'psnr_y' (metrics logged: val_eps_mse)" in capsys.readouterr().err
+    assert _train("--export", run / "checkpoints" / "step_00000004.pt", "--best", "val_eps_mse") == 2
+    assert "--best needs a run folder" in capsys.readouterr().err
+    assert main(["train", "estimator", "--export", str(run)]) == 2
+    assert "a checkpoint of the prior, not of the estimator" in capsys.readouterr().err
+    assert _train("--best", "val_eps_mse") == 2
+    assert "--best and --export-to go with --export" in capsys.readouterr().err

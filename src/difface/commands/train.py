@@ -19,6 +19,7 @@ EPILOG = """examples:
       --set data.val_hq=val/hq
   difface train prior --resume runs/prior --max-steps 20000        # continue (newest checkpoint)
   torchrun --standalone --nproc_per_node 8 -m difface train prior --config configs/train/prior_ffhq512.yaml
+  difface train estimator --export runs/est --best psnr_y --export-to est_best.safetensors
 
 The run folder receives config.yaml, train.jsonl/csv (loss, lr, grad norm, speed), val.jsonl/csv,
 samples/*.png, checkpoints/step_*.pt and <task>.safetensors (EMA weights when the config has an
@@ -52,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch (default: torch's choice; "
                    "1 is often faster on a busy machine)")
+    g = p.add_argument_group("exporting a checkpoint instead of training")
+    g.add_argument("--export", metavar="CKPT|RUN", help="write the weights (the EMA when there is one) of a "
+                   "checkpoint, or of a run folder's newest or --best checkpoint, to --export-to; no training")
+    g.add_argument("--best", metavar="METRIC", help="with --export RUN: the kept checkpoint with the best "
+                   "validation METRIC of val.jsonl (higher psnr/ssim, lower errors), e.g. psnr_y, val_eps_mse")
+    g.add_argument("--export-to", type=Path, metavar="FILE", help="output .safetensors (default: "
+                   "RUN/<task>_step_<N>.safetensors)")
     p.set_defaults(func=run)
 
 
@@ -96,7 +104,41 @@ def prepare(args: argparse.Namespace):
     return cfg, out, saved
 
 
+def export(args: argparse.Namespace) -> int:
+    """--export: write a checkpoint's weights without training."""
+    from difface.train.checkpoint import load_checkpoint
+    from difface.train.config import ConfigError, from_dict
+    from difface.train.run import best_checkpoint, export_checkpoint
+
+    try:
+        source = Path(args.export)
+        if args.best:
+            if not source.is_dir():
+                raise ValueError(f"--best needs a run folder, and {source} is not a folder")
+            source, score = best_checkpoint(source, args.best)
+            print(f"best {args.best}: {score:.6g} at {source.name}", file=sys.stderr)
+        saved = load_checkpoint(source)
+        task = from_dict(saved["config"], where=saved["path"]).task
+        if task != args.task:
+            raise ValueError(f"{saved['path']}: a checkpoint of the {task}, not of the {args.task}")
+        ckpt = Path(saved["path"])
+        out = args.export_to or ckpt.parent.parent / f"{args.task}_step_{int(saved['step'])}.safetensors"
+        if out.suffix != ".safetensors":
+            raise ValueError(f"--export-to {out}: give a .safetensors file name")
+        path = export_checkpoint(saved, out)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported step {int(saved['step'])} of {ckpt} to {path}", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.export:
+        return export(args)
+    if args.best or args.export_to:
+        print("error: --best and --export-to go with --export", file=sys.stderr)
+        return 2
     from difface.data.datasets import NoReadableImages
     from difface.train.config import ConfigError
     from difface.train.run import run_training

@@ -270,14 +270,18 @@ def export_weights(state: TrainState, cfg: TrainConfig, run_dir: Path) -> Path |
     if not hasattr(state.eval_model, "config"):
         return None
     path = Path(run_dir) / f"{cfg.task}.safetensors"
-    kind = "ema" if state.ema is not None else "model"
-    extra = {"step": state.step, "weights": kind, "task": cfg.task}
+    save_network(state.eval_model, path, extra=export_metadata(cfg, state.step, ema=state.ema is not None))
+    return path
+
+
+def export_metadata(cfg: TrainConfig, step: int, *, ema: bool) -> dict:
+    """Metadata of exported weights: step, 'ema' or 'model', task, and for priors `t_max`."""
+    extra = {"step": int(step), "weights": "ema" if ema else "model", "task": cfg.task}
     if cfg.task == "prior":
         d = cfg.diffusion
         # The timesteps the prior was trained on: restoring from a start step beyond them is refused.
         extra["t_max"] = d.steps - 1 if d.t_max is None else d.t_max
-    save_network(state.eval_model, path, extra=extra)
-    return path
+    return extra
 
 
 def _run_sampling(state: TrainState, sample_fn: SampleFn, run_dir: Path, val_log: MetricsLogger) -> dict:

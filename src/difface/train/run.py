@@ -19,7 +19,7 @@ from difface.diffusion.schedule import Diffusion
 from difface.models import SwinIR, build_from_config
 from difface.train.checkpoint import list_checkpoints
 from difface.train.config import TrainConfig
-from difface.train.loop import SampleFn, TrainState, train
+from difface.train.loop import SampleFn, TrainState, export_metadata, train
 from difface.train.samples import make_estimator_sample_fn, make_inpainter_sample_fn, make_prior_sample_fn
 from difface.train.steps import (
     StepFn,
@@ -165,3 +165,54 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, device: str = "auto",
     finally:
         if own:
             distributed.cleanup()
+
+
+def _better(metric: str) -> str:
+    """'max' for quality metrics (PSNR, SSIM), 'min' for errors and losses."""
+    return "max" if any(k in metric for k in ("psnr", "ssim")) else "min"
+
+
+def best_checkpoint(run_dir: str | Path, metric: str) -> tuple[Path, float]:
+    """The kept checkpoint of `run_dir` whose validation `metric` (val.jsonl) is best.
+
+    Higher is better for PSNR/SSIM metrics, lower for everything else (errors, losses). Raises
+    ValueError naming the run and the metric when no kept checkpoint has it.
+    """
+    import json
+
+    from difface.train.checkpoint import checkpoint_path
+
+    run_dir = Path(run_dir)
+    log_path = run_dir / "val.jsonl"
+    if not log_path.is_file():
+        raise ValueError(f"{run_dir}: no val.jsonl (the run has no validation to choose by)")
+    scores: dict[int, float] = {}
+    for line in log_path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if metric in row and "step" in row:
+            scores[int(row["step"])] = float(row[metric])  # a resumed run may log a step twice: keep the last
+    kept = {int(p.stem.split("_")[-1]): p for p in list_checkpoints(run_dir)}
+    candidates = {s: v for s, v in scores.items() if s in kept}
+    if not candidates:
+        known = sorted({k for line in log_path.read_text().splitlines() if line.strip()
+                        for k in json.loads(line) if k != "step"})
+        raise ValueError(f"{run_dir}: no kept checkpoint has validation metric {metric!r} "
+                         f"(metrics logged: {', '.join(known) or 'none'})")
+    pick = max if _better(metric) == "max" else min
+    step = pick(candidates, key=lambda s: candidates[s])
+    return checkpoint_path(run_dir, step), candidates[step]
+
+
+def export_checkpoint(saved: dict, out: str | Path) -> Path:
+    """Write the weights of a loaded checkpoint (its EMA when it has one) to `out` (.safetensors),
+    with the metadata a finished run's export carries (step, weights, task, t_max for priors)."""
+    from difface.train.config import from_dict
+    from difface.weights import save_network
+
+    cfg = from_dict(saved["config"], where=saved.get("path", ""))
+    model = build_model(cfg, warm_start=False)
+    sd = saved["ema"] if saved.get("ema") is not None else saved["model"]
+    model.load_state_dict(sd, strict=True)
+    out = Path(out)
+    save_network(model.eval(), out, extra=export_metadata(cfg, saved["step"], ema=saved.get("ema") is not None))
+    return out
