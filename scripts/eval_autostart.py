@@ -163,7 +163,7 @@ def main() -> None:
     ev = sub.choices["evaluate"]
     ev.add_argument("--fixed", default="0,10,20,40")
     ev.add_argument("--auto", action="store_true")
-    ev.add_argument("--niqe", action="store_true")
+    ev.add_argument("--niqe", action="store_true", help="also NIQE and ids_dlib of the x4 upscales (slow)")
     ev.add_argument("--json", type=Path)
     wr = sub.add_parser("write")
     wr.add_argument("--estimator", type=Path, required=True)

@@ -7,7 +7,8 @@ every estimator sees the same inputs. Rows per recipe: the degraded input, each 
 estimator and --prior. Columns: PSNR-Y and SSIM-Y against the truth, the PSNR gain over the
 input, the share of faces whose PSNR-Y is at least the input's, PSNR on RGB, the sharpness ratio (mean Sobel
 gradient energy of the outputs over the truths', difface.metrics.sharpness), NIQE of the x4
-bicubic upscale (--niqe; as the model card) and seconds per face.
+bicubic upscale and `ids_dlib` (cosine of dlib descriptors of the x4 upscales, output vs truth; both
+with --niqe; as the model card) and seconds per face.
 
 Recipes (--recipes, comma list):
   mild-x2, severe-x4   the two recipes of issue 15 written at 64 px (difface.data.degrade.MILD_X2 /
@@ -127,10 +128,36 @@ def measure(pred: np.ndarray, gt: np.ndarray, with_niqe: bool) -> dict:
     if with_niqe:
         from difface.metrics.niqe import niqe
 
-        row["niqe_x4"] = float(np.mean([niqe(np.clip(cv2.resize(np.clip(p, 0, 1), None, fx=4, fy=4,
-                                                                 interpolation=cv2.INTER_CUBIC), 0, 1))
-                                        for p in pred]))
+        row["niqe_x4"] = float(np.mean([niqe(_x4(p)) for p in pred]))
+        embedder = _embedder()
+        if embedder is not None:  # ids_dlib: cosine of dlib descriptors of the x4 upscales, output vs truth
+            row["ids_dlib"] = float(np.mean([_cos(embedder.embed(_x4(p)), embedder.embed(_x4(g)))
+                                             for p, g in zip(pred, gt)]))
     return row
+
+
+def _x4(a: np.ndarray) -> np.ndarray:
+    return np.clip(cv2.resize(np.clip(a, 0, 1), None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+_EMBEDDER: list = []
+
+
+def _embedder():
+    """The dlib embedder, once; None (said once) without the [metrics] extra."""
+    if not _EMBEDDER:
+        try:
+            from difface.metrics.identity import DlibEmbedder
+
+            _EMBEDDER.append(DlibEmbedder())
+        except Exception as e:  # noqa: BLE001 - optional extra
+            print(f"ids_dlib skipped: {e}", flush=True)
+            _EMBEDDER.append(None)
+    return _EMBEDDER[0]
 
 
 def add_row(rows: list[dict], recipe: str, setting: str, pred: np.ndarray, hq: np.ndarray, sec: float,
@@ -142,13 +169,15 @@ def add_row(rows: list[dict], recipe: str, setting: str, pred: np.ndarray, hq: n
     r["share_ge_input"] = float(np.mean(np.array(r["per_face_psnr_y"]) >= np.array(base) - 1e-9))
     rows.append(r)
     print(f"{recipe} | {setting}: PSNR-Y {r['psnr_y']:.2f} ({r['gain']:+.2f}) SSIM-Y {r['ssim_y']:.4f} "
-          f"sharpness {r['sharpness']:.3f}" + (f" NIQE {r['niqe_x4']:.2f}" if "niqe_x4" in r else ""), flush=True)
+          f"sharpness {r['sharpness']:.3f}" + (f" NIQE {r['niqe_x4']:.2f}" if "niqe_x4" in r else "")
+          + (f" ids_dlib {r['ids_dlib']:.4f}" if "ids_dlib" in r else ""), flush=True)
 
 
 def table(recipe: str, rows: list[dict]) -> str:
     niqe = any("niqe_x4" in r for r in rows)
+    ids = any("ids_dlib" in r for r in rows)
     head = ["setting", "PSNR-Y", "gain", ">= input", "PSNR RGB", "SSIM-Y", "sharpness",
-            *(["NIQE x4"] if niqe else []), "s/face"]
+            *(["NIQE x4"] if niqe else []), *(["ids_dlib"] if ids else []), "s/face"]
     lines = [f"**{recipe}** ({rows[0]['count']} faces)", "", "| " + " | ".join(head) + " |",
              "|---" + "|---:" * (len(head) - 1) + "|"]
     for r in rows:
@@ -156,6 +185,8 @@ def table(recipe: str, rows: list[dict]) -> str:
                  f"{r['psnr_rgb']:.2f}", f"{r['ssim_y']:.4f}", f"{r['sharpness']:.3f}"]
         if niqe:
             cells.append(f"{r.get('niqe_x4', float('nan')):.2f}")
+        if ids:
+            cells.append(f"{r.get('ids_dlib', float('nan')):.4f}")
         cells.append(f"{r['s_per_face']:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -171,7 +202,7 @@ def main() -> None:
     ap.add_argument("--difface", default="", metavar="START:ETA,...",
                     help="DifFace settings run with every estimator and --prior")
     ap.add_argument("--prior", default=None, help="prior for --difface (default: the bundled one)")
-    ap.add_argument("--niqe", action="store_true", help="also NIQE of the x4 bicubic upscale (slow)")
+    ap.add_argument("--niqe", action="store_true", help="also NIQE and ids_dlib of the x4 bicubic upscale (slow)")
     ap.add_argument("--latency", action="store_true", help="also batch-1 latency of each estimator, ms")
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
