@@ -180,3 +180,23 @@ def test_safetensors_roundtrip_and_arch_inference(lama_small, tmp_path):
     assert weights.infer_arch(torch.load(tmp_path / "bare.pth", weights_only=True)["state_dict"]) == "lama_small"
     net2 = weights.load_network(tmp_path / "bare.pth")
     assert torch.equal(net2.model[18].weight, lama_small.model[18].weight)
+
+
+def test_filler_forward_script_compares_with_a_golden_file(tmp_path):
+    """scripts/filler_forward.py (the full-size check against official vectors) on the small goldens:
+    the same output within 1e-5, and exit status 1 when a reference disagrees."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "filler_forward.py"
+    golden_file = Path(__file__).resolve().parent / "fixtures" / "golden" / "lama_small.npz"
+    run = [sys.executable, str(script), "lama_small", "--inputs", str(golden_file), "--compare", "out"]
+    ok = subprocess.run([*run, "--atol", "1e-5"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "within atol 1e-05" in ok.stdout, ok.stdout + ok.stderr
+    bad = np.load(golden_file)
+    shifted = tmp_path / "shifted.npz"
+    np.savez(shifted, **{k: bad[k] for k in bad.files if k != "out"}, out=bad["out"] + 1e-3)
+    run[3] = str(shifted)
+    over = subprocess.run([*run, "--atol", "1e-5"], capture_output=True, text=True)
+    assert over.returncode == 1 and "OVER atol" in over.stdout, over.stdout + over.stderr
