@@ -197,6 +197,6 @@ def test_filler_forward_script_compares_with_a_golden_file(tmp_path):
     bad = np.load(golden_file)
     shifted = tmp_path / "shifted.npz"
     np.savez(shifted, **{k: bad[k] for k in bad.files if k != "out"}, out=bad["out"] + 1e-3)
-    run[3] = str(shifted)
+    run[4] = str(shifted)
     over = subprocess.run([*run, "--atol", "1e-5"], capture_output=True, text=True)
     assert over.returncode == 1 and "OVER atol" in over.stdout, over.stdout + over.stderr
