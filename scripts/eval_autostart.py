@@ -87,13 +87,17 @@ def cmd_fit(args) -> None:
     for recipe, (lq, hq) in data.items():
         rows: list[dict] = []
         add_row(rows, recipe, "degraded input", lq, hq, 0.0, False)
-        for kappa in (float(k) for k in args.kappas.split(",")):
-            model.autostart = AutoStart(scale=float(scale), offset=float(offset), kappa=kappa, t_cap=args.t_cap)
-            res, est, steps, sec = restore(model, lq, "auto", args.seed, args.batch)
-            if kappa == float(args.kappas.split(",")[0]):
-                add_row(rows, recipe, "estimator", est, hq, 0.0, False)
-            add_row(rows, recipe, f"auto kappa={kappa:g} (N mean {np.mean(steps):.1f}, "
-                    f"range {min(steps)}-{max(steps)})", res, hq, sec, False)
+        first = True
+        for floor in (float(f) for f in args.floors.split(",")):
+            for kappa in (float(k) for k in args.kappas.split(",")):
+                model.autostart = AutoStart(scale=float(scale), offset=float(offset), kappa=kappa, t_cap=args.t_cap,
+                                            floor=floor)
+                res, est, steps, sec = restore(model, lq, "auto", args.seed, args.batch)
+                if first:
+                    add_row(rows, recipe, "estimator", est, hq, 0.0, False)
+                    first = False
+                add_row(rows, recipe, f"auto kappa={kappa:g} floor={floor:g} (N mean {np.mean(steps):.1f}, "
+                        f"range {min(steps)}-{max(steps)})", res, hq, sec, False)
         print(table(recipe, rows) + "\n", flush=True)
         out["rows"][recipe] = rows
     args.out.write_text(json.dumps(out, indent=1))
@@ -106,7 +110,7 @@ def cmd_write(args) -> None:
 
     from difface.images import atomic_write_bytes
 
-    rule = AutoStart(scale=args.scale, offset=args.offset, kappa=args.kappa, t_cap=args.t_cap)
+    rule = AutoStart(scale=args.scale, offset=args.offset, kappa=args.kappa, t_cap=args.t_cap, floor=args.floor)
     with safe_open(str(args.estimator), "pt") as f:
         meta = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -158,6 +162,7 @@ def main() -> None:
     fit = sub.choices["fit"]
     fit.add_argument("--skip", type=int, default=200, help="calibration faces start here (the first are measured)")
     fit.add_argument("--kappas", default="0.5,1,2")
+    fit.add_argument("--floors", default="0", help="comma list of error floors (module difface.autostart)")
     fit.add_argument("--t-cap", type=int, default=400)
     fit.add_argument("--out", type=Path, required=True)
     ev = sub.choices["evaluate"]
@@ -171,6 +176,7 @@ def main() -> None:
     wr.add_argument("--offset", type=float, required=True)
     wr.add_argument("--kappa", type=float, required=True)
     wr.add_argument("--t-cap", type=int, default=400)
+    wr.add_argument("--floor", type=float, default=0.0)
     wr.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args()
     if args.cmd != "write":

@@ -130,6 +130,11 @@ def test_auto_start_grows_with_the_estimators_change(small_models):
     assert steps_for_error(d, [0.1], AutoStart(kappa=2.0)) == [int(np.argmax(ratio >= 0.2))]
     assert steps_for_error(d, [50.0], AutoStart(t_cap=200)) == [50]  # capped at t = 200
     assert steps_for_error(d, [50.0], AutoStart(), t_max=99) == [24]  # and at the prior's trained range
+    # an error floor: at or below it N = 0 (the estimate), above it only the excess is covered
+    floor = AutoStart(kappa=2.0, floor=0.05)
+    assert steps_for_error(d, [0.03, 0.05, 0.15], floor) == [0, 0, int(np.argmax(ratio >= 0.2))]
+    assert AutoStart.from_json(floor.to_json()) == floor
+    assert AutoStart.from_json('{"scale": 2, "offset": 0.1, "kappa": 1, "t_cap": 400}').floor == 0.0  # older files
     y = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     est = y.clone()
     est[1] = (est[1] + 0.2).clamp(0, 1)

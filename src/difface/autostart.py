@@ -7,13 +7,15 @@ leaves the error in place; too large an N replaces the person. So N should grow 
 
     e(y)   = rms(f(y) - y) * 2          how far the estimate moved from the input, in [-1, 1] units
     ê(y)   = scale * e(y) + offset      the predicted error of the estimate (a linear fit, see below)
-    N(y)   = the first respaced step whose noise-to-signal ratio sqrt((1 - abar) / abar) >= kappa * ê,
-             at most the step of t_cap (and of the prior's trained range)
+    N(y)   = the first respaced step whose noise-to-signal ratio sqrt((1 - abar) / abar) >=
+             kappa * max(ê - floor, 0), at most the step of t_cap (and of the prior's trained range)
 
-Mild damage barely moves the estimate, so it gets little diffusion; severe damage gets more. The
-fit (scale, offset) and kappa are calibrated per model on degraded training faces of mixed severity
-(scripts/eval_autostart.py) and stored in the estimator's metadata (`difface.autostart`); models
-without a calibration use scale 1, offset 0, kappa 1.
+Mild damage barely moves the estimate, so it gets little diffusion; severe damage gets more.
+`floor` is the error the prior cannot take away because its own sampling adds as much: a predicted
+error at or below it gives N = 0 (the estimate is returned), as diffusing a nearly clean face only
+adds the prior's error. The fit (scale, offset), kappa and floor are calibrated per model on
+degraded faces of mixed severity (scripts/eval_autostart.py) and stored in the estimator's metadata
+(`difface.autostart`); models without a calibration use scale 1, offset 0, kappa 1, floor 0.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ import torch
 
 @dataclass(frozen=True)
 class AutoStart:
-    """The rule's constants (module docstring): ê = scale * e + offset; N: ratio >= kappa * ê; t <= t_cap."""
+    """The rule's constants (module docstring): ê = scale * e + offset; N: ratio >= kappa * (ê - floor);
+    t <= t_cap."""
 
     scale: float = 1.0
     offset: float = 0.0
     kappa: float = 1.0
     t_cap: int = 400
+    floor: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -61,7 +65,7 @@ def steps_for_error(diffusion, err: torch.Tensor | np.ndarray, rule: AutoStart, 
     top = int(allowed[-1]) if len(allowed) else 0
     out = []
     for e in np.asarray(err, np.float64).reshape(-1):
-        need = rule.kappa * max(float(e), 0.0)
+        need = rule.kappa * max(float(e) - rule.floor, 0.0)
         k = int(np.searchsorted(ratio, need, side="left")) if math.isfinite(need) else top
         out.append(min(k, top))
     return out
