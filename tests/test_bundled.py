@@ -17,10 +17,31 @@ def test_bundled_files_are_small_safetensors_with_configs():
     assert sum(f.stat().st_size for f in files) < 40 * 2**20
     model = DifFace.load()
     assert model.image_size == 64 and "bundled" in model.name
-    assert (model.default_start_step, model.default_eta) == (20, 0.0)  # measured in docs/model-card.md
+    # v2 (docs/model-card.md): start step chosen per image, eta 0; 20 is the fixed start shown beside it
+    assert (model.default_start, model.default_start_step, model.default_eta) == ("auto", 20, 0.0)
     assert sum(p.numel() for p in model.prior.parameters()) == 2_407_622
-    assert sum(p.numel() for p in model.estimator.parameters()) == 688_379
+    assert sum(p.numel() for p in model.estimator.parameters()) == 582_139
     assert all(torch.isfinite(p).all() for p in model.prior.parameters())
+    # the prior's trained range and the estimator's calibrated rule travel in the weights' metadata
+    assert model.t_max == 499
+    a = model.autostart
+    assert (a.kappa, a.floor, a.t_cap) == (2.0, 0.09, 400) and a.scale > 0
+
+
+def test_auto_default_leaves_a_nearly_clean_face_to_the_estimator_and_diffuses_a_damaged_one():
+    """The bundled rule: a clean face (the estimator barely changes it) gets N = 0, a blurred and
+    noisy one a start step above 0; a call without start_step uses the rule."""
+    from difface.images import image_to_tensor, read_image
+
+    model = DifFace.load()
+    face = image_to_tensor(read_image(EXAMPLE.parent / "astronaut_face.png").rgb)
+    g = torch.Generator().manual_seed(0)
+    small = torch.nn.functional.interpolate(face, size=(16, 16), mode="area")
+    damaged = (torch.nn.functional.interpolate(small, size=(64, 64), mode="bilinear")
+               + 0.06 * torch.randn(face.shape, generator=g)).clamp(0, 1)
+    out = model.restore(torch.cat([face, damaged]), seeds=[1, 2])
+    assert out.start_steps[0] == 0 and out.start_steps[1] > 0, out.start_steps
+    torch.testing.assert_close(out.result[0], out.estimate[0])  # N = 0: the estimate itself
 
 
 def test_restore_without_weight_options_uses_the_bundled_model(tmp_path, capsys):

@@ -267,9 +267,11 @@ class AppServer:
         """(default eta, default start step, one line describing the model) of a menu label."""
         m = self.model(label, task)
         t = int(m.diffusion.timestep_map[m.default_start_step])
+        start = (f"default start step auto (per image; start step {m.default_start_step} of ddim250, t = {t}, "
+                 "when fixed)" if m.default_start == "auto" else
+                 f"default start step {m.default_start_step} of ddim250 (t = {t} of 1000)")
         return m.default_eta, m.default_start_step, (
-            f"{m.name}: {m.image_size} x {m.image_size} px; default start step {m.default_start_step} of "
-            f"ddim250 (t = {t} of 1000), eta {m.default_eta:g}")
+            f"{m.name}: {m.image_size} x {m.image_size} px; {start}, eta {m.default_eta:g}")
 
     def _detector_and_background(self, photo: PhotoOptions, device: torch.device, dtype: torch.dtype):
         """The whole-photo detector and background upsampler, built once (as `difface restore` builds them)."""

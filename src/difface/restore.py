@@ -35,8 +35,11 @@ INPAINT_ETA = 1.0
 BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
 # The bundled prior is small and CPU-trained: it helps near the clean end of the chain and harms
 # from t=400 on, so its default start is lower (measured in docs/model-card.md).
-BUNDLED_START_T = 80  # start step 20 of ddim250
+BUNDLED_START_T = 80  # start step 20 of ddim250: the fixed start shown as the alternative to auto
 BUNDLED_ETA = 0.0  # at start 20, eta 0 beat 0.5 on both PSNR-Y and NIQE (docs/model-card.md)
+# The bundled model (v2) chooses its start step per image (difface.autostart; its estimator carries the
+# calibrated rule): mild damage gets none, severe damage a little (docs/model-card.md, "Version 2").
+BUNDLED_AUTO = True
 # The bundled inpainter: measured in docs/model-card.md ("Inpainting").
 BUNDLED_INPAINT_START_T, BUNDLED_INPAINT_ETA = INPAINT_START_T, INPAINT_ETA
 # kept for callers that speak in respaced steps of the default "ddim250" chain
@@ -126,8 +129,10 @@ class DifFace:
 
     task "restoration": the estimator maps (B, 3, S, S) -> (B, 3, S, S); "inpainting": it maps
     cat(lq, mask) (B, 4, S, S) -> (B, 3, S, S). default_start_t / default_eta: the settings used when a
-    call gives none (as an original timestep, so that they mean the same on any respacing); t_max: the
-    largest timestep the prior was trained on (start steps beyond it are refused).
+    call gives none (as an original timestep, so that they mean the same on any respacing);
+    default_auto: when a call gives no start step, choose one per image (`start_step="auto"`) instead of
+    default_start_t; t_max: the largest timestep the prior was trained on (start steps beyond it are
+    refused).
     """
 
     prior: nn.Module
@@ -140,6 +145,7 @@ class DifFace:
     t_max: int | None = None
     task: str = "restoration"
     autostart: AutoStart = field(default_factory=AutoStart)
+    default_auto: bool = False
 
     @classmethod
     def from_modules(
@@ -180,6 +186,7 @@ class DifFace:
                                               .get("difface.autostart"))
         if bundled and task == "restoration":
             model.default_start_t, model.default_eta = BUNDLED_START_T, BUNDLED_ETA
+            model.default_auto = BUNDLED_AUTO
         elif bundled:
             model.default_start_t, model.default_eta = BUNDLED_INPAINT_START_T, BUNDLED_INPAINT_ETA
         return model
@@ -200,6 +207,11 @@ class DifFace:
     @property
     def device(self) -> torch.device:
         return next(self.prior.parameters()).device
+
+    @property
+    def default_start(self) -> int | str:
+        """What a call without a start step uses: "auto" (default_auto) or default_start_step."""
+        return "auto" if self.default_auto else self.default_start_step
 
     @property
     def default_start_step(self) -> int:
@@ -269,6 +281,8 @@ class DifFace:
         s = self.image_size
         y = _resize(y0, (s, s))
         est = self.estimate(y, dtype=dtype)
+        if start_step is None:
+            start_step = self.default_start
         auto = isinstance(start_step, str) and start_step == "auto"
         if auto:
             start_step = self.auto_start_steps(y, est)

@@ -57,9 +57,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    "default: the bundled small model")
     p.add_argument("--estimator", help="diffused estimator: registry name or file (default: bundled)")
     p.add_argument("--start-step", type=start_step_arg, default=None, metavar="N|auto",
-                   help="respaced step N the estimate is diffused to; 0 = estimator only. Default: the "
+                   help="respaced step N the estimate is diffused to; 0 = estimator only; auto = chosen per "
+                   "image from how much the estimator changed it (more damage, more diffusion). Default: the "
                    "model's (the official models: t = 400 of 1000, i.e. 100 on ddim250; the bundled small model: "
-                   "its own, printed at start), kept at the same t when --steps changes")
+                   "auto), printed at start; a fixed N is kept at the same t when --steps changes")
     p.add_argument("--steps", default="ddim250", help="timestep respacing of the official loop, e.g. ddim250, "
                    "ddim50 or 250 (default ddim250)")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1]: lower is more faithful, higher "

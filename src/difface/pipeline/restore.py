@@ -93,7 +93,7 @@ class FacePipeline:
         self.dtype = DTYPES[options.model.dtype]
         s = options.sampling
         self.eta = model.default_eta if s.eta is None else float(s.eta)
-        self.start_step: int | str = model.default_start_step if s.start_step is None else s.start_step
+        self.start_step: int | str = model.default_start if s.start_step is None else s.start_step
         self._check_against_model()
 
     # -- construction ------------------------------------------------------------------------------
