@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--lq", type=Path, required=True)
     ap.add_argument("--hq", type=Path, required=True)
     ap.add_argument("--count", type=int, default=8)
-    ap.add_argument("--settings", default="20:0,40:0.5,100:0.5", help="comma list of START:ETA rows")
+    ap.add_argument("--settings", default="20:0,40:0.5,100:0.5", help="comma list of START:ETA rows (START a step or auto)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     args = ap.parse_args()
@@ -76,7 +76,8 @@ def main() -> None:
     rows = [to_np(lq), to_np(model.restore(lq, start_step=0).result)]
     for item in args.settings.split(","):
         start, eta = item.split(":")
-        rows.append(to_np(model.restore(lq, start_step=int(start), eta=float(eta), seeds=list(range(len(lq)))).result))
+        n = start if start == "auto" else int(start)
+        rows.append(to_np(model.restore(lq, start_step=n, eta=float(eta), seeds=list(range(len(lq)))).result))
     rows.append(hq)
     write_image(args.out / "val_restorations.png", grid(rows))
     print(f"wrote {args.out / 'prior_samples.png'} and {args.out / 'val_restorations.png'}")
