@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--lq", type=Path, required=True)
     ap.add_argument("--hq", type=Path, required=True)
     ap.add_argument("--count", type=int, default=8)
-    ap.add_argument("--settings", default="20:0,40:0.5,100:0.5", help="comma list of START:ETA rows (START a step or auto)")
+    ap.add_argument("--settings", default="20:0,40:0.5,100:0.5",
+                    help="comma list of START:ETA rows (START a step or auto)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     args = ap.parse_args()
