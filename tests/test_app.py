@@ -415,14 +415,17 @@ def test_pixel_limit_of_the_app(tmp_path):
 def test_progress_reports_faces_and_denoising_steps(server, tmp_path):
     reports = []
     group = group_photo(tmp_path / "group.png")
-    _restore(server, group, mode="whole photo", report=lambda f, t: reports.append((f, t)))
+    # a fixed start step (the bundled default, auto, picks a number per face)
+    _restore(server, group, mode="whole photo", start="custom", start_custom=20,
+             report=lambda f, t: reports.append((f, t)))
     texts = [t for _, t in reports]
     assert "face 1 of 4: denoising step 1 of 20" in texts
     assert "face 4 of 4: denoising step 20 of 20" in texts
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     reports.clear()
-    _restore(server, ASTRONAUT, sampler="ddim", nfe=4, report=lambda f, t: reports.append((f, t)))
+    _restore(server, ASTRONAUT, sampler="ddim", nfe=4, start="custom", start_custom=20,
+             report=lambda f, t: reports.append((f, t)))
     assert [t for _, t in reports][-1] == "face 1 of 1: denoising step 4 of 4"
 
 
