@@ -4,7 +4,8 @@
             the linear fit of the estimate's true error on its change (err ~ scale * change + offset,
             both RMS in [-1, 1] units) over the recipes together, then DifFace with auto starts for
             each --kappas value, recipe by recipe; writes --out (JSON) with the fit and the rows
-  write     copy --estimator to -o with the chosen rule in its metadata (difface.autostart)
+  write     copy --estimator to -o with the chosen rule in its metadata (difface.autostart) and, with
+            --flip-ensemble, the SwinIR flip_ensemble switch in its config
   evaluate  the first --count validation faces: the input, the estimator alone, DifFace at each fixed
             --fixed N and with auto starts: PSNR-Y, SSIM-Y, sharpness ratio, (NIQE with --niqe), the
             mean and spread of the auto start steps
@@ -115,8 +116,14 @@ def cmd_write(args) -> None:
         meta = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     meta["difface.autostart"] = rule.to_json()
+    if args.flip_ensemble:  # the SwinIR config's flip_ensemble (difface.models.swinir): two mirrored passes
+        if meta.get("difface.arch") != "swinir":
+            raise SystemExit(f"{args.estimator}: --flip-ensemble needs one of our SwinIR files "
+                             f"(difface.arch is {meta.get('difface.arch')!r})")
+        meta["difface.config"] = json.dumps({**json.loads(meta["difface.config"]), "flip_ensemble": True})
     atomic_write_bytes(args.output, save(tensors, metadata=meta))
-    print(f"wrote {args.output} with difface.autostart = {rule.to_json()}")
+    print(f"wrote {args.output} with difface.autostart = {rule.to_json()}"
+          + (" and flip_ensemble" if args.flip_ensemble else ""))
 
 
 def cmd_evaluate(args) -> None:
@@ -177,6 +184,8 @@ def main() -> None:
     wr.add_argument("--kappa", type=float, required=True)
     wr.add_argument("--t-cap", type=int, default=400)
     wr.add_argument("--floor", type=float, default=0.0)
+    wr.add_argument("--flip-ensemble", action="store_true",
+                    help="also set the estimator's flip_ensemble (average with the mirrored pass)")
     wr.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args()
     if args.cmd != "write":

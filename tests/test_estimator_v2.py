@@ -101,6 +101,13 @@ def test_range64_preset_spans_clean_to_beyond_severe_x4(face):
     assert c0.effective_blur_sigma[1] >= mild64.effective_blur_sigma[1]
     assert c0.effective_downsample[0] <= mild64.effective_downsample[0] <= mild64.effective_downsample[1] <= 1.25
     assert c0.noise == mild64.noise and c0.jpeg_quality == mild64.jpeg_quality
+    wide = get_preset("range64-wide")  # range64-clean plus noisy faces at moderate scale
+    assert wide.components[:4] == clean.components and sum(wide.probabilities) == pytest.approx(1.0)
+    ps = [sample_params(wide, np.random.default_rng([4, i])) for i in range(3000)]
+    noisy_mid = np.array([p.noise >= 15 and p.scale <= 2.5 for p in ps])
+    noisy_mid_before = np.array([p.noise >= 15 and p.scale <= 2.5
+                                 for p in (sample_params(clean, np.random.default_rng([4, i])) for i in range(3000))])
+    assert noisy_mid_before.mean() < 0.01 and noisy_mid.mean() > 0.03  # the gap it fills
 
 
 def test_range64_trains_through_the_config(tmp_path, face):
@@ -233,6 +240,59 @@ def test_residual_survives_save_and_load(tmp_path):
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(back(x), res(x))
+
+
+def test_flip_ensemble_is_off_by_default_and_averages_the_mirrored_pass(tmp_path):
+    from difface.weights import load_network, save_network
+
+    assert SwinIRConfig().flip_ensemble is False
+    assert not any(getattr(c, "flip_ensemble", False) for c in CONFIGS.values())
+    _, res = _pair_of_nets()
+    ens = SwinIR(SwinIRConfig(**_SMALL, residual=True, flip_ensemble=True)).eval()
+    ens.load_state_dict(res.state_dict())
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        one, mirrored, both = res(x), res(x.flip(-1)).flip(-1), ens(x)
+        assert (one - mirrored).abs().max() > 1e-3  # an untrained net is not symmetric by itself
+        torch.testing.assert_close(both, 0.5 * (one + mirrored), atol=1e-5, rtol=0)
+        torch.testing.assert_close(ens(x.flip(-1)), both.flip(-1), atol=1e-5, rtol=0)  # exactly equivariant
+        torch.testing.assert_close(ens(x[1:2]), both[1:2], atol=1e-5, rtol=0)  # per image, not per batch
+    ens.train()  # training sees single passes (the loss trains the network, not the average)
+    with torch.no_grad():
+        torch.testing.assert_close(ens(x), res.train()(x))
+    save_network(ens.eval(), tmp_path / "ens.safetensors")
+    back = load_network(tmp_path / "ens.safetensors")
+    assert back.config.flip_ensemble is True
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), both)
+
+
+def test_eval_autostart_write_sets_the_rule_and_the_flip_ensemble(tmp_path):
+    """scripts/eval_autostart.py write: the rule lands in the metadata, --flip-ensemble in the config;
+    the weights are unchanged and the input file is not touched."""
+    import subprocess
+    import sys
+
+    from difface.autostart import AutoStart
+    from difface.restore import _metadata
+    from difface.weights import load_network, save_network
+
+    _, res = _pair_of_nets()
+    src, dst = tmp_path / "est.safetensors", tmp_path / "est_auto.safetensors"
+    save_network(res, src)
+    before = src.read_bytes()
+    script = Path(__file__).resolve().parent.parent / "scripts" / "eval_autostart.py"
+    run = subprocess.run([sys.executable, str(script), "write", "--estimator", str(src), "--scale", "1.5",
+                          "--offset", "0.02", "--kappa", "2", "--floor", "0.1", "--flip-ensemble", "-o", str(dst)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "flip_ensemble" in run.stdout, run.stdout + run.stderr
+    assert src.read_bytes() == before
+    rule = AutoStart.from_json(_metadata(dst)["difface.autostart"])
+    assert (rule.scale, rule.offset, rule.kappa, rule.floor) == (1.5, 0.02, 2.0, 0.1)
+    back = load_network(dst)
+    assert back.config.flip_ensemble is True and back.config.residual is True
+    for k, v in res.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
 
 
 def test_residual_net_fits_the_identity_where_the_plain_net_cannot():

@@ -238,6 +238,16 @@ RANGE64_CLEAN = DegradationMixture(
     (0.15, 0.2, 0.25, 0.4),
 )
 
+# RANGE64_CLEAN with a fifth, noise-dominated component (15%: blur 0.5-2 px, 1-3x down, noise 8-20,
+# JPEG 30-80). In RANGE64 strong noise comes only with strong downsampling (the heavy component), so
+# noisy faces at moderate scale (the `severe` preset at 64 px: noise 10-20 at 1.5-4x down) were rare.
+RANGE64_WIDE = DegradationMixture(
+    (*RANGE64_CLEAN.components,
+     _at64(blur_sigma=(0.5, 2.0), downsample=(1.0, 3.0), noise=(8.0, 20.0), jpeg_quality=(30.0, 80.0),
+           gray_prob=0.02, resize_modes=_ALL_RESIZE)),
+    (0.15, 0.15, 0.2, 0.35, 0.15),
+)
+
 PRESETS: dict[str, DegradationConfig | DegradationMixture] = {
     "gfpgan": DegradationConfig(),
     "celeba-test": DegradationConfig(recipe="celeba-test", gray_prob=0.0),
@@ -251,6 +261,7 @@ PRESETS: dict[str, DegradationConfig | DegradationMixture] = {
     "severe-x4": SEVERE_X4,
     "range64": RANGE64,
     "range64-clean": RANGE64_CLEAN,
+    "range64-wide": RANGE64_WIDE,
 }
 
 

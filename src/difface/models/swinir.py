@@ -2,7 +2,9 @@
 
 Input (B, 3, H, W) in [0, 1] with H, W multiples of `sf * window_size` (64 for the official
 restoration512 model); output (B, 3, H, W), nominally in [0, 1] (not clamped). `residual=True`
-(not in the official code; default off) makes the network predict a correction added to its input.
+(not in the official code; default off) makes the network predict a correction added to its input;
+`flip_ensemble=True` (ours too; default off) averages, in eval mode, the output with the mirror image of
+the output for the mirrored input, so the estimate is exactly left-right equivariant (two passes).
 Parameter and buffer names follow `swinir_restoration512_L1.pth`. The derived buffers (`attn.relative_position_index`,
 `attn_mask` of the shifted blocks) are kept persistent so that our state dicts also load into the
 official code; `difface.weights.load_weights` recomputes them when a checkpoint lacks them.
@@ -38,6 +40,7 @@ class SwinIRConfig:
     unshuffle: bool = True
     unshuffle_scale: int = 8
     residual: bool = False  # ours, not official: output = input + network (see SwinIR.forward)
+    flip_ensemble: bool = False  # ours, not official: in eval mode, average with the mirrored pass
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -233,6 +236,14 @@ class SwinIR(nn.Module):
         return y.transpose(1, 2).reshape(x.shape[0], -1, *size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.flip_ensemble and not self.training:
+            # One batch of 2B: the mirrored copies ride along (faces are near-symmetric, so the two
+            # estimates differ only where the network is unsure; their mean is the better guess).
+            both = self._forward(torch.cat([x, x.flip(-1)]))
+            return 0.5 * (both[: len(x)] + both[len(x):].flip(-1))
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
         ws = self.config.window_size
         # Official quirk (SPEC 7.7): padding is computed on the input size, not on the feature size.
