@@ -203,6 +203,8 @@ def main() -> None:
                     help="DifFace settings run with every estimator and --prior")
     ap.add_argument("--prior", default=None, help="prior for --difface (default: the bundled one)")
     ap.add_argument("--niqe", action="store_true", help="also NIQE and ids_dlib of the x4 bicubic upscale (slow)")
+    ap.add_argument("--toggle-flip", action="store_true",
+                    help="also each SwinIR estimator with its flip_ensemble switched (on if off, off if on)")
     ap.add_argument("--latency", action="store_true", help="also batch-1 latency of each estimator, ms")
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
@@ -226,6 +228,13 @@ def main() -> None:
         for label, net in nets.items():
             out, sec = run_estimator(net, lq, args.batch)
             add_row(rows, recipe, f"estimator {label}", out, hq, sec, args.niqe)
+            if args.toggle_flip and hasattr(net.config, "flip_ensemble"):
+                own = net.config
+                net.config = dataclasses.replace(own, flip_ensemble=not own.flip_ensemble)
+                out, sec = run_estimator(net, lq, args.batch)
+                net.config = own
+                add_row(rows, recipe, f"estimator {label} (flip ensemble {'off' if own.flip_ensemble else 'on'})",
+                        out, hq, sec, args.niqe)
         for item in filter(None, args.difface.split(",")):
             s, e = item.split(":")
             for label, path in specs:
