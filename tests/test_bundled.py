@@ -26,6 +26,21 @@ def test_bundled_files_are_small_safetensors_with_configs():
     assert model.t_max == 499
     a = model.autostart
     assert (a.kappa, a.floor, a.t_cap) == (2.0, 0.09, 400) and a.scale > 0
+    # v2.1: the estimator averages its output with the mirrored pass (difface.models.swinir)
+    assert model.estimator.config.flip_ensemble and model.estimator.config.residual
+
+
+def test_bundled_training_configs_parse_and_match_the_weights():
+    """The *_train_config.yaml beside the weights are real training configs of these networks."""
+    from difface.train.config import load_config
+
+    model = DifFace.load()
+    est = load_config(BUNDLED_DIR / "estimator_train_config.yaml", "estimator")
+    assert est.loss == "l2" and est.data.degradation == "range64-wide"
+    shipped = model.estimator.config.to_dict()
+    assert {**est.model.to_dict(), "flip_ensemble": True} == shipped  # flip_ensemble is set at export only
+    prior = load_config(BUNDLED_DIR / "prior_train_config.yaml", "prior")
+    assert prior.diffusion.t_max == model.t_max == 499
 
 
 def test_auto_default_leaves_a_nearly_clean_face_to_the_estimator_and_diffuses_a_damaged_one():
