@@ -26,7 +26,7 @@ def test_bundled_files_are_small_safetensors_with_configs():
     assert model.t_max == 499
     a = model.autostart
     assert (a.kappa, a.floor, a.t_cap) == (2.0, 0.09, 400) and a.scale > 0
-    # v2.1: the estimator averages its output with the mirrored pass (difface.models.swinir)
+    # since v2.1: the estimator averages its output with the mirrored pass (difface.models.swinir)
     assert model.estimator.config.flip_ensemble and model.estimator.config.residual
 
 
