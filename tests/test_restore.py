@@ -32,7 +32,7 @@ def test_result_depends_only_on_image_and_seed(small_models):
     a, b = torch.rand(1, 3, 64, 64, generator=g), torch.rand(1, 3, 64, 64, generator=g)
     alone = model.restore(b, start_step=5, seeds=[7]).result
     batch = model.restore(torch.cat([a, b, a]), start_step=5, seeds=[1, 7, 3]).result
-    torch.testing.assert_close(batch[1:2], alone, atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch[1:2], alone, atol=1e-5, rtol=0)  # batched kernels: float rounding
     again = model.restore(b, start_step=5, seeds=[7]).result
     assert torch.equal(again, alone)
     other = model.restore(b, start_step=5, seeds=[8]).result
@@ -140,10 +140,13 @@ def test_auto_start_grows_with_the_estimators_change(small_models):
     est[1] = (est[1] + 0.2).clamp(0, 1)
     e = estimate_change(y, est)
     assert e[0] == 0 and e[1] > 0.2
-    # through restore(): the steps chosen are those of the rule, and a result equals a fixed-step run
+    # through restore(): the steps chosen are those of the rule, and a result equals a fixed-step run.
+    # Random inputs move the filled estimator far, so the rule is capped at t = 40 (10 steps) to stay quick
+    model.autostart = AutoStart(t_cap=40)
     out = model.restore(y, start_step="auto", seeds=[3, 4])
     err = estimate_change(y, out.estimate)  # same size: the estimate is at the model size
-    assert out.start_steps == steps_for_error(d, err.numpy(), AutoStart())
+    assert out.start_steps == steps_for_error(d, err.numpy(), model.autostart)
+    assert 0 < max(out.start_steps) <= 10
     fixed = model.restore(y[1:], start_step=out.start_steps[1], seeds=[4])
     torch.testing.assert_close(out.result[1:], fixed.result, atol=1e-5, rtol=0)  # batch vs alone: float rounding
     with pytest.raises(ValueError, match="start_step"):

@@ -16,6 +16,7 @@ def _digest(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.png"))}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None or not torch.distributed.is_available(),
                     reason="torchrun / torch.distributed not available")
 def test_two_processes_give_the_same_files_as_one(tmp_path, small_models):

@@ -288,6 +288,7 @@ def test_dataset_and_model_of_the_config(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None or not (dist.is_available() and dist.is_gloo_available()),
                     reason="torchrun or the gloo backend is not available")
 def test_two_processes_equal_one(tmp_path):

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     folder = write_images(tmp_path / "imgs", 10)
     # global batch 8: one process runs 4 micro-batches of 2, each of two processes runs 2 (no_sync

@@ -371,6 +371,7 @@ def test_tracker_births_deaths_and_identity():
     assert tr.seed_of(0) != tr.seed_of(1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads VmRSS and VmHWM from /proc/self/status (Linux)")
 def test_bounded_memory_on_a_long_clip(photo, tmp_path):
     """Peak RSS of a subprocess restoring a 500-frame clip hardly grows after its first 100 frames:
@@ -425,6 +426,7 @@ def test_real_model_same_noise_per_track_steadies_a_still_shot(photo, detector, 
     assert outs["track"] < 0.05 and outs["indep"] > 10 * max(outs["track"], 0.01), outs
 
 
+@pytest.mark.slow
 def test_make_test_clip_script_on_a_shared_group_photo(tmp_path):
     """scripts/make_test_clip.py on the Solvay photo (research-only, read from ../shared/data)."""
     from conftest import shared_data
