@@ -11,6 +11,7 @@ import contextlib
 import glob
 import logging
 import os
+import secrets
 import struct
 import sys
 import tempfile
@@ -30,9 +31,6 @@ try:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 except AttributeError:  # pragma: no cover - older OpenCV builds
     pass
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -280,17 +278,25 @@ def encode_png(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int 
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to `path` through a temporary file in the same folder and an atomic rename."""
+    """Write bytes to `path` through a temporary file in the same folder and an atomic rename.
+
+    The temporary file is created with mode 0o666, so the process's umask gives it the permissions of any
+    new file (read from nowhere, changed nowhere: no process-wide state is touched)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - a 48-bit name collision
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
