@@ -26,11 +26,23 @@ import torch
 
 log = logging.getLogger("difface")
 
-# OpenCV prints its own warnings for corrupt files; we report them ourselves, by file name.
-try:
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-except AttributeError:  # pragma: no cover - older OpenCV builds
-    pass
+
+
+@contextlib.contextmanager
+def _opencv_silent():
+    """OpenCV's own log silenced for the block (it prints warnings for corrupt files; we report them
+    ourselves, by file name), and set back after it: importing difface changes no library's settings."""
+    cvlog = getattr(getattr(cv2, "utils", None), "logging", None)
+    try:
+        old = cvlog.getLogLevel()
+        cvlog.setLogLevel(cvlog.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover - older OpenCV builds
+        yield
+        return
+    try:
+        yield
+    finally:
+        cvlog.setLogLevel(old)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -92,7 +104,7 @@ def _quietly(read, name: str):
     """
     error: ImageReadError | None = None
     img = None
-    with native_stderr_captured() as native, warnings.catch_warnings(record=True) as caught:
+    with _opencv_silent(), native_stderr_captured() as native, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             img = read()
