@@ -21,8 +21,10 @@ from tqdm import tqdm
 
 from difface.face.align import estimate_alignment, select_faces, warp_faces
 from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
+from difface.face.band import coarse_correction
+from difface.face.band import note as band_note
 from difface.face.detect import Detections, FaceDetector, detect_faces, get_detector
-from difface.face.paste import MaskFn, paste_faces
+from difface.face.paste import MaskFn, add_corrections, draw_crop_outlines, paste_faces
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ def restore_photo(
     det_max_side: int = 2048,
     progress: bool = False,
     max_face_side: float | None = None,
+    keep_detail: bool = True,
 ) -> PhotoResult:
     """Restore every face of a whole photo and return the photo upscaled by `upscale`.
 
@@ -151,7 +154,12 @@ def restore_photo(
     bg_upsampler `(rgb, scale) -> rgb` (None: Lanczos); mask_fn optional face-parsing hook of
     `paste.paste_faces`. Faces with eye distance < min_eye_dist input pixels are skipped; so are
     faces whose aligned crop spans more than `max_face_side` input pixels (None or 0: no limit),
-    which a low-resolution restorer would only soften: they keep the upscaled background.
+    they keep the upscaled background.
+    keep_detail (the band merge, `difface.face.band`): a face whose crop spans more than `face_size`
+    input pixels has detail the restorer cannot represent; it gets only the restorer's correction of
+    its coarse band, added to the upscaled background (`paste.add_corrections`), so that its own finer
+    detail is kept. Faces of at most `face_size` px (and every face with keep_detail=False) are pasted
+    whole, as the restorer returned them. `message` says which faces were merged.
     Returns a PhotoResult; with no face the image is just the upscaled background and
     `message` says so.
     """
@@ -175,17 +183,56 @@ def restore_photo(
     bg = resize_to((bg_upsampler or lanczos_upsampler)(img, upscale), out_hw)
     notes = []
     if skipped:
-        notes.append(f"{skipped} face(s) larger than {max_face_side:g} px left as they were (the restorer works "
-                     f"at {face_size} px and would soften them)")
+        notes.append(f"{skipped} face(s) larger than {max_face_side:g} px left as they were")
     if not len(dets):
         notes.append(("no face restored" if skipped else "no face found") + "; the image was only upscaled")
+    sides = crop_sides(mats, face_size) if len(mats) else np.zeros(0)
+    merged = sides > face_size if keep_detail else np.zeros(len(sides), bool)
+    if merged.any():
+        image = _paste_merged(bg, crops, restored, mats, merged, face_size, upscale, mask_fn, draw_boxes)
+        px = np.round(sides[merged]).astype(int)
+        size = f"{px.min()}" if px.min() == px.max() else f"{px.min()}-{px.max()}"
+        notes.append(("" if merged.sum() == 1 else f"{merged.sum()} faces, ") + band_note(size, face_size))
+    else:
+        image = paste_faces(bg, restored, mats, upscale, mask_fn=mask_fn, draw_boxes=draw_boxes)
     message = "; ".join(notes)
-    image = paste_faces(bg, restored, mats, upscale, mask_fn=mask_fn, draw_boxes=draw_boxes)
     if gray:
         image = _to_gray(image)
     out_alpha = None if alpha is None else resize_to(alpha, out_hw)
     return PhotoResult(image, out_alpha, crops, restored, dets.boxes, dets.scores, dets.landmarks, mats,
                        float(upscale), depth, gray, message, skipped)
+
+
+# Largest side (canvas pixels) at which a face's coarse-band correction is enlarged before it is pasted.
+MAX_CORRECTION_SIDE = 4096
+
+
+def _paste_merged(bg: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: np.ndarray, merged: np.ndarray,
+                  face_size: int, upscale: float, mask_fn: MaskFn | None, draw_boxes: bool) -> np.ndarray:
+    """Paste the faces of at most `face_size` px whole, then add the coarse-band corrections of the larger
+    (`merged`) ones: up(restored - crop) enlarged to about the face's canvas size (`band.resize`), pasted
+    with the matrix of that size. Returns (Hu, Wu, 3) float32 in [0, 1]."""
+    whole = ~merged
+    out = paste_faces(bg, restored[whole], mats[whole], upscale, mask_fn=mask_fn) if whole.any() else bg
+    corrections, big_mats = [], []
+    for k in np.flatnonzero(merged):
+        side = face_size / np.sqrt(abs(np.linalg.det(mats[k][:, :2])))  # crop side in input pixels
+        n = int(np.clip(round(side * upscale), face_size, MAX_CORRECTION_SIDE))
+        x = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None] for a in (restored[k], crops[k])]
+        corrections.append(coarse_correction(x[0], x[1], (n, n))[0].permute(1, 2, 0).numpy())
+        big_mats.append(scale_alignment(mats[k], n / face_size))
+    out = add_corrections(out, corrections, np.stack(big_mats), upscale, mask_fn=mask_fn,
+                          mask_faces=restored[merged])
+    if draw_boxes:
+        draw_crop_outlines(out, mats, face_size, upscale)
+        out = np.clip(out, 0.0, 1.0)
+    return out
+
+
+def scale_alignment(matrix: np.ndarray, r: float) -> np.ndarray:
+    """An image -> crop (2, 3) matrix for a crop r times as large (pixel centres: q' = (q + 0.5) r - 0.5)."""
+    m = np.asarray(matrix, np.float64)
+    return np.concatenate([m[:, :2] * r, (m[:, 2] * r + 0.5 * r - 0.5)[:, None]], axis=1)
 
 
 def crop_sides(mats: np.ndarray, face_size: int) -> np.ndarray:

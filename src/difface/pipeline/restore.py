@@ -315,18 +315,35 @@ class RestorePipeline(FacePipeline):
 
     def restore_aligned(self, images: Sequence[LoadedImage]) -> list[ImageResult]:
         """Aligned faces of any size, restored together (each resized to the model size on its own)."""
+        from difface.face import band
+
         s = self.model.image_size
         x = torch.cat([_resize(image_to_tensor(im.rgb), (s, s)) for im in images])
         out = self.restore_faces(x)
         results = []
         for k, im in enumerate(images):
             h, w = im.rgb.shape[:2]
-            res = tensor_to_image(_resize(out.result[k: k + 1], (h, w), clamp=True))
-            est = tensor_to_image(_resize(out.estimate[k: k + 1], (h, w), clamp=True))
+            if band.applies((h, w), s):  # larger than the model: keep the input's detail above its band
+                full, seen = image_to_tensor(im.rgb), x[k: k + 1]
+                res = tensor_to_image(band.merge_band(full, out.result[k: k + 1], seen))
+                est = tensor_to_image(band.merge_band(full, out.estimate[k: k + 1], seen))
+                self._note_band(f"{w}x{h}" if w != h else h)
+            else:
+                res = tensor_to_image(_resize(out.result[k: k + 1], (h, w), clamp=True))
+                est = tensor_to_image(_resize(out.estimate[k: k + 1], (h, w), clamp=True))
             if im.gray:
                 res, est = _to_gray(res), _to_gray(est)
             results.append(ImageResult(res, im.alpha, estimate=est, faces=1, start_steps=out.start_steps[k:k + 1]))
         return results
+
+    def _note_band(self, face_px: int | str) -> None:
+        """Log the band merge once per face size and pipeline (not once per face)."""
+        from difface.face import band
+
+        seen = self.__dict__.setdefault("_band_sizes", set())
+        if face_px not in seen:
+            seen.add(face_px)
+            log.info("%s", band.note(face_px, self.model.image_size))
 
     def _restore_photo(self, image: LoadedImage) -> ImageResult:
         from difface.face.photo import MAX_OUTPUT_PIXELS, restore_photo
