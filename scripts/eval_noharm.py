@@ -45,11 +45,12 @@ def q8(a: np.ndarray) -> np.ndarray:
 
 
 def aligned_crops(sources: list[str], size: int, count: int, detector) -> list[tuple[str, np.ndarray]]:
-    """Up to `count` sharp aligned crops per source folder at `size` (see the module docstring)."""
+    """Up to `count` sharp aligned crops per source folder at `size`, from its first 3 x count files (sorted
+    names; see the module docstring)."""
     out = []
     for src in sources:
         n = 0
-        for f in collect_inputs([src], extensions=IMAGE_EXTENSIONS):
+        for f in collect_inputs([src], extensions=IMAGE_EXTENSIONS)[:3 * count]:  # tries at most 3 x count
             if n >= count:
                 break
             rgb = read_image(f).rgb

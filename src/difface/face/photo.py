@@ -155,11 +155,13 @@ def restore_photo(
     `paste.paste_faces`. Faces with eye distance < min_eye_dist input pixels are skipped; so are
     faces whose aligned crop spans more than `max_face_side` input pixels (None or 0: no limit),
     they keep the upscaled background.
-    keep_detail (the band merge, `difface.face.band`): a face whose crop spans more than `face_size`
-    input pixels has detail the restorer cannot represent; it gets only the restorer's correction of
-    its coarse band, added to the upscaled background (`paste.add_corrections`), so that its own finer
-    detail is kept. Faces of at most `face_size` px (and every face with keep_detail=False) are pasted
-    whole, as the restorer returned them. `message` says which faces were merged.
+    keep_detail (the band merge of `difface.face.band`, in photo coordinates): each face gets the
+    restorer's correction of its crop, up(restored - crop) at about the face's canvas size, added to the
+    upscaled background (`paste.add_corrections`) instead of the restored crop pasted whole. A face
+    larger than `face_size` keeps its own detail above the restorer's band, and no face loses detail to
+    the warp into the crop and back (two bilinear resamplings: with a restorer that changes nothing, a
+    whole paste keeps about a third of a photo's Laplacian energy at upscale 1, the merge all of it).
+    `message` names the faces larger than the model. keep_detail=False: the restored crops pasted whole.
     Returns a PhotoResult; with no face the image is just the upscaled background and
     `message` says so.
     """
@@ -187,12 +189,14 @@ def restore_photo(
     if not len(dets):
         notes.append(("no face restored" if skipped else "no face found") + "; the image was only upscaled")
     sides = crop_sides(mats, face_size) if len(mats) else np.zeros(0)
-    merged = sides > face_size if keep_detail else np.zeros(len(sides), bool)
-    if merged.any():
-        image = _paste_merged(bg, crops, restored, mats, merged, face_size, upscale, mask_fn, draw_boxes)
-        px = np.round(sides[merged]).astype(int)
-        size = f"{px.min()}" if px.min() == px.max() else f"{px.min()}-{px.max()}"
-        notes.append(("" if merged.sum() == 1 else f"{merged.sum()} faces, ") + band_note(size, face_size))
+    if keep_detail and len(sides):
+        image = _paste_merged(bg, crops, restored, mats, np.ones(len(sides), bool), face_size, upscale, mask_fn,
+                              draw_boxes)
+        big = sides > face_size
+        if big.any():  # say it for the faces with detail above the model's band
+            px = np.round(sides[big]).astype(int)
+            size = f"{px.min()}" if px.min() == px.max() else f"{px.min()}-{px.max()}"
+            notes.append(("" if big.sum() == 1 else f"{big.sum()} faces, ") + band_note(size, face_size))
     else:
         image = paste_faces(bg, restored, mats, upscale, mask_fn=mask_fn, draw_boxes=draw_boxes)
     message = "; ".join(notes)
@@ -209,9 +213,9 @@ MAX_CORRECTION_SIDE = 4096
 
 def _paste_merged(bg: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: np.ndarray, merged: np.ndarray,
                   face_size: int, upscale: float, mask_fn: MaskFn | None, draw_boxes: bool) -> np.ndarray:
-    """Paste the faces of at most `face_size` px whole, then add the coarse-band corrections of the larger
-    (`merged`) ones: up(restored - crop) enlarged to about the face's canvas size (`band.resize`), pasted
-    with the matrix of that size. Returns (Hu, Wu, 3) float32 in [0, 1]."""
+    """Paste the faces not `merged` whole, then add the coarse-band corrections of the `merged` ones:
+    up(restored - crop) enlarged to about the face's canvas size (at least `face_size`; `band.resize`),
+    pasted with the matrix of that size. Returns (Hu, Wu, 3) float32 in [0, 1]."""
     whole = ~merged
     out = paste_faces(bg, restored[whole], mats[whole], upscale, mask_fn=mask_fn) if whole.any() else bg
     corrections, big_mats = [], []
