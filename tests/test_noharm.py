@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data
 
 from difface.face import band
 from difface.face.align import align_faces
@@ -23,6 +22,8 @@ from difface.face.photo import crop_sides, find_faces, restore_photo
 from difface.images import LoadedImage, image_to_tensor, read_image, tensor_to_image
 from difface.metrics.sharpness import changed_mask, detail_ratio
 from difface.pipeline import PhotoOptions, RestoreOptions, RestorePipeline
+
+from conftest import shared_data
 
 
 def _q8(a: np.ndarray) -> np.ndarray:
@@ -94,7 +95,8 @@ def test_sharp_aligned_faces_keep_their_detail(aligned_pipe, astronaut, size, ca
     if size == 512:  # the portrait's face spans 172 px: x3.5 Lanczos, plus seeded fine grain to make it sharp
         big = cv2.resize(astronaut, None, fx=3.5, fy=3.5, interpolation=cv2.INTER_LANCZOS4).clip(0, 1)
         face, side = _aligned(big, size)
-        grain = cv2.GaussianBlur(np.random.default_rng(2).standard_normal(face.shape[:2]).astype(np.float32), (0, 0), 0.7)
+        noise = np.random.default_rng(2).standard_normal(face.shape[:2]).astype(np.float32)
+        grain = cv2.GaussianBlur(noise, (0, 0), 0.7)
         face = _q8(face + 0.04 * grain[:, :, None])
     else:
         face, side = _aligned(astronaut, size)
