@@ -9,7 +9,8 @@ face module (MTCNN, the largest face, `align_faces` at SIZE) and kept only when 
 SIZE source pixels (so that a SIZE crop is a true, sharp SIZE px face, never an upscale). The crops
 are restored by `RestorePipeline.restore_aligned` (the default: band merge above the model's size)
 and, for comparison, as before the merge (the model's output enlarged, `--old`).
-Whole photos: `RestorePipeline.restore_image` at --upscale 1 (Lanczos background) with the pipeline's
+Whole photos: `RestorePipeline.restore_image` at --upscale 1 (Lanczos background; at --upscale 2 the
+reference is the input upscaled by the same Lanczos) with the pipeline's
 default face-size limit, and the variants that decide that limit: the old path (no merge, faces
 over 128 px left alone), the merge with the 128 px limit, the merge with no limit.
 
@@ -85,7 +86,9 @@ def eval_aligned(pipe: RestorePipeline, crops: list[tuple[str, np.ndarray]], sav
     return rows
 
 
-def eval_photos(pipe: RestorePipeline, files: list[Path], save: Path | None) -> list:
+def eval_photos(pipe: RestorePipeline, files: list[Path], save: Path | None, upscale: int = 1) -> list:
+    from difface.face.background import lanczos_upsampler
+
     detector, bg = pipe._photo_parts()
     s = pipe.model.image_size
     rows = []
@@ -101,8 +104,9 @@ def eval_photos(pipe: RestorePipeline, files: list[Path], save: Path | None) -> 
         row = {"name": f"{f.parent.name}/{f.name}", "size": f"{im.rgb.shape[1]}x{im.rgb.shape[0]}",
                "faces": res.faces, "skipped": res.skipped, "message": res.message, "seconds": round(dt, 1)}
         new = q8(res.image)
-        row["ratio"] = detail_ratio(new, im.rgb)
-        row["changed"] = float(changed_mask(new, im.rgb).mean())
+        ref = im.rgb if upscale == 1 else lanczos_upsampler(im.rgb, upscale)  # the input at the output size
+        row["ratio"] = detail_ratio(new, ref)
+        row["changed"] = float(changed_mask(new, ref).mean())
         dets = find_faces(im.rgb, detector)
         from difface.face.align import estimate_alignment
 
@@ -113,10 +117,10 @@ def eval_photos(pipe: RestorePipeline, files: list[Path], save: Path | None) -> 
                     "merge_128": dict(keep_detail=True, max_face_side=2.0 * s),
                     "merge_all": dict(keep_detail=True, max_face_side=None)}
         for key, kw in variants.items():
-            r = restore_photo(im.rgb, restorer, detector=detector, face_size=s, upscale=1, bg_upsampler=bg,
+            r = restore_photo(im.rgb, restorer, detector=detector, face_size=s, upscale=upscale, bg_upsampler=bg,
                               batch_size=16, **kw)
             out = q8(r.image)
-            row[f"ratio_{key}"] = detail_ratio(out, im.rgb)
+            row[f"ratio_{key}"] = detail_ratio(out, ref)
             row[f"faces_{key}"] = r.num_faces
             if save and key == "old":
                 write_image(save / "photos" / f"{f.stem}_old.png", out)
@@ -140,7 +144,9 @@ def main() -> None:
     ap.add_argument("--aligned-src", nargs="*", default=[], help="folders of sharp face photos (aligned or not)")
     ap.add_argument("--sizes", default="512,128", help="aligned crop sizes")
     ap.add_argument("--count", type=int, default=10, help="crops per source folder and size")
-    ap.add_argument("--photos", nargs="*", default=[], help="whole photos or folders of them (at --upscale 1)")
+    ap.add_argument("--photos", nargs="*", default=[], help="whole photos or folders of them")
+    ap.add_argument("--upscale", type=int, default=1, help="whole photos: output scale (above 1 the reference is "
+                    "the input upscaled with Lanczos, the background the pipeline uses here)")
     ap.add_argument("--prior")
     ap.add_argument("--estimator")
     ap.add_argument("--threads", type=int, default=1)
@@ -166,15 +172,16 @@ def main() -> None:
             for r in rows:
                 print(f"{r['name']:40s} {r['ratio']:7.3f} {r['ratio_old']:7.3f} {r['changed']:8.1%}")
     if args.photos:
-        pipe = RestorePipeline.load(RestoreOptions(aligned=False, photo=PhotoOptions(upscale=1, bg_upsampler="lanczos"),
-                                                   **common))
+        pipe = RestorePipeline.load(RestoreOptions(aligned=False, photo=PhotoOptions(upscale=args.upscale,
+                                                                                     bg_upsampler="lanczos"), **common))
         report["model_photos"] = pipe.describe() + f", face-size limit {pipe.max_face_size:g} (0: none)"
         files = collect_inputs(args.photos, extensions=IMAGE_EXTENSIONS)
-        rows = eval_photos(pipe, files, args.save)
-        report["sets"]["photos"] = rows
-        report["summary"]["photos"] = summary(rows, ("ratio", "ratio_old", "ratio_merge_128", "ratio_merge_all"))
-        print(f"\nwhole photos at --upscale 1 ({len(rows)}): ratio (the default) | old | merge, 128 px limit | "
-              "merge, no limit")
+        rows = eval_photos(pipe, files, args.save, args.upscale)
+        key = "photos" if args.upscale == 1 else f"photos_x{args.upscale}"
+        report["sets"][key] = rows
+        report["summary"][key] = summary(rows, ("ratio", "ratio_old", "ratio_merge_128", "ratio_merge_all"))
+        print(f"\nwhole photos at --upscale {args.upscale} ({len(rows)}): ratio (the default) | old | "
+              "merge, 128 px limit | merge, no limit")
         print(f"{'photo':40s} {'faces':>5s} {'ratio':>7s} {'old':>7s} {'m128':>7s} {'mall':>7s}  face px")
         for r in rows:
             print(f"{r['name']:40s} {r['faces']:5d} {r['ratio']:7.3f} {r['ratio_old']:7.3f} "
