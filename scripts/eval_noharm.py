@@ -101,7 +101,8 @@ def eval_photos(pipe: RestorePipeline, files: list[Path], save: Path | None, ups
         t0 = time.perf_counter()
         res = pipe.restore_image(im)  # the pipeline's default
         dt = time.perf_counter() - t0
-        row = {"name": f"{f.parent.name}/{f.name}", "size": f"{im.rgb.shape[1]}x{im.rgb.shape[0]}",
+        row = {"name": f"{f.parent.parent.name}/{f.parent.name}/{f.name}",
+               "size": f"{im.rgb.shape[1]}x{im.rgb.shape[0]}",
                "faces": res.faces, "skipped": res.skipped, "message": res.message, "seconds": round(dt, 1)}
         new = q8(res.image)
         ref = im.rgb if upscale == 1 else lanczos_upsampler(im.rgb, upscale)  # the input at the output size

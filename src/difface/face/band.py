@@ -57,6 +57,8 @@ def merge_band_np(x: np.ndarray, restored: np.ndarray, seen: np.ndarray) -> np.n
     return merge_band(*t)[0].permute(1, 2, 0).numpy()
 
 
-def note(face_px: int | str, model_px: int) -> str:
-    """The log line of the band merge, e.g. 'face 512 px, model 64 px: coarse band restored, ...'."""
-    return f"face {face_px} px, model {model_px} px: {NOTE}"
+def note(face_px: int | str, model_px: int, count: int = 1) -> str:
+    """The log line of the band merge: 'face 512 px, model 64 px: coarse band restored, fine detail kept from
+    the input', or '3 faces 67-74 px, model 64 px: ...' (face_px: a size or a range)."""
+    what = "face" if count == 1 else f"{count} faces"
+    return f"{what} {face_px} px, model {model_px} px: {NOTE}"

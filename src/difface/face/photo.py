@@ -196,7 +196,7 @@ def restore_photo(
         if big.any():  # say it for the faces with detail above the model's band
             px = np.round(sides[big]).astype(int)
             size = f"{px.min()}" if px.min() == px.max() else f"{px.min()}-{px.max()}"
-            notes.append(("" if big.sum() == 1 else f"{big.sum()} faces, ") + band_note(size, face_size))
+            notes.append(band_note(size, face_size, int(big.sum())))
     else:
         image = paste_faces(bg, restored, mats, upscale, mask_fn=mask_fn, draw_boxes=draw_boxes)
     message = "; ".join(notes)
