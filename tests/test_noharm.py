@@ -150,6 +150,12 @@ def test_photo_faces_of_any_size_lose_nothing_to_the_paste(astronaut, known):
             if up == 1:
                 whole = restore_photo(photo, lambda x: x.clone(), keep_detail=False, **kw)
                 assert detail_ratio(_q8(whole.image), photo) < 0.7
+    # a parsing mask of zeros keeps the background; the outlines are drawn on top of the corrections
+    kw = dict(detector=known, face_size=64, upscale=1, bg_upsampler=lanczos_upsampler)
+    masked = restore_photo(astronaut, lambda x: 1 - x, mask_fn=lambda f: np.zeros(f.shape[:2], np.float32), **kw)
+    np.testing.assert_array_equal(masked.image, astronaut)
+    boxed = restore_photo(astronaut, lambda x: 1 - x, draw_boxes=True, **kw)
+    assert np.abs(boxed.image - restore_photo(astronaut, lambda x: 1 - x, **kw).image).max() > 0.5
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ y itself, bit for bit (no arithmetic at all), so 64 px faces with the 64 px mode
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 NOTE = "coarse band restored, fine detail kept from the input"
@@ -49,12 +48,6 @@ def merge_band(x: torch.Tensor, restored: torch.Tensor, seen: torch.Tensor) -> t
     if tuple(x.shape[2:]) == tuple(restored.shape[2:]):
         return restored
     return (x.float() + coarse_correction(restored, seen, tuple(x.shape[2:]))).clamp(0, 1)
-
-
-def merge_band_np(x: np.ndarray, restored: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """`merge_band` on (H, W, 3) / (s, s, 3) float32 arrays in [0, 1]; returns (H, W, 3) float32."""
-    t = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), np.float32))[None] for a in (x, restored, seen)]
-    return merge_band(*t)[0].permute(1, 2, 0).numpy()
 
 
 def note(face_px: int | str, model_px: int, count: int = 1) -> str:

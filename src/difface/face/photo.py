@@ -153,8 +153,8 @@ def restore_photo(
     (n, 3, S, S) float32 [0, 1] -> same (S = face_size); detector a FaceDetector or backend name;
     bg_upsampler `(rgb, scale) -> rgb` (None: Lanczos); mask_fn optional face-parsing hook of
     `paste.paste_faces`. Faces with eye distance < min_eye_dist input pixels are skipped; so are
-    faces whose aligned crop spans more than `max_face_side` input pixels (None or 0: no limit),
-    they keep the upscaled background.
+    faces whose aligned crop spans more than `max_face_side` input pixels (None or 0: no limit): they
+    keep the upscaled background.
     keep_detail (the band merge of `difface.face.band`, in photo coordinates): each face gets the
     restorer's correction of its crop, up(restored - crop) at about the face's canvas size, added to the
     upscaled background (`paste.add_corrections`) instead of the restored crop pasted whole. A face
@@ -190,8 +190,7 @@ def restore_photo(
         notes.append(("no face restored" if skipped else "no face found") + "; the image was only upscaled")
     sides = crop_sides(mats, face_size) if len(mats) else np.zeros(0)
     if keep_detail and len(sides):
-        image = _paste_merged(bg, crops, restored, mats, np.ones(len(sides), bool), face_size, upscale, mask_fn,
-                              draw_boxes)
+        image = _paste_corrections(bg, crops, restored, mats, face_size, upscale, mask_fn, draw_boxes)
         big = sides > face_size
         if big.any():  # say it for the faces with detail above the model's band
             px = np.round(sides[big]).astype(int)
@@ -211,22 +210,19 @@ def restore_photo(
 MAX_CORRECTION_SIDE = 4096
 
 
-def _paste_merged(bg: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: np.ndarray, merged: np.ndarray,
-                  face_size: int, upscale: float, mask_fn: MaskFn | None, draw_boxes: bool) -> np.ndarray:
-    """Paste the faces not `merged` whole, then add the coarse-band corrections of the `merged` ones:
-    up(restored - crop) enlarged to about the face's canvas size (at least `face_size`; `band.resize`),
-    pasted with the matrix of that size. Returns (Hu, Wu, 3) float32 in [0, 1]."""
-    whole = ~merged
-    out = paste_faces(bg, restored[whole], mats[whole], upscale, mask_fn=mask_fn) if whole.any() else bg
+def _paste_corrections(bg: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: np.ndarray, face_size: int,
+                       upscale: float, mask_fn: MaskFn | None, draw_boxes: bool) -> np.ndarray:
+    """Add each face's coarse-band correction to the background: up(restored - crop), enlarged to about
+    the face's canvas size (at least `face_size`; `band.resize`) and pasted with the matrix of that size
+    (`paste.add_corrections`). Returns (Hu, Wu, 3) float32 in [0, 1]."""
     corrections, big_mats = [], []
-    for k in np.flatnonzero(merged):
+    for k in range(len(crops)):
         side = face_size / np.sqrt(abs(np.linalg.det(mats[k][:, :2])))  # crop side in input pixels
         n = int(np.clip(round(side * upscale), face_size, MAX_CORRECTION_SIDE))
         x = [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None] for a in (restored[k], crops[k])]
         corrections.append(coarse_correction(x[0], x[1], (n, n))[0].permute(1, 2, 0).numpy())
         big_mats.append(scale_alignment(mats[k], n / face_size))
-    out = add_corrections(out, corrections, np.stack(big_mats), upscale, mask_fn=mask_fn,
-                          mask_faces=restored[merged])
+    out = add_corrections(bg, corrections, np.stack(big_mats), upscale, mask_fn=mask_fn, mask_faces=restored)
     if draw_boxes:
         draw_crop_outlines(out, mats, face_size, upscale)
         out = np.clip(out, 0.0, 1.0)
