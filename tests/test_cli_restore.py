@@ -108,25 +108,31 @@ def test_whole_photo_mode_writes_result_faces_and_comparison(tmp_path, official_
     assert cv2.imread(str(out / "comparisons" / "astronaut_lq.png")).shape == (384, 768, 3)
 
 
-def test_large_faces_are_left_alone_by_a_small_model_unless_asked(tmp_path, official_layout_checkpoints, capsys):
+def test_large_faces_keep_their_detail_and_are_left_alone_only_when_asked(tmp_path, official_layout_checkpoints,
+                                                                          capsys):
     from pathlib import Path
 
     from difface.face.background import lanczos_upsampler
     from difface.images import read_image
+    from difface.metrics.sharpness import detail_ratio
 
     prior, est = official_layout_checkpoints
     small = cv2.imread(str(Path(__file__).resolve().parents[1] / "examples" / "astronaut_lq.png"))
-    big = cv2.resize(small, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)  # face crop ~180 px > 2 x 64
+    big = cv2.resize(small, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)  # face crop ~178 px > 2 x 64
     src = tmp_path / "big.png"
     cv2.imwrite(str(src), big)
     common = ["--prior", str(prior), "--estimator", str(est), "--start-step", "2", "--bg-upsampler", "lanczos",
               "--upscale", "1"]
-    assert main(["restore", str(src), "-o", str(tmp_path / "a"), *common]) == 0
+    assert main(["restore", str(src), "-o", str(tmp_path / "a"), *common, "--max-face-size", "128"]) == 0
     assert "0 face(s) restored; 1 face(s) larger than 128 px left as they were" in capsys.readouterr().err
     assert not (tmp_path / "a" / "restored_faces").exists()
     kept = read_image(tmp_path / "a" / "big.png").rgb  # float32 [0, 1]
     expect = np.round(np.clip(lanczos_upsampler(read_image(src).rgb, 1), 0, 1) * 255) / 255
     np.testing.assert_allclose(kept, expect, atol=1e-6)  # the background alone, no face pasted
-    assert main(["restore", str(src), "-o", str(tmp_path / "b"), *common, "--max-face-size", "0"]) == 0
+    assert main(["restore", str(src), "-o", str(tmp_path / "b"), *common]) == 0  # the default: no limit
+    err = capsys.readouterr().err
+    assert "1 face(s) restored; face 1" in err and "model 64 px: coarse band restored, fine detail kept" in err
     assert (tmp_path / "b" / "restored_faces" / "big_00.png").is_file()
-    assert np.abs(read_image(tmp_path / "b" / "big.png").rgb - kept).max() > 0.2  # a 64 px face pasted
+    out = read_image(tmp_path / "b" / "big.png").rgb
+    assert np.abs(out - kept).max() > 0.1  # the face was restored
+    assert detail_ratio(out, kept) >= 0.9  # and kept its detail above the model's 64 px band

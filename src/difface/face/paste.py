@@ -80,9 +80,43 @@ def _centrality(inv: np.ndarray, size: int, out_wh: tuple[int, int]) -> np.ndarr
     return np.exp(-(qx**2 + qy**2) / (2 * (0.15 * size) ** 2)).astype(np.float32) + 1e-12
 
 
+def _accumulate(canvas_hw: tuple[int, int], faces, matrices: np.ndarray, upscale: float,
+                mask_fn: MaskFn | None, mask_faces=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The weighted sums of `paste_faces`: num (Hu, Wu, 3) = sum_i w_i face_i, den (Hu, Wu) = sum_i w_i and
+    alpha (Hu, Wu) = max_i s_i, with w_i = s_i * centrality_i. Each face i is square of its own size."""
+    hu, wu = canvas_hw
+    num = np.zeros((hu, wu, 3), np.float32)
+    den = np.zeros((hu, wu), np.float32)
+    alpha = np.zeros((hu, wu), np.float32)
+    for i, (face, m) in enumerate(zip(faces, matrices)):
+        size = face.shape[0]
+        inv = inverse_affine(m, upscale)
+        w_edge = int(np.sqrt(abs(np.linalg.det(inv[:, :2]))) * size) // 20
+        x0, y0, x1, y1 = _roi(inv, size, 4 * w_edge + 2 * int(np.ceil(upscale)) + 4, (hu, wu))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        inv_r, wh = _shifted(inv, x0, y0), (x1 - x0, y1 - y0)
+        small, inv_s = _antialiased(np.ascontiguousarray(face, np.float32), inv_r)
+        warped = cv2.warpAffine(small, inv_s, wh, flags=cv2.INTER_LINEAR)
+        # Divide by the warped footprint so that crop edges are not darkened by the black border.
+        cover = cv2.warpAffine(np.ones(small.shape[:2], np.float32), inv_s, wh, flags=cv2.INTER_LINEAR)
+        warped /= np.maximum(cover, 1e-3)[..., None]
+        s = np.minimum(soft_mask(inv_r, size, wh, upscale), np.clip(cover, 0.0, 1.0))
+        if mask_fn is not None:
+            src = face if mask_faces is None else mask_faces[i]
+            parse = np.asarray(mask_fn(src), np.float32)
+            parse = cv2.resize(parse, (size, size), interpolation=cv2.INTER_LINEAR) if parse.shape[0] != size else parse
+            s = np.minimum(s, np.clip(cv2.warpAffine(parse, inv_r, wh, flags=cv2.INTER_LINEAR), 0, 1))
+        wgt = s * _centrality(inv_r, size, wh)
+        num[y0:y1, x0:x1] += wgt[..., None] * warped
+        den[y0:y1, x0:x1] += wgt
+        np.maximum(alpha[y0:y1, x0:x1], s, out=alpha[y0:y1, x0:x1])
+    return num, den, alpha
+
+
 def paste_faces(
     background: np.ndarray,
-    faces: np.ndarray,
+    faces,
     matrices: np.ndarray,
     upscale: float,
     *,
@@ -98,41 +132,45 @@ def paste_faces(
     average of the faces weighted by s_i times a centrality weight (largest at each crop's face
     centre), and out = a * face + (1 - a) * background with a = max_i s_i. For one face this is the
     official s * face + (1 - s) * background.
-    Args: background (Hu, Wu, 3) float32 in [0, 1]; faces (N, S, S, 3) float32 in [0, 1];
-    matrices (N, 2, 3) image -> crop; upscale: canvas / image size ratio.
+    Args: background (Hu, Wu, 3) float32 in [0, 1]; faces (N, S, S, 3) float32 in [0, 1] (or a list of
+    (S_i, S_i, 3) crops of different sizes); matrices (N, 2, 3) image -> crop (of that crop's size);
+    upscale: canvas / image size ratio.
     Returns (Hu, Wu, 3) float32 in [0, 1] (a new array).
     """
     out = np.ascontiguousarray(background, np.float32).copy()
-    hu, wu = out.shape[:2]
-    num = np.zeros_like(out)
-    den = np.zeros((hu, wu), np.float32)
-    alpha = np.zeros((hu, wu), np.float32)
-    size = faces.shape[1] if len(faces) else 0
-    for face, m in zip(faces, matrices):
-        inv = inverse_affine(m, upscale)
-        w_edge = int(np.sqrt(abs(np.linalg.det(inv[:, :2]))) * size) // 20
-        x0, y0, x1, y1 = _roi(inv, size, 4 * w_edge + 2 * int(np.ceil(upscale)) + 4, (hu, wu))
-        if x1 <= x0 or y1 <= y0:
-            continue
-        inv_r, wh = _shifted(inv, x0, y0), (x1 - x0, y1 - y0)
-        small, inv_s = _antialiased(np.ascontiguousarray(face, np.float32), inv_r)
-        warped = cv2.warpAffine(small, inv_s, wh, flags=cv2.INTER_LINEAR)
-        # Divide by the warped footprint so that crop edges are not darkened by the black border.
-        cover = cv2.warpAffine(np.ones(small.shape[:2], np.float32), inv_s, wh, flags=cv2.INTER_LINEAR)
-        warped /= np.maximum(cover, 1e-3)[..., None]
-        s = np.minimum(soft_mask(inv_r, size, wh, upscale), np.clip(cover, 0.0, 1.0))
-        if mask_fn is not None:
-            parse = np.asarray(mask_fn(face), np.float32)
-            s = np.minimum(s, np.clip(cv2.warpAffine(parse, inv_r, wh, flags=cv2.INTER_LINEAR), 0, 1))
-        wgt = s * _centrality(inv_r, size, wh)
-        num[y0:y1, x0:x1] += wgt[..., None] * warped
-        den[y0:y1, x0:x1] += wgt
-        np.maximum(alpha[y0:y1, x0:x1], s, out=alpha[y0:y1, x0:x1])
+    num, den, alpha = _accumulate(out.shape[:2], faces, matrices, upscale, mask_fn)
     hit = den > 0
     face_rgb = num[hit] / den[hit][:, None]
     out[hit] = alpha[hit][:, None] * face_rgb + (1 - alpha[hit][:, None]) * out[hit]
     if draw_boxes:
-        draw_crop_outlines(out, matrices, size, upscale)
+        for face, m in zip(faces, matrices):
+            draw_crop_outlines(out, np.asarray(m)[None], face.shape[0], upscale)
+    return np.clip(out, 0.0, 1.0)
+
+
+def add_corrections(
+    background: np.ndarray,
+    corrections,
+    matrices: np.ndarray,
+    upscale: float,
+    *,
+    mask_fn: MaskFn | None = None,
+    mask_faces=None,
+) -> np.ndarray:
+    """Add per-face corrections (the band merge of `difface.face.band` in photo coordinates).
+
+    The same warps, masks and order-independent weights as `paste_faces`, but the crops are additive
+    corrections d_i (e.g. up(restored - seen), values in about [-1, 1]) and out = background + a * d with
+    d the weighted average of the d_i and a = max_i s_i: where a face's mask is 1 the result is the
+    background plus the face's correction, so every detail of the background is kept.
+    Args: background (Hu, Wu, 3) float32 in [0, 1]; corrections: a list of (S_i, S_i, 3) float32;
+    matrices (N, 2, 3) image -> crop of that size; mask_fn is given mask_faces[i] (the restored crops)
+    when set, else the correction. Returns (Hu, Wu, 3) float32 in [0, 1] (a new array).
+    """
+    out = np.ascontiguousarray(background, np.float32).copy()
+    num, den, alpha = _accumulate(out.shape[:2], corrections, matrices, upscale, mask_fn, mask_faces)
+    hit = den > 0
+    out[hit] += alpha[hit][:, None] * (num[hit] / den[hit][:, None])
     return np.clip(out, 0.0, 1.0)
 
 

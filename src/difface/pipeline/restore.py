@@ -258,7 +258,8 @@ class FacePipeline:
 class RestorePipeline(FacePipeline):
     """Restoration of aligned faces or whole photos (options: RestoreOptions); see the module docstring.
 
-    max_face_size: the whole-photo face-size limit in force (the model's default filled in).
+    max_face_size: the whole-photo face-size limit in force (0: none, the default); video_max_face_size:
+    the one for videos (default: twice the model's size for models under 256 px).
     """
 
     task = "restoration"
@@ -268,7 +269,12 @@ class RestorePipeline(FacePipeline):
         super().__init__(model, options, device)
         self.aligned = options.aligned
         mfs = options.photo.max_face_size
-        self.max_face_size = (2.0 * model.image_size if model.image_size < 256 else 0.0) if mfs is None else mfs
+        # Whole photos: no limit by default (the band merge keeps a large face's own detail, issue 21).
+        # Videos paste the restored crops whole, so they keep the old default: twice the model's size
+        # for models under 256 px (a 64 px model would only soften larger faces).
+        self.max_face_size = 0.0 if mfs is None else mfs
+        self.video_max_face_size = (2.0 * model.image_size if model.image_size < 256 else 0.0) if mfs is None \
+            else mfs
         self._detector, self._bg = detector, bg_upsampler
 
     def with_options(self, options: RestoreOptions) -> RestorePipeline:
@@ -315,18 +321,35 @@ class RestorePipeline(FacePipeline):
 
     def restore_aligned(self, images: Sequence[LoadedImage]) -> list[ImageResult]:
         """Aligned faces of any size, restored together (each resized to the model size on its own)."""
+        from difface.face import band
+
         s = self.model.image_size
         x = torch.cat([_resize(image_to_tensor(im.rgb), (s, s)) for im in images])
         out = self.restore_faces(x)
         results = []
         for k, im in enumerate(images):
             h, w = im.rgb.shape[:2]
-            res = tensor_to_image(_resize(out.result[k: k + 1], (h, w), clamp=True))
-            est = tensor_to_image(_resize(out.estimate[k: k + 1], (h, w), clamp=True))
+            if band.applies((h, w), s):  # larger than the model: keep the input's detail above its band
+                full, seen = image_to_tensor(im.rgb), x[k: k + 1]
+                res = tensor_to_image(band.merge_band(full, out.result[k: k + 1], seen))
+                est = tensor_to_image(band.merge_band(full, out.estimate[k: k + 1], seen))
+                self._note_band(f"{w}x{h}" if w != h else h)
+            else:
+                res = tensor_to_image(_resize(out.result[k: k + 1], (h, w), clamp=True))
+                est = tensor_to_image(_resize(out.estimate[k: k + 1], (h, w), clamp=True))
             if im.gray:
                 res, est = _to_gray(res), _to_gray(est)
             results.append(ImageResult(res, im.alpha, estimate=est, faces=1, start_steps=out.start_steps[k:k + 1]))
         return results
+
+    def _note_band(self, face_px: int | str) -> None:
+        """Log the band merge once per face size and pipeline (not once per face)."""
+        from difface.face import band
+
+        seen = self.__dict__.setdefault("_band_sizes", set())
+        if face_px not in seen:
+            seen.add(face_px)
+            log.info("%s", band.note(face_px, self.model.image_size))
 
     def _restore_photo(self, image: LoadedImage) -> ImageResult:
         from difface.face.photo import MAX_OUTPUT_PIXELS, restore_photo
@@ -370,7 +393,7 @@ class RestorePipeline(FacePipeline):
         detector, bg = self._photo_parts()
         opts = VideoOptions(tracking=v.tracking, track_seeds=v.track_seeds, smoothing=v.smoothing,
                             batch_frames=v.batch_frames, batch_size=max(self.options.batch_size, 16), seed=s.seed,
-                            max_face_side=self.max_face_size or None, crf=v.crf, resume=v.resume,
+                            max_face_side=self.video_max_face_size or None, crf=v.crf, resume=v.resume,
                             refuse_vfr=v.refuse_vfr)
 
         def restore_faces(x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
