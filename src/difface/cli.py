@@ -28,9 +28,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub-)command parser that `argv` reaches, e.g. `restore`'s for `difface restore ...`, so that its
+    usage, not the top-level one, goes with an error about its options."""
+    current = parser
+    for token in argv:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            break
+        if token in subs[0].choices:
+            current = subs[0].choices[token]
+    return current
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would report them with the top-level usage; say them with the command's own
+        _command_parser(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("difface")
