@@ -15,6 +15,18 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+class _LogHandler(logging.StreamHandler):
+    """Log lines on lines of their own: around a tqdm progress bar (tqdm.write) rather than after it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="difface",
@@ -47,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would report them with the top-level usage; say them with the command's own
         _command_parser(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LogHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("difface")
     saved = (log.handlers, log.propagate, log.level)

@@ -112,8 +112,8 @@ class InpaintPipeline(FacePipeline):
             self._holes[path] = f"hole: {hole_size(black)}, the pixels exactly black in all channels"
             doubts = black_hole_doubts(black)
             if doubts:  # said before the work: a black suit or background is not a hole someone drew
-                log.warning("warning: %s: the hole (its exactly black pixels, as no mask was given) is %s, and %s: "
-                            "that does not look like a drawn hole (black hair, clothes or background?). Give the "
+                log.warning("warning: %s: the hole (its exactly black pixels, as no mask was given) is %s: %s. "
+                            "That does not look like a drawn hole (black hair, clothes or background?): give the "
                             "hole with --mask FILE (white = missing) if these are not the pixels to fill",
                             path, hole_size(black), "; ".join(doubts))
         else:
