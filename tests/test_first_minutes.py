@@ -136,7 +136,7 @@ def test_gray_clip_stays_exactly_gray(tmp_path, capsys):
 
     gray = cv2.cvtColor(group_photo_from(data.astronaut(), 3, 240), cv2.COLOR_RGB2GRAY)
     clip = tmp_path / "gray.mp4"
-    make_clip(np.repeat(gray[:, :, None], 3, axis=2), clip, size=(256, 144), fps=10, seconds=0.4,
+    make_clip(np.repeat(gray[:, :, None], 3, axis=2), clip, size=(256, 144), fps=10, seconds=0.2,
               degradation=None, sidecar=False, audio=False)
     frames_in = [f.rgb for f in read_frames(clip, probe_video(clip))]
     assert all((f[..., 0] == f[..., 1]).all() and (f[..., 1] == f[..., 2]).all() for f in frames_in)
@@ -145,7 +145,7 @@ def test_gray_clip_stays_exactly_gray(tmp_path, capsys):
     assert "0 faces in" not in err and " 0 faces" not in err  # faces were found and restored
     out = tmp_path / "out" / "gray.mp4"
     frames_out = [f.rgb for f in read_frames(out, probe_video(out))]
-    assert len(frames_out) == len(frames_in) == 4
+    assert len(frames_out) == len(frames_in) == 2
     for f in frames_out:
         assert np.array_equal(f[..., 0], f[..., 1]) and np.array_equal(f[..., 1], f[..., 2])
 
@@ -181,7 +181,7 @@ def test_clip_without_faces_is_said_early_and_searched_sparsely(tmp_path, caplog
 
     with caplog.at_level(logging.INFO, logger="difface"):
         res = restore_video(clip, tmp_path / "out.mp4", restore_faces=never, detector=det, face_size=64, upscale=1,
-                            options=VideoOptions(), progress=False)
+                            options=VideoOptions(det_min_side=160), progress=False)  # detect at the clip's size
     said = [r.getMessage() for r in caplog.records if "0 faces in the first" in r.getMessage()]
     assert said == [f"{clip}: 0 faces in the first 20 frames (2.0 s); looking for faces in every 5th frame until "
                     "one is found"]
