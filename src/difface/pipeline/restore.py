@@ -440,6 +440,8 @@ class RestorePipeline(FacePipeline):
         resumed = f", {res.resumed_frames} resumed from an interrupted run" if res.resumed_frames else ""
         notes += (f"{res.frames} frames, {res.faces} faces in {res.tracks} track(s), "
                   f"{res.frames_per_second:.2f} frames/s{resumed}",)
+        if not res.faces:
+            notes += ("no face found in any frame: the output is the clip itself, upscaled",)
         return Outcome(job.src, job.dst, True, faces=res.faces, notes=notes, seconds=time.perf_counter() - t0)
 
 
