@@ -7,7 +7,10 @@ The photos in ../shared/data are research-only: write clips made from them outsi
 
     python scripts/make_test_clip.py                                   # Solvay 1927, 640x360, 25 fps, 6 s
     python scripts/make_test_clip.py --photo ../shared/data/real-world/gfpgan-inputs/whole_imgs/10045.png \\
-        --center0 0.45 0.28 --center1 0.55 0.3 --zoom0 1.6 --zoom1 1.8 --seconds 2 -o /tmp/difface-video/three.mp4
+        --center0 0.40 0.275 --center1 0.44 0.275 --zoom0 1.0 --zoom1 1.05 --seconds 2 -o /tmp/difface-video/three.mp4
+
+The second keeps all three faces of that portrait-format photo whole in every frame (the script prints how
+many faces stay "fully in every frame"; a view that cuts every face gives a clip with nothing to restore).
 """
 
 from __future__ import annotations

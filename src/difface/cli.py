@@ -15,6 +15,18 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+class _LogHandler(logging.StreamHandler):
+    """Log lines on lines of their own: around a tqdm progress bar (tqdm.write) rather than after it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="difface",
@@ -28,10 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub-)command parser that `argv` reaches, e.g. `restore`'s for `difface restore ...`, so that its
+    usage, not the top-level one, goes with an error about its options."""
+    current = parser
+    for token in argv:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            break
+        if token in subs[0].choices:
+            current = subs[0].choices[token]
+    return current
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would report them with the top-level usage; say them with the command's own
+        _command_parser(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
+    handler = _LogHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("difface")
     saved = (log.handlers, log.propagate, log.level)

@@ -106,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for w in warnings:
         log.warning("warning: %s", w)
+    what = "image pair(s)" if args.gt else "image(s)"  # no --gt: no-reference metrics score single images
     if not pairs:
-        log.error("error: no image pairs found (check --pred/--gt and --pair-regex)")
+        log.error("error: %s", "no image pairs found (check --pred/--gt and --pair-regex)" if args.gt
+                  else f"no images found in {args.pred}")
         return 1
     result = evaluate(pairs, names, opts, progress=not args.no_progress)
     for n, reason in result.skipped.items():
@@ -115,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
     for reason in result.failed.values():
         log.error("failed: %s", reason)
     scored = len(result.rows)
-    print(f"{scored} of {len(pairs)} image pair(s) scored from {args.pred}" + (f" against {args.gt}" if args.gt else "")
+    print(f"{scored} of {len(pairs)} {what} scored from {args.pred}" + (f" against {args.gt}" if args.gt else "")
           + (f"; {len(result.failed)} failed: {name_list(list(result.failed))}" if result.failed else ""))
     if scored == 0:
-        log.error("error: none of the %d image pair(s) could be scored; no table%s written", len(pairs),
+        log.error("error: none of the %d %s could be scored; no table%s written", len(pairs), what,
                   ", JSON or CSV" if args.json or args.csv else "")
         return 1
     print(format_table(result, names))

@@ -25,6 +25,32 @@ log = logging.getLogger(__name__)
 Upsampler = Callable[[np.ndarray, float], np.ndarray]
 
 
+def note_lanczos_fallback(upscale: float | None = None) -> None:
+    """Log that the background is upscaled with Lanczos because the Real-ESRGAN x2 weights are not cached.
+
+    How to get them (the download command, and where to put the file when this machine is offline) is
+    said once: a marker file in the weights cache remembers it, and later runs get one short line. With
+    `upscale` <= 1 the background is not enlarged, the weights would not help, and nothing is suggested."""
+    from difface.weights import cache_dir, entry, local_path
+
+    if upscale is not None and upscale <= 1:
+        log.debug("background: kept at its size (upscale %g)", upscale)
+        return
+    marker = cache_dir() / ".realesrgan-x2-suggested"
+    if marker.is_file():
+        log.info("background: Lanczos (Real-ESRGAN x2 weights not cached)")
+        return
+    log.info("background: Lanczos, as the Real-ESRGAN x2 weights are not cached. For a sharper background, "
+             "online: difface weights download realesrgan-x2; offline: fetch %s on another machine and put it at "
+             "%s. (Said once; later runs only name the upsampler.)", entry("realesrgan-x2").url,
+             local_path("realesrgan-x2"))
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:  # a read-only cache: the suggestion comes again next time
+        pass
+
+
 def target_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """Output (H, W) for an upscale factor: round(scale * side), at least 1."""
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))

@@ -242,10 +242,11 @@ def crop_sides(mats: np.ndarray, face_size: int) -> np.ndarray:
 
 
 def make_bg_upsampler(choice: str = "auto", device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float32) -> Upsampler:
+                      dtype: torch.dtype = torch.float32, upscale: float | None = None) -> Upsampler:
     """Background upsampler by name: "lanczos"; "realesrgan" (cached RealESRGAN_x2plus.pth, else
-    WeightsUnavailable with instructions); "auto" (Real-ESRGAN when cached, else Lanczos); or a path."""
-    from difface.face.background import RealESRGANUpsampler
+    WeightsUnavailable with instructions); "auto" (Real-ESRGAN when cached, else Lanczos); or a path.
+    upscale: the run's scale, when known (the Real-ESRGAN suggestion is only made where it can help)."""
+    from difface.face.background import RealESRGANUpsampler, note_lanczos_fallback
     from difface.weights import local_path, resolve
 
     if choice == "lanczos":
@@ -253,7 +254,7 @@ def make_bg_upsampler(choice: str = "auto", device: str | torch.device = "cpu",
     if choice == "auto":
         path = local_path("realesrgan-x2")
         if not path.is_file():
-            log.info("background: Lanczos (Real-ESRGAN x2 weights not cached: difface weights download realesrgan-x2)")
+            note_lanczos_fallback(upscale)
             return lanczos_upsampler
     else:
         path = resolve("realesrgan-x2" if choice == "realesrgan" else choice, allow_download=False)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difface.autostart import AutoStart, steps_for_error
 from difface.device import DTYPES, pick_device
 from difface.images import (
     ImageReadError,
@@ -39,6 +40,10 @@ from difface.restore import DifFace, Restoration, image_seed
 log = logging.getLogger("difface")
 
 Progress = Callable[[dict], None]
+
+# "Far above" auto (the one-time warning of FacePipeline._note_start_steps): a fixed start whose t is at
+# least twice the t auto chooses for the run's most damaged face, plus 40 (10 steps of ddim250).
+FAR_ABOVE_FACTOR, FAR_ABOVE_MARGIN_T = 2, 40
 
 
 class NonFiniteResult(RuntimeError):
@@ -95,6 +100,7 @@ class FacePipeline:
         self.eta = model.default_eta if s.eta is None else float(s.eta)
         self.start_step: int | str = model.default_start if s.start_step is None else s.start_step
         self._check_against_model()
+        self._said: set[str] = set()  # the run's one-time notices already logged (_note_start_steps)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -149,7 +155,41 @@ class FacePipeline:
                                  sampler=s.sampler, nfe=s.nfe, callback=callback)
         if not (torch.isfinite(out.result).all() and torch.isfinite(out.estimate).all()):
             raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
+        self._note_start_steps(x, out)
         return out
+
+    def _note_start_steps(self, x: torch.Tensor, out: Restoration) -> None:
+        """Say once per run (not per face) when the sampling settings do not do what they seem to:
+        --sampler/--nfe on a face whose start step is 0, or a fixed --start-step far above what the
+        model's calibrated auto rule chooses. x: the faces (n, 3, S, S) in [0, 1] at the model size."""
+        s, steps = self.options.sampling, out.start_steps or []
+        if s.sampler != "official" and "sampler" not in self._said and 0 in steps:
+            self._said.add("sampler")
+            given = f"--sampler {s.sampler}" + (f" --nfe {s.nfe}" if s.nfe is not None else "")
+            if self.start_step == "auto":
+                log.warning("warning: %s does nothing for a face whose start step is 0: its result is the "
+                            "estimator's output, with no diffusion to sample (start step auto chose 0 for %d of "
+                            "these %d face(s); said once per run, the notes give every face's step)", given,
+                            steps.count(0), len(steps))
+            else:
+                log.warning("warning: %s does nothing with --start-step 0: every result is the estimator's "
+                            "output, with no diffusion to sample", given)
+        if self.start_step == "auto" or not self.start_step or "far" in self._said or self.task != "restoration":
+            return
+        m = self.model
+        if m.autostart == AutoStart() or tuple(x.shape[2:]) != (m.image_size, m.image_size):
+            return  # no calibrated rule to compare with
+        chosen = max(m.auto_start_steps(x.to(out.estimate.device), out.estimate))
+        top = steps_for_error(m.diffusion, np.array([np.inf]), m.autostart, m.t_max)[0]  # the rule's ceiling
+        t_of = m.diffusion.timestep_map
+        n = int(self.start_step)
+        if int(t_of[n]) >= FAR_ABOVE_FACTOR * int(t_of[chosen]) + FAR_ABOVE_MARGIN_T or n > top:
+            self._said.add("far")
+            log.warning("warning: --start-step %d (t = %d) is far above what this model's auto rule chooses: %d "
+                        "(t = %d) for the most damaged of these %d face(s), and at most %d (t = %d) for any face; "
+                        "diffusing from this high replaces more of a face than its damage calls for. "
+                        "--start-step auto chooses per face (said once per run)", n, int(t_of[n]), chosen,
+                        int(t_of[chosen]), len(x), top, int(t_of[top]))
 
     # -- files -------------------------------------------------------------------------------------
     def read(self, path: Path) -> LoadedImage:
@@ -177,6 +217,7 @@ class FacePipeline:
         from tqdm import tqdm
 
         jobs, outcomes = plan_outputs(list(inputs), outdir)
+        self._said = set()  # one-time notices: once per run
         if world_size > 1:  # results depend only on image and seed, so sharding changes nothing
             jobs, outcomes = jobs[rank::world_size], outcomes if rank == 0 else []
         unit = "face" if self.aligned else "photo"
@@ -308,7 +349,7 @@ class RestorePipeline(FacePipeline):
             except (ImportError, FileNotFoundError, ValueError, RuntimeError) as e:
                 raise OptionError("--detector", str(e)) from None
             try:
-                self._bg = make_bg_upsampler(p.bg_upsampler, self.device, self.dtype)
+                self._bg = make_bg_upsampler(p.bg_upsampler, self.device, self.dtype, upscale=p.upscale)
             except (FileNotFoundError, ValueError, RuntimeError) as e:
                 raise OptionError("--bg-upsampler", str(e)) from None
         return self._detector, self._bg
@@ -401,6 +442,7 @@ class RestorePipeline(FacePipeline):
                                      sampler=s.sampler, nfe=s.nfe)
             if not torch.isfinite(out.result).all():
                 raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
+            self._note_start_steps(x, out)
             return out.result
 
         key = json.dumps({"model": self.model.name, "start": self.start_step, "eta": self.eta, "sampler": s.sampler,
@@ -421,6 +463,8 @@ class RestorePipeline(FacePipeline):
         resumed = f", {res.resumed_frames} resumed from an interrupted run" if res.resumed_frames else ""
         notes += (f"{res.frames} frames, {res.faces} faces in {res.tracks} track(s), "
                   f"{res.frames_per_second:.2f} frames/s{resumed}",)
+        if not res.faces:
+            notes += ("no face found in any frame: the output is the clip itself, upscaled",)
         return Outcome(job.src, job.dst, True, faces=res.faces, notes=notes, seconds=time.perf_counter() - t0)
 
 

@@ -9,12 +9,12 @@ nothing about diffusion: `restore_faces(crops, seeds)` takes (n, 3, S, S) float3
 int seed per crop, and returns the same shape.
 
 Memory is bounded whatever the clip's length: at most `smooth_radius + batch_frames` decoded frames
-are held, and the encoder writes as it goes. Output is atomic and resumable: frames are encoded
-into closed segments of `segment_seconds` under `OUT/.NAME.parts/`, each recorded in a manifest
-with the tracker state at its end; the final file is assembled there and renamed into place. A
-run that stops (crash, Ctrl-C, power loss) leaves no file under the final name; rerunning the same
-command with the same options resumes after the last complete segment (same output as an
-uninterrupted run), and a different source or option starts over.
+(half a second's more while no face has been found) are held, and the encoder writes as it goes.
+Output is atomic and resumable: frames are encoded into closed segments of `segment_seconds` under
+`OUT/.NAME.parts/`, each recorded in a manifest with the tracker state at its end; the final file is
+assembled there and renamed into place. A run that stops (crash, Ctrl-C, power loss) leaves no file
+under the final name; rerunning the same command with the same options resumes after the last
+complete segment (same output as an uninterrupted run), and a different source or option starts over.
 """
 
 from __future__ import annotations
@@ -150,6 +150,7 @@ class _Pending:
     frame: Frame
     dets: Detections
     ids: list[int]
+    observed: bool = True  # False while its faces are still to be searched (see `probe` in restore_video)
 
 
 @dataclass
@@ -322,6 +323,8 @@ def restore_video(
                 rgb = r.frame.rgb.astype(np.float32) / 255.0
                 bg = resize_to(bg_up(rgb, upscale), out_hw)
                 out = paste_faces(bg, restored[k:k + n], r.faces.matrices, upscale, mask_fn=mask_fn) if n else bg
+                if n and _is_gray(r.frame.rgb):  # gray in, gray out (as for photos): no tinted faces
+                    out = np.repeat((out @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None], 3, axis=2)
                 k += n
                 stats["faces"] += n
                 write(r.frame, np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8))
@@ -342,21 +345,54 @@ def restore_video(
             state.history = {t: h for t, h in state.history.items() if h}
 
         pending: deque[_Pending] = deque()
+        # While no face has been found since the start, faces are looked for every `probe` frames (half a
+        # second) only: the frames in between stay pending, and when a probe finds a face they are searched
+        # first, in order, so detections, tracks and output are those of searching every frame (unless a
+        # face shows only between two probes). `first` frames without a face are said early.
+        probe = max(radius + 1, int(round(0.5 * float(info.fps))))
+        first = min(info.frames or seg_len, max(1, int(round(2 * float(info.fps)))))
+        unseen = start == 0  # no face found yet in this run
+        skipped: list[_Pending] = []
+
+        def find(fr: Frame) -> Detections:
+            rgb = fr.rgb.astype(np.float32) / 255.0
+            dets = detect_faces(rgb, detector, min_side=opts.det_min_side, max_side=opts.det_max_side)
+            return dets.subset(select_faces(dets.boxes, dets.landmarks, rgb.shape[:2], min_eye_dist=opts.min_eye_dist))
+
+        def observe(p: _Pending, dets: Detections) -> None:
+            """Track the faces `dets` of a pending frame (frames in order)."""
+            nonlocal unseen
+            fr = p.frame
+            ids = state.tracker.update(fr.index, dets) if opts.tracking else [-1] * len(dets)
+            for tid, lm in zip(ids, dets.landmarks):
+                if tid >= 0:
+                    state.history.setdefault(tid, {})[fr.index] = lm.astype(np.float64)
+            if opts.tracking and (fr.index + 1) % seg_len == 0:
+                snapshots[fr.index + 1] = state.to_json(fr.index + 1 - radius, fr.index + 1)
+            p.dets, p.ids, p.observed = dets, ids, True
+            if len(dets):
+                unseen = False
+            elif unseen and fr.index + 1 == first:
+                log.warning("%s: 0 faces in the first %d frames (%.1f s)%s", src, first, first / float(info.fps),
+                            f"; looking for faces in every {probe}th frame until one is found" if probe > 1 else "")
+
         try:
             for fr in read_frames(src, info, start=start):
-                rgb = fr.rgb.astype(np.float32) / 255.0
-                dets = detect_faces(rgb, detector, min_side=opts.det_min_side, max_side=opts.det_max_side)
-                dets = dets.subset(select_faces(dets.boxes, dets.landmarks, rgb.shape[:2],
-                                                min_eye_dist=opts.min_eye_dist))
-                ids = state.tracker.update(fr.index, dets) if opts.tracking else [-1] * len(dets)
-                for tid, lm in zip(ids, dets.landmarks):
-                    if tid >= 0:
-                        state.history.setdefault(tid, {})[fr.index] = lm.astype(np.float64)
-                if opts.tracking and (fr.index + 1) % seg_len == 0:
-                    snapshots[fr.index + 1] = state.to_json(fr.index + 1 - radius, fr.index + 1)
-                pending.append(_Pending(fr, dets, ids))
-                while pending and pending[0].frame.index + radius <= fr.index:
+                p = _Pending(fr, Detections(), [])
+                pending.append(p)
+                if unseen and probe > 1 and fr.index >= first and len(skipped) < probe - 1:
+                    p.observed = False
+                    skipped.append(p)  # searched later, when the next probe finds a face
+                else:
+                    dets = find(fr)
+                    for q in skipped:  # the frames since the last probe: searched when it found a face
+                        observe(q, find(q.frame) if len(dets) else Detections())
+                    skipped = []
+                    observe(p, dets)
+                while pending and pending[0].observed and pending[0].frame.index + radius <= fr.index:
                     emit(pending.popleft())
+            for q in skipped:  # the clip ended between two probes
+                observe(q, find(q.frame))
             while pending:
                 emit(pending.popleft())
             flush()
@@ -425,6 +461,11 @@ def _faces_of(p: _Pending, state: _State, opts: VideoOptions, smoothing: bool, r
     else:
         seeds = [frame_seed(opts.seed, t, k) for k in range(len(ids))]
     return FrameFaces(t, ids, seeds, lm_arr, filled, mats)
+
+
+def _is_gray(rgb: np.ndarray) -> bool:
+    """An (H, W, 3) frame whose three channels are equal (a gray clip decodes so)."""
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
 def _run(restore_faces: RestoreFaces, crops: np.ndarray, seeds: list[int], batch_size: int) -> np.ndarray:
