@@ -1,0 +1,327 @@
+"""Fault injection: weights that change after they were verified, hostile checkpoints, faults half-way through a
+run (a full disk, kill -9, two processes on one folder), broken videos. docs/reliability.md lists the promises
+and the test of each. Slow ones (subprocesses, kills, video encoding) carry the `slow` marker (--runslow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from difface import weights
+from difface.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "examples" / "astronaut_lq.png"
+ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """`difface ARGS` in this process: (exit status, stderr). An exception escaping would fail the test (a
+    traceback is never the answer)."""
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.exists() \
+        else []
+
+
+# -- 3. weights that change after they were verified ----------------------------------------------------------
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFACE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home" / "weights"
+
+
+@pytest.fixture
+def cached_estimator(cache, tmp_path, small_models):
+    """A registry entry ("fault-swinir", no SHA-256 in the registry: the hash is recorded on first use) whose
+    file is downloaded into the cache (file:// URL: the real download code, offline) and loaded once."""
+    src = tmp_path / "served.pth"
+    torch.save({"params_ema": small_models[1].state_dict()}, src)
+    weights.register(weights.WeightsEntry("fault-swinir", "estimator", src.as_uri(), "fault_swinir.pth",
+                                          "swinir_small"))
+    weights.download("fault-swinir", progress=False)
+    weights.load_network("fault-swinir")
+    yield cache / "fault_swinir.pth"
+    weights.REGISTRY.pop("fault-swinir")
+
+
+def refused_at_load(path: Path, pattern: str) -> str:
+    """load_network by name raises WeightsMismatch naming the file and the fix; the record is left as it was."""
+    record = path.with_name(path.name + ".sha256")
+    before = record.read_bytes()
+    with pytest.raises(weights.WeightsMismatch) as e:
+        weights.load_network("fault-swinir")
+    text = str(e.value)
+    assert text.startswith(str(path)) and re.search(pattern, text), text
+    assert "Delete it" in text or "Delete the link" in text
+    assert "difface weights download fault-swinir" in text or "download the file again" in text
+    assert record.read_bytes() == before  # nothing written
+    return text
+
+
+def test_bit_flip_in_a_verified_cache_file_is_refused(cached_estimator):
+    data = bytearray(cached_estimator.read_bytes())
+    st = cached_estimator.stat()
+    data[len(data) // 2] ^= 0x01
+    cached_estimator.write_bytes(bytes(data))
+    os.utime(cached_estimator, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: only ctime says it
+    print(refused_at_load(cached_estimator, "SHA-256 .* does not match"))
+
+
+def test_truncated_cache_file_is_refused(cached_estimator):
+    cached_estimator.write_bytes(cached_estimator.read_bytes()[:5000])
+    refused_at_load(cached_estimator, "does not match")
+
+
+def test_cache_file_replaced_by_another_valid_checkpoint_is_refused(cached_estimator, tmp_path):
+    from difface.models import build
+
+    other = build("swinir_small")  # random weights: a loadable checkpoint of the same network
+    torch.save({"params_ema": other.state_dict()}, tmp_path / "other.pth")
+    os.replace(tmp_path / "other.pth", cached_estimator)
+    weights.load_network(tmp_path / "served.pth")  # the file itself is a fine checkpoint ...
+    refused_at_load(cached_estimator, "does not match")  # ... but not the one verified
+
+
+def test_symlink_in_the_cache_is_refused(cached_estimator, tmp_path):
+    elsewhere = tmp_path / "elsewhere.pth"
+    shutil.copy(cached_estimator, elsewhere)  # even an identical copy: the cache holds its own files
+    cached_estimator.unlink()
+    cached_estimator.symlink_to(elsewhere)
+    refused_at_load(cached_estimator, f"is a symbolic link \\(to {re.escape(str(elsewhere))}\\)")
+
+
+def test_unchanged_cache_file_is_not_hashed_again(cached_estimator, monkeypatch):
+    """The record's size/mtime/ctime/inode match: no second hash (a 500 MB file costs ~0.8 s per load)."""
+    calls = []
+    real = weights.sha256_of
+    monkeypatch.setattr(weights, "sha256_of", lambda p, *a: calls.append(p) or real(p, *a))
+    weights.load_network("fault-swinir")
+    assert calls == []
+    os.utime(cached_estimator)  # a touch changes ctime: hashed again, same bytes, loads
+    weights.load_network("fault-swinir")
+    assert calls == [cached_estimator]
+
+
+def test_bundled_asset_edited_in_place_is_refused(tmp_path, monkeypatch):
+    """A copy of the package's assets with its SHA256SUMS: one byte of the bundled prior changed -> refused."""
+    from difface.restore import BUNDLED_DIR
+
+    assets = tmp_path / "assets"
+    (assets / "small64").mkdir(parents=True)
+    prior = assets / "small64" / "prior.safetensors"
+    shutil.copy(BUNDLED_DIR / "prior.safetensors", prior)
+    monkeypatch.setattr(weights, "ASSETS", assets)
+    monkeypatch.setattr(weights, "MANIFEST", assets / "SHA256SUMS")
+    weights.write_bundled_manifest()
+    weights.load_network(prior)  # as shipped: loads
+    data = bytearray(prior.read_bytes())
+    data[-100] ^= 0xFF  # a tensor byte, the file still parses
+    prior.write_bytes(bytes(data))
+    with pytest.raises(weights.WeightsMismatch, match="shipped with difface was changed after installation") as e:
+        weights.load_network(prior)
+    assert str(prior) in str(e.value) and "pip install --force-reinstall difface" in str(e.value)
+
+
+def test_the_package_manifest_matches_the_shipped_assets():
+    """assets/SHA256SUMS covers every shipped weights file; after changing a bundled model run
+    `python -c "from difface.weights import write_bundled_manifest; write_bundled_manifest()"`."""
+    manifest = weights.bundled_manifest()
+    shipped = {f.relative_to(weights.ASSETS).as_posix() for f in weights.ASSETS.rglob("*")
+               if f.suffix in (".safetensors", ".npz", ".pth", ".onnx")}
+    assert set(manifest) == shipped
+    for rel, digest in manifest.items():
+        assert hashlib.sha256((weights.ASSETS / rel).read_bytes()).hexdigest() == digest, rel
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Sends half of `payload`, then nothing (a connection that stalls: the download is killed meanwhile)."""
+
+    payload = b""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload[: len(self.payload) // 2])
+        self.wfile.flush()
+        time.sleep(30)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_download_killed_half_way_leaves_nothing_under_the_final_name(cache, tmp_path, small_models):
+    """kill -9 of `difface weights download` half-way: no file under the final name, the name still reads as
+    missing (with the fix), the next download removes the stale part (untouched > 10 min) and succeeds."""
+    src = tmp_path / "served.pth"
+    torch.save({"params_ema": small_models[1].state_dict()}, src)
+    _SlowHandler.payload = src.read_bytes()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/fault_swinir.pth"
+    code = ("import sys; from difface import weights as W; W.register(W.WeightsEntry('fault-swinir', 'estimator', "
+            f"{url!r}, 'fault_swinir.pth', 'swinir_small')); W.download('fault-swinir', progress=False)")
+    env = dict(ENV, DIFFACE_HOME=str(cache.parent))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(p.stat().st_size for p in cache.glob(".fault_swinir.pth.*.part")):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        srv.shutdown()
+    parts = list(cache.glob(".fault_swinir.pth.*.part"))
+    assert len(parts) == 1 and 0 < parts[0].stat().st_size < len(_SlowHandler.payload)
+    assert not (cache / "fault_swinir.pth").exists()
+    weights.register(weights.WeightsEntry("fault-swinir", "estimator", src.as_uri(), "fault_swinir.pth",
+                                          "swinir_small"))
+    try:
+        with pytest.raises(weights.WeightsUnavailable, match="not available offline"):
+            weights.load_network("fault-swinir", allow_download=False)
+        old = time.time() - 3600
+        os.utime(parts[0], (old, old))
+        weights.download("fault-swinir", progress=False)
+        assert sorted(p.name for p in cache.iterdir()) == ["fault_swinir.pth", "fault_swinir.pth.sha256"]
+        weights.load_network("fault-swinir")
+    finally:
+        weights.REGISTRY.pop("fault-swinir")
+
+
+def test_partial_file_under_the_final_name_says_how_to_fix_it(cache, tmp_path, small_models, capsys):
+    """A cut copy put into the cache by hand (no hash recorded yet): refused at load, the message names the
+    file and says delete and download again; through the command: status 2, no traceback, nothing written."""
+    src = tmp_path / "served.pth"
+    torch.save({"params_ema": small_models[1].state_dict()}, src)
+    cache.mkdir(parents=True)
+    (cache / "fault_swinir.pth").write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    weights.register(weights.WeightsEntry("fault-swinir", "estimator", src.as_uri(), "fault_swinir.pth",
+                                          "swinir_small"))
+    try:
+        with pytest.raises(weights.WeightsError) as e:
+            weights.load_network("fault-swinir")
+        text = str(e.value)
+        assert text.startswith(str(cache / "fault_swinir.pth"))
+        assert "damaged (an interrupted download" in text and "difface weights download fault-swinir" in text
+        prior = _prior_file(tmp_path, small_models)
+        code, err = run_cli(["restore", str(ASTRONAUT), "-o", str(tmp_path / "out"), "--aligned", "--device", "cpu",
+                             "--prior", str(prior), "--estimator", "fault-swinir"], capsys)
+        assert code == 2 and "damaged (an interrupted download" in err and "Traceback" not in err, err
+        assert files_in(tmp_path / "out") == []
+    finally:
+        weights.REGISTRY.pop("fault-swinir")
+
+
+# -- hostile checkpoints ---------------------------------------------------------------------------------------
+def _prior_file(tmp_path: Path, small_models) -> Path:
+    from difface.weights import save_network
+
+    p = tmp_path / "prior.safetensors"
+    if not p.exists():
+        save_network(small_models[0], p)
+    return p
+
+
+class _Payload:
+    """Unpickling this would run code: it creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('code ran')",))
+
+
+def _bad_estimators(tmp_path: Path, small_models) -> dict[str, tuple[Path, str]]:
+    """name -> (checkpoint file, the message it must give)."""
+    sd = small_models[1].state_dict()
+    out = {}
+
+    def save(name, obj, pattern):
+        path = tmp_path / f"{name}.pth"
+        torch.save(obj, path)
+        out[name] = (path, pattern)
+
+    key = next(k for k, v in sd.items() if v.is_floating_point() and v.ndim == 4)
+    save("extra-key", {**sd, "head.extra.weight": torch.zeros(3)}, r"unexpected keys \(1\): head.extra.weight")
+    save("missing-key", {k: v for k, v in sd.items() if k != key}, rf"missing keys \(1\): {re.escape(key)}")
+    save("wrong-shape", {**sd, key: torch.zeros(1, 2, 3, 4)}, rf"mis-shaped keys \(1\): {re.escape(key)}")
+    save("wrong-dtype", {**sd, key: sd[key].to(torch.int32)}, rf"keys of another dtype \(1\): {re.escape(key)}: "
+         "checkpoint torch.int32 vs model torch.float32")
+    nan = sd[key].clone()
+    nan.view(-1)[7] = float("nan")
+    save("nan", {**sd, key: nan}, rf"keys with NaN or infinite values \(1\): {re.escape(key)}")
+    save("code-payload", {"params_ema": sd, "extra": _Payload(tmp_path / "MARKER")},
+         r"refused: it holds Python objects, not only tensors \(Unsupported global: GLOBAL (builtins\.)?exec\)"
+         ".*never runs code")
+    path = tmp_path / "not-tensors.pth"
+    torch.save({"params_ema": {"a": [1, 2, 3]}}, path)
+    out["not-tensors"] = (path, "not a mapping of parameter names to tensors")
+    return out
+
+
+def test_hostile_checkpoints_give_clear_errors_and_run_no_code(tmp_path, small_models, capsys):
+    """Extra / missing keys, wrong shapes and dtypes, NaN weights, a pickle whose unpickling would create a file:
+    `difface restore` exits 2 with a message naming the file and what is wrong; no traceback, no output, and the
+    payload never runs."""
+    prior = _prior_file(tmp_path, small_models)
+    seen = []
+    for name, (path, pattern) in _bad_estimators(tmp_path, small_models).items():
+        out = tmp_path / f"out-{name}"
+        code, err = run_cli(["restore", str(ASTRONAUT), "-o", str(out), "--aligned", "--device", "cpu",
+                             "--prior", str(prior), "--estimator", str(path)], capsys)
+        seen.append(f"{name}: exit {code}: {' | '.join(err.strip().splitlines())}")
+        assert code == 2, (name, err)
+        assert str(path) in err and re.search(pattern, err), (name, err)
+        assert "Traceback" not in err and files_in(out) == []
+    print("\n".join(seen))
+    assert not (tmp_path / "MARKER").exists()
+    with pytest.raises(weights.WeightsError, match="never runs code"):
+        weights.read_state_dict(tmp_path / "code-payload.pth")
+    assert not (tmp_path / "MARKER").exists()
+
+
+def _zip_bomb(path: Path, gib: float = 1.0) -> Path:
+    """A .pth that is a zip: a small data.pkl and one deflated entry of `gib` GiB of zeros (a few MB on disk)."""
+    chunk = bytes(1 << 24)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+        z.writestr("archive/version", "3\n")
+        with z.open("archive/data/0", "w", force_zip64=True) as f:
+            for _ in range(int(gib * 64)):
+                f.write(chunk)
+    return path
+
+
+def test_zip_bomb_posing_as_a_pth_is_refused_in_bounded_memory(tmp_path):
+    bomb = _zip_bomb(tmp_path / "bomb.pth")
+    assert bomb.stat().st_size < 10_000_000
+    code = ("import resource, sys; from difface import weights as W\n"
+            "try:\n    W.read_state_dict(sys.argv[1])\nexcept W.WeightsError as e:\n    print('refused:', e)\n"
+            "print('peak_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(bomb)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    print(out.stdout)
+    assert "refused:" in out.stdout and "compressed entr" in out.stdout and "nothing was decompressed" in out.stdout
+    peak = int(re.search(r"peak_mb (\d+)", out.stdout).group(1))
+    assert peak < 700, peak  # the bomb expands to 1024 MB; python + torch alone is ~400 MB here
