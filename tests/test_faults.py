@@ -19,6 +19,8 @@ import time
 import zipfile
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -325,3 +327,234 @@ def test_zip_bomb_posing_as_a_pth_is_refused_in_bounded_memory(tmp_path):
     assert "refused:" in out.stdout and "compressed entr" in out.stdout and "nothing was decompressed" in out.stdout
     peak = int(re.search(r"peak_mb (\d+)", out.stdout).group(1))
     assert peak < 700, peak  # the bomb expands to 1024 MB; python + torch alone is ~400 MB here
+
+
+# -- 2. faults half-way through a run -----------------------------------------------------------------------
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def distinct_faces(folder: Path, n: int) -> list[Path]:
+    """n different aligned faces (the astronaut, brightness changed a little for each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    a = cv2.imread(str(ASTRONAUT)).astype(np.float32)
+    out = []
+    for i in range(n):
+        p = folder / f"face_{i:02d}.png"
+        cv2.imwrite(str(p), np.clip(a * (0.9 + 0.02 * i), 0, 255).astype(np.uint8))
+        out.append(p)
+    return out
+
+
+def restore_cmd(inputs, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "difface", "restore", *map(str, inputs), "-o", str(out), "--aligned",
+            "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Eight faces and their outputs from one uninterrupted `difface restore --aligned` run."""
+    root = tmp_path_factory.mktemp("reference")
+    distinct_faces(root / "in", 8)
+    out = root / "out"
+    subprocess.run(restore_cmd([root / "in"], out), env=ENV, check=True, capture_output=True, timeout=600)
+    return root / "in", {p.name: digest(p) for p in out.glob("*.png")}
+
+
+def complete_outputs(out: Path, ref: dict[str, str]) -> list[str]:
+    """Names of final files in `out`; each must be one complete result (the reference bytes)."""
+    names = sorted(p.name for p in out.glob("*.png"))
+    for n in names:
+        assert digest(out / n) == ref[n], f"{n} is not a complete result"
+    return names
+
+
+@pytest.mark.slow
+def test_disk_full_half_way(reference, tmp_path):
+    """Output on a 400 KB tmpfs: the first files fit, the others fail with "no space left on device", each is
+    reported, the batch goes on, exit 1, no partial file, the written ones are complete, inputs untouched."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    folder, ref = reference
+    before = {p.name: digest(p) for p in folder.iterdir()}
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        out = subprocess.run(restore_cmd([folder], small), env=ENV, capture_output=True, text=True, timeout=600)
+        print(out.stderr[-1500:])
+        assert out.returncode == 1, out.stderr
+        failed = re.findall(r"failed: (\S+): cannot write (\S+): No space left on device", out.stderr)
+        written = complete_outputs(small, ref)
+        assert failed and written and len(failed) + len(written) == 8
+        assert sorted(os.listdir(small)) == written  # no partial or temporary file
+        assert {Path(d).name for _, d in failed}.isdisjoint(written)
+        assert re.search(rf"restored {len(written)} of 8 inputs .*; {len(failed)} failed", out.stderr)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert {p.name: digest(p) for p in folder.iterdir()} == before
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """kill -9 `proc` as soon as ready() is true (fails the test if it ended first)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the process ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_restore_batch_then_the_same_command(reference, tmp_path):
+    """kill -9 after two outputs: every file under a final name is complete; the same command again completes
+    the batch with the bytes of an uninterrupted run (it redoes every input; outputs are replaced atomically)."""
+    folder, ref = reference
+    out = tmp_path / "out"
+    proc = subprocess.Popen(restore_cmd([folder], out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: len(list(out.glob("*.png"))) >= 2)
+    done = complete_outputs(out, ref)
+    leftovers = sorted(p.name for p in out.iterdir() if p.suffix != ".png")
+    print(f"killed with {len(done)} of 8 done; other files: {leftovers}")
+    assert 2 <= len(done) < 8 and all(n.startswith(".") and n.endswith(".tmp") for n in leftovers)
+    rerun = subprocess.run(restore_cmd([folder], out), env=ENV, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert complete_outputs(out, ref) == sorted(ref)
+
+
+@pytest.mark.slow
+def test_two_restore_processes_writing_one_folder(reference, tmp_path):
+    """Two `difface restore` of the same inputs into one folder at once: every final file is one complete
+    result, both exit 0, no temporary file is left."""
+    folder, ref = reference
+    out = tmp_path / "out"
+    procs = [subprocess.Popen(restore_cmd([folder], out), env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    assert complete_outputs(out, ref) == sorted(ref)
+    assert sorted(os.listdir(out)) == sorted(ref)
+
+
+@pytest.mark.slow
+def test_kill_9_of_training_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """`difface train prior` killed with SIGKILL after its second checkpoint; `--resume RUN` continues from the
+    newest checkpoint and ends with the same weights, bit for bit, as a run never stopped."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _train_utils import tiny_config, write_images
+    from difface.train.checkpoint import list_checkpoints, load_checkpoint
+    from difface.train.config import dump_config
+
+    folder = write_images(tmp_path / "imgs", 12)
+    cfg = tiny_config("prior", folder, data={"flip": True}, optim={"micro_batch": 4}, max_steps=10,
+                      checkpoint_every=1)
+    (tmp_path / "prior.yaml").write_text(dump_config(cfg))
+    train = [sys.executable, "-m", "difface", "train", "prior", "--device", "cpu"]
+    subprocess.run(train + ["--config", str(tmp_path / "prior.yaml"), "--out", str(tmp_path / "straight")],
+                   env=ENV, check=True, capture_output=True, timeout=600)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(train + ["--config", str(tmp_path / "prior.yaml"), "--out", str(run)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: len(list((run / "checkpoints").glob("step_*.pt"))) >= 2)
+    kept = list_checkpoints(run)
+    print(f"killed after {[p.name for p in kept]}")
+    assert kept and kept[-1].name != "step_00000010.pt"
+    for ck in kept:  # every checkpoint under a final name loads
+        load_checkpoint(ck)
+    again = subprocess.run(train + ["--resume", str(run)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "step_00000010.pt")
+    b = load_checkpoint(run / "checkpoints" / "step_00000010.pt")
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
+# -- the video resume key ------------------------------------------------------------------------------------
+def test_video_resume_key_holds_every_option_that_changes_pixels():
+    from difface.pipeline import PhotoOptions, RestoreOptions, SamplingOptions
+    from difface.pipeline.options import VideoSettings
+    from difface.pipeline.restore import video_resume_key
+
+    def key(o):
+        return video_resume_key(o, "m", 20, 0.5, "cpu")
+
+    base = RestoreOptions()
+    changed = [RestoreOptions(photo=PhotoOptions(detector="retinaface_mobile0.25")),
+               RestoreOptions(photo=PhotoOptions(upscale=3)),
+               RestoreOptions(photo=PhotoOptions(bg_upsampler="lanczos")),
+               RestoreOptions(photo=PhotoOptions(only_center_face=True)),
+               RestoreOptions(photo=PhotoOptions(max_face_size=100.0)),
+               RestoreOptions(sampling=SamplingOptions(seed=1)),
+               RestoreOptions(sampling=SamplingOptions(sampler="ddim", nfe=4)),
+               RestoreOptions(video=VideoSettings(crf=30)), RestoreOptions(video=VideoSettings(smoothing=False)),
+               RestoreOptions(batch_size=2)]
+    keys = {key(o) for o in changed}
+    assert len(keys) == len(changed) and key(base) not in keys
+    same = [RestoreOptions(video=VideoSettings(resume=False)), RestoreOptions(max_pixels=1000),
+            RestoreOptions(save_comparison=True), RestoreOptions(video=VideoSettings(refuse_vfr=True))]
+    assert {key(o) for o in same} == {key(base)}
+    assert video_resume_key(base, "other-model", 20, 0.5, "cpu") != key(base)
+
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory):
+    av = pytest.importorskip("av", reason="PyAV is the optional 'video' extra")
+    from skimage import data
+
+    from difface.video.synth import group_photo_from, make_clip
+
+    path = tmp_path_factory.mktemp("clip") / "pan.mp4"
+    make_clip(group_photo_from(data.astronaut(), 2, 200), path, size=(256, 144), fps=25, seconds=2.0, seed=3)
+    assert av
+    return path
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_video_job_resumes_and_another_detector_starts_afresh(face_clip, tmp_path):
+    """`difface restore clip.mp4` killed with SIGKILL once a segment is finished: no file under the final name;
+    the same command resumes from the finished segments and gives the bytes of an uninterrupted run; killed again
+    and rerun with another --detector, the clip is restored afresh (the resume key holds the detector)."""
+    from difface.face.retinaface import RetinaFace
+
+    home = tmp_path / "home"
+    (home / "weights").mkdir(parents=True)
+    net = RetinaFace("mobile0.25")  # zero weights: a detector that finds no face, enough to differ
+    torch.save({k: torch.zeros_like(v) for k, v in net.state_dict().items()},
+               home / "weights" / "detection_mobilenet0.25_Final.pth")
+    env = dict(ENV, DIFFACE_HOME=str(home))
+
+    def cmd(out, *extra):
+        return [sys.executable, "-m", "difface", "restore", str(face_clip), "-o", str(out), "--device", "cpu",
+                "--batch-frames", "4", *extra]
+
+    straight = subprocess.run(cmd(tmp_path / "straight"), env=env, capture_output=True, text=True, timeout=900)
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "out"
+    manifest = out / ".pan.mp4.parts" / "manifest.json"
+
+    def segments_done():
+        try:
+            return len(__import__("json").loads(manifest.read_text())["segments"]) >= 1
+        except (OSError, ValueError, KeyError):
+            return False
+
+    proc = subprocess.Popen(cmd(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, segments_done, timeout=600)
+    assert not (out / "pan.mp4").exists()
+    again = subprocess.run(cmd(out), env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from an interrupted run" in again.stderr, again.stderr
+    assert (out / "pan.mp4").read_bytes() == (tmp_path / "straight" / "pan.mp4").read_bytes()
+    other = tmp_path / "other"
+    proc = subprocess.Popen(cmd(other), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = other / ".pan.mp4.parts" / "manifest.json"
+    _kill_when(proc, segments_done, timeout=600)
+    fresh = subprocess.run(cmd(other, "--detector", "retinaface_mobile0.25"), env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "resumed" not in fresh.stderr and "0 faces" in fresh.stderr, fresh.stderr

@@ -360,8 +360,6 @@ class RestorePipeline(FacePipeline):
     def restore_video_file(self, job: Job, progress: bool = True) -> Outcome:
         """Restore the faces of a clip into job.dst (MP4; difface.video): tracked, smoothed, one seed per
         track, audio kept; an interrupted run resumes. Never raises for a bad clip: the Outcome says why."""
-        import json
-
         from difface.video import VideoDependencyError, VideoError, VideoOptions, restore_video
 
         if self.aligned:
@@ -380,9 +378,7 @@ class RestorePipeline(FacePipeline):
                 raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
             return out.result
 
-        key = json.dumps({"model": self.model.name, "start": self.start_step, "eta": self.eta, "sampler": s.sampler,
-                          "nfe": s.nfe, "dtype": self.options.model.dtype, "steps": self.options.model.steps,
-                          "upscale": self.options.photo.upscale, "bg": self.options.photo.bg_upsampler}, sort_keys=True)
+        key = video_resume_key(self.options, self.model.name, self.start_step, self.eta, str(self.model.device))
         t0 = time.perf_counter()
         try:
             res = restore_video(job.src, job.dst, restore_faces=restore_faces, detector=detector,
@@ -399,6 +395,32 @@ class RestorePipeline(FacePipeline):
         notes += (f"{res.frames} frames, {res.faces} faces in {res.tracks} track(s), "
                   f"{res.frames_per_second:.2f} frames/s{resumed}",)
         return Outcome(job.src, job.dst, True, faces=res.faces, notes=notes, seconds=time.perf_counter() - t0)
+
+
+# Options that never change a pixel of a restored video; every other option of RestoreOptions (the detector
+# included) is in the resume key, so that a run is resumed only with the options that made its segments.
+NOT_PIXEL_OPTIONS = frozenset({"video.resume", "video.refuse_vfr", "save_comparison", "max_pixels", "model.device"})
+
+
+def video_resume_key(options: RestoreOptions, model_name: str, start_step, eta, device: str) -> str:
+    """The resume key of a video job: every option of `options` that changes pixels (derived from the whole options
+    object, so that a new option is in it without a change here), plus the model and the resolved start step, eta
+    and device."""
+    import dataclasses
+    import json
+
+    def flat(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                yield from flat(v, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}", v
+
+    key = {k: v for k, v in flat(options) if k not in NOT_PIXEL_OPTIONS}
+    key.update({"resolved.model": model_name, "resolved.start": start_step, "resolved.eta": eta,
+                "resolved.device": device})
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def _comparison(image: LoadedImage, result: ImageResult) -> np.ndarray:
