@@ -509,7 +509,8 @@ def face_clip(tmp_path_factory):
     from difface.video.synth import group_photo_from, make_clip
 
     path = tmp_path_factory.mktemp("clip") / "pan.mp4"
-    make_clip(group_photo_from(data.astronaut(), 2, 200), path, size=(256, 144), fps=25, seconds=2.0, seed=3)
+    # 2 frames/s for 16 s: the first 10 s segment (20 frames) is finished well before the end (32 frames)
+    make_clip(group_photo_from(data.astronaut(), 2, 200), path, size=(192, 108), fps=2, seconds=16.0, seed=3)
     assert av
     return path
 
@@ -530,7 +531,7 @@ def test_kill_9_of_a_video_job_resumes_and_another_detector_starts_afresh(face_c
 
     def cmd(out, *extra):
         return [sys.executable, "-m", "difface", "restore", str(face_clip), "-o", str(out), "--device", "cpu",
-                "--batch-frames", "4", *extra]
+                "--batch-frames", "4", "--upscale", "1", "--bg-upsampler", "lanczos", *extra]
 
     straight = subprocess.run(cmd(tmp_path / "straight"), env=env, capture_output=True, text=True, timeout=900)
     assert straight.returncode == 0, straight.stderr
