@@ -559,3 +559,159 @@ def test_kill_9_of_a_video_job_resumes_and_another_detector_starts_afresh(face_c
                            text=True, timeout=900)
     assert fresh.returncode == 0, fresh.stderr
     assert "resumed" not in fresh.stderr and "0 faces" in fresh.stderr, fresh.stderr
+
+
+# -- 4. videos broken the ways real files are ----------------------------------------------------------------
+def _copy_streams(src: Path, dst: Path, fmt: str, video_twice: bool = False) -> Path:
+    """Remux `src` into `dst` (format `fmt`); with video_twice the video stream is there twice."""
+    import av
+
+    with av.open(str(src)) as c, av.open(str(dst), "w", format=fmt) as out:
+        ins = [c.streams.video[0]] + list(c.streams.audio)
+        outs = {s.index: [out.add_stream_from_template(s)] for s in ins}
+        if video_twice:
+            outs[c.streams.video[0].index].append(out.add_stream_from_template(c.streams.video[0]))
+        for p in c.demux(*ins):
+            if p.size:
+                targets = outs[p.stream.index]
+                for t in targets:
+                    q = p if t is targets[-1] else av.Packet(bytes(p))
+                    if q is not p:
+                        q.pts, q.dts, q.duration, q.time_base = p.pts, p.dts, p.duration, p.time_base
+                        q.is_keyframe = p.is_keyframe
+                    q.stream = t
+                    out.mux(q)
+    return dst
+
+
+def _write_frames(path: Path, pts_ms: list[int], size=(96, 64), fmt="mp4", codec="libx264") -> Path:
+    import av
+
+    with av.open(str(path), "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        if codec != "mjpeg":
+            s.time_base = s.codec_context.time_base = __import__("fractions").Fraction(1, 1000)
+        if not pts_ms:
+            out.start_encoding()
+            return path
+        for i, p in enumerate(pts_ms):
+            f = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 40 + 20 * i, np.uint8), format="rgb24")
+            f.pts = p
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    return path
+
+
+def _claims_16k(tiny_avi: Path, dst: Path) -> Path:
+    """An MJPEG AVI of one 64x48 frame whose headers (AVI and JPEG) claim 16000 x 16000 pixels."""
+    import struct
+
+    data = bytearray(tiny_avi.read_bytes())
+    for old, new in [(struct.pack("<II", 64, 48), struct.pack("<II", 16000, 16000)),  # avih, BITMAPINFOHEADER
+                     (struct.pack(">HH", 48, 64), struct.pack(">HH", 16000, 16000))]:  # JPEG SOF: height, width
+        i = data.find(old)
+        while i >= 0:
+            data[i:i + len(old)] = new
+            i = data.find(old, i + len(new))
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def broken_videos(tmp_path_factory):
+    """A folder of clips broken the ways real files are, beside one good clip with faces and audio."""
+    av = pytest.importorskip("av", reason="PyAV is the optional 'video' extra")
+    from difface.video.synth import make_clip
+
+    d = tmp_path_factory.mktemp("broken")
+    face = cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
+    make_clip(face, d / "good.mp4", size=(192, 192), fps=10, seconds=0.6, degradation=None, sidecar=False)
+    data = (d / "good.mp4").read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    _write_frames(d / "zero_frames.avi", [], fmt="avi", codec="mpeg4")
+    with av.open(str(d / "audio_only.mp4"), "w", format="mp4") as out:
+        s = out.add_stream("aac", rate=8000, layout="mono")
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate, f.pts = 8000, 0
+        out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    _write_frames(d / "vfr.mp4", [0, 40, 80, 200, 240, 400, 440, 480])
+    make_clip(face, d / "rotated.mp4", size=(96, 64), fps=10, seconds=0.5, degradation=None, audio=False,
+              rotation=90, sidecar=False)
+    _write_frames(tmp_path_factory.mktemp("tiny") / "tiny.avi", [0], size=(64, 48), fmt="avi", codec="mjpeg")
+    _claims_16k(next(iter(d.parent.glob("tiny*/tiny.avi"))), d / "claims_16k.avi")
+    _copy_streams(d / "good.mp4", d / "two_video_streams.mkv", "matroska", video_twice=True)
+    cv2.imwrite(str(d / "wall.png"), np.full((64, 96, 3), 128, np.uint8))
+    make_clip(np.full((120, 160, 3), 128, np.uint8), d / "no_faces.mp4", size=(96, 64), fps=10, seconds=0.5,
+              degradation=None, audio=False, sidecar=False)
+    (d / "wall.png").unlink()
+    _write_frames(d / "ten_minutes.mp4", [0, 600_000])  # two frames, the second after ten minutes
+    shutil.copy(ASTRONAUT, d / "photo_renamed.mp4")
+    return d
+
+
+def _restore_folder(folder: Path, out: Path, *extra: str, files=None) -> tuple[int, str, int]:
+    """`difface restore` of the folder (or files) in a subprocess: (exit status, stderr, peak RSS in MB)."""
+    from difface.models import build, fill_deterministic
+    from difface.weights import save_network
+
+    models = out.parent / "models"
+    if not models.exists():
+        models.mkdir()
+        save_network(fill_deterministic(build("unet_small")), models / "prior.safetensors")
+        save_network(fill_deterministic(build("swinir_small")), models / "est.safetensors")
+    args = [sys.executable, "-m", "difface", "restore", *(map(str, files) if files else [str(folder)]), "-o",
+            str(out), "--device", "cpu", "--prior", str(models / "prior.safetensors"), "--estimator",
+            str(models / "est.safetensors"), "--start-step", "2", "--bg-upsampler", "lanczos", "--upscale", "1",
+            *extra]
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_s, err = proc.communicate(timeout=900)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024  # the largest child so far
+    return proc.returncode, out_s + err, peak
+
+
+@pytest.mark.slow
+def test_broken_videos_get_one_clear_outcome_each(broken_videos, tmp_path):
+    """One batch of every broken clip beside a good one: each gets its own line (restored, or failed with the
+    reason), the batch goes on, exit 1, no traceback, memory bounded (the 16000 x 16000 header is refused before
+    decoding), no file under a final name for a failed one, and the good clip's audio is bit-identical."""
+    import av
+
+    from difface.video import probe_video
+
+    out = tmp_path / "out"
+    code, text, peak = _restore_folder(broken_videos, out)
+    print(text[-4000:], f"\npeak RSS of the batch: {peak} MB")
+    assert code == 1 and "Traceback" not in text
+    failed = dict(re.findall(r"failed: \S*/(\S+?): (.+)", text))
+    expect_failed = {
+        "truncated.mp4": r"truncated|corrupt", "zero_frames.avi": r"the video stream has no frames",
+        "audio_only.mp4": r"no video stream \(streams: audio\)",
+        "claims_16k.avi": r"16000x16000 = 256\.0 megapixels, over the limit of 50 MP .*nothing was decoded",
+        "ten_minutes.mp4": r"lasts 600 s \(from its header\), over the limit of 300 s; raise it with "
+                           r"--max-video-seconds", "photo_renamed.mp4": r"still image"}
+    for name, pattern in expect_failed.items():
+        assert name in failed and re.search(pattern, failed[name]), (name, failed.get(name))
+        assert not (out / Path(name).with_suffix(".mp4").name).exists() or name == "photo_renamed.mp4"
+    for name in ("good.mp4", "vfr.mp4", "rotated.mp4", "two_video_streams.mp4", "no_faces.mp4"):
+        assert (out / name).is_file(), name
+        probe_video(out / name)
+    assert re.search(r"two_video_streams.mkv: 2 video streams; the first \(stream #0\) is restored", text)
+    assert re.search(r"no_faces.mp4: 5 frames, 0 faces", text)
+    assert probe_video(out / "rotated.mp4").rotation == 0 and probe_video(out / "rotated.mp4").width == 96
+    assert peak < 1500, peak
+
+    def audio(path):
+        with av.open(str(path)) as c:
+            return [(p.pts, bytes(p)) for p in c.demux(c.streams.audio[0]) if p.size]
+
+    assert audio(out / "good.mp4") == audio(broken_videos / "good.mp4")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no work folder or temporary file left
+    # the ten-minute header passes when asked for (--max-video-seconds 0: no limit)
+    code, text, _ = _restore_folder(broken_videos, tmp_path / "long", "--max-video-seconds", "0",
+                                    files=[broken_videos / "ten_minutes.mp4"])
+    assert code == 0, text
+    assert probe_video(tmp_path / "long" / "ten_minutes.mp4", max_seconds=0).duration == pytest.approx(600.04, abs=0.05)

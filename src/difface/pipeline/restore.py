@@ -369,7 +369,8 @@ class RestorePipeline(FacePipeline):
         opts = VideoOptions(tracking=v.tracking, track_seeds=v.track_seeds, smoothing=v.smoothing,
                             batch_frames=v.batch_frames, batch_size=max(self.options.batch_size, 16), seed=s.seed,
                             max_face_side=self.max_face_size or None, crf=v.crf, resume=v.resume,
-                            refuse_vfr=v.refuse_vfr)
+                            refuse_vfr=v.refuse_vfr, max_seconds=v.max_seconds or None,
+                            max_pixels=self.options.max_pixels)
 
         def restore_faces(x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
             out = self.model.restore(x, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
@@ -399,7 +400,8 @@ class RestorePipeline(FacePipeline):
 
 # Options that never change a pixel of a restored video; every other option of RestoreOptions (the detector
 # included) is in the resume key, so that a run is resumed only with the options that made its segments.
-NOT_PIXEL_OPTIONS = frozenset({"video.resume", "video.refuse_vfr", "save_comparison", "max_pixels", "model.device"})
+NOT_PIXEL_OPTIONS = frozenset({"video.resume", "video.refuse_vfr", "video.max_seconds", "save_comparison",
+                               "max_pixels", "model.device"})
 
 
 def video_resume_key(options: RestoreOptions, model_name: str, start_step, eta, device: str) -> str:
