@@ -12,6 +12,7 @@ import pickle
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -715,3 +716,157 @@ def test_broken_videos_get_one_clear_outcome_each(broken_videos, tmp_path):
                                     files=[broken_videos / "ten_minutes.mp4"])
     assert code == 0, text
     assert probe_video(tmp_path / "long" / "ten_minutes.mp4", max_seconds=0).duration == pytest.approx(600.04, abs=0.05)
+
+
+# -- 1. the app under load (real HTTP, the official gradio_client) --------------------------------------------
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+_DISCONNECT = """
+import sys, time
+from gradio_client import Client, handle_file
+job = Client(sys.argv[1], verbose=False).submit(handle_file(sys.argv[2]), mode="whole photo", seed=99,
+                                                api_name="/restore")
+t0 = time.time()
+while time.time() - t0 < 120 and job.status().code.name not in ("PROCESSING", "PROGRESS"):
+    time.sleep(0.05)
+print("started", job.status().code.name, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_the_app_under_load(tmp_path, capsys):
+    """`difface app` on 127.0.0.1 with 8 gradio_client clients at once restoring a photo, 2 uploading a file over
+    the size limit and 2 killed (kill -9) while their job runs: every accepted job gives the bytes of the command
+    its log line names, the refused ones get a message, the server's peak RSS stays bounded, it serves a request
+    afterwards, and when it stops no temporary file or folder of it is left."""
+    pytest.importorskip("gradio_client")
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("difface-app-*"))
+    env = dict(ENV)
+    env.pop("GRADIO_TEMP_DIR", None)
+    server = subprocess.Popen([sys.executable, "-m", "difface", "app", "--port", "0", "--device", "cpu",
+                               "--max-upload-mb", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    lines, url = [], None
+    for line in server.stdout:
+        lines.append(line)
+        m = re.search(r"difface app: (http://127\.0\.0\.1:\d+/)", line)
+        if m:
+            url = m.group(1)
+            break
+    assert url, "".join(lines)
+    drain = threading.Thread(target=lambda: [lines.append(x) for x in server.stdout], daemon=True)
+    drain.start()
+    big = tmp_path / "big.png"  # 1400 x 1400 of noise: about 5.9 MB, over the 1 MB limit
+    cv2.imwrite(str(big), np.random.default_rng(0).integers(0, 256, (1400, 1400, 3), dtype=np.uint8))
+    assert big.stat().st_size > 2_000_000
+    rss, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            rss.append(_rss_mb(server.pid))
+            time.sleep(0.1)
+
+    threading.Thread(target=sample, daemon=True).start()
+    idle_rss = _rss_mb(server.pid)
+
+    def good(i):
+        t0 = time.perf_counter()
+        result, log_line = Client(url, verbose=False).predict(handle_file(ASTRONAUT), mode="whole photo", seed=i,
+                                                              api_name="/restore")
+        return i, Path(result).read_bytes(), log_line, time.perf_counter() - t0
+
+    def oversize(i):
+        try:
+            Client(url, verbose=False).predict(handle_file(big), mode="whole photo", api_name="/restore")
+        except Exception as e:  # noqa: BLE001 - the client's error for a refused upload
+            return i, f"{type(e).__name__}: {e}"
+        return i, None
+
+    t0 = time.perf_counter()
+    killers = [subprocess.Popen([sys.executable, "-c", _DISCONNECT, url, str(ASTRONAUT)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    with ThreadPoolExecutor(10) as pool:
+        goods = [pool.submit(good, i) for i in range(8)]
+        bads = [pool.submit(oversize, i) for i in range(2)]
+        for k in killers:  # killed as soon as its job runs: the connection drops mid-job
+            assert k.stdout.readline().startswith("started")
+            k.send_signal(signal.SIGKILL)
+            k.wait(timeout=30)
+        goods = [f.result(timeout=900) for f in goods]
+        bads = [f.result(timeout=900) for f in bads]
+    wall = time.perf_counter() - t0
+    for _, msg in bads:
+        assert msg is not None and re.search(r"(?i)file.*(size|large|exceed)|413", msg), msg
+    # gradio_client refuses from the app's config; a raw upload over the limit is refused by the server itself
+    own = [d for d in set(tmp.glob("difface-app-files-*")) - before]
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + big.read_bytes() + b"\r\n--b--\r\n")
+    raw_refusal = _raw_post(url, "/gradio_api/upload", body, "multipart/form-data; boundary=b")
+    assert raw_refusal.startswith("HTTP/1.1 413") or raw_refusal == "connection closed by the server", raw_refusal
+    assert own and not [p for d in own for p in d.rglob("big.png")]
+    after_load = Client(url, verbose=False).predict(handle_file(ASTRONAUT), mode="aligned face",
+                                                    api_name="/restore")  # the server keeps serving
+    stop.set()
+    peak = _rss_mb(server.pid, "VmHWM")
+    differ = []
+    for i, data, log_line, _ in goods:  # the command in a process like the server's (one thread: same sums)
+        out = tmp_path / f"cli-{i}"
+        subprocess.run([sys.executable, "-m", "difface", *shlex_split_log(log_line, out)], env=env, check=True,
+                       capture_output=True, timeout=300)
+        if data != (out / "astronaut_lq.png").read_bytes():
+            differ.append(i)
+    assert not differ, f"clients whose result is not the command's bytes: {differ}"
+    assert "aligned face restored" in after_load[1]
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == 0, "".join(lines)
+    drain.join(timeout=10)
+    left = set(tmp.glob("difface-app-*")) - before
+    seconds = sorted(s for *_, s in goods)
+    with capsys.disabled():
+        print(f"\nload: 8 accepted jobs in {wall:.1f} s (per job {seconds[0]:.1f}-{seconds[-1]:.1f} s from submit to "
+              f"result), 2 refused ({bads[0][1][:120]}; raw upload: {raw_refusal}), 2 clients killed mid-job; "
+              f"server RSS idle {idle_rss:.0f} MB, peak {peak:.0f} MB; left behind: {sorted(map(str, left))}")
+    assert peak < idle_rss + 1024, (idle_rss, peak)
+    assert not left
+    assert "Traceback" not in "".join(lines), "".join(lines)
+
+
+def _raw_post(url: str, path: str, body: bytes, ctype: str) -> str:
+    """POST over a plain socket, sending the body in 64 KB pieces; the response's status line, or "connection
+    closed by the server" when it stops reading (and answers nothing readable) before the body is sent."""
+    host, port = re.match(r"http://([^:/]+):(\d+)", url).groups()
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {ctype}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode())
+        try:
+            for i in range(0, len(body), 1 << 16):
+                sock.sendall(body[i:i + (1 << 16)])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            head = sock.recv(4096)
+        except (ConnectionResetError, OSError):
+            head = b""
+    return head.split(b"\r\n", 1)[0].decode() if head else "connection closed by the server"
+
+
+def shlex_split_log(log_line: str, out: Path) -> list[str]:
+    """The `difface restore` command of an app log line, on the real input, writing to `out`."""
+    import shlex
+
+    args = shlex.split(log_line.split("Same as: ", 1)[1])[1:]
+    args[1] = str(ASTRONAUT)
+    args[args.index("-o") + 1] = str(out)
+    return args

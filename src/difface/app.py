@@ -287,6 +287,8 @@ class AppServer:
     # -- requests ----------------------------------------------------------------------------------
     def _request_dir(self) -> Path:
         now = time.time()
+        # made again if it went away (a /tmp cleaner such as systemd-tmpfiles removes folders left untouched)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         for old in self.work_dir.iterdir():
             try:
                 if now - old.stat().st_mtime > KEEP_RESULTS_S:
@@ -764,13 +766,13 @@ def _inpaint_tab(server: AppServer) -> None:
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True,
-           auth: Callable[[str, str], bool] | None = None):
+           auth: Callable[[str, str], bool] | None = None, max_file_size: str = MAX_FILE_SIZE):
     """Serve the page: one job at a time (the others see their place in the queue), no SSR node server,
-    uploads up to MAX_FILE_SIZE; `auth` ((user, password) -> bool): every page, API call and file needs a login.
+    uploads up to max_file_size (refused by the server, before storing, beyond it); `auth` ((user, password) -> bool): every page, API call and file needs a login.
     Returns (app, local_url) when block is False."""
     demo.queue(default_concurrency_limit=1)
     app, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                              inbrowser=False, share=False, ssr_mode=False, max_file_size=MAX_FILE_SIZE,
+                              inbrowser=False, share=False, ssr_mode=False, max_file_size=max_file_size,
                               show_error=True, pwa=False, mcp_server=False, enable_monitoring=False, auth=auth,
                               auth_message="difface: log in with the user and password the app was started with")
     if block:

@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="network precision (default fp32)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
                    help="refuse uploads with more pixels than this, from the file header (default 50M)")
+    p.add_argument("--max-upload-mb", type=float, default=200.0, metavar="MB",
+                   help="refuse uploads larger than this many MB before storing them (default 200: a 50 MP PNG)")
     p.add_argument("--prior", help="restoration prior to serve (with --estimator): registry name or file; it "
                    "becomes the first model of the Restore tab")
     p.add_argument("--estimator", help="restoration estimator to serve (with --prior)")
@@ -162,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         _pair(args.inpaint_prior, args.inpaint_estimator, ("--inpaint-prior", "--inpaint-estimator"))
         logins = read_logins(args.auth, args.auth_file)
         access = check_access(args.host, logins, args.no_auth)
+        if not args.max_upload_mb > 0:
+            raise ValueError(f"--max-upload-mb: must be more than 0, got {args.max_upload_mb:g}")
         port = check_port(args.host, args.port)
     except (ValueError, OSError) as e:
         log.error("error: %s", e)
@@ -204,7 +208,8 @@ def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], a
         log.info("inpainting is not available: %s", server.inpaint_unavailable.strip().replace("\n", "; "))
     demo = web.build_app(server)
     try:
-        web.launch(demo, args.host, port, block=False, auth=login_checker(logins) if logins else None)
+        web.launch(demo, args.host, port, block=False, auth=login_checker(logins) if logins else None,
+                   max_file_size=f"{args.max_upload_mb:g}mb")
     except OSError as e:
         log.error("error: cannot listen on %s:%d: %s", args.host, port, e)
         server.close()
