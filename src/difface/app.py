@@ -768,8 +768,8 @@ def _inpaint_tab(server: AppServer) -> None:
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True,
            auth: Callable[[str, str], bool] | None = None, max_file_size: str = MAX_FILE_SIZE):
     """Serve the page: one job at a time (the others see their place in the queue), no SSR node server,
-    uploads up to max_file_size (refused by the server, before storing, beyond it); `auth` ((user, password) -> bool): every page, API call and file needs a login.
-    Returns (app, local_url) when block is False."""
+    uploads up to max_file_size (refused by the server, before storing, beyond it); `auth` ((user, password) ->
+    bool): every page, API call and file needs a login. Returns (app, local_url) when block is False."""
     demo.queue(default_concurrency_limit=1)
     app, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
                               inbrowser=False, share=False, ssr_mode=False, max_file_size=max_file_size,
