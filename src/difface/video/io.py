@@ -313,7 +313,7 @@ def read_frames(path: str | os.PathLike, info: VideoInfo | None = None, *, start
     """
     av = require_av()
     path = Path(path)
-    info = info or probe_video(path)
+    info = info or probe_video(path, max_seconds=None)
     c = _open_input(path)
     try:
         v = c.streams.video[0]
