@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -194,6 +195,7 @@ def choose(pg, elem: str, label: str) -> None:
 
 
 # -- browser tests --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_aligned_face_download_equals_difface_restore(page, app, tmp_path):
     upload(page, "restore_input", ASTRONAUT)
     choose(page, "restore_mode", "aligned face")
@@ -207,6 +209,7 @@ def test_aligned_face_download_equals_difface_restore(page, app, tmp_path):
     assert_local(page, app)
 
 
+@pytest.mark.slow
 def test_group_photo_with_four_faces_equals_difface_restore(page, app, tmp_path):
     group = group_photo(tmp_path / "group.png")
     upload(page, "restore_input", group)
@@ -221,6 +224,7 @@ def test_group_photo_with_four_faces_equals_difface_restore(page, app, tmp_path)
     assert_local(page, app)
 
 
+@pytest.mark.slow
 def test_bad_uploads_give_messages_and_the_app_keeps_serving(page, app, tmp_path):
     fake = tmp_path / "notes.png"
     fake.write_text("these are notes, not an image\n")
@@ -276,6 +280,7 @@ def _inpaint_with_brush(pg, app, tmp_path, model_label: str | None, start: int |
     return log_line, result, mask_file, seconds
 
 
+@pytest.mark.slow
 def test_brush_stroke_inpaints_with_known_pixels_unchanged(page, app, tmp_path):
     """Filled-weight models passed with --inpaint-prior/--inpaint-estimator: they paint noise, but the
     mask from the mouse stroke, the kept pixels and the equality with `difface inpaint` are real."""
@@ -286,6 +291,7 @@ def test_brush_stroke_inpaints_with_known_pixels_unchanged(page, app, tmp_path):
     assert result.read_bytes() == (tmp_path / "cli" / "astronaut_lq.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_brush_stroke_with_the_bundled_inpainter(page, app, tmp_path):
     from difface.app import BUNDLED
     from difface.restore import bundled_model_paths
@@ -297,6 +303,7 @@ def test_brush_stroke_with_the_bundled_inpainter(page, app, tmp_path):
     _inpaint_with_brush(page, app, tmp_path, BUNDLED["inpainting"], start=None)
 
 
+@pytest.mark.slow
 def test_a_second_job_waits_in_the_queue(browser, app, page, tmp_path):
     group = group_photo(tmp_path / "group.png")
     other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
@@ -316,6 +323,7 @@ def test_a_second_job_waits_in_the_queue(browser, app, page, tmp_path):
     other.context.close()
 
 
+@pytest.mark.slow
 def test_no_request_leaves_the_machine_and_the_server_listens_on_loopback_only(page, app):
     """Load the page, open both tabs, restore: every request goes to 127.0.0.1; `ss -ltnp` shows the app's
     process listening on 127.0.0.1 only."""
@@ -513,3 +521,253 @@ def test_start_step_auto_matches_difface_restore(server, tmp_path):
     assert "start step auto (per image)" in out["log"] and "--start-step auto" in out["log"]
     run_cli(cli_from_log(out["log"], ASTRONAUT, tmp_path / "cli"))
     assert Path(out["file"]).read_bytes() == (tmp_path / "cli" / "astronaut_lq.png").read_bytes()
+
+
+# -- the app as a network service: logins, the scripting API, the files it serves ----------------------------
+LOGIN = ("alice", "correct horse 7")
+
+
+def fetch(url: str, data: bytes | None = None, headers: dict | None = None, opener=None) -> tuple[int, bytes]:
+    """(status, body) of a real HTTP request (urllib; errors are statuses, not exceptions)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with (opener.open if opener else urllib.request.urlopen)(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@contextlib.contextmanager
+def served(tmp, auth=None):
+    """A real app (AppServer + build_app + launch, as `difface app` runs them) on 127.0.0.1, with Gradio's files
+    in a folder of its own (as the command does); yields (url, files folder, server)."""
+    from difface.app import launch
+    from difface.commands.app import check_port
+
+    files = tmp / "gradio-files"
+    files.mkdir()
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(files)
+    s = AppServer(device="cpu", work_dir=tmp / "work")
+    demo = build_app(s)
+    try:
+        _, url = launch(demo, "127.0.0.1", check_port("127.0.0.1", 0), block=False, auth=auth)
+        yield url.rstrip("/"), files, s
+    finally:
+        demo.close()
+        s.close()
+        if old is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def open_app(tmp_path_factory):
+    with served(tmp_path_factory.mktemp("open-app")) as x:
+        yield x
+
+
+@pytest.fixture(scope="module")
+def locked_app(tmp_path_factory):
+    from difface.commands.app import login_checker
+
+    with served(tmp_path_factory.mktemp("locked-app"), auth=login_checker([LOGIN, ("bob", "other")])) as x:
+        yield x
+
+
+def test_loopback_is_127_8_and_localhost_only():
+    from difface.commands.app import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "[::1]", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "example.com", "128.0.0.1"]))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
+def test_a_non_loopback_host_needs_a_login_or_no_auth(host, capsys):
+    """The command refuses to start (status 2, before loading anything) and says what to give."""
+    assert cli.main(["app", "--host", host, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"--host {host} lets anyone who can reach this machine use the app" in err
+    assert "--auth USER:PASSWORD" in err and "--auth-file" in err and "--no-auth" in err
+
+
+def test_bad_logins_are_refused_without_printing_the_password(tmp_path, capsys):
+    assert cli.main(["app", "--host", "0.0.0.0", "--auth", "just-a-secret-word"]) == 2
+    err = capsys.readouterr().err
+    assert "--auth (number 1): expected USER:PASSWORD" in err and "just-a-secret-word" not in err
+    users = tmp_path / "users.txt"
+    users.write_text("# logins\nalice:pw-one\n\nbob-without-colon-secret\n")
+    assert cli.main(["app", "--host", "0.0.0.0", "--auth-file", str(users)]) == 2
+    err = capsys.readouterr().err
+    assert f"--auth-file {users}, line 4: expected user:password" in err and "secret" not in err
+    assert "pw-one" not in err
+    assert cli.main(["app", "--host", "0.0.0.0", "--auth-file", str(tmp_path / "none.txt")]) == 2
+    assert "none.txt: cannot be read" in capsys.readouterr().err
+    assert cli.main(["app", "--no-auth", "--auth", "a:b"]) == 2
+    assert "--no-auth contradicts --auth" in capsys.readouterr().err
+    from difface.commands.app import check_access, read_logins
+
+    users.write_text("alice:pw-one\n bob : p:w \n")
+    assert read_logins(["x:y"], str(users)) == [("x", "y"), ("alice", "pw-one"), ("bob ", " p:w")]
+    assert check_access("0.0.0.0", [], no_auth=True) == "open-network"
+    assert check_access("127.0.0.1", [], no_auth=False) == "open"
+    assert check_access("0.0.0.0", [("a", "b")], no_auth=False) == "login"
+
+
+def _login_opener(url: str, user: str, password: str):
+    """A urllib opener holding the session cookie of a login through the app's /login form."""
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    status, body = fetch(f"{url}/login", urllib.parse.urlencode({"username": user, "password": password}).encode(),
+                        {"Content-Type": "application/x-www-form-urlencoded"}, opener=opener)
+    return status, opener
+
+
+def test_with_a_login_nothing_is_served_without_it(locked_app, tmp_path):
+    """Real HTTP requests to a real server with a login: no page (only the login form), no API call, no upload,
+    no file download without credentials; the same requests work after logging in, through gradio_client too."""
+    import json
+
+    from gradio_client import Client, handle_file
+
+    url, files, _ = locked_app
+    status, page = fetch(url + "/")
+    assert status == 200 and b'"auth_required":true' in page.replace(b" ", b"")
+    assert b"restore_run" not in page and b"Blind face restoration" not in page  # the login form, not the app
+    for path in ["/config", "/gradio_api/info", "/gradio_api/openapi.json", "/gradio_api/queue/data?session_hash=x"]:
+        assert fetch(url + path)[0] == 401, path
+    body = json.dumps({"data": [None], "fn_index": 0, "session_hash": "x"}).encode()
+    for path in ["/gradio_api/queue/join", "/gradio_api/call/restore", "/gradio_api/run/restore"]:
+        assert fetch(url + path, body, {"Content-Type": "application/json"})[0] in (401, 403), path
+    boundary = "difface"
+    upload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n"
+              f"Content-Type: image/png\r\n\r\n").encode() + ASTRONAUT.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    assert fetch(url + "/gradio_api/upload", upload, {"Content-Type": f"multipart/form-data; boundary={boundary}"})[0] \
+        == 401
+    assert not list(files.rglob("a.png"))  # nothing was stored
+    with pytest.raises(Exception, match="credentials"):
+        Client(url + "/", verbose=False)
+    with pytest.raises(ValueError):
+        Client(url + "/", auth=(LOGIN[0], "wrong"), verbose=False)
+    # with the login: the API works, and its result is a file the app serves, but only with the cookie
+    result, log_line = Client(url + "/", auth=LOGIN, verbose=False).predict(
+        handle_file(ASTRONAUT), mode="aligned face", api_name="/restore")
+    assert "aligned face restored" in log_line
+    served_copy = [p for p in files.rglob("astronaut_lq.png") if p.read_bytes() == Path(result).read_bytes()]
+    assert served_copy
+    assert fetch(f"{url}/gradio_api/file={served_copy[0]}")[0] == 401
+    status, opener = _login_opener(url, *LOGIN)
+    assert status == 200
+    assert fetch(f"{url}/gradio_api/file={served_copy[0]}", opener=opener) == (200, Path(result).read_bytes())
+    assert fetch(url + "/config", opener=opener)[0] == 200
+    assert _login_opener(url, "bob", "wrong")[0] == 400
+
+
+def test_the_api_has_named_parameters_and_plain_return_values(open_app, tmp_path):
+    """view_api: /restore and /inpaint with readable parameter names, only the image required; the results are
+    file paths (not update dicts) whose bytes equal what the logged command writes."""
+    from gradio_client import Client, handle_file
+
+    url, _, _ = open_app
+    client = Client(url + "/", verbose=False)
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(api) == {"/restore", "/inpaint"}
+    params = {name: [(p["parameter_name"], p["parameter_has_default"]) for p in e["parameters"]]
+              for name, e in api.items()}
+    assert params["/restore"] == [("image", False)] + [(n, True) for n in (
+        "mode", "model", "start_step", "custom_start_step", "eta", "sampler", "nfe", "seed", "upscale")]
+    assert params["/inpaint"] == [("image", False)] + [(n, True) for n in (
+        "mask", "model", "start_step", "custom_start_step", "eta", "sampler", "nfe", "seed")]
+    assert [r["label"] for r in api["/restore"]["returns"]] == ["result", "log"]
+    assert [r["label"] for r in api["/inpaint"]["returns"]] == ["result", "mask", "log"]
+    result, log_line = client.predict(handle_file(ASTRONAUT), mode="whole photo", upscale=2, api_name="/restore")
+    assert isinstance(result, str) and Path(result).is_file(), result
+    run_cli(cli_from_log(log_line, ASTRONAUT, tmp_path / "cli"))
+    assert Path(result).read_bytes() == (tmp_path / "cli" / "astronaut_lq.png").read_bytes()
+    # inpainting with a mask file: plain paths back, the same bytes as `difface inpaint --mask`
+    mask = np.zeros((192, 192), np.uint8)
+    mask[60:100, 40:150] = 255
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    result, used, log_line = client.predict(handle_file(ASTRONAUT), mask=handle_file(tmp_path / "mask.png"),
+                                            start_step="custom", custom_start_step=10, api_name="/inpaint")
+    assert Path(result).is_file() and Path(used).is_file()
+    run_cli(cli_from_log(log_line, ASTRONAUT, tmp_path / "cli-inpaint", mask=Path(used)))
+    assert Path(result).read_bytes() == (tmp_path / "cli-inpaint" / "astronaut_lq.png").read_bytes()
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="letter.png: not a readable image"):
+        (tmp_path / "letter.png").write_text("Dear user,\n")
+        client.predict(handle_file(tmp_path / "letter.png"), api_name="/restore")
+
+
+def test_the_app_serves_only_its_own_files(open_app, tmp_path):
+    """/gradio_api/file= for anything but a file the app made in its own folder is refused: other files, `../`,
+    absolute paths, the app's work folder, a symlink out of the folder, another Gradio app's cache, /file=."""
+    from gradio_client import Client, handle_file
+
+    url, files, server = open_app
+    result, _ = Client(url + "/", verbose=False).predict(handle_file(ASTRONAUT), mode="aligned face",
+                                                          api_name="/restore")
+    own = next(p for p in files.rglob("astronaut_lq.png") if p.read_bytes() == Path(result).read_bytes())
+    assert fetch(f"{url}/gradio_api/file={own}") == (200, own.read_bytes())
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the network\n")
+    (files / "evil").mkdir()
+    (files / "evil" / "link.txt").symlink_to(secret)
+    other_gradio = tmp_path / "gradio" / "abc"  # where another Gradio app on the machine keeps its files
+    other_gradio.mkdir(parents=True)
+    (other_gradio / "theirs.png").write_bytes(ASTRONAUT.read_bytes())
+    work_result = next(server.work_dir.rglob("*.png"))
+    rel = os.path.relpath(secret, files)
+    for path in [f"/gradio_api/file={secret}", "/gradio_api/file=/etc/passwd", f"/gradio_api/file={rel}",
+                 f"/gradio_api/file={files}/../{secret.name}", f"/gradio_api/file={files}/%2e%2e/{secret.name}",
+                 f"/gradio_api/file={files}/evil/link.txt", f"/gradio_api/file={work_result}",
+                 f"/gradio_api/file={other_gradio / 'theirs.png'}", f"/gradio_api/file={files}",
+                 f"/file={own}", f"/file={secret}", "/gradio_api/file=README.md", f"/gradio_api/file=file://{secret}"]:
+        status, body = fetch(url + path)
+        assert status in (403, 404), (path, status)
+        assert b"not for the network" not in body and b"root:" not in body
+
+
+@pytest.mark.slow
+def test_the_readme_api_example_runs_against_difface_app(tmp_path):
+    """The README's gradio_client block, exactly (only the URL is the test's), against `difface app --port 0`."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"### The app's API.*?```python\n(.*?)```", text, re.S).group(1)
+    assert 'Client("http://127.0.0.1:7860/")' in block
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("GRADIO_TEMP_DIR", None)
+    before = set(Path(tempfile.gettempdir()).glob("difface-app-*"))
+    proc = subprocess.Popen([sys.executable, "-m", "difface", "app", "--port", "0", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    try:
+        url = None
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.search(r"difface app: (http://127\.0\.0\.1:\d+/)", line)
+            if m:
+                url = m.group(1)
+                break
+        assert url, "".join(lines)
+        _Drain(proc, lines)
+        script = tmp_path / "example.py"
+        script.write_text(block.replace("http://127.0.0.1:7860/", url))
+        out = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        log_line, result = out.stdout.strip().splitlines()[-2:]
+        assert "Same as: difface restore astronaut_lq.png" in log_line
+        run_cli(cli_from_log(log_line, ASTRONAUT, tmp_path / "cli"))
+        assert Path(result).read_bytes() == (tmp_path / "cli" / "astronaut_lq.png").read_bytes()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, "".join(lines)
+    assert set(Path(tempfile.gettempdir()).glob("difface-app-*")) <= before  # its folders are removed at exit

@@ -33,7 +33,11 @@ def weights(tmp_path_factory):
     save_network(est, d / "estimator.safetensors")
     with torch.no_grad():
         prior.out[-1].bias.fill_(float("nan"))
-    save_network(prior, d / "nan_prior.safetensors")
+    save_network(prior, d / "nan_prior.safetensors")  # refused at load (difface.weights)
+    with torch.no_grad():  # finite weights whose outputs overflow: caught by the check of the results
+        prior.out[-1].weight.fill_(3e38)
+        prior.out[-1].bias.fill_(3e38)
+    save_network(prior, d / "overflow_prior.safetensors")
     return d
 
 
@@ -183,10 +187,16 @@ def test_photo_refused_from_the_header_when_the_upscaled_output_is_too_large(wei
 
 def test_non_finite_result_is_a_failure_and_never_written(weights, faces, tmp_path, capsys):
     status, err = _run(["restore", str(faces), "-o", str(tmp_path / "out"), "--aligned", "--start-step", "2",
-                        "--prior", str(weights / "nan_prior.safetensors"),
+                        "--prior", str(weights / "overflow_prior.safetensors"),
                         "--estimator", str(weights / "estimator.safetensors")], capsys)
     assert status == 1 and "non-finite" in err and "restored 0 of 2" in err
     assert not list((tmp_path / "out").rglob("*.png"))
+    # NaN in the weights themselves: refused when the model loads, naming the file and the key
+    status, err = _run(["restore", str(faces), "-o", str(tmp_path / "out2"), "--aligned", "--start-step", "2",
+                        "--prior", str(weights / "nan_prior.safetensors"),
+                        "--estimator", str(weights / "estimator.safetensors")], capsys)
+    assert status == 2 and "nan_prior.safetensors" in err and "NaN or infinite values (1): out.2.bias" in err
+    assert not (tmp_path / "out2").exists() or not list((tmp_path / "out2").rglob("*.png"))
 
 
 def test_file_where_a_subfolder_should_go(weights, tmp_path, capsys):

@@ -287,6 +287,8 @@ class AppServer:
     # -- requests ----------------------------------------------------------------------------------
     def _request_dir(self) -> Path:
         now = time.time()
+        # made again if it went away (a /tmp cleaner such as systemd-tmpfiles removes folders left untouched)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         for old in self.work_dir.iterdir():
             try:
                 if now - old.stat().st_mtime > KEEP_RESULTS_S:
@@ -652,16 +654,32 @@ def _restore_tab(server: AppServer) -> None:
                                elem_id="restore_faces",
                                interactive=False)
 
-    def on_restore(upload_v, mode_v, label, start_v, custom, eta_v, sampler_v, nfe_v, seed_v, upscale_v,
+    def on_restore(image, mode_v, model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v, upscale_v,
                    progress=gr.Progress()):
-        out = server.restore(_path(upload_v), mode_v, label, start_v, custom, eta_v, sampler_v, nfe_v, seed_v,
+        out = server.restore(_path(image), mode_v, model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v,
                              upscale_v, report=_progress_reporter(progress))
         if out["message"]:
             gr.Warning(out["message"])
         return out["slider"], out["log"], gr.update(value=out["file"], interactive=True), out["faces"]
 
-    run.click(on_restore, [upload, mode, model, start, start_custom, eta, sampler, nfe, seed, upscale],
-              [slider, log_box, download, faces], api_name="restore", concurrency_id="model", preprocess=False)
+    inputs = [upload, mode, model, start, start_custom, eta, sampler, nfe, seed, upscale]
+    run.click(on_restore, inputs, [slider, log_box, download, faces], concurrency_id="model", preprocess=False,
+              api_visibility="private")
+
+    # The scripting API (gradio_client): plain values in, a file path and the log line out (README, "The app's API").
+    api_file = gr.File(visible=False, label="result")
+    api_log = gr.Textbox(visible=False, label="log")
+
+    def restore(image, mode="whole photo", model=None, start_step="model default", custom_start_step=None,
+                eta=None, sampler="official", nfe=None, seed=SEED, upscale=2, progress=gr.Progress()):
+        """Restore a photo (mode "whole photo") or an aligned face (mode "aligned face") as `difface restore`
+        would: returns (the restored PNG, the log line naming the same command)."""
+        out = server.restore(_path(image), mode, model or labels[0], start_step, custom_start_step, eta, sampler,
+                             nfe, seed, upscale, report=_progress_reporter(progress))
+        return out["file"], out["log"]
+
+    gr.Button(visible=False).click(restore, inputs, [api_file, api_log], api_name="restore", concurrency_id="model",
+                                   preprocess=False)
 
 
 def _inpaint_tab(server: AppServer) -> None:
@@ -715,29 +733,48 @@ def _inpaint_tab(server: AppServer) -> None:
 
     upload.change(on_upload, upload, editor, concurrency_limit=None, api_visibility="private", preprocess=False)
 
-    def on_inpaint(upload_v, edited, mask_v, label, start_v, custom, eta_v, sampler_v, nfe_v, seed_v,
+    def on_inpaint(image, edited, mask_v, model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v,
                    progress=gr.Progress()):
         try:
             painted = mask_from_editor(edited)
         except ImageReadError as e:
             raise _err(f"the painted layer cannot be read: {e}") from None
-        out = server.inpaint(_path(upload_v), painted, _path(mask_v), label, start_v, custom, eta_v, sampler_v,
+        out = server.inpaint(_path(image), painted, _path(mask_v), model_v, start_v, custom, eta_v, sampler_v,
                              nfe_v, seed_v, report=_progress_reporter(progress))
         mask_btn = gr.update(value=out["mask"], interactive=out["mask"] is not None)
         return out["slider"], out["log"], gr.update(value=out["file"], interactive=True), mask_btn, out["faces"]
 
     run.click(on_inpaint, [upload, editor, mask_upload, model, start, start_custom, eta, sampler, nfe, seed],
-              [slider, log_box, download, download_mask, panels], api_name="inpaint", concurrency_id="model",
-              preprocess=False)
+              [slider, log_box, download, download_mask, panels], concurrency_id="model", preprocess=False,
+              api_visibility="private")
+
+    api_file = gr.File(visible=False, label="result")
+    api_mask = gr.File(visible=False, label="mask")
+    api_log = gr.Textbox(visible=False, label="log")
+
+    def inpaint(image, mask=None, model=None, start_step="model default", custom_start_step=None, eta=None,
+                sampler="official", nfe=None, seed=SEED, progress=gr.Progress()):
+        """Inpaint an aligned face as `difface inpaint` would; the missing region is the white area of `mask`
+        (optional: without one, the black pixels of the image). Returns (the PNG, the mask PNG or None, the log)."""
+        out = server.inpaint(_path(image), None, _path(mask), model or labels[0], start_step, custom_start_step,
+                             eta, sampler, nfe, seed, report=_progress_reporter(progress))
+        return out["file"], out["mask"], out["log"]
+
+    gr.Button(visible=False).click(inpaint, [upload, mask_upload, model, start, start_custom, eta, sampler, nfe, seed],
+                                   [api_file, api_mask, api_log], api_name="inpaint", concurrency_id="model",
+                                   preprocess=False)
 
 
-def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True):
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True,
+           auth: Callable[[str, str], bool] | None = None, max_file_size: str = MAX_FILE_SIZE):
     """Serve the page: one job at a time (the others see their place in the queue), no SSR node server,
-    uploads up to MAX_FILE_SIZE. Returns (app, local_url) when block is False."""
+    uploads up to max_file_size (refused by the server, before storing, beyond it); `auth` ((user, password) ->
+    bool): every page, API call and file needs a login. Returns (app, local_url) when block is False."""
     demo.queue(default_concurrency_limit=1)
     app, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                              inbrowser=False, share=False, ssr_mode=False, max_file_size=MAX_FILE_SIZE,
-                              show_error=True, pwa=False, mcp_server=False, enable_monitoring=False)
+                              inbrowser=False, share=False, ssr_mode=False, max_file_size=max_file_size,
+                              show_error=True, pwa=False, mcp_server=False, enable_monitoring=False, auth=auth,
+                              auth_message="difface: log in with the user and password the app was started with")
     if block:
         demo.block_thread()
     return app, url

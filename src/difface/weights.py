@@ -3,8 +3,18 @@
 Cache folder: `$DIFFACE_HOME`, else `$XDG_CACHE_HOME/difface`, else `~/.cache/difface`; files live in
 its `weights/` sub-folder. A download goes to a temporary file in that folder, is checked against
 the expected size and SHA-256 (when the registry knows them) and renamed into place atomically. The
-SHA-256 of every file is recorded beside it (`<file>.sha256`) on first use and checked on every
-later load, so a truncated or swapped file is caught.
+SHA-256 of every file is recorded beside it (`<file>.sha256`) on first use, with the file's size,
+mtime, ctime and inode; a later load hashes the file again whenever any of these changed (the
+kernel sets ctime on every write, rename or `touch`, and it cannot be set back), and trusts the
+record otherwise: hashing a 500 MB checkpoint costs about 0.8 s here, on every load, for nothing
+(see docs/reliability.md). So a bit flip, a truncation or a replacement is refused at load with a
+message naming the file and the fix; a symlink in the cache is refused too. The files shipped in
+the package (`difface/assets`, 24 MB) are hashed at every load against `assets/SHA256SUMS`.
+
+Checkpoints are read with `weights_only=True` (a pickle that would run code is refused, never run)
+or as safetensors; a `.pth` whose zip entries are compressed or claim more bytes than the file holds
+(a zip bomb) is refused before anything is decompressed; keys, shapes, dtypes and finiteness are
+checked before a value is copied into a network.
 """
 
 from __future__ import annotations
@@ -87,7 +97,106 @@ def register(entry: WeightsEntry) -> WeightsEntry:
 
 
 class WeightsError(RuntimeError):
-    """A checkpoint does not fit the network; the message lists the offending keys."""
+    """A checkpoint does not fit the network, or cannot be trusted; the message names the file and the fix."""
+
+
+class WeightsMismatch(WeightsError, ValueError):
+    """A cached or bundled file whose bytes are not those verified (or a symlink in the cache)."""
+
+
+ASSETS = Path(__file__).parent / "assets"
+MANIFEST = ASSETS / "SHA256SUMS"
+_bundled_ok: dict[tuple, str] = {}
+
+
+def bundled_manifest() -> dict[str, str]:
+    """{path relative to difface/assets: SHA-256} of the weights files shipped in the package."""
+    if not MANIFEST.is_file():
+        return {}
+    out = {}
+    for line in MANIFEST.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, name = line.split(None, 1)
+            out[name.strip()] = digest
+    return out
+
+
+def write_bundled_manifest() -> Path:
+    """Record the SHA-256 of every weights file under difface/assets (run after changing a bundled model)."""
+    lines = ["# SHA-256 of the weights shipped in the package, checked at every load (difface.weights)"]
+    for f in sorted(ASSETS.rglob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".npz", ".pth", ".onnx"):
+            lines.append(f"{sha256_of(f)}  {f.relative_to(ASSETS).as_posix()}")
+    MANIFEST.write_text("\n".join(lines) + "\n")
+    return MANIFEST
+
+
+def check_bundled(path: Path) -> None:
+    """WeightsError when `path` is a file shipped in the package whose bytes differ from the package's record."""
+    try:
+        rel = path.resolve().relative_to(ASSETS.resolve()).as_posix()
+    except (ValueError, OSError):
+        return
+    expected = bundled_manifest().get(rel)
+    if expected is None:
+        return
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if _bundled_ok.get(key) == expected:
+        return
+    actual = sha256_of(path)
+    if actual != expected:
+        raise WeightsMismatch(
+            f"{path}: this file shipped with difface was changed after installation (SHA-256 {actual[:16]}..., "
+            f"the package records {expected[:16]}...). Reinstall difface (pip install --force-reinstall difface) "
+            f"or, in a git checkout, restore it: git checkout -- {path}")
+    _bundled_ok[key] = actual
+
+
+def _cache_hint(path: Path) -> str:
+    """How to fix a damaged file of the weights cache ("" for a file elsewhere)."""
+    try:
+        path.resolve().relative_to(cache_dir().resolve())
+    except (ValueError, OSError):
+        return ""
+    names = [n for n, e in REGISTRY.items() if e.filename == path.name]
+    again = f"difface weights download {names[0]}" if names else "download it again"
+    return (f"; the file in the weights cache is damaged (an interrupted download, or changed since): delete "
+            f"{path} (and {path.name}.sha256) and run: {again}")
+
+
+def _check_zip(path: Path) -> None:
+    """Refuse a zip-format .pth whose entries are compressed or claim more bytes than the file holds (torch writes
+    its checkpoints uncompressed): a zip bomb is refused before anything is decompressed."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable checkpoint (broken zip: {e}){_cache_hint(path)}") from None
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    claimed = sum(i.file_size for i in infos)
+    if packed or claimed > size:
+        what = (f"{len(packed)} compressed entr{'y' if len(packed) == 1 else 'ies'} ({', '.join(packed[:3])})"
+                if packed else f"entries claiming {claimed} bytes in a file of {size}")
+        raise WeightsError(f"{path}: refused: not a PyTorch checkpoint as torch writes them: {what} (a zip bomb "
+                           "would expand in memory); nothing was decompressed")
+
+
+def _torch_load_message(e: Exception) -> str:
+    """The line of torch.load's error that says what was wrong (its full text is a page of advice)."""
+    text = str(e)
+    for line in text.splitlines():
+        if "Unsupported global" in line or "Unsupported operand" in line:
+            what = line[line.index("Unsupported"):].split(" was not")[0].strip()
+            return ("refused: it holds Python objects, not only tensors (" + what
+                    + "); difface loads weights only and never runs code from a weights file")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(e).__name__)
+    return f"not a readable weights-only checkpoint ({first[:300]})"
 
 
 def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
@@ -100,15 +209,23 @@ def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tens
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint not found")
+        check_bundled(path)
+        if path.stat().st_size == 0:
+            raise WeightsError(f"{path}: the weights file is empty (0 bytes){_cache_hint(path)}")
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            sd: Mapping = load_file(str(path))
+            try:
+                sd: Mapping = load_file(str(path))
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+                raise WeightsError(f"{path}: not a readable safetensors file ({str(e)[:300]}){_cache_hint(path)}") \
+                    from None
         else:
+            _check_zip(path)
             try:
                 sd = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e:  # noqa: BLE001 - report which file failed and why
-                raise WeightsError(f"{path}: not a readable weights-only checkpoint ({e})") from e
+                raise WeightsError(f"{path}: {_torch_load_message(e)}{_cache_hint(path)}") from None
     else:
         sd = source
     for wrapper in ("state_dict", "params_ema", "params", "ema"):
@@ -116,7 +233,8 @@ def read_state_dict(source: str | os.PathLike | Mapping) -> dict[str, torch.Tens
             sd = sd[wrapper]
             break
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError("checkpoint is not a mapping of parameter names to tensors")
+        where = f"{source}: " if isinstance(source, (str, os.PathLike)) else ""
+        raise WeightsError(f"{where}checkpoint is not a mapping of parameter names to tensors")
     return dict(sd)
 
 
@@ -154,7 +272,18 @@ def load_weights(module: nn.Module, source: str | os.PathLike | Mapping) -> nn.M
         for k, v in reference.items()
         if k in sd and sd[k].shape != v.shape
     ]
-    if missing or unexpected or misshaped:
+    # fp16/bf16 values load into fp32 networks (our half-precision files); an integer, bool or complex tensor
+    # where the network has floats (or the reverse) is not a value of this network
+    mistyped = [
+        f"{k}: checkpoint {sd[k].dtype} vs model {v.dtype}"
+        for k, v in reference.items()
+        if k in sd and (sd[k].is_floating_point() != v.is_floating_point() or sd[k].is_complex() != v.is_complex())
+    ]
+    # a NaN or an infinity makes the sum non-finite; the sum (16 ms for 500 MB here, isfinite(v).all() 360 ms) is
+    # checked exactly only when it is not finite (a sum can also overflow)
+    nonfinite = [k for k, v in sd.items() if k in reference and v.is_floating_point()
+                 and not bool(torch.isfinite(v.sum())) and not bool(torch.isfinite(v).all())]
+    if missing or unexpected or misshaped or mistyped or nonfinite:
         name = f"{source}" if isinstance(source, (str, os.PathLike)) else "state dict"
 
         def show(title: str, items: list[str]) -> str:
@@ -166,6 +295,8 @@ def load_weights(module: nn.Module, source: str | os.PathLike | Mapping) -> nn.M
             + show("missing keys", missing)
             + show("unexpected keys", unexpected)
             + show("mis-shaped keys", misshaped)
+            + show("keys of another dtype", mistyped)
+            + show("keys with NaN or infinite values", nonfinite)
         )
     module.load_state_dict(sd, strict=True)
     return module
@@ -205,21 +336,48 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify(path: Path, expected_sha256: str | None = None) -> str:
+def _stat_key(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
+
+
+def verify(path: Path, expected_sha256: str | None = None, *, full: bool = False) -> str:
     """Check `path` against the registry's SHA-256, or the one recorded beside it on first use.
 
-    Records the hash when none is known yet. Raises ValueError naming the file on a mismatch.
+    The record (`<file>.sha256`) also holds the file's size, mtime, ctime and inode when it was last hashed: when
+    they are unchanged the file is not hashed again (unless `full`). Records the hash when none is known yet.
+    Raises WeightsError naming the file and the fix on a mismatch or for a symlink; writes nothing then.
     """
-    actual = sha256_of(path)
     record = path.with_name(path.name + ".sha256")
-    expected = expected_sha256 or (record.read_text().split()[0] if record.is_file() else None)
+    if path.is_symlink():
+        raise WeightsMismatch(
+            f"{path}: is a symbolic link (to {os.readlink(path)}); the weights cache holds only the files it "
+            f"downloaded and verified. Delete the link (and {record.name}) and download the file again, or pass "
+            "the other file's path instead of the name.")
+    lines = record.read_text().splitlines() if record.is_file() else []
+    recorded = lines[0].split()[0] if lines and lines[0].split() else None
+    stat_line = next((ln.removeprefix("# stat ").strip() for ln in lines[1:] if ln.startswith("# stat ")), None)
+    expected = expected_sha256 or recorded
+    if not full and expected is not None and recorded == expected and stat_line == _stat_key(path):
+        return expected
+    actual = sha256_of(path)
     if expected is not None and actual != expected:
-        raise ValueError(
+        names = [n for n, e in REGISTRY.items() if e.filename == path.name]
+        again = f"difface weights download {names[0]} --force" if names else "download it again"
+        raise WeightsMismatch(
             f"{path}: SHA-256 {actual} does not match the expected {expected}; the file is corrupt or was "
-            f"replaced. Delete it (and {record.name}) and download it again."
+            f"replaced (a changed byte, a truncation, another checkpoint). Delete it (and {record.name}) and "
+            f"download it again: {again}"
         )
-    if not record.is_file():
-        record.write_text(f"{actual}  {path.name}\n")
+    from difface.images import atomic_write_bytes
+
+    text = f"{actual}  {path.name}\n# stat {_stat_key(path)}\n"
+    if record.is_file() and record.read_text() == text:
+        return actual
+    try:
+        atomic_write_bytes(record, text.encode())
+    except OSError:  # a read-only cache still loads; the file is hashed again next time
+        pass
     return actual
 
 
@@ -227,10 +385,11 @@ def download(name: str, *, force: bool = False, progress: bool = True) -> Path:
     """Fetch registry entry `name` into the cache (atomic, size- and SHA-256-checked); returns the path."""
     e = entry(name)
     dest = local_path(name)
-    if dest.is_file() and not force:
+    if (dest.is_file() or dest.is_symlink()) and not force:
         verify(dest, e.sha256)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(dest)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
@@ -252,6 +411,25 @@ def download(name: str, *, force: bool = False, progress: bool = True) -> Path:
     return dest
 
 
+STALE_PART_S = 600
+
+
+def _remove_stale_parts(dest: Path) -> list[Path]:
+    """Delete what interrupted downloads of `dest` left (`.<name>.*.part` untouched for STALE_PART_S; a download
+    in progress writes to its own part file every second)."""
+    import time
+
+    removed = []
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        try:
+            if time.time() - part.stat().st_mtime > STALE_PART_S:
+                part.unlink()
+                removed.append(part)
+        except OSError:
+            pass
+    return removed
+
+
 def _fetch(url: str, out, *, progress: bool, expected_size: int | None) -> None:
     from tqdm import tqdm
 
@@ -260,7 +438,7 @@ def _fetch(url: str, out, *, progress: bool, expected_size: int | None) -> None:
         total = int(resp.headers.get("Content-Length") or 0) or expected_size
         written = 0
         with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, disable=not progress) as bar:
-            while block := resp.read(1 << 20):
+            while block := resp.read1(1 << 20):  # what has arrived: a part file grows as bytes come
                 out.write(block)
                 written += len(block)
                 bar.update(len(block))
@@ -288,7 +466,7 @@ def resolve(name_or_path: str | os.PathLike, *, allow_download: bool = True) -> 
         return p
     name = str(name_or_path)
     dest = local_path(name)
-    if dest.is_file():
+    if dest.is_file() or dest.is_symlink():
         verify(dest, entry(name).sha256)
         return dest
     if not allow_download:
@@ -296,18 +474,39 @@ def resolve(name_or_path: str | os.PathLike, *, allow_download: bool = True) -> 
     return download(name)
 
 
+_SHAPES: dict[str, dict[str, tuple]] = {}
+
+
+def _config_shapes(name: str) -> dict[str, tuple]:
+    """{key: shape} of the network of models.CONFIGS[name], derived buffers left out (built once, on meta)."""
+    if name not in _SHAPES:
+        with torch.device("meta"):
+            ref = models.build_from_config(models.CONFIGS[name]).state_dict()
+        _SHAPES[name] = {k: tuple(v.shape) for k, v in ref.items() if not k.endswith(models.DERIVED_BUFFERS)}
+    return _SHAPES[name]
+
+
 def infer_arch(sd: dict[str, torch.Tensor]) -> str:
     """The name in `models.CONFIGS` whose state-dict keys and shapes equal those of `sd`."""
     keys = {k.removeprefix("module."): tuple(v.shape) for k, v in sd.items()}
-    for name, cfg in models.CONFIGS.items():
-        with torch.device("meta"):
-            ref = models.build_from_config(cfg).state_dict()
-        if all(keys.get(k) == tuple(v.shape) for k, v in ref.items() if not k.endswith(models.DERIVED_BUFFERS)):
-            if len([k for k in keys if not k.endswith(models.DERIVED_BUFFERS)]) == len(
-                [k for k in ref if not k.endswith(models.DERIVED_BUFFERS)]
-            ):
-                return name
+    n = len([k for k in keys if not k.endswith(models.DERIVED_BUFFERS)])
+    for name in models.CONFIGS:
+        ref = _config_shapes(name)
+        if all(keys.get(k) == shape for k, shape in ref.items()) and n == len(ref):
+            return name
     raise ValueError("the checkpoint does not match any known network configuration")
+
+
+def closest_arch(sd: dict[str, torch.Tensor]) -> str | None:
+    """The configuration sharing the most (key, shape) pairs with `sd`, when it shares at least half of its own."""
+    keys = {k.removeprefix("module."): tuple(v.shape) for k, v in sd.items()}
+    best, score = None, 0.0
+    for name in models.CONFIGS:
+        ref = _config_shapes(name)
+        same = sum(keys.get(k) == shape for k, shape in ref.items()) / max(len(ref), 1)
+        if same > score:
+            best, score = name, same
+    return best if score >= 0.5 else None
 
 
 def load_network(source: str | os.PathLike, *, arch: str | None = None, allow_download: bool = True) -> nn.Module:
@@ -318,7 +517,8 @@ def load_network(source: str | os.PathLike, *, arch: str | None = None, allow_do
     """
     path = resolve(source, allow_download=allow_download)
     if path.stat().st_size == 0:
-        raise WeightsError(f"{path}: the weights file is empty (0 bytes)")
+        raise WeightsError(f"{path}: the weights file is empty (0 bytes){_cache_hint(path)}")
+    check_bundled(path)
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -326,14 +526,23 @@ def load_network(source: str | os.PathLike, *, arch: str | None = None, allow_do
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+            raise WeightsError(f"{path}: not a readable safetensors file ({str(e)[:300]}){_cache_hint(path)}") \
+                from None
         if "difface.config" in meta:
             cfg = models.config_from_dict(meta["difface.arch"], json.loads(meta["difface.config"]))
             return load_weights(models.build_from_config(cfg), path)
     if arch is None and str(source) in REGISTRY:
         arch = REGISTRY[str(source)].arch
     if arch is None:
-        arch = infer_arch(read_state_dict(path))
+        sd = read_state_dict(path)
+        try:
+            arch = infer_arch(sd)
+        except ValueError:
+            # the nearest known network (most keys of the same shape) says which keys are wrong
+            arch = closest_arch(sd)
+            if arch is None:
+                raise WeightsError(f"{path}: the checkpoint does not match any known network configuration "
+                                   f"({len(sd)} tensors)") from None
     return load_weights(models.build(arch), path)
 
 

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hmac
+import ipaddress
 import logging
+import os
+import shutil
+import signal
 import socket
 import sys
+import tempfile
+from pathlib import Path
 
 from difface.commands.restore import pixels_arg
 from difface.device import DTYPES
@@ -20,10 +27,15 @@ EPILOG = """examples:
   difface app --prior p.safetensors --estimator e.safetensors   # serve your own restoration model
   difface app --inpaint-prior p.safetensors --inpaint-estimator lama.safetensors
 
+  difface app --host 0.0.0.0 --auth-file users.txt   # on the network, with a login (one user:password a line)
+
 The page works offline: it loads nothing from the internet and sends nothing anywhere. It listens on
-127.0.0.1 unless --host says otherwise; with --host 0.0.0.0 anyone on your network can use it (there
-is no login). One job runs at a time; others wait in a queue and see their place. Needs the `app`
-extra: pip install 'difface[app]'."""
+127.0.0.1 unless --host says otherwise. On any address other than loopback (127.0.0.0/8, ::1,
+localhost) it needs a login: --auth USER:PASSWORD or --auth-file FILE (one user:password a line;
+prefer the file: a command line is visible to other users of the machine in `ps`), or an explicit
+--no-auth (anyone who can reach the machine can then use the app). Passwords are never printed or
+logged. One job runs at a time; others wait in a queue and see their place. Needs the `app` extra:
+pip install 'difface[app]'."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,11 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Start a local web app (Gradio) with a Restore and an Inpaint tab.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                   help="require this login (repeatable); required with a --host other than loopback, unless "
+                   "--auth-file or --no-auth is given")
+    p.add_argument("--auth-file", metavar="FILE", help="logins, one user:password a line (# comments allowed)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve a non-loopback --host without a login: anyone who can reach it can use the app")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="network precision (default fp32)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
                    help="refuse uploads with more pixels than this, from the file header (default 50M)")
+    p.add_argument("--max-upload-mb", type=float, default=200.0, metavar="MB",
+                   help="refuse uploads larger than this many MB before storing them (default 200: a 50 MP PNG)")
     p.add_argument("--prior", help="restoration prior to serve (with --estimator): registry name or file; it "
                    "becomes the first model of the Restore tab")
     p.add_argument("--estimator", help="restoration estimator to serve (with --prior)")
@@ -58,6 +78,74 @@ def check_port(host: str, port: int) -> int:
         return s.getsockname()[1]
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach: localhost, 127.0.0.0/8, ::1."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_logins(values: list[str], auth_file: str | None) -> list[tuple[str, str]]:
+    """The (user, password) pairs of --auth and --auth-file; ValueError naming the option, file and line (never
+    the password) for one that is not USER:PASSWORD."""
+    logins = []
+    for k, v in enumerate(values):
+        user, sep, password = v.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"--auth (number {k + 1}): expected USER:PASSWORD, both not empty")
+        logins.append((user, password))
+    if auth_file:
+        path = Path(auth_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--auth-file {path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            user, sep, password = line.partition(":")
+            if not sep or not user or not password:
+                raise ValueError(f"--auth-file {path}, line {n}: expected user:password, both not empty")
+            logins.append((user, password))
+        if not logins:
+            raise ValueError(f"--auth-file {path}: no user:password line")
+    return logins
+
+
+def check_access(host: str, logins: list[tuple[str, str]], no_auth: bool) -> str:
+    """What the server does about logins: "login", "open" (loopback without a login) or "open-network" (an
+    explicit --no-auth); ValueError when a non-loopback host has neither."""
+    if no_auth and logins:
+        raise ValueError("--no-auth contradicts --auth / --auth-file: give one or the other")
+    if logins:
+        return "login"
+    if is_loopback(host):
+        return "open"
+    if no_auth:
+        return "open-network"
+    raise ValueError(f"--host {host} lets anyone who can reach this machine use the app: give a login with "
+                     "--auth USER:PASSWORD or --auth-file FILE (one user:password a line), or --no-auth to serve "
+                     "it without one")
+
+
+def login_checker(logins: list[tuple[str, str]]):
+    """Gradio's auth callable: (user, password) -> bool, comparing in constant time."""
+    table = [(u.encode(), p.encode()) for u, p in logins]
+
+    def check(user: str, password: str) -> bool:
+        u, p = str(user).encode(), str(password).encode()
+        ok = False
+        for tu, tp in table:  # every entry is compared: the time does not say which user exists
+            ok |= hmac.compare_digest(u, tu) & hmac.compare_digest(p, tp)
+        return ok
+
+    return check
+
+
 def _pair(prior: str | None, estimator: str | None, names: tuple[str, str]) -> None:
     if (prior is None) != (estimator is None):
         raise ValueError(f"give both {names[0]} and {names[1]} (or neither)")
@@ -74,10 +162,28 @@ def run(args: argparse.Namespace) -> int:
     try:
         _pair(args.prior, args.estimator, ("--prior", "--estimator"))
         _pair(args.inpaint_prior, args.inpaint_estimator, ("--inpaint-prior", "--inpaint-estimator"))
+        logins = read_logins(args.auth, args.auth_file)
+        access = check_access(args.host, logins, args.no_auth)
+        if not args.max_upload_mb > 0:
+            raise ValueError(f"--max-upload-mb: must be more than 0, got {args.max_upload_mb:g}")
         port = check_port(args.host, args.port)
     except (ValueError, OSError) as e:
         log.error("error: %s", e)
         return 2
+    # Gradio keeps uploads and results in GRADIO_TEMP_DIR and serves any file there: a folder of this app's own
+    # (unless the user chose one), so that no other Gradio app's files are served, and removed at exit.
+    own_tmp = None
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        own_tmp = tempfile.mkdtemp(prefix="difface-app-files-")
+        os.environ["GRADIO_TEMP_DIR"] = own_tmp
+    try:
+        return _serve(args, port, logins, access)
+    finally:
+        if own_tmp:
+            shutil.rmtree(own_tmp, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], access: str) -> int:
     try:
         from difface import app as web
     except ImportError as e:
@@ -102,17 +208,25 @@ def run(args: argparse.Namespace) -> int:
         log.info("inpainting is not available: %s", server.inpaint_unavailable.strip().replace("\n", "; "))
     demo = web.build_app(server)
     try:
-        web.launch(demo, args.host, port, block=False)
+        web.launch(demo, args.host, port, block=False, auth=login_checker(logins) if logins else None,
+                   max_file_size=f"{args.max_upload_mb:g}mb")
     except OSError as e:
         log.error("error: cannot listen on %s:%d: %s", args.host, port, e)
         server.close()
         return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("warning: listening on %s: anyone who can reach this machine can use the app (no login)",
-                    args.host)
+    if access == "open-network":
+        log.warning("warning: --no-auth: listening on %s without a login: anyone who can reach this machine "
+                    "can upload files, run jobs and download the results", args.host)
+    elif access == "login":
+        log.info("a login is required (%d user(s))", len(logins))
     shown = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
     print(f"difface app: http://{shown}:{port}/  (Ctrl+C to stop)", flush=True)
     sys.stdout.flush()
+
+    def stop(signum, frame):  # SIGTERM (kill, systemd, docker stop) ends the app as Ctrl+C does: files removed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         demo.block_thread()
     except KeyboardInterrupt:

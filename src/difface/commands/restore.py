@@ -128,6 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "reusing its finished segments")
     video.add_argument("--refuse-vfr", action="store_true", help="refuse clips with a variable frame rate "
                        "(default: keep every frame's timestamp)")
+    video.add_argument("--max-video-seconds", type=float, default=300.0, metavar="S",
+                       help="refuse clips longer than this, from the header (default 300: 5 minutes; 0: no limit)")
     p.set_defaults(func=run)
 
 
@@ -149,7 +151,8 @@ def restore_options(args: argparse.Namespace):
         photo=PhotoOptions(args.upscale, args.detector, args.only_center_face, args.bg_upsampler, args.draw_boxes,
                            args.max_face_size),
         video=VideoSettings(tracking, tracking and not args.no_track_seeds, tracking and not args.no_smoothing,
-                            args.batch_frames, args.crf, not args.no_resume, args.refuse_vfr),
+                            args.batch_frames, args.crf, not args.no_resume, args.refuse_vfr,
+                            args.max_video_seconds),
         aligned=args.aligned, batch_size=args.batch_size, save_comparison=args.save_comparison,
         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
     )

@@ -9,6 +9,7 @@ MIT-licensed facenet-pytorch 2.6.0 wheel (licence in `assets/LICENSE-mtcnn.txt`)
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -102,6 +103,9 @@ def load_mtcnn(path: str | None = None) -> MTCNN:
 
     if path is None:
         with resources.as_file(resources.files("difface") / "assets" / WEIGHTS_FILE) as p:
+            from difface.weights import check_bundled
+
+            check_bundled(Path(p))  # the shipped file, unchanged since installation (WeightsMismatch otherwise)
             sd = load_file(str(p))
     else:
         sd = load_file(str(path))

@@ -74,6 +74,7 @@ def locate(name: str, path: str | os.PathLike | None = None, *, allow_download: 
 def load_state_dict(file: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a .pth (weights_only) or .safetensors file, on the CPU."""
     file = Path(file)
+    W.check_bundled(file)  # a file shipped in the package must be unchanged
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -167,10 +167,12 @@ class VideoSettings:
     crf: int = 18
     resume: bool = True
     refuse_vfr: bool = False
+    max_seconds: float = 300.0  # longer clips are refused from the header (0: no limit); difface.video.io
 
     def __post_init__(self) -> None:
         _int("--batch-frames", self.batch_frames, 1, 256)
         _int("--crf", self.crf, 0, 51)
+        _number("--max-video-seconds", self.max_seconds, 0)
 
 
 @dataclass(frozen=True)

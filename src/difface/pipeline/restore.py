@@ -424,8 +424,6 @@ class RestorePipeline(FacePipeline):
     def restore_video_file(self, job: Job, progress: bool = True) -> Outcome:
         """Restore the faces of a clip into job.dst (MP4; difface.video): tracked, smoothed, one seed per
         track, audio kept; an interrupted run resumes. Never raises for a bad clip: the Outcome says why."""
-        import json
-
         from difface.video import VideoDependencyError, VideoError, VideoOptions, restore_video
 
         if self.aligned:
@@ -435,7 +433,8 @@ class RestorePipeline(FacePipeline):
         opts = VideoOptions(tracking=v.tracking, track_seeds=v.track_seeds, smoothing=v.smoothing,
                             batch_frames=v.batch_frames, batch_size=max(self.options.batch_size, 16), seed=s.seed,
                             max_face_side=self.video_max_face_size or None, crf=v.crf, resume=v.resume,
-                            refuse_vfr=v.refuse_vfr)
+                            refuse_vfr=v.refuse_vfr, max_seconds=v.max_seconds or None,
+                            max_pixels=self.options.max_pixels)
 
         def restore_faces(x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
             out = self.model.restore(x, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
@@ -445,9 +444,7 @@ class RestorePipeline(FacePipeline):
             self._note_start_steps(x, out)
             return out.result
 
-        key = json.dumps({"model": self.model.name, "start": self.start_step, "eta": self.eta, "sampler": s.sampler,
-                          "nfe": s.nfe, "dtype": self.options.model.dtype, "steps": self.options.model.steps,
-                          "upscale": self.options.photo.upscale, "bg": self.options.photo.bg_upsampler}, sort_keys=True)
+        key = video_resume_key(self.options, self.model.name, self.start_step, self.eta, str(self.model.device))
         t0 = time.perf_counter()
         try:
             res = restore_video(job.src, job.dst, restore_faces=restore_faces, detector=detector,
@@ -466,6 +463,33 @@ class RestorePipeline(FacePipeline):
         if not res.faces:
             notes += ("no face found in any frame: the output is the clip itself, upscaled",)
         return Outcome(job.src, job.dst, True, faces=res.faces, notes=notes, seconds=time.perf_counter() - t0)
+
+
+# Options that never change a pixel of a restored video; every other option of RestoreOptions (the detector
+# included) is in the resume key, so that a run is resumed only with the options that made its segments.
+NOT_PIXEL_OPTIONS = frozenset({"video.resume", "video.refuse_vfr", "video.max_seconds", "save_comparison",
+                               "max_pixels", "model.device"})
+
+
+def video_resume_key(options: RestoreOptions, model_name: str, start_step, eta, device: str) -> str:
+    """The resume key of a video job: every option of `options` that changes pixels (derived from the whole options
+    object, so that a new option is in it without a change here), plus the model and the resolved start step, eta
+    and device."""
+    import dataclasses
+    import json
+
+    def flat(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                yield from flat(v, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}", v
+
+    key = {k: v for k, v in flat(options) if k not in NOT_PIXEL_OPTIONS}
+    key.update({"resolved.model": model_name, "resolved.start": start_step, "resolved.eta": eta,
+                "resolved.device": device})
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def _comparison(image: LoadedImage, result: ImageResult) -> np.ndarray:

@@ -23,6 +23,7 @@ from difface.video.io import (
     VideoDependencyError,
     VideoError,
     VideoInfo,
+    VideoTooLargeError,
     is_video_path,
     probe_video,
     read_frames,
@@ -33,6 +34,6 @@ from difface.video.track import FaceTracker, frame_seed, smooth_landmarks, track
 __all__ = [
     "VIDEO_EXTENSIONS", "CorruptVideoError", "EmptyVideoError", "EncoderSettings", "FaceTracker", "FrameFaces",
     "NoVideoStreamError", "NotAVideoError", "RestoreFaces", "VariableFrameRateError", "VideoDependencyError",
-    "VideoError", "VideoInfo", "VideoOptions", "VideoResult", "frame_seed", "is_video_path", "model_restorer",
-    "probe_video", "read_frames", "restore_video", "smooth_landmarks", "track_seed",
+    "VideoError", "VideoInfo", "VideoOptions", "VideoResult", "VideoTooLargeError", "frame_seed", "is_video_path",
+    "model_restorer", "probe_video", "read_frames", "restore_video", "smooth_landmarks", "track_seed",
 ]

@@ -36,6 +36,10 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".m
 # FFmpeg reads text files as ANSI art ("tty") and single pictures as one-frame videos: neither is a clip.
 _NOT_VIDEO_FORMATS = {"tty": "text, not a video", "image2": "a still image, not a video"}
 _REORDER = 64  # packets kept to sort presentation timestamps while probing (B-frame depth is far less)
+# Limits checked from the container header before any frame is decoded (and the duration again after the packet
+# scan, as headers can lie): frames over the pixel limit of images (50 MP), clips over 5 minutes (7,500 frames at
+# 25 frames/s: hours of work on a CPU) are refused unless asked for (--max-pixels, --max-video-seconds; 0: none).
+DEFAULT_MAX_SECONDS = 300.0
 
 
 class VideoError(ValueError):
@@ -56,6 +60,10 @@ class EmptyVideoError(VideoError):
 
 class CorruptVideoError(VideoError):
     """The video data cannot be decoded, or the file ends before its last frame (truncated)."""
+
+
+class VideoTooLargeError(VideoError):
+    """Frames over the pixel limit, or a clip over the duration limit (from the header, before decoding)."""
 
 
 class VariableFrameRateError(VideoError):
@@ -176,18 +184,44 @@ def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
+def _check_limits(path: Path, c, v, max_pixels: int | None, max_seconds: float | None) -> None:
+    """VideoTooLargeError from the header: frame pixels over max_pixels, duration over max_seconds (None or 0:
+    no limit). Also says when the container holds more than one video stream (the first is restored)."""
+    w, h = v.codec_context.width or 0, v.codec_context.height or 0
+    if max_pixels and w * h > max_pixels:
+        raise VideoTooLargeError(f"{path}: frames are {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
+                                 f"{max_pixels / 1e6:g} MP (raise it with --max-pixels); nothing was decoded")
+    if max_seconds:
+        claimed = []
+        if c.duration:
+            claimed.append(c.duration / 1e6)  # AV_TIME_BASE
+        if v.duration and v.time_base:
+            claimed.append(float(v.duration * v.time_base))
+        if claimed and max(claimed) > max_seconds:
+            raise VideoTooLargeError(f"{path}: the clip lasts {max(claimed):.0f} s (from its header), over the "
+                                     f"limit of {max_seconds:g} s; raise it with --max-video-seconds (0: no limit)")
+    others = [s for s in c.streams.video[1:] if not (s.disposition & 0x400)]  # 0x400: attached picture (cover)
+    if others:
+        log.warning("%s: %d video streams; the first (stream #%d) is restored, the others are not in the output",
+                    path, 1 + len(others), v.index)
+
+
+def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
+                max_seconds: float | None = DEFAULT_MAX_SECONDS) -> VideoInfo:
     """Read a clip's stream parameters and scan its packets (no decoding except the first frame).
 
     Counts the frames, measures the frame intervals (variable frame rate), and finds corrupt or
     truncated packets. Memory is bounded: timestamps are sorted in a small reorder window.
-    Raises NotAVideoError, NoVideoStreamError, EmptyVideoError or CorruptVideoError naming the file.
+    max_pixels / max_seconds: limits checked from the header before anything is decoded (None or 0: none).
+    Raises NotAVideoError, NoVideoStreamError, EmptyVideoError, CorruptVideoError or VideoTooLargeError naming
+    the file.
     """
     av = require_av()
     path = Path(path)
     c = _open_input(path)
     try:
         v = c.streams.video[0]
+        _check_limits(path, c, v, max_pixels, max_seconds)
         tb = Fraction(v.time_base) if v.time_base else Fraction(1, 90000)
         n, heap, prev = 0, [], None
         lo, hi, first, end, no_pts = math.inf, 0, None, None, False
@@ -235,6 +269,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             duration = float((end - first) * tb)
         else:
             duration = float(n / fps)
+        if max_seconds and duration > max_seconds:  # a header that understated the length
+            raise VideoTooLargeError(f"{path}: the clip lasts {duration:.0f} s, over the limit of {max_seconds:g} s; "
+                                     "raise it with --max-video-seconds (0: no limit)")
         # The first frame gives the display rotation (FFmpeg attaches the display matrix to frames).
         c.seek(0)
         rotation = 0
@@ -276,7 +313,7 @@ def read_frames(path: str | os.PathLike, info: VideoInfo | None = None, *, start
     """
     av = require_av()
     path = Path(path)
-    info = info or probe_video(path)
+    info = info or probe_video(path, max_seconds=None)
     c = _open_input(path)
     try:
         v = c.streams.video[0]

@@ -39,6 +39,7 @@ from difface.face.detect import Detections, FaceDetector, detect_faces
 from difface.face.paste import MaskFn, paste_faces
 from difface.images import atomic_write_bytes
 from difface.video.io import (
+    DEFAULT_MAX_SECONDS,
     EncoderSettings,
     Frame,
     SegmentEncoder,
@@ -91,6 +92,8 @@ class VideoOptions:
     segment_seconds: float = 10.0
     resume: bool = True
     refuse_vfr: bool = False
+    max_seconds: float | None = DEFAULT_MAX_SECONDS  # clips longer than this are refused (None or 0: no limit)
+    max_pixels: int | None = None  # frames with more pixels are refused from the header (None: no limit)
 
     @classmethod
     def independent(cls, **kw) -> VideoOptions:
@@ -248,7 +251,7 @@ def restore_video(
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise ValueError(f"{dst}: the output would overwrite the input")
     t0 = time.perf_counter()
-    info = probe_video(src)
+    info = probe_video(src, max_pixels=opts.max_pixels, max_seconds=opts.max_seconds)
     check_frame_rate(info, refuse=opts.refuse_vfr)
     log.info("%s: %s", src, info.describe())
     out_hw = target_size(info.height, info.width, upscale)
@@ -262,7 +265,8 @@ def restore_video(
 
     work = dst.parent / f".{dst.name}.parts"
     work.mkdir(parents=True, exist_ok=True)
-    config = {"options": {k: v for k, v in asdict(opts).items() if k != "resume"}, "face_size": face_size,
+    limits = ("resume", "max_seconds", "max_pixels")  # change no pixel: not in the resume config
+    config = {"options": {k: v for k, v in asdict(opts).items() if k not in limits}, "face_size": face_size,
               "upscale": float(upscale), "key": key, "output": [enc_w, enc_h]}
     with _Lock(work / "lock"):
         manifest = _load_manifest(work, src, config) if opts.resume else None
