@@ -111,9 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     photo.add_argument("--draw-boxes", action="store_true", help="draw the detected faces' outlines")
     photo.add_argument("--max-face-size", type=float, default=None, metavar="PX",
                        help="leave faces whose aligned crop spans more than PX input pixels as they are "
-                       "(default: no limit for photos, whose faces larger than the model keep their own fine "
-                       "detail; for videos twice the model's resolution under 256 px, i.e. 128 for the "
-                       "bundled 64 px model; 0: restore every face)")
+                       "(default and 0: no limit; in photos and videos a face larger than the model keeps "
+                       "its own fine detail, only its coarse band is restored)")
     video = p.add_argument_group("videos (any container FFmpeg reads; needs the [video] extra: PyAV)")
     video.add_argument("--no-tracking", action="store_true", help="restore every frame on its own (no face "
                        "tracks; implies --no-track-seeds and --no-smoothing): for comparison, it flickers")

@@ -190,7 +190,7 @@ def restore_photo(
         notes.append(("no face restored" if skipped else "no face found") + "; the image was only upscaled")
     sides = crop_sides(mats, face_size) if len(mats) else np.zeros(0)
     if keep_detail and len(sides):
-        image = _paste_corrections(bg, crops, restored, mats, face_size, upscale, mask_fn, draw_boxes)
+        image = paste_corrections(bg, crops, restored, mats, face_size, upscale, mask_fn, draw_boxes)
         big = sides > face_size
         if big.any():  # say it for the faces with detail above the model's band
             px = np.round(sides[big]).astype(int)
@@ -210,7 +210,7 @@ def restore_photo(
 MAX_CORRECTION_SIDE = 4096
 
 
-def _paste_corrections(bg: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: np.ndarray, face_size: int,
+def paste_corrections(bg: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: np.ndarray, face_size: int,
                        upscale: float, mask_fn: MaskFn | None, draw_boxes: bool) -> np.ndarray:
     """Add each face's coarse-band correction to the background: up(restored - crop), enlarged to about
     the face's canvas size (at least `face_size`; `band.resize`) and pasted with the matrix of that size

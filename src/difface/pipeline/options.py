@@ -126,8 +126,7 @@ class PhotoOptions:
 
     upscale: output scale (1..8); detector: a face detector backend; bg_upsampler: auto | realesrgan |
     lanczos | a weights file; max_face_size: faces whose aligned crop spans more input pixels are left
-    as they were (None: the default, no limit for photos and twice the model's size under 256 px for
-    videos; 0: restore every face).
+    as they were (None, the default, and 0: no limit).
     """
 
     upscale: int = 2

@@ -299,8 +299,7 @@ class FacePipeline:
 class RestorePipeline(FacePipeline):
     """Restoration of aligned faces or whole photos (options: RestoreOptions); see the module docstring.
 
-    max_face_size: the whole-photo face-size limit in force (0: none, the default); video_max_face_size:
-    the one for videos (default: twice the model's size for models under 256 px).
+    max_face_size: the face-size limit of whole photos and videos in force (0: none, the default).
     """
 
     task = "restoration"
@@ -310,12 +309,8 @@ class RestorePipeline(FacePipeline):
         super().__init__(model, options, device)
         self.aligned = options.aligned
         mfs = options.photo.max_face_size
-        # Whole photos: no limit by default (the band merge keeps a large face's own detail, issue 21).
-        # Videos paste the restored crops whole, so they keep the old default: twice the model's size
-        # for models under 256 px (a 64 px model would only soften larger faces).
+        # Photos and videos: no limit by default (the band merge keeps a large face's own detail, issue 21)
         self.max_face_size = 0.0 if mfs is None else mfs
-        self.video_max_face_size = (2.0 * model.image_size if model.image_size < 256 else 0.0) if mfs is None \
-            else mfs
         self._detector, self._bg = detector, bg_upsampler
 
     def with_options(self, options: RestoreOptions) -> RestorePipeline:
@@ -432,7 +427,7 @@ class RestorePipeline(FacePipeline):
         detector, bg = self._photo_parts()
         opts = VideoOptions(tracking=v.tracking, track_seeds=v.track_seeds, smoothing=v.smoothing,
                             batch_frames=v.batch_frames, batch_size=max(self.options.batch_size, 16), seed=s.seed,
-                            max_face_side=self.video_max_face_size or None, crf=v.crf, resume=v.resume,
+                            max_face_side=self.max_face_size or None, crf=v.crf, resume=v.resume,
                             refuse_vfr=v.refuse_vfr, max_seconds=v.max_seconds or None,
                             max_pixels=self.options.max_pixels)
 

@@ -36,7 +36,8 @@ from tqdm import tqdm
 from difface.face.align import estimate_alignment, select_faces, warp_faces
 from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
 from difface.face.detect import Detections, FaceDetector, detect_faces
-from difface.face.paste import MaskFn, paste_faces
+from difface.face.paste import MaskFn
+from difface.face.photo import paste_corrections
 from difface.images import atomic_write_bytes
 from difface.video.io import (
     DEFAULT_MAX_SECONDS,
@@ -239,7 +240,7 @@ def restore_video(
     Args: restore_faces(crops (n, 3, S, S) float32 [0, 1], seeds list[int]) -> (n, 3, S, S) with
     S = face_size; detector a FaceDetector (`difface.face.get_detector`); upscale: output / input
     size (the background goes through `bg_upsampler(rgb, scale)`, Lanczos when None); options:
-    VideoOptions; mask_fn: optional face-parsing hook of `paste_faces`; key: a string naming
+    VideoOptions; mask_fn: optional face-parsing hook of `paste.paste_faces`; key: a string naming
     everything else that changes the result (model, sampler, ...): an interrupted run is resumed
     only when source, options and key are the same; on_frame: called with each frame's FrameFaces.
     Output size: round(upscale * H) x round(upscale * W) of the displayed (rotation-applied) input,
@@ -326,7 +327,9 @@ def restore_video(
                 n = len(r.crops)
                 rgb = r.frame.rgb.astype(np.float32) / 255.0
                 bg = resize_to(bg_up(rgb, upscale), out_hw)
-                out = paste_faces(bg, restored[k:k + n], r.faces.matrices, upscale, mask_fn=mask_fn) if n else bg
+                # the band merge of whole photos: each face's correction added, its own finer detail kept
+                out = paste_corrections(bg, r.crops, restored[k:k + n], r.faces.matrices, face_size, upscale,
+                                        mask_fn, False) if n else bg
                 if n and _is_gray(r.frame.rgb):  # gray in, gray out (as for photos): no tinted faces
                     out = np.repeat((out @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None], 3, axis=2)
                 k += n
