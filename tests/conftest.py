@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,21 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_weights_cache(tmp_path_factory):
+    """The suite's weights cache is a folder of its own (subprocesses inherit it): tests never read what a user
+    cached nor leave files (downloads, the one-time Real-ESRGAN note's marker) in ~/.cache/difface.
+    A DIFFACE_HOME set by the caller is kept."""
+    if "DIFFACE_HOME" in os.environ:
+        yield
+        return
+    os.environ["DIFFACE_HOME"] = str(tmp_path_factory.mktemp("difface-home"))
+    try:
+        yield
+    finally:
+        os.environ.pop("DIFFACE_HOME", None)
 
 
 def pytest_addoption(parser):
