@@ -413,8 +413,9 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
 
 @pytest.mark.slow
 def test_kill_9_of_a_restore_batch_then_the_same_command(reference, tmp_path):
-    """kill -9 after two outputs: every file under a final name is complete; the same command again completes
-    the batch with the bytes of an uninterrupted run (it redoes every input; outputs are replaced atomically)."""
+    """kill -9 after two outputs: every file under a final name is complete; the same command with
+    --skip-existing keeps those files (not remade) and completes the batch with the bytes of an uninterrupted
+    run; the same command without it redoes every input (outputs are replaced atomically)."""
     folder, ref = reference
     out = tmp_path / "out"
     proc = subprocess.Popen(restore_cmd([folder], out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -423,8 +424,15 @@ def test_kill_9_of_a_restore_batch_then_the_same_command(reference, tmp_path):
     leftovers = sorted(p.name for p in out.iterdir() if p.suffix != ".png")
     print(f"killed with {len(done)} of 8 done; other files: {leftovers}")
     assert 2 <= len(done) < 8 and all(n.startswith(".") and n.endswith(".tmp") for n in leftovers)
-    rerun = subprocess.run(restore_cmd([folder], out), env=ENV, capture_output=True, text=True, timeout=600)
+    stamps = {n: (out / n).stat().st_mtime_ns for n in done}
+    rerun = subprocess.run(restore_cmd([folder], out) + ["--skip-existing"], env=ENV, capture_output=True,
+                           text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
+    assert "restored 8 of 8 inputs" in rerun.stderr and f"{len(done)} kept" in rerun.stderr, rerun.stderr
+    assert {n: (out / n).stat().st_mtime_ns for n in done} == stamps  # kept, not remade
+    assert complete_outputs(out, ref) == sorted(ref)
+    again = subprocess.run(restore_cmd([folder], out), env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "--skip-existing" not in again.stderr, again.stderr
     assert complete_outputs(out, ref) == sorted(ref)
 
 

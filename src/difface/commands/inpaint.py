@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "file stem (white = missing; resized nearest to each input). Default: pixels that are exactly "
                    "0 in all three channels are missing (the official convention)")
     add_model_arguments(p)
+    p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output file exists as "
+                   "they are (rerun a killed batch with this to finish it)")
     p.add_argument("--save-comparison", action="store_true",
                    help="also write OUTDIR/comparisons/name.png: input | estimate | result")
     p.set_defaults(func=run)

@@ -97,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops (FFHQ template)")
     add_model_arguments(p)
+    p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output file exists as "
+                   "they are (outputs are written atomically, so an existing one is complete): rerun a killed "
+                   "batch with this to finish it")
     p.add_argument("--save-comparison", action="store_true",
                    help="also write OUTDIR/comparisons/name.png: input | estimate | result (whole photos: "
                    "input | result)")
@@ -183,13 +186,16 @@ def report(outcomes, elapsed: float, outdir: Path, what: str = "restored", world
     done = sum(o.ok for o in outcomes)
     faces = sum(o.faces for o in outcomes if o.ok)
     skipped = sum(o.skipped for o in outcomes if o.ok)
-    counts = distributed.all_reduce_sum(torch.tensor([done, len(outcomes), faces, skipped], dtype=torch.float64))
-    done_all, total, faces_all, skipped_all = (int(v) for v in counts)
+    kept = sum(o.kept for o in outcomes)
+    counts = distributed.all_reduce_sum(torch.tensor([done, len(outcomes), faces, skipped, kept],
+                                                     dtype=torch.float64))
+    done_all, total, faces_all, skipped_all, kept_all = (int(v) for v in counts)
     if is_main:
-        per = f" ({elapsed / done_all * world_size:.2f} s/input per process)" if done_all else ""
-        extra = ""
+        made = done_all - kept_all
+        per = f" ({elapsed / made * world_size:.2f} s/input per process)" if made else ""
+        extra = f"; {kept_all} kept, their outputs existed (--skip-existing)" if kept_all else ""
         if skipped_all:
-            extra = f"; {faces_all} face(s) restored, {skipped_all} left as they were (see --max-face-size)"
+            extra += f"; {faces_all} face(s) restored, {skipped_all} left as they were (see --max-face-size)"
         failed = total - done_all
         log.info("%s %d of %d inputs in %.1f s%s -> %s%s%s", what, done_all, total, elapsed, per, outdir, extra,
                  f"; {failed} failed" if failed else "")
@@ -214,7 +220,8 @@ def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos
         return 2
     log.info("%s", pipe.describe())
     t0 = time.perf_counter()
-    outcomes = pipe.run(inputs, args.output, rank=dist_info.rank, world_size=dist_info.world_size)
+    outcomes = pipe.run(inputs, args.output, rank=dist_info.rank, world_size=dist_info.world_size,
+                        skip_existing=args.skip_existing)
     return report(outcomes, time.perf_counter() - t0, args.output, what=what, world_size=dist_info.world_size,
                   is_main=dist_info.is_main)
 

@@ -29,7 +29,8 @@ class Job:
 class Outcome:
     """What became of one input: ok (written) or failed with a reason; notes are for the user.
 
-    faces: faces restored (whole photos; 1 for an aligned face); skipped: faces left as they were.
+    faces: faces restored (whole photos; 1 for an aligned face); skipped: faces left as they were;
+    kept: the output existed and was kept, not remade (`skip_existing`).
     """
 
     src: Path
@@ -40,6 +41,7 @@ class Outcome:
     skipped: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    kept: bool = False
 
 
 def output_suffix(src: Path) -> str:
@@ -70,6 +72,19 @@ def plan_outputs(inputs: list[Path], outdir: Path) -> tuple[list[Job], list[Outc
             continue
         jobs.append(Job(src, dst, note))
     return jobs, refused
+
+
+def keep_existing(jobs: list[Job]) -> tuple[list[Job], list[Outcome]]:
+    """Split off the jobs whose output file exists (`--skip-existing`): outputs are written atomically and
+    last (after a photo's crops and comparison), so an existing one is a complete result of an earlier
+    run. Returns (jobs still to do, kept outcomes)."""
+    todo, kept = [], []
+    for job in jobs:
+        if job.dst.is_file():
+            kept.append(Outcome(job.src, job.dst, True, kept=True))
+        else:
+            todo.append(job)
+    return todo, kept
 
 
 def check_writable(outdir: Path, subdirs: tuple[str, ...] = ()) -> None:

@@ -34,7 +34,7 @@ from difface.images import (
     write_image,
 )
 from difface.pipeline.options import OptionError, RestoreOptions
-from difface.pipeline.outputs import Job, Outcome, check_writable, plan_outputs
+from difface.pipeline.outputs import Job, Outcome, check_writable, keep_existing, plan_outputs
 from difface.restore import DifFace, Restoration, image_seed
 
 log = logging.getLogger("difface")
@@ -212,14 +212,20 @@ class FacePipeline:
         check_writable(outdir, subdirs + (("comparisons",) if self.options.save_comparison else ()))
 
     def run(self, inputs: Sequence[Path], outdir: Path, *, rank: int = 0, world_size: int = 1,
-            progress: bool = True) -> list[Outcome]:
-        """Restore `inputs` into `outdir`; one Outcome per input (this process's shard under torchrun)."""
+            progress: bool = True, skip_existing: bool = False) -> list[Outcome]:
+        """Restore `inputs` into `outdir`; one Outcome per input (this process's shard under torchrun).
+
+        skip_existing: an input whose output file exists is not restored again (its outcome is `kept`):
+        how a killed batch is completed."""
         from tqdm import tqdm
 
         jobs, outcomes = plan_outputs(list(inputs), outdir)
         self._said = set()  # one-time notices: once per run
         if world_size > 1:  # results depend only on image and seed, so sharding changes nothing
             jobs, outcomes = jobs[rank::world_size], outcomes if rank == 0 else []
+        if skip_existing:
+            jobs, kept = keep_existing(jobs)
+            outcomes += kept
         unit = "face" if self.aligned else "photo"
         verb = "inpainting" if self.task == "inpainting" else "restoring"
         bar = tqdm(total=len(jobs), unit=unit, desc=verb, dynamic_ncols=True,
