@@ -206,3 +206,12 @@ def test_missing_backend_is_named_with_the_pip_command_before_any_input(tmp_path
     assert r.returncode == 2
     assert "--backend" in r.stderr and "pip install openvino" in r.stderr
     assert "does-not-exist" not in r.stderr  # the option is refused before the inputs are looked at
+
+
+def test_app_server_runs_its_models_through_the_backend(onnx_cache, tmp_path):
+    from difface.app import AppServer
+
+    server = AppServer(device="cpu", backend="onnxruntime", work_dir=tmp_path)
+    label = next(iter(server.restore_models))
+    model = server.model(label, "restoration")
+    assert isinstance(model.prior, RuntimeNet) and isinstance(model.estimator, RuntimeNet)
