@@ -215,3 +215,17 @@ def test_app_server_runs_its_models_through_the_backend(onnx_cache, tmp_path):
     label = next(iter(server.restore_models))
     model = server.model(label, "restoration")
     assert isinstance(model.prior, RuntimeNet) and isinstance(model.estimator, RuntimeNet)
+
+
+def test_export_command_filler_networks_and_few_step_plan(tmp_path, onnx_cache):
+    out = tmp_path / "fx"
+    assert main(["export", "onnx", "--filler", "unet_small,swinir_small", "--sampler", "ddim", "--nfe", "5",
+                 "--eta", "0.5", "-o", str(out)]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    s = m["sampling"]
+    assert (s["sampler"], s["start_step"], s["start_t"], s["nfe"]) == ("ddim", 100, 400, 5)
+    assert [st["t"] for st in s["steps"]] == [400, 320, 240, 160, 80]
+    assert s["steps"][-1]["sigma"] == 0.0 and s["steps"][-1]["c_x0"] == 1.0  # the last step lands on x0
+    assert all(st["sigma"] > 0 for st in s["steps"][:-1])
+    assert m["files"]["prior"]["source"] == "parameters"  # no weights file: keyed by the parameters' SHA-256
+    assert main(["export", "onnx", "--filler", "unet_small", "-o", str(tmp_path / "bad")]) == 2

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = export_model(model, args.output, start_step=args.start_step, eta=args.eta, sampler=args.sampler,
                                 nfe=args.nfe, dtype=args.dtype, opset=args.opset, log=log.info)
     except (ValueError, FileNotFoundError, KeyError, BackendUnavailable) as e:
-        log.error("error: %s", str(e).strip("'\""))
+        log.error("error: %s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 2
     s = manifest["sampling"]
     log.info("wrote %s: %s, %d network evaluations from start step %d (t = %d), eta %g",
