@@ -143,17 +143,24 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report["settings"].append(row)
         print(f"{label}: {json.dumps(row)}", flush=True)
+        write(report, args.out, t_start)  # after every setting: a run cut short still leaves its rows
+    print(write(report, args.out, t_start))
+    return 0
+
+
+def write(report: dict, out: Path, t_start: float) -> str:
+    """Fill in the speed-ups, write gpu_check.json and gpu_check.txt; returns the table."""
     first = report["settings"][0] if report["settings"] else None
+    batches = report["batches"]
     base = {b: first["per_face_s"][str(b)]["official_100"] for b in batches} if first else {}
     for row in report["settings"]:
         row["speedup_vs_eager_fp32_official"] = {str(b): base[b] / row["per_face_s"][str(b)]["official_100"]
                                                  for b in batches}
     report["wall_s"] = time.perf_counter() - t_start
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
     table = text_table(report)
-    (args.out / "gpu_check.txt").write_text(table + "\n")
-    print(table)
-    return 0
+    (out / "gpu_check.txt").write_text(table + "\n")
+    return table
 
 
 def measure(label, kind, dt, cl, comp, prior, est, size, batches, reps, dev, quick) -> dict:
