@@ -46,3 +46,16 @@ def test_few_step_sampler_runs_nfe_evaluations(small_models):
     out = model.restore(y, seeds=[0, 1], sampler="dpmpp2m", nfe=4, callback=calls.append)
     assert [c["t"] for c in calls] == [400, 300, 200, 100]
     assert out.result.shape == y.shape and 0 <= out.result.min() and out.result.max() <= 1
+
+
+def test_backend_table_runs_every_backend_against_eager_fp32(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFACE_HOME", str(tmp_path / "home"))
+    status = main(["benchmark", "--backend", "all", "--prior", "unet_small", "--estimator", "swinir_small",
+                   "--dtype", "fp32", "--reps", "1", "--json", str(tmp_path / "b.json")])
+    assert status == 0
+    rows = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert (rows[0]["backend"], rows[0]["dtype"], rows[0]["unet_vs_eager"]) == ("torch", "fp32", 1.0)
+    others = {r["backend"]: r for r in rows[1:]}
+    assert "onnxruntime" in others
+    for r in others.values():  # fp32 graphs: the UNet output of eager fp32 within float rounding
+        assert r["max_abs_diff_vs_fp32"] < 1e-4 and r["unet_s"] > 0 and r["peak_rss_mb"] > 0

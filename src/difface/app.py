@@ -188,9 +188,11 @@ class AppServer:
 
     def __init__(self, device: str = "auto", dtype: str = "fp32", max_pixels: int = DEFAULT_MAX_PIXELS,
                  restore_models: list[ModelChoice] | None = None, inpaint_models: list[ModelChoice] | None = None,
-                 work_dir: Path | None = None, keep_models: int = 2):
-        ModelOptions(device=device, dtype=dtype)  # OptionError for a bad dtype, before anything loads
+                 work_dir: Path | None = None, keep_models: int = 2, backend: str = "torch"):
+        # OptionError for a bad dtype or a missing backend, before anything loads
+        ModelOptions(device=device, dtype=dtype, backend=backend)
         self.device, self.dtype, self.max_pixels, self.keep_models = device, dtype, max_pixels, keep_models
+        self.backend = backend
         self.restore_models = {m.label: m for m in (default_models("restoration") if restore_models is None
                                                     else restore_models)}
         self.inpaint_models = {m.label: m for m in (default_models("inpainting") if inpaint_models is None
@@ -243,7 +245,7 @@ class AppServer:
         if label not in choices:
             raise _err(f"unknown model {label!r}; choose one of: {', '.join(choices)}")
         m = choices[label]
-        return ModelOptions(m.prior, m.estimator, device=self.device, dtype=self.dtype)
+        return ModelOptions(m.prior, m.estimator, device=self.device, dtype=self.dtype, backend=self.backend)
 
     def model(self, label: str, task: str) -> DifFace:
         """The loaded model of a menu label (loaded on first use; ValueError/FileNotFoundError if it cannot)."""

@@ -12,6 +12,7 @@ from difface import __version__
 # Each entry is a module of difface.commands with a `register(subparsers)` function.
 COMMANDS: tuple[str, ...] = (
     "restore", "inpaint", "weights", "degrade", "detect", "data", "evaluate", "train", "benchmark", "app",
+    "export",
 )
 
 

@@ -146,6 +146,7 @@ class DifFace:
     task: str = "restoration"
     autostart: AutoStart = field(default_factory=AutoStart)
     default_auto: bool = False
+    sources: dict[str, Path] = field(default_factory=dict)  # weights files of "prior" / "estimator", when known
 
     @classmethod
     def from_modules(
@@ -181,7 +182,9 @@ class DifFace:
                     ("SwinIR", "FFCResNetGenerator"))
         task = "inpainting" if type(e).__name__ == "FFCResNetGenerator" else "restoration"
         model = cls.from_modules(p, e, respacing, name=name, task=task)
-        model.t_max = trained_t_max(weights.resolve(prior, allow_download=False))
+        model.sources = {"prior": weights.resolve(prior, allow_download=False),
+                         "estimator": weights.resolve(estimator, allow_download=False)}
+        model.t_max = trained_t_max(model.sources["prior"])
         model.autostart = AutoStart.from_json(_metadata(weights.resolve(estimator, allow_download=False))
                                               .get("difface.autostart"))
         if bundled and task == "restoration":
@@ -198,6 +201,19 @@ class DifFace:
         """
         return replace(self, prior=fast_module(self.prior, channels_last=channels_last, compile=compile),
                        estimator=fast_module(self.estimator, channels_last=channels_last, compile=compile))
+
+    def with_backend(self, backend: str, *, dtype: str = "fp32") -> DifFace:
+        """A copy whose two networks run through `backend` (difface.backends: torch, onnxruntime, openvino);
+        self is unchanged. "torch" returns self. The ONNX graphs come from the export cache."""
+        if backend == "torch":
+            return self
+        from difface.backends import backend_network
+
+        dev = self.device
+        return replace(self, prior=backend_network(self.prior, backend, dtype=dtype, device=dev,
+                                                   source=self.sources.get("prior"), image_size=self.image_size),
+                       estimator=backend_network(self.estimator, backend, dtype=dtype, device=dev,
+                                                 source=self.sources.get("estimator"), image_size=self.image_size))
 
     def to(self, device: torch.device | str) -> DifFace:
         self.prior.to(device)

@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="network precision (default fp32)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="where the network forwards run (default torch; docs/onnx.md)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
                    help="refuse uploads with more pixels than this, from the file header (default 50M)")
     p.add_argument("--max-upload-mb", type=float, default=200.0, metavar="MB",
@@ -198,7 +200,7 @@ def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], a
         inpaint_models = [_choice(web, args.inpaint_prior, args.inpaint_estimator)] + web.default_models("inpainting")
     log.info("loading the models ...")
     try:
-        server = web.AppServer(device=args.device, dtype=args.dtype,
+        server = web.AppServer(device=args.device, dtype=args.dtype, backend=args.backend,
                                max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, restore_models=restore_models,
                                inpaint_models=inpaint_models)
     except (OptionError, ValueError, FileNotFoundError) as e:

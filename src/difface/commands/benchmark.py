@@ -15,6 +15,7 @@ EPILOG = """examples:
   difface benchmark                                        # 512 networks, eager fp32 vs bf16 on this machine
   difface benchmark --dtype fp32,bf16 --channels-last both --compile both --json bench.json
   difface benchmark --prior unet_small --estimator swinir_small --batch 1,8
+  difface benchmark --backend all --json backends.json    # torch / onnxruntime / openvino x precision (CPU)
 Eager fp32 at batch 1 is always measured first; every speed-up is relative to it, in the same run."""
 
 
@@ -36,10 +37,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per measurement (median)")
     p.add_argument("--nfe", type=int, default=100, help="prior evaluations per face for the per-face column")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.add_argument("--backend", default="torch", help="torch (default: the settings above), or all / a comma list "
+                   "of torch, onnxruntime, openvino: the backend x precision table (CPU, interleaved rounds, "
+                   "minimum; --dtype chooses the precisions, --reps the rounds)")
     p.set_defaults(func=run)
 
 
+def run_backends(args: argparse.Namespace) -> int:
+    """`--backend all|LIST`: difface.benchmark.benchmark_backends."""
+    from dataclasses import asdict
+
+    from difface.backends import BACKENDS
+    from difface.benchmark import backend_table, benchmark_backends
+
+    names = list(BACKENDS) if args.backend == "all" else args.backend.split(",")
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        print(f"error: --backend: unknown {', '.join(unknown)}; choose from all, {', '.join(BACKENDS)}")
+        return 2
+    settings = [(b, d, False) for b in names for d in args.dtype.split(",")
+                if not (b == "onnxruntime" and d != "fp32") and d != "fp16"]
+    results = benchmark_backends(args.prior, args.estimator, settings, batch=int(args.batch.split(",")[0]),
+                                 rounds=max(1, args.reps))
+    print(backend_table(results))
+    if args.json:
+        payload = {"prior": args.prior, "estimator": args.estimator, "results": [asdict(r) for r in results]}
+        atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.backend != "torch":
+        return run_backends(args)
     device = pick_device(args.device)
     settings = [
         Setting(dtype=d, batch=int(b), channels_last=c, compile=k)

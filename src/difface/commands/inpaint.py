@@ -46,7 +46,8 @@ def inpaint_options(args: argparse.Namespace):
     from difface.pipeline import DEFAULT_MAX_PIXELS, InpaintOptions, ModelOptions, SamplingOptions
 
     return InpaintOptions(
-        model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile),
+        model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
+                           args.backend),
         sampling=SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed),
         mask=args.mask, batch_size=args.batch_size, save_comparison=args.save_comparison,
         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,

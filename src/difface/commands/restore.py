@@ -81,6 +81,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    "faster on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
                    "per process; worth it for many faces)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                   help="where the network forwards run: torch (default), onnxruntime or openvino (their ONNX "
+                   "graphs are exported once and cached; docs/onnx.md)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
                    help="refuse inputs with more pixels than this, from the file header, before decoding "
                    "(default 50M: about 2 GB of memory)")
@@ -148,7 +151,8 @@ def restore_options(args: argparse.Namespace):
 
     tracking = not args.no_tracking
     return RestoreOptions(
-        model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile),
+        model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
+                           args.backend),
         sampling=SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed),
         photo=PhotoOptions(args.upscale, args.detector, args.only_center_face, args.bg_upsampler, args.draw_boxes,
                            args.max_face_size),

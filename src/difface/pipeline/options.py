@@ -60,12 +60,31 @@ def respaced_length(steps: str) -> int:
     return n
 
 
+def _check_backend(backend: str, dtype: str, torch_only: bool) -> None:
+    """OptionError("--backend") for an unknown or missing backend (with the pip command) or a combination
+    it cannot run (difface.backends)."""
+    from difface.backends import BACKENDS, BackendUnavailable, check_backend
+
+    if backend not in BACKENDS:
+        raise OptionError("--backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    try:
+        check_backend(backend)
+    except BackendUnavailable as e:
+        raise OptionError("--backend", str(e)) from None
+    if torch_only:
+        raise OptionError("--backend", f"--fast and --compile are torch options; leave them out with {backend}")
+    if backend == "onnxruntime" and dtype == "bf16":
+        raise OptionError("--backend", "onnxruntime runs fp32 (fp16 on a GPU); for bf16 use --backend openvino or "
+                          "torch")
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """Which networks, on which device, at which precision.
 
     prior/estimator: registry names or files (both None: the bundled small model); steps: timestep
-    respacing of the chain; device: auto | cpu | cuda | cuda:N | mps; dtype: fp32 | bf16 | fp16.
+    respacing of the chain; device: auto | cpu | cuda | cuda:N | mps; dtype: fp32 | bf16 | fp16;
+    backend: torch | onnxruntime | openvino (difface.backends: where the network forwards run).
     """
 
     prior: str | None = None
@@ -75,6 +94,7 @@ class ModelOptions:
     dtype: str = "fp32"
     fast: bool = False
     compile: bool = False
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if (self.prior is None) != (self.estimator is None):
@@ -83,6 +103,8 @@ class ModelOptions:
         respaced_length(self.steps)
         if self.dtype not in DTYPES:
             raise OptionError("--dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.backend != "torch":
+            _check_backend(self.backend, self.dtype, self.fast or self.compile)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,8 @@ class FacePipeline:
         model = _load_model(m.prior, m.estimator, m.steps, cls.task).to(dev)
         if m.fast or m.compile:
             model = model.optimized(channels_last=m.fast, compile=m.compile)
+        if getattr(m, "backend", "torch") != "torch":
+            model = model.with_backend(m.backend, dtype=m.dtype)
         return cls(model, options, dev)
 
     def _check_against_model(self) -> None:
@@ -142,7 +144,9 @@ class FacePipeline:
             t = int(m.diffusion.timestep_map[self.start_step]) if self.start_step else 0
             start = f"start step {self.start_step} of {self.options.model.steps} (t = {t} of 1000)"
         sampler = "" if s.sampler == "official" else f", sampler {s.sampler} with {s.nfe or 10} evaluations"
-        return (f"model: {m.name} at {m.image_size}x{m.image_size}, {self.options.model.dtype} on {self.device}, "
+        backend = getattr(self.options.model, "backend", "torch")
+        on = f" on {self.device}" if backend == "torch" else f" through {m.prior.extra_repr()}"
+        return (f"model: {m.name} at {m.image_size}x{m.image_size}, {self.options.model.dtype}{on}, "
                 f"{start}, eta {self.eta:g}{sampler}")
 
     # -- restoring tensors and images ------------------------------------------------------------------
