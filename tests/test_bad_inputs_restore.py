@@ -290,6 +290,16 @@ def test_fp16_on_cpu_says_it_is_slow(weights, faces, tmp_path, capsys):
     assert status == 0 and "fp16" in err and "slower" in err
 
 
+def test_bf16_on_a_cpu_without_bf16_instructions_says_it_is_slow(weights, faces, tmp_path, capsys):
+    from difface.device import cpu_has_native_bf16
+
+    status, err = _run(["restore", str(faces / "face0.png"), "-o", str(tmp_path / "out"), "--aligned",
+                        *_model(weights), "--dtype", "bf16", "--device", "cpu", "--start-step", "0"], capsys)
+    assert status == 0
+    # the warning comes exactly where the CPU lacks bf16 instructions (this machine's /proc/cpuinfo decides)
+    assert ("no bf16 instructions" in err) == (cpu_has_native_bf16() is False), err
+
+
 def test_start_step_auto_runs_and_says_what_it_chose(weights, faces, tmp_path, capsys):
     model = _model(weights)[:-2]
     status, err = _run(["restore", str(faces), "-o", str(tmp_path / "out"), "--aligned", *model,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from difface.autostart import AutoStart, steps_for_error
-from difface.device import DTYPES, pick_device
+from difface.device import DTYPES, cpu_has_native_bf16, pick_device
 from difface.images import (
     ImageReadError,
     ImageTooLarge,
@@ -114,6 +114,9 @@ class FacePipeline:
         if m.dtype == "fp16" and dev.type == "cpu":
             log.warning("warning: --dtype fp16 on a CPU is emulated and about 90x slower than fp32; use fp32 or "
                         "bf16 on a CPU (fp16 is for GPUs)")
+        if m.dtype == "bf16" and dev.type == "cpu" and cpu_has_native_bf16() is False:
+            log.warning("warning: --dtype bf16: this CPU has no bf16 instructions (AVX512_BF16 / AMX), so bf16 is "
+                        "emulated and about 10x slower than fp32 here; use fp32 (and --fast) on this machine")
         model = _load_model(m.prior, m.estimator, m.steps, cls.task).to(dev)
         if m.fast or m.compile:
             model = model.optimized(channels_last=m.fast, compile=m.compile)
