@@ -26,7 +26,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from difface import models
+from difface.images import atomic_write_bytes
 
 DEFAULT_OPSET = 17
 EXPORT_FORMAT = 1  # bump when the wrappers below change what a graph computes
@@ -213,23 +213,8 @@ def export_network(net: nn.Module, path: str | os.PathLike, *, dtype: str = "fp3
         warnings.simplefilter("ignore")
         torch.onnx.export(mod, args, buf, dynamo=False, opset_version=int(opset), input_names=names_in,
                           output_names=names_out, dynamic_axes=dyn, do_constant_folding=True)
-    _atomic_write(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getvalue())
     return spec
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -262,7 +247,7 @@ def cached_export(net: nn.Module, *, source: str | os.PathLike | None = None, so
             return path, True
     spec = export_network(net, path, dtype=dtype, opset=opset, image_size=image_size)
     record = {"key": key, "size": path.stat().st_size, "sha256": file_sha256(path), "io": spec}
-    _atomic_write(meta, json.dumps(record, indent=1).encode())
+    atomic_write_bytes(meta, json.dumps(record, indent=1).encode())
     return path, False
 
 
