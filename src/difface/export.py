@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from difface.backends.onnx_export import DEFAULT_OPSET, _atomic_write, cache_record, cached_export, file_sha256
+from difface.backends.onnx_export import DEFAULT_OPSET, cache_record, cached_export, file_sha256
+from difface.images import atomic_write_bytes
 from difface.restore import DifFace
 
 MANIFEST_FORMAT = 1
@@ -129,5 +130,5 @@ def export_model(model: DifFace, outdir: str | os.PathLike, *, start_step: int |
     if model.task == "inpainting":
         manifest["inpainting"] = ("after each x0 prediction: x0 = x0 - 0.5 * (1 - m) * 2 * (x0 - yn), yn = (y - 0.5) / "
                                   "0.5, then clamp to [-1, 1]; the result keeps the input's known pixels")
-    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+    atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=1).encode())
     return manifest
