@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from difface.data.degrade import PRESETS
+from difface.data.masks import MASK_KINDS
 from difface.models import CONFIGS, KINDS, LamaConfig, NetConfig, SwinIRConfig, UNetConfig, kind_of
 from difface.train.values import ConfigError, _convert, _plain
 
@@ -275,8 +277,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not ok:
             raise ConfigError(msg)
     if cfg.task == "inpainter":
-        from difface.data.masks import MASK_KINDS
-
         if cfg.masks.kind not in MASK_KINDS:
             raise ConfigError(f"masks.kind: unknown mask kind {cfg.masks.kind!r}; known: {', '.join(MASK_KINDS)}")
         if not cfg.masks.hole_weight > 0:
@@ -286,8 +286,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"data.size: {cfg.image_size} is not a multiple of {m} (LaMa downsamples "
                               f"{cfg.model.n_downsampling} times)")
     if cfg.task == "estimator":
-        from difface.data.degrade import PRESETS
-
         if d.degradation not in PRESETS:
             raise ConfigError(f"data.degradation: unknown preset {d.degradation!r}; known: {sorted(PRESETS)}")
     return cfg
