@@ -52,12 +52,12 @@ from difface.video.io import (
     probe_video,
     read_frames,
 )
-from difface.video.track import FaceTracker, frame_seed, smooth_landmarks
+from difface.video.resume import MANIFEST_VERSION, _load_manifest, _Lock, _source_id, _State  # noqa: F401
+from difface.video.track import frame_seed, smooth_landmarks
 
 log = logging.getLogger(__name__)
 
 RestoreFaces = Callable[[torch.Tensor, list[int]], torch.Tensor]
-MANIFEST_VERSION = 1
 
 
 @dataclass
@@ -164,62 +164,6 @@ class _Ready:
     crops: np.ndarray
 
 
-class _State:
-    """Tracker + landmark history, serialisable (exact floats) for the resume manifest."""
-
-    def __init__(self, opts: VideoOptions) -> None:
-        self.tracker = FaceTracker(opts.seed, max_missing=opts.max_missing)
-        self.history: dict[int, dict[int, np.ndarray]] = {}  # track id -> frame -> raw landmarks
-
-    def to_json(self, frames_from: int, frames_to: int) -> dict:
-        t = self.tracker
-        return {
-            "next_id": t.next_id,
-            "tracks": [{"id": k.id, "seed": k.seed, "box": k.box.tolist(), "landmarks": k.landmarks.tolist(),
-                        "first": k.first_frame, "last": k.last_frame, "velocity": k.velocity.tolist(),
-                        "hits": k.hits} for k in t.tracks],
-            "history": {str(tid): {str(f): lm.tolist() for f, lm in h.items() if frames_from <= f < frames_to}
-                        for tid, h in self.history.items()},
-        }
-
-    def load(self, d: dict) -> None:
-        from difface.video.track import Track
-
-        self.tracker.next_id = d["next_id"]
-        self.tracker.tracks = [Track(k["id"], k["seed"], np.array(k["box"]), np.array(k["landmarks"]), k["first"],
-                                     k["last"], np.array(k["velocity"]), k["hits"]) for k in d["tracks"]]
-        self.history = {int(tid): {int(f): np.array(lm) for f, lm in h.items()} for tid, h in d["history"].items()}
-        self.history = {k: v for k, v in self.history.items() if v}
-
-
-def _source_id(path: Path) -> dict:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-class _Lock:
-    """An exclusive lock on the work folder (POSIX), so two runs never write the same output."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.fd = path, None
-
-    def __enter__(self) -> _Lock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no lock
-            return self
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(self.fd)
-            raise RuntimeError(f"{self.path.parent}: another run is writing this output") from e
-        return self
-
-    def __exit__(self, *exc) -> None:
-        os.close(self.fd)
-
-
 def restore_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -247,196 +191,204 @@ def restore_video(
     padded by one repeated row/column when odd. Returns a VideoResult.
     Raises difface.video.io.VideoError subclasses naming the file for unusable inputs.
     """
-    opts = options or VideoOptions()
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"{dst}: the output would overwrite the input")
-    t0 = time.perf_counter()
-    info = probe_video(src, max_pixels=opts.max_pixels, max_seconds=opts.max_seconds)
-    check_frame_rate(info, refuse=opts.refuse_vfr)
-    log.info("%s: %s", src, info.describe())
-    out_hw = target_size(info.height, info.width, upscale)
-    enc_h, enc_w = even_size(*out_hw)
-    smoothing = opts.smoothing and opts.tracking
-    radius = max(0, int(opts.smooth_radius)) if smoothing else 0
-    robust = (not smoothing) if opts.robust_alignment is None else opts.robust_alignment
-    seg_len = max(1, int(round(opts.segment_seconds * float(info.fps))))
-    bg_up = bg_upsampler or lanczos_upsampler
-    settings = EncoderSettings(opts.crf, opts.preset)
+    job = _VideoJob(src, dst, restore_faces, detector, face_size, upscale, bg_upsampler, options or VideoOptions(),
+                    mask_fn, progress, on_frame)
+    return job.run(key)
 
-    work = dst.parent / f".{dst.name}.parts"
-    work.mkdir(parents=True, exist_ok=True)
-    limits = ("resume", "max_seconds", "max_pixels")  # change no pixel: not in the resume config
-    config = {"options": {k: v for k, v in asdict(opts).items() if k not in limits}, "face_size": face_size,
-              "upscale": float(upscale), "key": key, "output": [enc_w, enc_h]}
-    with _Lock(work / "lock"):
-        manifest = _load_manifest(work, src, config) if opts.resume else None
-        if manifest is None:
-            for p in work.glob("seg_*.mp4"):
-                p.unlink()
-            manifest = {"version": MANIFEST_VERSION, "source": _source_id(src), "config": config, "segments": [],
-                        "state": None}
-        state = _State(opts)
-        start = manifest["segments"][-1]["end"] if manifest["segments"] else 0
-        if start and manifest.get("state"):
-            state.load(manifest["state"])
-        if start:
-            log.info("%s: resuming after frame %d (%d segment(s) done)", dst, start, len(manifest["segments"]))
 
-        stats = {"faces": 0, "frames": 0}
-        bar = tqdm(total=info.frames, initial=start, unit="frame", desc=src.name, disable=not progress,
-                   dynamic_ncols=True)
-        snapshots: dict[int, dict] = {}
-        encoder: SegmentEncoder | None = None
+class _VideoJob:
+    """One run of `restore_video`: the clip's settings, the open segment and the frames in flight."""
 
-        def close_segment(end: int) -> None:
-            nonlocal encoder
-            encoder.close()
-            final = encoder.path.with_name(encoder.path.name.replace(".tmp", ""))
-            os.replace(encoder.path, final)
-            encoder = None
-            manifest["segments"].append({"file": final.name, "end": end})
-            manifest["state"] = snapshots.pop(end, None)
-            atomic_write_bytes(work / "manifest.json", json.dumps(manifest).encode())
-
-        def write(fr: Frame, rgb: np.ndarray) -> None:
-            nonlocal encoder
-            if encoder is None:
-                encoder = SegmentEncoder(work / f"seg_{fr.index // seg_len:06d}.tmp.mp4", enc_w, enc_h, info.fps,
-                                         info.time_base, settings)
-            pts = fr.pts if fr.pts is not None else fr.index * fr.duration
-            encoder.write(pad_even(rgb), pts, fr.duration)
-            stats["frames"] += 1
-            if (fr.index + 1) % seg_len == 0:
-                close_segment(fr.index + 1)
-            bar.update(1)
-            bar.set_postfix_str(f"{stats['faces'] / max(time.perf_counter() - t0, 1e-9):.2f} faces/s",
-                                refresh=False)
-
-        ready: deque[_Ready] = deque()
-
-        def flush() -> None:
-            if not ready:
-                return
-            crops = np.concatenate([r.crops for r in ready]) if any(len(r.crops) for r in ready) else None
-            seeds = [s for r in ready for s in r.faces.seeds]
-            restored = _run(restore_faces, crops, seeds, opts.batch_size) if crops is not None else None
-            k = 0
-            while ready:
-                r = ready.popleft()
-                n = len(r.crops)
-                rgb = r.frame.rgb.astype(np.float32) / 255.0
-                bg = resize_to(bg_up(rgb, upscale), out_hw)
-                # the band merge of whole photos: each face's correction added, its own finer detail kept
-                out = paste_corrections(bg, r.crops, restored[k:k + n], r.faces.matrices, face_size, upscale,
-                                        mask_fn, False) if n else bg
-                if n and _is_gray(r.frame.rgb):  # gray in, gray out (as for photos): no tinted faces
-                    out = np.repeat((out @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None], 3, axis=2)
-                k += n
-                stats["faces"] += n
-                write(r.frame, np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8))
-
-        def emit(p: _Pending) -> None:
-            faces = _faces_of(p, state, opts, smoothing, radius, face_size, robust)
-            if on_frame is not None:
-                on_frame(faces)
-            crops = warp_faces(p.frame.rgb.astype(np.float32) / 255.0, faces.matrices, face_size) if len(
-                faces.seeds) else np.zeros((0, face_size, face_size, 3), np.float32)
-            ready.append(_Ready(p.frame, faces, crops))
-            n_faces = sum(len(r.crops) for r in ready)
-            if len(ready) >= max(1, opts.batch_frames) or n_faces >= max(1, opts.batch_size):
-                flush()
-            for h in state.history.values():  # frames before index - radius are no longer needed
-                for f in [f for f in h if f < p.frame.index - radius]:
-                    del h[f]
-            state.history = {t: h for t, h in state.history.items() if h}
-
-        pending: deque[_Pending] = deque()
+    def __init__(self, src, dst, restore_faces: RestoreFaces, detector: FaceDetector, face_size: int, upscale: float,
+                 bg_upsampler: Upsampler | None, opts: VideoOptions, mask_fn: MaskFn | None, progress: bool,
+                 on_frame: Callable[[FrameFaces], None] | None) -> None:
+        src, dst = Path(src), Path(dst)
+        if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+            raise ValueError(f"{dst}: the output would overwrite the input")
+        self.t0 = time.perf_counter()
+        self.src, self.dst, self.opts = src, dst, opts
+        self.restore_faces, self.detector, self.face_size, self.upscale = restore_faces, detector, face_size, upscale
+        self.mask_fn, self.progress, self.on_frame = mask_fn, progress, on_frame
+        info = probe_video(src, max_pixels=opts.max_pixels, max_seconds=opts.max_seconds)
+        check_frame_rate(info, refuse=opts.refuse_vfr)
+        log.info("%s: %s", src, info.describe())
+        self.info = info
+        self.out_hw = target_size(info.height, info.width, upscale)
+        self.enc_h, self.enc_w = even_size(*self.out_hw)
+        self.smoothing = opts.smoothing and opts.tracking
+        self.radius = max(0, int(opts.smooth_radius)) if self.smoothing else 0
+        self.robust = (not self.smoothing) if opts.robust_alignment is None else opts.robust_alignment
+        self.seg_len = max(1, int(round(opts.segment_seconds * float(info.fps))))
+        self.bg_up = bg_upsampler or lanczos_upsampler
+        self.settings = EncoderSettings(opts.crf, opts.preset)
+        self.work = dst.parent / f".{dst.name}.parts"
+        self.stats = {"faces": 0, "frames": 0}
+        self.snapshots: dict[int, dict] = {}
+        self.encoder: SegmentEncoder | None = None
+        self.ready: deque[_Ready] = deque()
         # While no face has been found since the start, faces are looked for every `probe` frames (half a
         # second) only: the frames in between stay pending, and when a probe finds a face they are searched
         # first, in order, so detections, tracks and output are those of searching every frame (unless a
         # face shows only between two probes). `first` frames without a face are said early.
-        probe = max(radius + 1, int(round(0.5 * float(info.fps))))
-        first = min(info.frames or seg_len, max(1, int(round(2 * float(info.fps)))))
-        unseen = start == 0  # no face found yet in this run
+        self.probe = max(self.radius + 1, int(round(0.5 * float(info.fps))))
+        self.first = min(info.frames or self.seg_len, max(1, int(round(2 * float(info.fps)))))
+
+    def _start(self, key: str) -> None:
+        """Load the manifest of an unfinished run with the same source and options, or start a new one."""
+        opts = self.opts
+        limits = ("resume", "max_seconds", "max_pixels")  # change no pixel: not in the resume config
+        config = {"options": {k: v for k, v in asdict(opts).items() if k not in limits}, "face_size": self.face_size,
+                  "upscale": float(self.upscale), "key": key, "output": [self.enc_w, self.enc_h]}
+        manifest = _load_manifest(self.work, self.src, config) if opts.resume else None
+        if manifest is None:
+            for p in self.work.glob("seg_*.mp4"):
+                p.unlink()
+            manifest = {"version": MANIFEST_VERSION, "source": _source_id(self.src), "config": config, "segments": [],
+                        "state": None}
+        self.manifest = manifest
+        self.state = _State(opts)
+        self.start = manifest["segments"][-1]["end"] if manifest["segments"] else 0
+        if self.start and manifest.get("state"):
+            self.state.load(manifest["state"])
+        if self.start:
+            log.info("%s: resuming after frame %d (%d segment(s) done)", self.dst, self.start,
+                     len(manifest["segments"]))
+        self.unseen = self.start == 0  # no face found yet in this run
+
+    def run(self, key: str) -> VideoResult:
+        self.work.mkdir(parents=True, exist_ok=True)
+        with _Lock(self.work / "lock"):
+            self._start(key)
+            info = self.info
+            self.bar = tqdm(total=info.frames, initial=self.start, unit="frame", desc=self.src.name,
+                            disable=not self.progress, dynamic_ncols=True)
+            try:
+                self._frames()
+                if self.encoder is not None:
+                    self._close_segment(self.start + self.stats["frames"])
+                self.bar.close()
+                parts = [self.work / s["file"] for s in self.manifest["segments"]]
+                tmp = self.work / "assembled.mp4"
+                audio = assemble(parts, tmp, self.src if info.audio else None)
+                os.replace(tmp, self.dst)
+            except BaseException:
+                self.bar.close()
+                if self.encoder is not None:
+                    self.encoder.abort()
+                raise
+        shutil.rmtree(self.work, ignore_errors=True)
+        tracks = self.state.tracker.next_id if self.opts.tracking else 0
+        return VideoResult(self.dst, info.frames, self.stats["faces"], tracks, time.perf_counter() - self.t0,
+                           self.start, info, audio)
+
+    def _frames(self) -> None:
+        """Decode, detect, track and emit every frame from `start` on, then flush the last batch."""
+        pending: deque[_Pending] = deque()
         skipped: list[_Pending] = []
+        for fr in read_frames(self.src, self.info, start=self.start):
+            p = _Pending(fr, Detections(), [])
+            pending.append(p)
+            if self.unseen and self.probe > 1 and fr.index >= self.first and len(skipped) < self.probe - 1:
+                p.observed = False
+                skipped.append(p)  # searched later, when the next probe finds a face
+            else:
+                dets = self._find(fr)
+                for q in skipped:  # the frames since the last probe: searched when it found a face
+                    self._observe(q, self._find(q.frame) if len(dets) else Detections())
+                skipped = []
+                self._observe(p, dets)
+            while pending and pending[0].observed and pending[0].frame.index + self.radius <= fr.index:
+                self._emit(pending.popleft())
+        for q in skipped:  # the clip ended between two probes
+            self._observe(q, self._find(q.frame))
+        while pending:
+            self._emit(pending.popleft())
+        self._flush()
 
-        def find(fr: Frame) -> Detections:
-            rgb = fr.rgb.astype(np.float32) / 255.0
-            dets = detect_faces(rgb, detector, min_side=opts.det_min_side, max_side=opts.det_max_side)
-            return dets.subset(select_faces(dets.boxes, dets.landmarks, rgb.shape[:2], min_eye_dist=opts.min_eye_dist))
+    def _close_segment(self, end: int) -> None:
+        encoder = self.encoder
+        encoder.close()
+        final = encoder.path.with_name(encoder.path.name.replace(".tmp", ""))
+        os.replace(encoder.path, final)
+        self.encoder = None
+        self.manifest["segments"].append({"file": final.name, "end": end})
+        self.manifest["state"] = self.snapshots.pop(end, None)
+        atomic_write_bytes(self.work / "manifest.json", json.dumps(self.manifest).encode())
 
-        def observe(p: _Pending, dets: Detections) -> None:
-            """Track the faces `dets` of a pending frame (frames in order)."""
-            nonlocal unseen
-            fr = p.frame
-            ids = state.tracker.update(fr.index, dets) if opts.tracking else [-1] * len(dets)
-            for tid, lm in zip(ids, dets.landmarks):
-                if tid >= 0:
-                    state.history.setdefault(tid, {})[fr.index] = lm.astype(np.float64)
-            if opts.tracking and (fr.index + 1) % seg_len == 0:
-                snapshots[fr.index + 1] = state.to_json(fr.index + 1 - radius, fr.index + 1)
-            p.dets, p.ids, p.observed = dets, ids, True
-            if len(dets):
-                unseen = False
-            elif unseen and fr.index + 1 == first:
-                log.warning("%s: 0 faces in the first %d frames (%.1f s)%s", src, first, first / float(info.fps),
-                            f"; looking for faces in every {probe}th frame until one is found" if probe > 1 else "")
+    def _write(self, fr: Frame, rgb: np.ndarray) -> None:
+        if self.encoder is None:
+            self.encoder = SegmentEncoder(self.work / f"seg_{fr.index // self.seg_len:06d}.tmp.mp4", self.enc_w,
+                                          self.enc_h, self.info.fps, self.info.time_base, self.settings)
+        pts = fr.pts if fr.pts is not None else fr.index * fr.duration
+        self.encoder.write(pad_even(rgb), pts, fr.duration)
+        self.stats["frames"] += 1
+        if (fr.index + 1) % self.seg_len == 0:
+            self._close_segment(fr.index + 1)
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"{self.stats['faces'] / max(time.perf_counter() - self.t0, 1e-9):.2f} faces/s",
+                                 refresh=False)
 
-        try:
-            for fr in read_frames(src, info, start=start):
-                p = _Pending(fr, Detections(), [])
-                pending.append(p)
-                if unseen and probe > 1 and fr.index >= first and len(skipped) < probe - 1:
-                    p.observed = False
-                    skipped.append(p)  # searched later, when the next probe finds a face
-                else:
-                    dets = find(fr)
-                    for q in skipped:  # the frames since the last probe: searched when it found a face
-                        observe(q, find(q.frame) if len(dets) else Detections())
-                    skipped = []
-                    observe(p, dets)
-                while pending and pending[0].observed and pending[0].frame.index + radius <= fr.index:
-                    emit(pending.popleft())
-            for q in skipped:  # the clip ended between two probes
-                observe(q, find(q.frame))
-            while pending:
-                emit(pending.popleft())
-            flush()
-            if encoder is not None:
-                close_segment(start + stats["frames"])
-            bar.close()
-            parts = [work / s["file"] for s in manifest["segments"]]
-            tmp = work / "assembled.mp4"
-            audio = assemble(parts, tmp, src if info.audio else None)
-            os.replace(tmp, dst)
-        except BaseException:
-            bar.close()
-            if encoder is not None:
-                encoder.abort()
-            raise
-    shutil.rmtree(work, ignore_errors=True)
-    tracks = state.tracker.next_id if opts.tracking else 0
-    return VideoResult(dst, info.frames, stats["faces"], tracks, time.perf_counter() - t0, start, info, audio)
+    def _flush(self) -> None:
+        ready = self.ready
+        if not ready:
+            return
+        crops = np.concatenate([r.crops for r in ready]) if any(len(r.crops) for r in ready) else None
+        seeds = [s for r in ready for s in r.faces.seeds]
+        restored = _run(self.restore_faces, crops, seeds, self.opts.batch_size) if crops is not None else None
+        k = 0
+        while ready:
+            r = ready.popleft()
+            n = len(r.crops)
+            rgb = r.frame.rgb.astype(np.float32) / 255.0
+            bg = resize_to(self.bg_up(rgb, self.upscale), self.out_hw)
+            # the band merge of whole photos: each face's correction added, its own finer detail kept
+            out = paste_corrections(bg, r.crops, restored[k:k + n], r.faces.matrices, self.face_size, self.upscale,
+                                    self.mask_fn, False) if n else bg
+            if n and _is_gray(r.frame.rgb):  # gray in, gray out (as for photos): no tinted faces
+                out = np.repeat((out @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None], 3, axis=2)
+            k += n
+            self.stats["faces"] += n
+            self._write(r.frame, np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8))
 
+    def _emit(self, p: _Pending) -> None:
+        opts, state, face_size = self.opts, self.state, self.face_size
+        faces = _faces_of(p, state, opts, self.smoothing, self.radius, face_size, self.robust)
+        if self.on_frame is not None:
+            self.on_frame(faces)
+        crops = warp_faces(p.frame.rgb.astype(np.float32) / 255.0, faces.matrices, face_size) if len(
+            faces.seeds) else np.zeros((0, face_size, face_size, 3), np.float32)
+        self.ready.append(_Ready(p.frame, faces, crops))
+        n_faces = sum(len(r.crops) for r in self.ready)
+        if len(self.ready) >= max(1, opts.batch_frames) or n_faces >= max(1, opts.batch_size):
+            self._flush()
+        for h in state.history.values():  # frames before index - radius are no longer needed
+            for f in [f for f in h if f < p.frame.index - self.radius]:
+                del h[f]
+        state.history = {t: h for t, h in state.history.items() if h}
 
-def _load_manifest(work: Path, src: Path, config: dict) -> dict | None:
-    path = work / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        m = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    same = (m.get("version") == MANIFEST_VERSION and m.get("source") == _source_id(src)
-            and m.get("config") == json.loads(json.dumps(config)))
-    if not same:
-        log.info("%s: an unfinished run with another source or options was found; starting over", work)
-        return None
-    if not all((work / s["file"]).is_file() for s in m.get("segments", [])):
-        log.info("%s: segments of the unfinished run are missing; starting over", work)
-        return None
-    return m
+    def _find(self, fr: Frame) -> Detections:
+        opts = self.opts
+        rgb = fr.rgb.astype(np.float32) / 255.0
+        dets = detect_faces(rgb, self.detector, min_side=opts.det_min_side, max_side=opts.det_max_side)
+        return dets.subset(select_faces(dets.boxes, dets.landmarks, rgb.shape[:2], min_eye_dist=opts.min_eye_dist))
+
+    def _observe(self, p: _Pending, dets: Detections) -> None:
+        """Track the faces `dets` of a pending frame (frames in order)."""
+        opts, state, fr = self.opts, self.state, p.frame
+        ids = state.tracker.update(fr.index, dets) if opts.tracking else [-1] * len(dets)
+        for tid, lm in zip(ids, dets.landmarks):
+            if tid >= 0:
+                state.history.setdefault(tid, {})[fr.index] = lm.astype(np.float64)
+        if opts.tracking and (fr.index + 1) % self.seg_len == 0:
+            self.snapshots[fr.index + 1] = state.to_json(fr.index + 1 - self.radius, fr.index + 1)
+        p.dets, p.ids, p.observed = dets, ids, True
+        if len(dets):
+            self.unseen = False
+        elif self.unseen and fr.index + 1 == self.first:
+            log.warning("%s: 0 faces in the first %d frames (%.1f s)%s", self.src, self.first,
+                        self.first / float(self.info.fps),
+                        f"; looking for faces in every {self.probe}th frame until one is found" if self.probe > 1
+                        else "")
 
 
 def _faces_of(p: _Pending, state: _State, opts: VideoOptions, smoothing: bool, radius: int, face_size: int,
