@@ -40,6 +40,8 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from difface.commands.options import args_from_options  # noqa: E402
+from difface.config import DEFAULT_SEED, SAMPLERS  # noqa: E402
 from difface.device import DTYPES  # noqa: E402
 from difface.images import ImageReadError, LoadedImage, to_uint8, write_image  # noqa: E402
 from difface.pipeline import (  # noqa: E402
@@ -61,9 +63,8 @@ log = logging.getLogger("difface")
 # Largest upload Gradio accepts (its own check, before our pixel limit reads the header): a 50 MP
 # PNG, the default pixel limit, is 75 to 150 MB.
 MAX_FILE_SIZE = "200mb"
-SEED = 12345
+SEED = DEFAULT_SEED
 START_CHOICES = ("model default", "auto", "custom")
-SAMPLERS = ("official", "ddim", "dpmpp2m")
 MODES = ("whole photo", "aligned face")
 # Results older than this are deleted from the app's work folder (and Gradio's cache) while it runs.
 KEEP_RESULTS_S = 3600
@@ -356,9 +357,7 @@ class AppServer:
         else:
             faces = [(to_uint8(image.rgb), "input"), (_display(result.estimate), "estimate f(y)"), (after, "result")]
         steps = sorted(set(result.start_steps))
-        cli = ["difface", "restore", src.name, "-o", "out"] + (["--aligned"] if aligned else []) + \
-            _model_args(options.model) + _sampling_args(options.sampling) + \
-            ([] if aligned else ["--upscale", str(options.photo.upscale)])
+        cli = ["difface", "restore", src.name, "-o", "out"] + args_from_options(options)
         what = f"{result.faces} face(s) restored" if not aligned else "aligned face restored"
         if result.skipped:
             what += f", {result.skipped} left as they were (larger than {pipe.max_face_size:g} px)"
@@ -434,9 +433,9 @@ class AppServer:
         fill = np.where(hole, result.estimate, image.rgb)  # the estimator's fill of the hole, before diffusion
         panels = [(before, "input (missing region black)"), (_display(fill), "estimate (LaMa's fill)"),
                   (after, "result")]
-        cli = ["difface", "inpaint", src.name, "-o", "out"] + \
-            (["--mask", mask_file.name] if mask_file else []) + _model_args(options.model) + \
-            _sampling_args(options.sampling)
+        cli = ["difface", "inpaint", src.name, "-o", "out"] + args_from_options(options)
+        if mask_file is not None:  # the file the page's download offers, by its name
+            cli[cli.index("--mask") + 1] = mask_file.name
         log_line = (f"{src.name}: {hole.mean() * 100:.1f} % of the face inpainted in {seconds:.1f} s. "
                     f"{pipe.describe()}; seed {options.sampling.seed}. Same as: {shlex.join(cli)}")
         log.info("%s", log_line)
@@ -533,21 +532,6 @@ def _display(rgb: np.ndarray, hw: tuple[int, int] | None = None) -> np.ndarray:
 
         rgb = cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC)
     return to_uint8(rgb)
-
-
-def _model_args(m: ModelOptions) -> list[str]:
-    args = [] if m.prior is None else ["--prior", m.prior, "--estimator", m.estimator]
-    if m.device != "auto":
-        args += ["--device", m.device]
-    return args + ([] if m.dtype == "fp32" else ["--dtype", m.dtype])
-
-
-def _sampling_args(s: SamplingOptions) -> list[str]:
-    args = [] if s.start_step is None else ["--start-step", str(s.start_step)]
-    args += [] if s.eta is None else ["--eta", f"{s.eta:g}"]
-    if s.sampler != "official":
-        args += ["--sampler", s.sampler] + ([] if s.nfe is None else ["--nfe", str(s.nfe)])
-    return args + ["--seed", str(s.seed)]
 
 
 def _path(payload) -> str | None:

@@ -11,7 +11,6 @@ and so is the randomness (one generator per image, or a replayed noise source).
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,28 +21,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from difface.autostart import AutoStart
+from difface.config import BUNDLED_PRESETS, DEFAULT_NFE, DEFAULT_STEPS, PRESETS, TASK_PRESETS, check_eta
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise, make_sampler
 from difface.diffusion.schedule import Diffusion
 
-DEFAULT_START_T = 400  # official: start step 100 of "ddim250" = original timestep 400 of 1000
-DEFAULT_ETA = 0.5
-DEFAULT_RESPACING = "ddim250"
-INPAINT_START_T = 480  # official inpainting: start step 120 of "ddim250"
-INPAINT_ETA = 1.0
 BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
-# The bundled prior is small and CPU-trained: it helps near the clean end of the chain and harms
-# from t=400 on, so its default start is lower (measured in docs/model-card.md).
-BUNDLED_START_T = 80  # start step 20 of ddim250: the fixed start shown as the alternative to auto
-BUNDLED_ETA = 0.0  # at start 20, eta 0 beat 0.5 on both PSNR-Y and NIQE (docs/model-card.md)
-# The bundled model (v2) chooses its start step per image (difface.autostart; its estimator carries the
-# calibrated rule): mild damage gets none, severe damage a little (docs/model-card.md, "Version 2").
-BUNDLED_AUTO = True
-# The bundled inpainter: measured in docs/model-card.md ("Inpainting").
-BUNDLED_INPAINT_START_T, BUNDLED_INPAINT_ETA = INPAINT_START_T, INPAINT_ETA
-# kept for callers that speak in respaced steps of the default "ddim250" chain
-DEFAULT_START_STEP, BUNDLED_START_STEP = DEFAULT_START_T // 4, BUNDLED_START_T // 4
+# The defaults of the official models (difface.config.PRESETS), kept under these names for callers
+DEFAULT_START_T, DEFAULT_ETA = PRESETS["official-512"].start_t, PRESETS["official-512"].eta
+INPAINT_START_T, INPAINT_ETA = PRESETS["official-256-inpaint"].start_t, PRESETS["official-256-inpaint"].eta
+DEFAULT_RESPACING = DEFAULT_STEPS
 
 
 def image_seed(seed: int, image: torch.Tensor) -> int:
@@ -155,9 +143,15 @@ class DifFace:
     ) -> DifFace:
         size = prior.config.image_size if hasattr(prior, "config") else 512
         model = cls(prior, estimator, Diffusion.create(1000, "linear", respacing), size, name, task=task)
-        if task == "inpainting":
-            model.default_start_t, model.default_eta = INPAINT_START_T, INPAINT_ETA
+        model.apply_preset(TASK_PRESETS[task])
         return model
+
+    def apply_preset(self, preset: str) -> None:
+        """Take the defaults (start, eta, auto rule; t_max when the preset fixes one) of `PRESETS[preset]`."""
+        p = PRESETS[preset]
+        self.default_start_t, self.default_eta, self.default_auto = p.start_t, p.eta, p.auto
+        if p.t_max is not None:
+            self.t_max = p.t_max
 
     @classmethod
     def load(
@@ -187,11 +181,8 @@ class DifFace:
         model.t_max = trained_t_max(model.sources["prior"])
         model.autostart = AutoStart.from_json(_metadata(weights.resolve(estimator, allow_download=False))
                                               .get("difface.autostart"))
-        if bundled and task == "restoration":
-            model.default_start_t, model.default_eta = BUNDLED_START_T, BUNDLED_ETA
-            model.default_auto = BUNDLED_AUTO
-        elif bundled:
-            model.default_start_t, model.default_eta = BUNDLED_INPAINT_START_T, BUNDLED_INPAINT_ETA
+        if bundled:
+            model.apply_preset(BUNDLED_PRESETS[task])
         return model
 
     def optimized(self, *, channels_last: bool = False, compile: bool = False) -> DifFace:
@@ -407,8 +398,7 @@ class DifFace:
         `x0_fn_for(indices)` gives the x0 refinement for those images of the batch; `fit_nfe` lowers nfe
         to what fits below each start (automatic starts can be small)."""
         eta = self.default_eta if eta is None else eta
-        if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0.0 <= eta <= 1.0):
-            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        check_eta(eta)
         if noise_fn is None and any(steps):
             if seeds is None or len(seeds) != est.shape[0]:
                 raise ValueError("give one seed per image (seeds) or an explicit noise_fn")
@@ -427,7 +417,7 @@ class DifFace:
             x = self.diffusion.q_sample(x0, t, nf(x0))
             nfe_n = nfe
             if fit_nfe and sampler in ("ddim", "dpmpp2m"):
-                nfe_n = min(10 if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
+                nfe_n = min(DEFAULT_NFE if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
             run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe_n, method=method) if isinstance(sampler, str) \
                 else sampler
             x0_fn = None if x0_fn_for is None else x0_fn_for(idx)

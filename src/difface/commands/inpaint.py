@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from difface.commands.options import inpaint_options
 from difface.commands.restore import add_model_arguments, run_pipeline
 
 log = logging.getLogger("difface")
@@ -40,18 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-comparison", action="store_true",
                    help="also write OUTDIR/comparisons/name.png: input | estimate | result")
     p.set_defaults(func=run)
-
-
-def inpaint_options(args: argparse.Namespace):
-    from difface.pipeline import DEFAULT_MAX_PIXELS, InpaintOptions, ModelOptions, SamplingOptions
-
-    return InpaintOptions(
-        model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
-                           args.backend),
-        sampling=SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed),
-        mask=args.mask, batch_size=args.batch_size, save_comparison=args.save_comparison,
-        max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
-    )
 
 
 def run(args: argparse.Namespace) -> int:

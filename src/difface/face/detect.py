@@ -17,8 +17,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from difface.config import DETECTORS as BACKENDS
+
 DEFAULT_BACKEND = "mtcnn"
-BACKENDS = ("mtcnn", "yunet", "retinaface_resnet50", "retinaface_mobile0.25")
 
 
 @dataclass

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from difface.pipeline.options import OptionError
+from difface.config import OptionError
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from difface.autostart import AutoStart, steps_for_error
+from difface.config import OptionError, RestoreOptions
 from difface.device import DTYPES, cpu_has_native_bf16, pick_device
 from difface.images import (
     ImageReadError,
@@ -33,7 +34,6 @@ from difface.images import (
     tensor_to_image,
     write_image,
 )
-from difface.pipeline.options import OptionError, RestoreOptions
 from difface.pipeline.outputs import Job, Outcome, check_writable, keep_existing, plan_outputs
 from difface.restore import DifFace, Restoration, image_seed
 
