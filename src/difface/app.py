@@ -256,15 +256,13 @@ class AppServer:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            if task == "restoration":
-                pipe = RestorePipeline.load(RestoreOptions(model=mo, aligned=True))
-            else:
-                pipe = InpaintPipeline.load(InpaintOptions(model=mo))
-            self._models[key] = pipe.model
+            model = DifFace.from_pretrained(prior=mo.prior, estimator=mo.estimator, task=task, device=mo.device,
+                                            dtype=mo.dtype, backend=mo.backend, steps=mo.steps)
+            self._models[key] = model
             same_task = [k for k in self._models if k[0] == task]
             while len(same_task) > self.keep_models:  # free the least recently used model of this task
                 del self._models[same_task.pop(0)]
-            return pipe.model
+            return model
 
     def defaults(self, label: str, task: str) -> tuple[float, int, str]:
         """(default eta, default start step, one line describing the model) of a menu label."""

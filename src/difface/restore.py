@@ -20,12 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from difface import weights
 from difface.autostart import AutoStart
 from difface.config import BUNDLED_PRESETS, DEFAULT_NFE, DEFAULT_STEPS, PRESETS, TASK_PRESETS, check_eta
 from difface.device import autocast as autocast_ctx
-from difface.device import fast_module
+from difface.device import fast_module, pick_device
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise, make_sampler
 from difface.diffusion.schedule import Diffusion
+from difface.weights import trained_t_max  # noqa: F401 (kept for callers)
 
 BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
 # The defaults of the official models (difface.config.PRESETS), kept under these names for callers
@@ -71,20 +73,7 @@ def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
     return prior, est
 
 
-def _metadata(path: str | Path | None) -> dict[str, str]:
-    """The metadata of one of our safetensors files ({} for other files)."""
-    if path is None or Path(path).suffix != ".safetensors":
-        return {}
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return dict(f.metadata() or {})
-
-
-def trained_t_max(path: str | Path | None) -> int | None:
-    """The largest timestep a prior was trained on, from our safetensors metadata (None: unknown/all)."""
-    value = _metadata(path).get("difface.t_max")
-    return None if value is None else int(value)
+_metadata = weights.read_metadata  # kept for callers
 
 
 def _check_role(net: nn.Module, source, option: str, role: str, kinds: tuple[str, ...]) -> None:
@@ -160,8 +149,6 @@ class DifFace:
     ) -> DifFace:
         """Load from registry names or files; with neither given, the bundled small model for `task`
         ("restoration" or "inpainting"). With named files the task follows the estimator's kind."""
-        from difface import weights
-
         bundled = prior is None and estimator is None
         if bundled:
             prior, estimator = bundled_model_paths(task)
@@ -179,11 +166,38 @@ class DifFace:
         model.sources = {"prior": weights.resolve(prior, allow_download=False),
                          "estimator": weights.resolve(estimator, allow_download=False)}
         model.t_max = trained_t_max(model.sources["prior"])
-        model.autostart = AutoStart.from_json(_metadata(weights.resolve(estimator, allow_download=False))
-                                              .get("difface.autostart"))
+        model.autostart = AutoStart.from_json(weights.autostart_rule(model.sources["estimator"]))
         if bundled:
             model.apply_preset(BUNDLED_PRESETS[task])
         return model
+
+    @classmethod
+    def from_pretrained(
+        cls, preset: str | None = None, *, prior: str | None = None, estimator: str | None = None,
+        task: str = "restoration", device: torch.device | str | None = None, dtype: str = "fp32",
+        backend: str = "torch", steps: str = DEFAULT_STEPS, channels_last: bool = False, compile: bool = False,
+    ) -> DifFace:
+        """The one entry to a ready model: a preset name of difface.config.PRESETS, or files / registry names
+        (prior and estimator; neither: the bundled model of `task`), moved to `device` (None: the best
+        available), optionally optimized, its networks run through `backend`.
+
+        Raises ValueError naming the weights file that cannot be used (or the device that is not usable)."""
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+            if prior is not None or estimator is not None:
+                raise ValueError("give a preset or the prior and estimator files, not both")
+            prior, estimator, task = PRESETS[preset].prior, PRESETS[preset].estimator, PRESETS[preset].task
+        try:
+            model = cls.load(prior, estimator, respacing=steps, task=task)
+        except weights.WeightsError as e:
+            raise ValueError(str(e)) from None
+        except (OSError, RuntimeError, KeyError) as e:
+            raise ValueError(str(e).strip("'\"")) from None
+        model = model.to(device if isinstance(device, torch.device) else pick_device(device or "auto"))
+        if channels_last or compile:
+            model = model.optimized(channels_last=channels_last, compile=compile)
+        return model.with_backend(backend, dtype=dtype)
 
     def optimized(self, *, channels_last: bool = False, compile: bool = False) -> DifFace:
         """A copy running faster stand-ins of both networks (difface.device.fast_module); self is unchanged.

@@ -117,11 +117,9 @@ class FacePipeline:
         if m.dtype == "bf16" and dev.type == "cpu" and cpu_has_native_bf16() is False:
             log.warning("warning: --dtype bf16: this CPU has no bf16 instructions (AVX512_BF16 / AMX), so bf16 is "
                         "emulated and about 10x slower than fp32 here; use fp32 (and --fast) on this machine")
-        model = _load_model(m.prior, m.estimator, m.steps, cls.task).to(dev)
-        if m.fast or m.compile:
-            model = model.optimized(channels_last=m.fast, compile=m.compile)
-        if getattr(m, "backend", "torch") != "torch":
-            model = model.with_backend(m.backend, dtype=m.dtype)
+        model = DifFace.from_pretrained(prior=m.prior, estimator=m.estimator, task=cls.task, device=dev,
+                                        dtype=m.dtype, backend=m.backend, steps=m.steps, channels_last=m.fast,
+                                        compile=m.compile)
         return cls(model, options, dev)
 
     def _check_against_model(self) -> None:
@@ -541,16 +539,3 @@ def _device(name: str) -> torch.device:
         return pick_device(name)
     except ValueError as e:
         raise OptionError("--device", str(e).split(": ", 1)[-1]) from None
-
-
-def _load_model(prior: str | None, estimator: str | None, steps: str, task: str) -> DifFace:
-    """DifFace.load with errors that name the option and the file."""
-    from difface.weights import WeightsError
-
-    try:
-        return DifFace.load(prior, estimator, respacing=steps, task=task)
-    except WeightsError as e:
-        raise ValueError(str(e)) from None
-    except (OSError, RuntimeError, KeyError) as e:
-        text = str(e).strip("'\"")
-        raise ValueError(text) from None
