@@ -42,8 +42,19 @@ import torch  # noqa: E402
 
 from difface.commands.options import args_from_options  # noqa: E402
 from difface.config import DEFAULT_SEED, SAMPLERS  # noqa: E402
+from difface.data.masks import detect_mask, load_mask, resize_nearest  # noqa: E402
 from difface.device import DTYPES  # noqa: E402
-from difface.images import ImageReadError, LoadedImage, to_uint8, write_image  # noqa: E402
+from difface.face.detect import get_detector  # noqa: E402
+from difface.face.photo import make_bg_upsampler  # noqa: E402
+from difface.images import (  # noqa: E402
+    ImageReadError,
+    LoadedImage,
+    check_pixels,
+    image_to_tensor,
+    read_image,
+    to_uint8,
+    write_image,
+)
 from difface.pipeline import (  # noqa: E402
     DEFAULT_MAX_PIXELS,
     InpaintOptions,
@@ -56,7 +67,8 @@ from difface.pipeline import (  # noqa: E402
     RestorePipeline,
     SamplingOptions,
 )
-from difface.restore import DifFace  # noqa: E402
+from difface.restore import DifFace, bundled_model_paths  # noqa: E402
+from difface.weights import local_path  # noqa: E402
 
 log = logging.getLogger("difface")
 
@@ -81,8 +93,6 @@ class ModelChoice:
 
 def official_models(task: str) -> list[ModelChoice]:
     """The official models whose files are in the weights cache (never downloaded by the app)."""
-    from difface.weights import local_path
-
     pairs = {"restoration": [("official DifFace 512 px (iddpm-ffhq512 + swinir-ffhq512)", "iddpm-ffhq512",
                               "swinir-ffhq512")],
              "inpainting": [("official DifFace 256 px (iddpm-ffhq256 + lama-inpainting256)", "iddpm-ffhq256",
@@ -215,8 +225,6 @@ class AppServer:
     def _check_models(self, task: str) -> str:
         """Drop the bundled model when it is not installed, load the first usable model of `task` (dropping
         those before it that fail); returns the reasons models were dropped."""
-        from difface.restore import bundled_model_paths
-
         choices = self.restore_models if task == "restoration" else self.inpaint_models
         reasons = []
         for label, m in list(choices.items()):
@@ -278,9 +286,6 @@ class AppServer:
         """The whole-photo detector and background upsampler, built once (as `difface restore` builds them)."""
         key = (photo.detector, photo.bg_upsampler, str(device), dtype)
         if key not in self._photo_parts:
-            from difface.face.detect import get_detector
-            from difface.face.photo import make_bg_upsampler
-
             self._photo_parts[key] = (get_detector(photo.detector, device=str(device)),
                                       make_bg_upsampler(photo.bg_upsampler, device, dtype))
         return self._photo_parts[key]
@@ -387,8 +392,6 @@ class AppServer:
             if painted_any:
                 missing |= _resize_nearest(np.asarray(painted, bool), hw)
             if mask_path:
-                from difface.data.masks import load_mask
-
                 try:
                     missing |= load_mask(Path(mask_path), hw, name=f"mask {Path(mask_path).name}") > 0.5
                 except ValueError as e:
@@ -421,8 +424,6 @@ class AppServer:
         alpha = result.alpha if result.alpha is not None and result.alpha.shape == result.image.shape[:2] else None
         write_image(dst, result.image, alpha, bit_depth=16 if image.bit_depth == 16 else 8)
         if mask is None:  # the official convention: the missing pixels are the black ones
-            from difface.data.masks import detect_mask
-            from difface.images import image_to_tensor
 
             mask = detect_mask(image_to_tensor(image.rgb))[0, 0].numpy()
         hole = mask[:, :, None] > 0.5
@@ -504,8 +505,6 @@ def _read(pipe, src: Path, mask_file: Path | None = None) -> LoadedImage:
 
 def _header_size(src: Path, max_pixels: int) -> tuple[int, int]:
     """(H, W) of an upload, from its header (pixel limit checked), else from decoding it."""
-    from difface.images import check_pixels, read_image
-
     try:
         size = check_pixels(src, max_pixels)
         if size is None:
@@ -518,7 +517,6 @@ def _header_size(src: Path, max_pixels: int) -> tuple[int, int]:
 def _resize_nearest(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if a.shape[:2] == tuple(hw):
         return a
-    from difface.data.masks import resize_nearest
 
     return resize_nearest(a.astype(np.float32), hw) > 0.5
 
@@ -543,8 +541,6 @@ def _path(payload) -> str | None:
 
 def mask_from_editor(value) -> np.ndarray | None:
     """The painted area of a raw gr.ImageEditor value: (H, W) bool, True where any layer has paint."""
-    from difface.images import read_image
-
     if not isinstance(value, dict):
         return None
     painted = None
@@ -707,7 +703,6 @@ def _inpaint_tab(server: AppServer) -> None:
             return None
         try:  # only an image within the pixel limit goes to the editor; the Inpaint button names the problem
             _header_size(Path(path), server.max_pixels)
-            from difface.images import read_image
 
             read_image(path)
         except (gr.Error, ImageReadError) as e:

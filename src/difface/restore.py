@@ -21,13 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from difface import weights
-from difface.autostart import AutoStart
+from difface.autostart import AutoStart, estimate_change, steps_for_error
+from difface.backends import backend_network
 from difface.config import BUNDLED_PRESETS, DEFAULT_NFE, DEFAULT_STEPS, PRESETS, TASK_PRESETS, check_eta
+from difface.data.masks import detect_mask
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module, pick_device
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise, make_sampler
 from difface.diffusion.schedule import Diffusion
-from difface.weights import trained_t_max  # noqa: F401 (kept for callers)
+from difface.weights import local_path, trained_t_max  # noqa: F401 (trained_t_max: kept for callers)
 
 BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
 # The defaults of the official models (difface.config.PRESETS), kept under these names for callers
@@ -60,8 +62,6 @@ def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
             "no bundled inpainter is installed with this copy of difface, so name the official weights:\n"
             "  --prior iddpm-ffhq256 --estimator lama-inpainting256  (downloaded on first use)")
     if not (prior.is_file() and est.is_file()):
-        from difface.weights import local_path
-
         raise BundledModelMissing(
             "no bundled model is installed with this copy of difface, so name the official weights:\n"
             f"  --prior iddpm-ffhq512 --estimator swinir-ffhq512  (downloaded on first use into "
@@ -212,7 +212,6 @@ class DifFace:
         self is unchanged. "torch" returns self. The ONNX graphs come from the export cache."""
         if backend == "torch":
             return self
-        from difface.backends import backend_network
 
         dev = self.device
         return replace(self, prior=backend_network(self.prior, backend, dtype=dtype, device=dev,
@@ -342,7 +341,6 @@ class DifFace:
         """
         if self.task != "inpainting":
             raise ValueError("this model restores; inpainting needs an inpainting estimator (e.g. LaMa)")
-        from difface.data.masks import detect_mask
 
         y0 = self._check_lq(lq)
         if mask is None:
@@ -381,8 +379,6 @@ class DifFace:
         """`start_step="auto"`: one start step per image from the estimator's change (difface.autostart).
 
         y, est: (B, 3, S, S) in [0, 1] at the model size (input and estimate)."""
-        from difface.autostart import estimate_change, steps_for_error
-
         rule = self.autostart
         err = rule.scale * estimate_change(y, est).cpu().numpy() + rule.offset
         return steps_for_error(self.diffusion, err, rule, self.t_max)

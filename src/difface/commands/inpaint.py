@@ -8,6 +8,7 @@ from pathlib import Path
 
 from difface.commands.options import inpaint_options
 from difface.commands.restore import add_model_arguments, run_pipeline
+from difface.pipeline import InpaintPipeline
 
 log = logging.getLogger("difface")
 
@@ -44,6 +45,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from difface.pipeline import InpaintPipeline
-
     return run_pipeline(args, inpaint_options, InpaintPipeline, videos=False, what="inpainted")

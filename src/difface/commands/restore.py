@@ -24,6 +24,10 @@ from difface.config import (
     SAMPLERS,
 )
 from difface.device import DTYPES
+from difface.images import IMAGE_EXTENSIONS, collect_inputs
+from difface.pipeline import OptionError, RestorePipeline
+from difface.pipeline.outputs import check_writable
+from difface.video.io import VIDEO_EXTENSIONS
 
 log = logging.getLogger("difface")
 
@@ -157,9 +161,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def collect(specs: list[str], videos: bool = False) -> list[Path]:
     """Input files of the command line (folders give their images, and videos when `videos`); ValueError
     when a spec matches nothing or nothing is found."""
-    from difface.images import IMAGE_EXTENSIONS, collect_inputs
-    from difface.video.io import VIDEO_EXTENSIONS
-
     try:
         inputs = collect_inputs(specs, extensions=IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ()))
     except FileNotFoundError as e:
@@ -199,9 +200,6 @@ def report(outcomes, elapsed: float, outdir: Path, what: str = "restored", world
 def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos: bool, what: str) -> int:
     """Shared body of `difface restore` and `difface inpaint`: options, inputs, output check, model (all
     before any input is touched; a problem is `error:` and exit 2), then the run and its report."""
-    from difface.pipeline import OptionError
-    from difface.pipeline.outputs import check_writable
-
     try:
         options = make_options(args)
         inputs = collect(args.inputs, videos=videos)
@@ -221,6 +219,4 @@ def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos
 
 
 def run(args: argparse.Namespace) -> int:
-    from difface.pipeline import RestorePipeline
-
     return run_pipeline(args, restore_options, RestorePipeline, videos=not args.aligned, what="restored")
