@@ -40,8 +40,21 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from difface.commands.options import args_from_options  # noqa: E402
+from difface.config import DEFAULT_SEED, SAMPLERS  # noqa: E402
+from difface.data.masks import detect_mask, load_mask, resize_nearest  # noqa: E402
 from difface.device import DTYPES  # noqa: E402
-from difface.images import ImageReadError, LoadedImage, to_uint8, write_image  # noqa: E402
+from difface.face.detect import get_detector  # noqa: E402
+from difface.face.photo import make_bg_upsampler  # noqa: E402
+from difface.images import (  # noqa: E402
+    ImageReadError,
+    LoadedImage,
+    check_pixels,
+    image_to_tensor,
+    read_image,
+    to_uint8,
+    write_image,
+)
 from difface.pipeline import (  # noqa: E402
     DEFAULT_MAX_PIXELS,
     InpaintOptions,
@@ -54,16 +67,16 @@ from difface.pipeline import (  # noqa: E402
     RestorePipeline,
     SamplingOptions,
 )
-from difface.restore import DifFace  # noqa: E402
+from difface.restore import DifFace, bundled_model_paths  # noqa: E402
+from difface.weights import local_path  # noqa: E402
 
 log = logging.getLogger("difface")
 
 # Largest upload Gradio accepts (its own check, before our pixel limit reads the header): a 50 MP
 # PNG, the default pixel limit, is 75 to 150 MB.
 MAX_FILE_SIZE = "200mb"
-SEED = 12345
+SEED = DEFAULT_SEED
 START_CHOICES = ("model default", "auto", "custom")
-SAMPLERS = ("official", "ddim", "dpmpp2m")
 MODES = ("whole photo", "aligned face")
 # Results older than this are deleted from the app's work folder (and Gradio's cache) while it runs.
 KEEP_RESULTS_S = 3600
@@ -80,8 +93,6 @@ class ModelChoice:
 
 def official_models(task: str) -> list[ModelChoice]:
     """The official models whose files are in the weights cache (never downloaded by the app)."""
-    from difface.weights import local_path
-
     pairs = {"restoration": [("official DifFace 512 px (iddpm-ffhq512 + swinir-ffhq512)", "iddpm-ffhq512",
                               "swinir-ffhq512")],
              "inpainting": [("official DifFace 256 px (iddpm-ffhq256 + lama-inpainting256)", "iddpm-ffhq256",
@@ -214,8 +225,6 @@ class AppServer:
     def _check_models(self, task: str) -> str:
         """Drop the bundled model when it is not installed, load the first usable model of `task` (dropping
         those before it that fail); returns the reasons models were dropped."""
-        from difface.restore import bundled_model_paths
-
         choices = self.restore_models if task == "restoration" else self.inpaint_models
         reasons = []
         for label, m in list(choices.items()):
@@ -255,15 +264,13 @@ class AppServer:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            if task == "restoration":
-                pipe = RestorePipeline.load(RestoreOptions(model=mo, aligned=True))
-            else:
-                pipe = InpaintPipeline.load(InpaintOptions(model=mo))
-            self._models[key] = pipe.model
+            model = DifFace.from_pretrained(prior=mo.prior, estimator=mo.estimator, task=task, device=mo.device,
+                                            dtype=mo.dtype, backend=mo.backend, steps=mo.steps)
+            self._models[key] = model
             same_task = [k for k in self._models if k[0] == task]
             while len(same_task) > self.keep_models:  # free the least recently used model of this task
                 del self._models[same_task.pop(0)]
-            return pipe.model
+            return model
 
     def defaults(self, label: str, task: str) -> tuple[float, int, str]:
         """(default eta, default start step, one line describing the model) of a menu label."""
@@ -279,9 +286,6 @@ class AppServer:
         """The whole-photo detector and background upsampler, built once (as `difface restore` builds them)."""
         key = (photo.detector, photo.bg_upsampler, str(device), dtype)
         if key not in self._photo_parts:
-            from difface.face.detect import get_detector
-            from difface.face.photo import make_bg_upsampler
-
             self._photo_parts[key] = (get_detector(photo.detector, device=str(device)),
                                       make_bg_upsampler(photo.bg_upsampler, device, dtype))
         return self._photo_parts[key]
@@ -356,9 +360,7 @@ class AppServer:
         else:
             faces = [(to_uint8(image.rgb), "input"), (_display(result.estimate), "estimate f(y)"), (after, "result")]
         steps = sorted(set(result.start_steps))
-        cli = ["difface", "restore", src.name, "-o", "out"] + (["--aligned"] if aligned else []) + \
-            _model_args(options.model) + _sampling_args(options.sampling) + \
-            ([] if aligned else ["--upscale", str(options.photo.upscale)])
+        cli = ["difface", "restore", src.name, "-o", "out"] + args_from_options(options)
         what = f"{result.faces} face(s) restored" if not aligned else "aligned face restored"
         if result.skipped:
             what += f", {result.skipped} left as they were (larger than {pipe.max_face_size:g} px)"
@@ -390,8 +392,6 @@ class AppServer:
             if painted_any:
                 missing |= _resize_nearest(np.asarray(painted, bool), hw)
             if mask_path:
-                from difface.data.masks import load_mask
-
                 try:
                     missing |= load_mask(Path(mask_path), hw, name=f"mask {Path(mask_path).name}") > 0.5
                 except ValueError as e:
@@ -424,8 +424,6 @@ class AppServer:
         alpha = result.alpha if result.alpha is not None and result.alpha.shape == result.image.shape[:2] else None
         write_image(dst, result.image, alpha, bit_depth=16 if image.bit_depth == 16 else 8)
         if mask is None:  # the official convention: the missing pixels are the black ones
-            from difface.data.masks import detect_mask
-            from difface.images import image_to_tensor
 
             mask = detect_mask(image_to_tensor(image.rgb))[0, 0].numpy()
         hole = mask[:, :, None] > 0.5
@@ -434,9 +432,9 @@ class AppServer:
         fill = np.where(hole, result.estimate, image.rgb)  # the estimator's fill of the hole, before diffusion
         panels = [(before, "input (missing region black)"), (_display(fill), "estimate (LaMa's fill)"),
                   (after, "result")]
-        cli = ["difface", "inpaint", src.name, "-o", "out"] + \
-            (["--mask", mask_file.name] if mask_file else []) + _model_args(options.model) + \
-            _sampling_args(options.sampling)
+        cli = ["difface", "inpaint", src.name, "-o", "out"] + args_from_options(options)
+        if mask_file is not None:  # the file the page's download offers, by its name
+            cli[cli.index("--mask") + 1] = mask_file.name
         log_line = (f"{src.name}: {hole.mean() * 100:.1f} % of the face inpainted in {seconds:.1f} s. "
                     f"{pipe.describe()}; seed {options.sampling.seed}. Same as: {shlex.join(cli)}")
         log.info("%s", log_line)
@@ -507,8 +505,6 @@ def _read(pipe, src: Path, mask_file: Path | None = None) -> LoadedImage:
 
 def _header_size(src: Path, max_pixels: int) -> tuple[int, int]:
     """(H, W) of an upload, from its header (pixel limit checked), else from decoding it."""
-    from difface.images import check_pixels, read_image
-
     try:
         size = check_pixels(src, max_pixels)
         if size is None:
@@ -521,7 +517,6 @@ def _header_size(src: Path, max_pixels: int) -> tuple[int, int]:
 def _resize_nearest(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if a.shape[:2] == tuple(hw):
         return a
-    from difface.data.masks import resize_nearest
 
     return resize_nearest(a.astype(np.float32), hw) > 0.5
 
@@ -535,21 +530,6 @@ def _display(rgb: np.ndarray, hw: tuple[int, int] | None = None) -> np.ndarray:
     return to_uint8(rgb)
 
 
-def _model_args(m: ModelOptions) -> list[str]:
-    args = [] if m.prior is None else ["--prior", m.prior, "--estimator", m.estimator]
-    if m.device != "auto":
-        args += ["--device", m.device]
-    return args + ([] if m.dtype == "fp32" else ["--dtype", m.dtype])
-
-
-def _sampling_args(s: SamplingOptions) -> list[str]:
-    args = [] if s.start_step is None else ["--start-step", str(s.start_step)]
-    args += [] if s.eta is None else ["--eta", f"{s.eta:g}"]
-    if s.sampler != "official":
-        args += ["--sampler", s.sampler] + ([] if s.nfe is None else ["--nfe", str(s.nfe)])
-    return args + ["--seed", str(s.seed)]
-
-
 def _path(payload) -> str | None:
     """The uploaded file of an image component's raw value (events run with preprocess=False, so that the
     file reaches our reader untouched: Gradio's preprocessing would decode, and for some modes re-encode,
@@ -561,8 +541,6 @@ def _path(payload) -> str | None:
 
 def mask_from_editor(value) -> np.ndarray | None:
     """The painted area of a raw gr.ImageEditor value: (H, W) bool, True where any layer has paint."""
-    from difface.images import read_image
-
     if not isinstance(value, dict):
         return None
     painted = None
@@ -725,7 +703,6 @@ def _inpaint_tab(server: AppServer) -> None:
             return None
         try:  # only an image within the pixel limit goes to the editor; the Inpaint button names the problem
             _header_size(Path(path), server.max_pixels)
-            from difface.images import read_image
 
             read_image(path)
         except (gr.Error, ImageReadError) as e:

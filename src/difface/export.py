@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from difface.backends.onnx_export import DEFAULT_OPSET, cache_record, cached_export, file_sha256
+from difface.config import DEFAULT_NFE
 from difface.images import atomic_write_bytes
 from difface.restore import DifFace
 
@@ -69,7 +70,7 @@ def sampling_plan(model: DifFace, start_step: int, *, eta: float, sampler: str =
     from difface.diffusion.solvers import solver_timesteps
 
     base = d.base()
-    ts = solver_timesteps(plan["start_t"], 10 if nfe is None else nfe)
+    ts = solver_timesteps(plan["start_t"], DEFAULT_NFE if nfe is None else nfe)
     plan["nfe"] = len(ts)
     abar = [float(base.alphas_cumprod[t]) for t in ts] + [1.0]
     for k, t in enumerate(ts):

@@ -11,7 +11,6 @@ and so is the randomness (one generator per image, or a replayed noise source).
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,29 +20,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difface.autostart import AutoStart
+from difface import weights
+from difface.autostart import AutoStart, estimate_change, steps_for_error
+from difface.backends import backend_network
+from difface.config import BUNDLED_PRESETS, DEFAULT_NFE, DEFAULT_STEPS, PRESETS, TASK_PRESETS, check_eta
+from difface.data.masks import detect_mask
 from difface.device import autocast as autocast_ctx
-from difface.device import fast_module
+from difface.device import fast_module, pick_device
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise, make_sampler
 from difface.diffusion.schedule import Diffusion
+from difface.weights import local_path, trained_t_max  # noqa: F401 (trained_t_max: kept for callers)
 
-DEFAULT_START_T = 400  # official: start step 100 of "ddim250" = original timestep 400 of 1000
-DEFAULT_ETA = 0.5
-DEFAULT_RESPACING = "ddim250"
-INPAINT_START_T = 480  # official inpainting: start step 120 of "ddim250"
-INPAINT_ETA = 1.0
 BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
-# The bundled prior is small and CPU-trained: it helps near the clean end of the chain and harms
-# from t=400 on, so its default start is lower (measured in docs/model-card.md).
-BUNDLED_START_T = 80  # start step 20 of ddim250: the fixed start shown as the alternative to auto
-BUNDLED_ETA = 0.0  # at start 20, eta 0 beat 0.5 on both PSNR-Y and NIQE (docs/model-card.md)
-# The bundled model (v2) chooses its start step per image (difface.autostart; its estimator carries the
-# calibrated rule): mild damage gets none, severe damage a little (docs/model-card.md, "Version 2").
-BUNDLED_AUTO = True
-# The bundled inpainter: measured in docs/model-card.md ("Inpainting").
-BUNDLED_INPAINT_START_T, BUNDLED_INPAINT_ETA = INPAINT_START_T, INPAINT_ETA
-# kept for callers that speak in respaced steps of the default "ddim250" chain
-DEFAULT_START_STEP, BUNDLED_START_STEP = DEFAULT_START_T // 4, BUNDLED_START_T // 4
+# The defaults of the official models (difface.config.PRESETS), kept under these names for callers
+DEFAULT_START_T, DEFAULT_ETA = PRESETS["official-512"].start_t, PRESETS["official-512"].eta
+INPAINT_START_T, INPAINT_ETA = PRESETS["official-256-inpaint"].start_t, PRESETS["official-256-inpaint"].eta
+DEFAULT_RESPACING = DEFAULT_STEPS
 
 
 def image_seed(seed: int, image: torch.Tensor) -> int:
@@ -70,8 +62,6 @@ def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
             "no bundled inpainter is installed with this copy of difface, so name the official weights:\n"
             "  --prior iddpm-ffhq256 --estimator lama-inpainting256  (downloaded on first use)")
     if not (prior.is_file() and est.is_file()):
-        from difface.weights import local_path
-
         raise BundledModelMissing(
             "no bundled model is installed with this copy of difface, so name the official weights:\n"
             f"  --prior iddpm-ffhq512 --estimator swinir-ffhq512  (downloaded on first use into "
@@ -83,20 +73,7 @@ def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
     return prior, est
 
 
-def _metadata(path: str | Path | None) -> dict[str, str]:
-    """The metadata of one of our safetensors files ({} for other files)."""
-    if path is None or Path(path).suffix != ".safetensors":
-        return {}
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return dict(f.metadata() or {})
-
-
-def trained_t_max(path: str | Path | None) -> int | None:
-    """The largest timestep a prior was trained on, from our safetensors metadata (None: unknown/all)."""
-    value = _metadata(path).get("difface.t_max")
-    return None if value is None else int(value)
+_metadata = weights.read_metadata  # kept for callers
 
 
 def _check_role(net: nn.Module, source, option: str, role: str, kinds: tuple[str, ...]) -> None:
@@ -155,9 +132,15 @@ class DifFace:
     ) -> DifFace:
         size = prior.config.image_size if hasattr(prior, "config") else 512
         model = cls(prior, estimator, Diffusion.create(1000, "linear", respacing), size, name, task=task)
-        if task == "inpainting":
-            model.default_start_t, model.default_eta = INPAINT_START_T, INPAINT_ETA
+        model.apply_preset(TASK_PRESETS[task])
         return model
+
+    def apply_preset(self, preset: str) -> None:
+        """Take the defaults (start, eta, auto rule; t_max when the preset fixes one) of `PRESETS[preset]`."""
+        p = PRESETS[preset]
+        self.default_start_t, self.default_eta, self.default_auto = p.start_t, p.eta, p.auto
+        if p.t_max is not None:
+            self.t_max = p.t_max
 
     @classmethod
     def load(
@@ -166,8 +149,6 @@ class DifFace:
     ) -> DifFace:
         """Load from registry names or files; with neither given, the bundled small model for `task`
         ("restoration" or "inpainting"). With named files the task follows the estimator's kind."""
-        from difface import weights
-
         bundled = prior is None and estimator is None
         if bundled:
             prior, estimator = bundled_model_paths(task)
@@ -185,14 +166,38 @@ class DifFace:
         model.sources = {"prior": weights.resolve(prior, allow_download=False),
                          "estimator": weights.resolve(estimator, allow_download=False)}
         model.t_max = trained_t_max(model.sources["prior"])
-        model.autostart = AutoStart.from_json(_metadata(weights.resolve(estimator, allow_download=False))
-                                              .get("difface.autostart"))
-        if bundled and task == "restoration":
-            model.default_start_t, model.default_eta = BUNDLED_START_T, BUNDLED_ETA
-            model.default_auto = BUNDLED_AUTO
-        elif bundled:
-            model.default_start_t, model.default_eta = BUNDLED_INPAINT_START_T, BUNDLED_INPAINT_ETA
+        model.autostart = AutoStart.from_json(weights.autostart_rule(model.sources["estimator"]))
+        if bundled:
+            model.apply_preset(BUNDLED_PRESETS[task])
         return model
+
+    @classmethod
+    def from_pretrained(
+        cls, preset: str | None = None, *, prior: str | None = None, estimator: str | None = None,
+        task: str = "restoration", device: torch.device | str | None = None, dtype: str = "fp32",
+        backend: str = "torch", steps: str = DEFAULT_STEPS, channels_last: bool = False, compile: bool = False,
+    ) -> DifFace:
+        """The one entry to a ready model: a preset name of difface.config.PRESETS, or files / registry names
+        (prior and estimator; neither: the bundled model of `task`), moved to `device` (None: the best
+        available), optionally optimized, its networks run through `backend`.
+
+        Raises ValueError naming the weights file that cannot be used (or the device that is not usable)."""
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+            if prior is not None or estimator is not None:
+                raise ValueError("give a preset or the prior and estimator files, not both")
+            prior, estimator, task = PRESETS[preset].prior, PRESETS[preset].estimator, PRESETS[preset].task
+        try:
+            model = cls.load(prior, estimator, respacing=steps, task=task)
+        except weights.WeightsError as e:
+            raise ValueError(str(e)) from None
+        except (OSError, RuntimeError, KeyError) as e:
+            raise ValueError(str(e).strip("'\"")) from None
+        model = model.to(device if isinstance(device, torch.device) else pick_device(device or "auto"))
+        if channels_last or compile:
+            model = model.optimized(channels_last=channels_last, compile=compile)
+        return model.with_backend(backend, dtype=dtype)
 
     def optimized(self, *, channels_last: bool = False, compile: bool = False) -> DifFace:
         """A copy running faster stand-ins of both networks (difface.device.fast_module); self is unchanged.
@@ -207,7 +212,6 @@ class DifFace:
         self is unchanged. "torch" returns self. The ONNX graphs come from the export cache."""
         if backend == "torch":
             return self
-        from difface.backends import backend_network
 
         dev = self.device
         return replace(self, prior=backend_network(self.prior, backend, dtype=dtype, device=dev,
@@ -337,7 +341,6 @@ class DifFace:
         """
         if self.task != "inpainting":
             raise ValueError("this model restores; inpainting needs an inpainting estimator (e.g. LaMa)")
-        from difface.data.masks import detect_mask
 
         y0 = self._check_lq(lq)
         if mask is None:
@@ -376,8 +379,6 @@ class DifFace:
         """`start_step="auto"`: one start step per image from the estimator's change (difface.autostart).
 
         y, est: (B, 3, S, S) in [0, 1] at the model size (input and estimate)."""
-        from difface.autostart import estimate_change, steps_for_error
-
         rule = self.autostart
         err = rule.scale * estimate_change(y, est).cpu().numpy() + rule.offset
         return steps_for_error(self.diffusion, err, rule, self.t_max)
@@ -407,8 +408,7 @@ class DifFace:
         `x0_fn_for(indices)` gives the x0 refinement for those images of the batch; `fit_nfe` lowers nfe
         to what fits below each start (automatic starts can be small)."""
         eta = self.default_eta if eta is None else eta
-        if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0.0 <= eta <= 1.0):
-            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        check_eta(eta)
         if noise_fn is None and any(steps):
             if seeds is None or len(seeds) != est.shape[0]:
                 raise ValueError("give one seed per image (seeds) or an explicit noise_fn")
@@ -427,7 +427,7 @@ class DifFace:
             x = self.diffusion.q_sample(x0, t, nf(x0))
             nfe_n = nfe
             if fit_nfe and sampler in ("ddim", "dpmpp2m"):
-                nfe_n = min(10 if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
+                nfe_n = min(DEFAULT_NFE if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
             run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe_n, method=method) if isinstance(sampler, str) \
                 else sampler
             x0_fn = None if x0_fn_for is None else x0_fn_for(idx)

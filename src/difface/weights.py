@@ -509,6 +509,27 @@ def closest_arch(sd: dict[str, torch.Tensor]) -> str | None:
     return best if score >= 0.5 else None
 
 
+def read_metadata(path: str | os.PathLike | None) -> dict[str, str]:
+    """The metadata of one of our safetensors files ({} for None and for other files)."""
+    if path is None or Path(path).suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+def trained_t_max(path: str | os.PathLike | None) -> int | None:
+    """The largest timestep a prior was trained on, from our safetensors metadata (None: unknown/all)."""
+    value = read_metadata(path).get("difface.t_max")
+    return None if value is None else int(value)
+
+
+def autostart_rule(path: str | os.PathLike | None) -> str | None:
+    """The calibrated auto-start rule (JSON) an estimator file carries (None: none)."""
+    return read_metadata(path).get("difface.autostart")
+
+
 def load_network(source: str | os.PathLike, *, arch: str | None = None, allow_download: bool = True) -> nn.Module:
     """Build and load a network from a registry name or a file (eval mode, float32, CPU).
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
+from difface.config import BACKEND_NAMES as BACKENDS
+
 PIP = {
     "onnxruntime": "pip install onnxruntime  (NVIDIA GPUs: pip install onnxruntime-gpu)",
     "openvino": "pip install openvino  (or: pip install 'difface[openvino]')",

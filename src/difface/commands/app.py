@@ -17,6 +17,7 @@ from pathlib import Path
 
 from difface.commands.restore import pixels_arg
 from difface.device import DTYPES
+from difface.pipeline import DEFAULT_MAX_PIXELS, OptionError
 
 log = logging.getLogger("difface")
 
@@ -191,7 +192,6 @@ def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], a
     except ImportError as e:
         log.error("error: the app needs Gradio (%s): pip install 'difface[app]'", e)
         return 2
-    from difface.pipeline import DEFAULT_MAX_PIXELS, OptionError
 
     restore_models = inpaint_models = None
     if args.prior:

@@ -6,7 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from difface.commands.options import inpaint_options
 from difface.commands.restore import add_model_arguments, run_pipeline
+from difface.pipeline import InpaintPipeline
 
 log = logging.getLogger("difface")
 
@@ -42,19 +44,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def inpaint_options(args: argparse.Namespace):
-    from difface.pipeline import DEFAULT_MAX_PIXELS, InpaintOptions, ModelOptions, SamplingOptions
-
-    return InpaintOptions(
-        model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
-                           args.backend),
-        sampling=SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed),
-        mask=args.mask, batch_size=args.batch_size, save_comparison=args.save_comparison,
-        max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    from difface.pipeline import InpaintPipeline
-
     return run_pipeline(args, inpaint_options, InpaintPipeline, videos=False, what="inpainted")

@@ -10,7 +10,24 @@ from pathlib import Path
 import torch
 
 from difface import distributed
+from difface.commands.options import restore_options
+from difface.config import (
+    BACKEND_NAMES,
+    DEFAULT_BATCH_FRAMES,
+    DEFAULT_CRF,
+    DEFAULT_MAX_VIDEO_SECONDS,
+    DEFAULT_NFE,
+    DEFAULT_SEED,
+    DEFAULT_STEPS,
+    DEFAULT_UPSCALE,
+    DETECTORS,
+    SAMPLERS,
+)
 from difface.device import DTYPES
+from difface.images import IMAGE_EXTENSIONS, collect_inputs
+from difface.pipeline import OptionError, RestorePipeline
+from difface.pipeline.outputs import check_writable
+from difface.video.io import VIDEO_EXTENSIONS
 
 log = logging.getLogger("difface")
 
@@ -61,27 +78,27 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    "image from how much the estimator changed it (more damage, more diffusion). Default: the "
                    "model's (the official models: t = 400 of 1000, i.e. 100 on ddim250; the bundled small model: "
                    "auto), printed at start; a fixed N is kept at the same t when --steps changes")
-    p.add_argument("--steps", default="ddim250", help="timestep respacing of the official loop, e.g. ddim250, "
-                   "ddim50 or 250 (default ddim250)")
+    p.add_argument("--steps", default=DEFAULT_STEPS, help="timestep respacing of the official loop, e.g. ddim250, "
+                   f"ddim50 or 250 (default {DEFAULT_STEPS})")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1]: lower is more faithful, higher "
                    "more realistic (default: the model's, printed at start)")
-    p.add_argument("--seed", type=int, default=12345, help="random seed; each image draws from its own "
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed; each image draws from its own "
                    "generator, seeded from this and the image's content, so a result depends only on the image "
-                   "and the seed, not on batching, order or sharding (default 12345)")
+                   f"and the seed, not on batching, order or sharding (default {DEFAULT_SEED})")
     p.add_argument("--batch-size", type=int, default=1, help="faces per network batch (default 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="network precision: fp32, or bf16/fp16 "
                    "through autocast (fp16 only on GPUs; default fp32)")
-    p.add_argument("--sampler", default="official", choices=["official", "ddim", "dpmpp2m"],
+    p.add_argument("--sampler", default="official", choices=list(SAMPLERS),
                    help="official: the respaced DDIM loop of the paper (one evaluation per step from the start "
                    "step); ddim / dpmpp2m: --nfe evaluations from the same start state (fast presets)")
     p.add_argument("--nfe", type=int, default=None, help="network evaluations of --sampler ddim/dpmpp2m "
-                   "(default 10)")
+                   f"(default {DEFAULT_NFE})")
     p.add_argument("--fast", action="store_true", help="channels-last memory layout (same outputs within 1e-4, "
                    "faster on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
                    "per process; worth it for many faces)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"],
+    p.add_argument("--backend", default="torch", choices=list(BACKEND_NAMES),
                    help="where the network forwards run: torch (default), onnxruntime or openvino (their ONNX "
                    "graphs are exported once and cached; docs/onnx.md)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
@@ -107,9 +124,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write OUTDIR/comparisons/name.png: input | estimate | result (whole photos: "
                    "input | result)")
     photo = p.add_argument_group("whole photos (without --aligned)")
-    photo.add_argument("--upscale", type=int, default=2, help="output scale of whole photos, 1 to 8 (default 2)")
-    photo.add_argument("--detector", default="mtcnn", help="face detector: mtcnn (default, offline), yunet, "
-                       "retinaface_resnet50, retinaface_mobile0.25")
+    photo.add_argument("--upscale", type=int, default=DEFAULT_UPSCALE, help="output scale of whole photos, 1 to 8 "
+                       f"(default {DEFAULT_UPSCALE})")
+    photo.add_argument("--detector", default=DETECTORS[0], help=f"face detector: {DETECTORS[0]} (default, offline), "
+                       f"{', '.join(DETECTORS[1:])}")
     photo.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
     photo.add_argument("--bg-upsampler", default="auto",
                        help="background upsampler: auto (Real-ESRGAN x2 when its weights are cached, else "
@@ -126,50 +144,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "instead of one seed per tracked face")
     video.add_argument("--no-smoothing", action="store_true", help="align each frame's faces on their own "
                        "landmarks, without temporal smoothing")
-    video.add_argument("--batch-frames", type=int, default=8, help="frames whose faces are restored together "
-                       "(default 8)")
-    video.add_argument("--crf", type=int, default=18, help="H.264 quality, 0-51, lower is better (default 18)")
+    video.add_argument("--batch-frames", type=int, default=DEFAULT_BATCH_FRAMES, help="frames whose faces are "
+                       f"restored together (default {DEFAULT_BATCH_FRAMES})")
+    video.add_argument("--crf", type=int, default=DEFAULT_CRF, help="H.264 quality, 0-51, lower is better "
+                       f"(default {DEFAULT_CRF})")
     video.add_argument("--no-resume", action="store_true", help="start an interrupted clip over instead of "
                        "reusing its finished segments")
     video.add_argument("--refuse-vfr", action="store_true", help="refuse clips with a variable frame rate "
                        "(default: keep every frame's timestamp)")
-    video.add_argument("--max-video-seconds", type=float, default=300.0, metavar="S",
-                       help="refuse clips longer than this, from the header (default 300: 5 minutes; 0: no limit)")
+    video.add_argument("--max-video-seconds", type=float, default=DEFAULT_MAX_VIDEO_SECONDS, metavar="S",
+                       help="refuse clips longer than this, from the header (default "
+                       f"{DEFAULT_MAX_VIDEO_SECONDS:g}: 5 minutes; 0: no limit)")
     p.set_defaults(func=run)
-
-
-def restore_options(args: argparse.Namespace):
-    """The validated RestoreOptions of parsed arguments (OptionError for a bad value)."""
-    from difface.pipeline import (
-        DEFAULT_MAX_PIXELS,
-        ModelOptions,
-        PhotoOptions,
-        RestoreOptions,
-        SamplingOptions,
-        VideoSettings,
-    )
-
-    tracking = not args.no_tracking
-    return RestoreOptions(
-        model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
-                           args.backend),
-        sampling=SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed),
-        photo=PhotoOptions(args.upscale, args.detector, args.only_center_face, args.bg_upsampler, args.draw_boxes,
-                           args.max_face_size),
-        video=VideoSettings(tracking, tracking and not args.no_track_seeds, tracking and not args.no_smoothing,
-                            args.batch_frames, args.crf, not args.no_resume, args.refuse_vfr,
-                            args.max_video_seconds),
-        aligned=args.aligned, batch_size=args.batch_size, save_comparison=args.save_comparison,
-        max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
-    )
 
 
 def collect(specs: list[str], videos: bool = False) -> list[Path]:
     """Input files of the command line (folders give their images, and videos when `videos`); ValueError
     when a spec matches nothing or nothing is found."""
-    from difface.images import IMAGE_EXTENSIONS, collect_inputs
-    from difface.video.io import VIDEO_EXTENSIONS
-
     try:
         inputs = collect_inputs(specs, extensions=IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ()))
     except FileNotFoundError as e:
@@ -209,9 +200,6 @@ def report(outcomes, elapsed: float, outdir: Path, what: str = "restored", world
 def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos: bool, what: str) -> int:
     """Shared body of `difface restore` and `difface inpaint`: options, inputs, output check, model (all
     before any input is touched; a problem is `error:` and exit 2), then the run and its report."""
-    from difface.pipeline import OptionError
-    from difface.pipeline.outputs import check_writable
-
     try:
         options = make_options(args)
         inputs = collect(args.inputs, videos=videos)
@@ -231,6 +219,4 @@ def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos
 
 
 def run(args: argparse.Namespace) -> int:
-    from difface.pipeline import RestorePipeline
-
     return run_pipeline(args, restore_options, RestorePipeline, videos=not args.aligned, what="restored")

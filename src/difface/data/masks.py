@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 import torch
 
+from difface.images import read_image
+
 MASK_KINDS = ("irregular", "box", "outpainting", "mixed")
 REFERENCE_SIZE = 256  # the official parameters below are in pixels of a 256 x 256 image
 
@@ -121,8 +123,6 @@ def load_mask(source: str | os.PathLike | np.ndarray | torch.Tensor, size: Size 
     as missing, and difface.images.ImageReadError (a ValueError) when the file cannot be read.
     """
     if isinstance(source, (str, os.PathLike)):
-        from difface.images import read_image
-
         label = name or str(source)
         img = read_image(Path(source))
         gray = _to_gray(img.rgb, label)

@@ -26,6 +26,7 @@ NoiseFn = Callable[[torch.Tensor], torch.Tensor]
 X0Fn = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None]
 SAMPLERS = ("official", "ddim", "dpmpp2m")
+DEFAULT_NFE = 10  # network evaluations of the few-step samplers when none is given
 
 
 @dataclass
@@ -181,7 +182,7 @@ def make_sampler(diffusion: Diffusion, start_step: int, *, sampler: str = "offic
 
     t_start = int(diffusion.timestep_map[start_step])
     base = diffusion.base()
-    return FewStepSampler(base, tuple(solver_timesteps(t_start, 10 if nfe is None else nfe)), sampler, eta)
+    return FewStepSampler(base, tuple(solver_timesteps(t_start, DEFAULT_NFE if nfe is None else nfe)), sampler, eta)
 
 
 def generator_noise(generators: Sequence[torch.Generator]) -> NoiseFn:

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from difface.models.rrdbnet import RRDBNet
-from difface.weights import load_weights
+from difface.weights import cache_dir, entry, load_weights, local_path
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ def note_lanczos_fallback(upscale: float | None = None) -> None:
     How to get them (the download command, and where to put the file when this machine is offline) is
     said once: a marker file in the weights cache remembers it, and later runs get one short line. With
     `upscale` <= 1 the background is not enlarged, the weights would not help, and nothing is suggested."""
-    from difface.weights import cache_dir, entry, local_path
-
     if upscale is not None and upscale <= 1:
         log.debug("background: kept at its size (upscale %g)", upscale)
         return

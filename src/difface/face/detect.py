@@ -17,8 +17,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from difface.config import DETECTORS as BACKENDS
+from difface.weights import resolve
+
 DEFAULT_BACKEND = "mtcnn"
-BACKENDS = ("mtcnn", "yunet", "retinaface_resnet50", "retinaface_mobile0.25")
 
 
 @dataclass
@@ -127,7 +129,6 @@ def get_detector(name: str = DEFAULT_BACKEND, weights: str | os.PathLike | None 
         from difface.face.retinaface import RetinaFaceDetector
 
         if weights is None:  # the weights registry's cache (no download here: see `difface weights`)
-            from difface.weights import resolve
 
             weights = resolve(name.replace("_", "-").replace("mobile0", "mobilenet0"), allow_download=False)
         return RetinaFaceDetector(name.split("_", 1)[1], weights, device=device)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from difface.face.detect import Detections, nms
+from difface.weights import check_bundled
 
 WEIGHTS_FILE = "mtcnn.safetensors"
 
@@ -103,8 +104,6 @@ def load_mtcnn(path: str | None = None) -> MTCNN:
 
     if path is None:
         with resources.as_file(resources.files("difface") / "assets" / WEIGHTS_FILE) as p:
-            from difface.weights import check_bundled
-
             check_bundled(Path(p))  # the shipped file, unchanged since installation (WeightsMismatch otherwise)
             sd = load_file(str(p))
     else:

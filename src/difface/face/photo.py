@@ -20,11 +20,19 @@ import torch
 from tqdm import tqdm
 
 from difface.face.align import estimate_alignment, select_faces, warp_faces
-from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
+from difface.face.background import (
+    RealESRGANUpsampler,
+    Upsampler,
+    lanczos_upsampler,
+    note_lanczos_fallback,
+    resize_to,
+    target_size,
+)
 from difface.face.band import coarse_correction
 from difface.face.band import note as band_note
 from difface.face.detect import Detections, FaceDetector, detect_faces, get_detector
 from difface.face.paste import MaskFn, add_corrections, draw_crop_outlines, paste_faces
+from difface.weights import local_path, resolve
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +254,6 @@ def make_bg_upsampler(choice: str = "auto", device: str | torch.device = "cpu",
     """Background upsampler by name: "lanczos"; "realesrgan" (cached RealESRGAN_x2plus.pth, else
     WeightsUnavailable with instructions); "auto" (Real-ESRGAN when cached, else Lanczos); or a path.
     upscale: the run's scale, when known (the Real-ESRGAN suggestion is only made where it can help)."""
-    from difface.face.background import RealESRGANUpsampler, note_lanczos_fallback
-    from difface.weights import local_path, resolve
-
     if choice == "lanczos":
         return lanczos_upsampler
     if choice == "auto":

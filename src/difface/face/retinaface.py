@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from difface.face.detect import Detections, nms
+from difface.weights import load_weights
 
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
@@ -199,8 +200,6 @@ def decode(loc: np.ndarray, landm: np.ndarray, anchors: np.ndarray) -> tuple[np.
 
 def load_retinaface(backbone: str, weights: str | os.PathLike) -> RetinaFace:
     """RetinaFace with a facexlib checkpoint loaded strictly (`module.` prefix stripped), eval mode."""
-    from difface.weights import load_weights
-
     return load_weights(RetinaFace(backbone), weights).eval()
 
 

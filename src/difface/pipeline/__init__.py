@@ -5,8 +5,7 @@ folders; `restore` is the restoration pipeline (aligned faces and whole photos).
 parse arguments into options, call a pipeline and report its outcomes.
 """
 
-from difface.pipeline.inpaint import InpaintPipeline, MaskError
-from difface.pipeline.options import (
+from difface.config import (
     DEFAULT_MAX_PIXELS,
     InpaintOptions,
     ModelOptions,
@@ -16,6 +15,7 @@ from difface.pipeline.options import (
     SamplingOptions,
     VideoSettings,
 )
+from difface.pipeline.inpaint import InpaintPipeline, MaskError
 from difface.pipeline.outputs import Job, Outcome, check_writable, plan_outputs
 from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, RestorePipeline
 

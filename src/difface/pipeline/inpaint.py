@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difface.config import InpaintOptions
 from difface.data.masks import detect_mask, load_mask
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, LoadedImage, image_to_tensor, tensor_to_image
-from difface.pipeline.options import InpaintOptions
 from difface.pipeline.outputs import Job
 from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, _to_gray
 from difface.restore import Restoration, image_seed

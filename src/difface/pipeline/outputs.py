@@ -13,7 +13,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from difface.pipeline.options import OptionError
+from difface.config import OptionError
+from difface.video.io import is_video_path
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,6 @@ class Outcome:
 
 def output_suffix(src: Path) -> str:
     """.mp4 for videos (difface.video), .png for images."""
-    from difface.video.io import is_video_path
-
     return ".mp4" if is_video_path(src) else ".png"
 
 

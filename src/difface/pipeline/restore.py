@@ -22,7 +22,11 @@ import numpy as np
 import torch
 
 from difface.autostart import AutoStart, steps_for_error
+from difface.config import OptionError, RestoreOptions
 from difface.device import DTYPES, cpu_has_native_bf16, pick_device
+from difface.face import band
+from difface.face.detect import get_detector
+from difface.face.photo import MAX_OUTPUT_PIXELS, make_bg_upsampler, restore_photo
 from difface.images import (
     ImageReadError,
     ImageTooLarge,
@@ -33,9 +37,9 @@ from difface.images import (
     tensor_to_image,
     write_image,
 )
-from difface.pipeline.options import OptionError, RestoreOptions
 from difface.pipeline.outputs import Job, Outcome, check_writable, keep_existing, plan_outputs
 from difface.restore import DifFace, Restoration, image_seed
+from difface.video import VideoDependencyError, VideoError, VideoOptions, restore_video
 
 log = logging.getLogger("difface")
 
@@ -117,11 +121,9 @@ class FacePipeline:
         if m.dtype == "bf16" and dev.type == "cpu" and cpu_has_native_bf16() is False:
             log.warning("warning: --dtype bf16: this CPU has no bf16 instructions (AVX512_BF16 / AMX), so bf16 is "
                         "emulated and about 10x slower than fp32 here; use fp32 (and --fast) on this machine")
-        model = _load_model(m.prior, m.estimator, m.steps, cls.task).to(dev)
-        if m.fast or m.compile:
-            model = model.optimized(channels_last=m.fast, compile=m.compile)
-        if getattr(m, "backend", "torch") != "torch":
-            model = model.with_backend(m.backend, dtype=m.dtype)
+        model = DifFace.from_pretrained(prior=m.prior, estimator=m.estimator, task=cls.task, device=dev,
+                                        dtype=m.dtype, backend=m.backend, steps=m.steps, channels_last=m.fast,
+                                        compile=m.compile)
         return cls(model, options, dev)
 
     def _check_against_model(self) -> None:
@@ -205,8 +207,6 @@ class FacePipeline:
         Whole photos are also refused, before decoding, when the upscaled output would be too large."""
         size = check_pixels(path, self.options.max_pixels) if path.is_file() else None
         if size is not None and not self.aligned:
-            from difface.face.photo import MAX_OUTPUT_PIXELS
-
             w, h = size
             up = self.options.photo.upscale
             if w * h * up**2 > MAX_OUTPUT_PIXELS:
@@ -348,9 +348,6 @@ class RestorePipeline(FacePipeline):
     def _photo_parts(self):
         """Detector and background upsampler of whole photos, built once."""
         if self._detector is None:
-            from difface.face.detect import get_detector
-            from difface.face.photo import make_bg_upsampler
-
             p = self.options.photo
             try:
                 self._detector = get_detector(p.detector, device=str(self.device))
@@ -370,8 +367,6 @@ class RestorePipeline(FacePipeline):
 
     def restore_aligned(self, images: Sequence[LoadedImage]) -> list[ImageResult]:
         """Aligned faces of any size, restored together (each resized to the model size on its own)."""
-        from difface.face import band
-
         s = self.model.image_size
         x = torch.cat([_resize(image_to_tensor(im.rgb), (s, s)) for im in images])
         out = self.restore_faces(x)
@@ -393,16 +388,12 @@ class RestorePipeline(FacePipeline):
 
     def _note_band(self, face_px: int | str) -> None:
         """Log the band merge once per face size and pipeline (not once per face)."""
-        from difface.face import band
-
         seen = self.__dict__.setdefault("_band_sizes", set())
         if face_px not in seen:
             seen.add(face_px)
             log.info("%s", band.note(face_px, self.model.image_size))
 
     def _restore_photo(self, image: LoadedImage) -> ImageResult:
-        from difface.face.photo import MAX_OUTPUT_PIXELS, restore_photo
-
         detector, bg = self._photo_parts()
         p = self.options.photo
         h, w = image.rgb.shape[:2]
@@ -432,8 +423,6 @@ class RestorePipeline(FacePipeline):
     def restore_video_file(self, job: Job, progress: bool = True) -> Outcome:
         """Restore the faces of a clip into job.dst (MP4; difface.video): tracked, smoothed, one seed per
         track, audio kept; an interrupted run resumes. Never raises for a bad clip: the Outcome says why."""
-        from difface.video import VideoDependencyError, VideoError, VideoOptions, restore_video
-
         if self.aligned:
             return Outcome(job.src, None, False, "a video is restored in whole-photo mode: leave out --aligned")
         v, s = self.options.video, self.options.sampling
@@ -529,8 +518,6 @@ def _failure_reason(e: Exception) -> str:
 
 
 def _output_too_large(w: int, h: int, upscale: int) -> str:
-    from difface.face.photo import MAX_OUTPUT_PIXELS
-
     return (f"the output would be {w * upscale}x{h * upscale} = {w * h * upscale**2 / 1e6:.0f} megapixels, over the "
             f"{MAX_OUTPUT_PIXELS / 1e6:.0f} MP the whole-photo path allows (about 60 bytes of memory per output "
             f"pixel); use a smaller --upscale (e.g. --upscale 1) or a smaller photo")
@@ -541,16 +528,3 @@ def _device(name: str) -> torch.device:
         return pick_device(name)
     except ValueError as e:
         raise OptionError("--device", str(e).split(": ", 1)[-1]) from None
-
-
-def _load_model(prior: str | None, estimator: str | None, steps: str, task: str) -> DifFace:
-    """DifFace.load with errors that name the option and the file."""
-    from difface.weights import WeightsError
-
-    try:
-        return DifFace.load(prior, estimator, respacing=steps, task=task)
-    except WeightsError as e:
-        raise ValueError(str(e)) from None
-    except (OSError, RuntimeError, KeyError) as e:
-        text = str(e).strip("'\"")
-        raise ValueError(text) from None

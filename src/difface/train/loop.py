@@ -43,6 +43,7 @@ from difface.train.data import KeyedItems, StreamSampler, make_loader
 from difface.train.ema import EMA
 from difface.train.logs import MetricsLogger, tensorboard_writer
 from difface.train.steps import StepFn
+from difface.weights import save_network
 
 log = logging.getLogger("difface.train")
 
@@ -265,8 +266,6 @@ def export_weights(state: TrainState, cfg: TrainConfig, run_dir: Path) -> Path |
 
     Only networks of difface.models (they carry a `config`) are exported; returns the path or None.
     """
-    from difface.weights import save_network
-
     if not hasattr(state.eval_model, "config"):
         return None
     path = Path(run_dir) / f"{cfg.task}.safetensors"

@@ -1,0 +1,117 @@
+"""Options <-> command line: `options_from_args` (parsed arguments -> validated options) and its inverse
+`args_from_options` (options -> the arguments of `difface restore` / `difface inpaint` that give them).
+
+These two are the only translation between flag names and difface.config's option classes: the commands
+build their options with the first, the app writes its "Same as: difface ..." line with the second.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from difface.config import (
+    DEFAULT_MAX_PIXELS,
+    InpaintOptions,
+    ModelOptions,
+    PhotoOptions,
+    RestoreOptions,
+    SamplingOptions,
+    VideoSettings,
+)
+
+
+def model_options(args: argparse.Namespace) -> ModelOptions:
+    return ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
+                        args.backend)
+
+
+def sampling_options(args: argparse.Namespace) -> SamplingOptions:
+    return SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed)
+
+
+def _max_pixels(args: argparse.Namespace) -> int:
+    return DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+
+
+def restore_options(args: argparse.Namespace) -> RestoreOptions:
+    """The validated RestoreOptions of parsed `difface restore` arguments (OptionError for a bad value)."""
+    tracking = not args.no_tracking
+    return RestoreOptions(
+        model=model_options(args),
+        sampling=sampling_options(args),
+        photo=PhotoOptions(args.upscale, args.detector, args.only_center_face, args.bg_upsampler, args.draw_boxes,
+                           args.max_face_size),
+        video=VideoSettings(tracking, tracking and not args.no_track_seeds, tracking and not args.no_smoothing,
+                            args.batch_frames, args.crf, not args.no_resume, args.refuse_vfr,
+                            args.max_video_seconds),
+        aligned=args.aligned, batch_size=args.batch_size, save_comparison=args.save_comparison,
+        max_pixels=_max_pixels(args),
+    )
+
+
+def inpaint_options(args: argparse.Namespace) -> InpaintOptions:
+    """The validated InpaintOptions of parsed `difface inpaint` arguments (OptionError for a bad value)."""
+    return InpaintOptions(model=model_options(args), sampling=sampling_options(args), mask=args.mask,
+                          batch_size=args.batch_size, save_comparison=args.save_comparison,
+                          max_pixels=_max_pixels(args))
+
+
+def options_from_args(args: argparse.Namespace) -> RestoreOptions | InpaintOptions:
+    """The options of parsed `difface restore` or `difface inpaint` arguments (inpaint: it has --mask)."""
+    return inpaint_options(args) if hasattr(args, "mask") else restore_options(args)
+
+
+# -- options -> arguments (only what differs from the defaults) -------------------------------------------
+# (attribute, flag) of the options whose value is written after the flag; booleans are below.
+_MODEL_VALUES = (("prior", "--prior"), ("estimator", "--estimator"), ("steps", "--steps"), ("device", "--device"),
+                 ("dtype", "--dtype"), ("backend", "--backend"))
+_MODEL_FLAGS = (("fast", "--fast"), ("compile", "--compile"))
+_SAMPLING_VALUES = (("start_step", "--start-step"), ("eta", "--eta"), ("sampler", "--sampler"), ("nfe", "--nfe"),
+                    ("seed", "--seed"))
+_PHOTO_VALUES = (("upscale", "--upscale"), ("detector", "--detector"), ("bg_upsampler", "--bg-upsampler"),
+                 ("max_face_size", "--max-face-size"))
+_PHOTO_FLAGS = (("only_center_face", "--only-center-face"), ("draw_boxes", "--draw-boxes"))
+_VIDEO_VALUES = (("batch_frames", "--batch-frames"), ("crf", "--crf"), ("max_seconds", "--max-video-seconds"))
+_VIDEO_FLAGS = (("refuse_vfr", "--refuse-vfr"),)
+_VIDEO_OFF = (("tracking", "--no-tracking"), ("resume", "--no-resume"))
+
+
+def _text(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)  # repr: a float reads back exactly
+
+
+def _changed(obj, default, values=(), flags=(), off=()) -> list[str]:
+    """The flags that turn `default` (an options object) into `obj`."""
+    out: list[str] = []
+    for name, flag in values:
+        if getattr(obj, name) != getattr(default, name):
+            out += [flag, _text(getattr(obj, name))]
+    out += [flag for name, flag in flags if getattr(obj, name) and not getattr(default, name)]
+    out += [flag for name, flag in off if not getattr(obj, name) and getattr(default, name)]
+    return out
+
+
+def _video_args(v: VideoSettings) -> list[str]:
+    args = _changed(v, VideoSettings(), _VIDEO_VALUES, _VIDEO_FLAGS, _VIDEO_OFF)
+    if v.tracking:  # without tracking, --no-tracking implies both
+        args += ["--no-track-seeds"] if not v.track_seeds else []
+        args += ["--no-smoothing"] if not v.smoothing else []
+    return args
+
+
+def args_from_options(options: RestoreOptions | InpaintOptions) -> list[str]:
+    """The command-line arguments (after the inputs and -o) that give `options`, defaults left out.
+
+    Parsing them back (`options_from_args`) gives options equal to `options` (video settings: with
+    tracking off, track seeds and smoothing are off too, as --no-tracking implies).
+    """
+    args = _changed(options.model, ModelOptions(), _MODEL_VALUES, _MODEL_FLAGS)
+    args += _changed(options.sampling, SamplingOptions(), _SAMPLING_VALUES)
+    if isinstance(options, InpaintOptions):
+        args += [] if options.mask is None else ["--mask", options.mask]
+    else:
+        args = (["--aligned"] if options.aligned else []) + args
+        args += _changed(options.photo, PhotoOptions(), _PHOTO_VALUES, _PHOTO_FLAGS)
+        args += _video_args(options.video)
+    return args + _changed(options, type(options)(), (("batch_size", "--batch-size"), ("max_pixels", "--max-pixels")),
+                           (("save_comparison", "--save-comparison"),))

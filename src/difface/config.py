@@ -1,0 +1,302 @@
+"""The one home of configuration: every option dataclass of the inference pipelines, every default and
+choice list, one validator per option, and the model presets (`PRESETS`).
+
+The CLI (difface.commands), the app and the API build options only through these classes.
+
+Every range is checked when an options object is made, before any work: a bad value raises
+`OptionError` (a ValueError) naming the option as the command line spells it. Checks that need the
+loaded model (start step within the chain and the prior's trained range, nfe within the start
+step) are made by the pipeline right after loading, still before any input is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from difface.device import DTYPES
+from difface.diffusion.sampling import DEFAULT_NFE, SAMPLERS  # noqa: F401 (re-exported: the registry owns them)
+from difface.diffusion.schedule import space_timesteps
+
+DEFAULT_SEED = 12345
+DEFAULT_STEPS = "ddim250"
+BACKEND_NAMES = ("torch", "onnxruntime", "openvino")  # difface.backends: where the network forwards run
+# Inputs above this many pixels are refused from the image header, before decoding: a 50 MP photo
+# takes about 2 GB to decode and resize. Raise it with --max-pixels.
+DEFAULT_MAX_PIXELS = 50_000_000
+DETECTORS = ("mtcnn", "yunet", "retinaface_resnet50", "retinaface_mobile0.25")
+BG_UPSAMPLERS = ("auto", "realesrgan", "lanczos")
+MAX_UPSCALE = 8
+DEFAULT_UPSCALE = 2
+DEFAULT_CRF = 18
+DEFAULT_BATCH_FRAMES = 8
+DEFAULT_MAX_VIDEO_SECONDS = 300.0  # longer clips are refused from the header (0: no limit)
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A model the tool knows by name: its weights (registry names; None: the bundled files of `task`) and
+    its defaults. start_t: the default start as an original timestep of 1000 (the same on any respacing);
+    eta: default DDIM eta; t_max: largest timestep the prior was trained on (None: read from the weights'
+    metadata, or unlimited); auto: a call without a start step chooses one per image (difface.autostart)."""
+
+    prior: str | None
+    estimator: str | None
+    task: str
+    start_t: int
+    eta: float
+    t_max: int | None = None
+    auto: bool = False
+
+
+# The official defaults: restoration starts at step 100 of "ddim250" (t = 400), eta 0.5; inpainting at
+# step 120 (t = 480), eta 1.0. The bundled prior is small and CPU-trained: it helps near the clean end of
+# the chain and harms from t = 400 on, so its fixed start is t = 80 with eta 0 (docs/model-card.md), and
+# its estimator carries a calibrated auto rule that is used by default ("Version 2").
+PRESETS: dict[str, ModelPreset] = {
+    "official-512": ModelPreset("iddpm-ffhq512", "swinir-ffhq512", "restoration", start_t=400, eta=0.5),
+    "official-256-inpaint": ModelPreset("iddpm-ffhq256", "lama-inpainting256", "inpainting", start_t=480, eta=1.0),
+    "bundled-64": ModelPreset(None, None, "restoration", start_t=80, eta=0.0, auto=True),
+    "bundled-64-inpaint": ModelPreset(None, None, "inpainting", start_t=480, eta=1.0),
+}
+# The defaults of a pair of named files that is no preset: the official ones of its task.
+TASK_PRESETS = {"restoration": "official-512", "inpainting": "official-256-inpaint"}
+BUNDLED_PRESETS = {"restoration": "bundled-64", "inpainting": "bundled-64-inpaint"}
+
+
+class OptionError(ValueError):
+    """An option value that cannot work; `option` is its command-line name (e.g. "--eta")."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option, self.message = option, message
+
+
+def _int(option: str, value, lo: int | None = None, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(option, f"expected an integer, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+        raise OptionError(option, f"must be {bounds}, got {value}")
+
+
+def _number(option: str, value, lo: float, hi: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise OptionError(option, f"expected a finite number, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        raise OptionError(option, f"must lie in [{lo:g}, {hi:g}], got {value:g}" if hi is not None
+                          else f"must be at least {lo:g}, got {value:g}")
+
+
+def check_start_step(value, allow_auto: bool = True) -> None:
+    """--start-step: None, a step >= 0, or "auto" (when allow_auto)."""
+    if isinstance(value, str):
+        if value != "auto" or not allow_auto:
+            raise OptionError("--start-step", f"expected an integer{' or auto' if allow_auto else ''}, got {value!r}")
+    elif value is not None:
+        _int("--start-step", value, 0)
+
+
+def check_eta(value) -> None:
+    """--eta: None or a number in [0, 1]."""
+    if value is not None:
+        _number("--eta", value, 0.0, 1.0)
+
+
+def check_nfe(value, sampler: str) -> None:
+    """--nfe: None, or at least 1 for a few-step sampler (the official loop takes none)."""
+    if value is None:
+        return
+    if sampler == "official":
+        raise OptionError("--nfe", "applies to --sampler ddim or dpmpp2m; the official loop makes one "
+                          "evaluation per respaced step (see --steps and --start-step)")
+    _int("--nfe", value, 1)
+
+
+def check_max_pixels(value) -> None:
+    """--max-pixels: a pixel count of at least 1."""
+    _int("--max-pixels", value, 1)
+
+
+def respaced_length(steps: str) -> int:
+    """Number of steps of a respacing spec ("ddim250", "250", "100,50"); OptionError when invalid."""
+    try:
+        n = len(space_timesteps(1000, steps))
+    except (ValueError, TypeError) as e:
+        raise OptionError("--steps", f"{steps!r} is not a valid respacing ({e}); use e.g. ddim250, ddim50 or 250") \
+            from None
+    if n < 1:
+        raise OptionError("--steps", f"{steps!r} keeps no step; use e.g. ddim250")
+    return n
+
+
+def _check_backend(backend: str, dtype: str, torch_only: bool) -> None:
+    """OptionError("--backend") for an unknown or missing backend (with the pip command) or a combination
+    it cannot run (difface.backends)."""
+    if backend not in BACKEND_NAMES:
+        raise OptionError("--backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
+    from difface.backends import BackendUnavailable, check_backend
+
+    try:
+        check_backend(backend)
+    except BackendUnavailable as e:
+        raise OptionError("--backend", str(e)) from None
+    if torch_only:
+        raise OptionError("--backend", f"--fast and --compile are torch options; leave them out with {backend}")
+    if backend == "onnxruntime" and dtype == "bf16":
+        raise OptionError("--backend", "onnxruntime runs fp32 (fp16 on a GPU); for bf16 use --backend openvino or "
+                          "torch")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which networks, on which device, at which precision.
+
+    prior/estimator: registry names or files (both None: the bundled small model); steps: timestep
+    respacing of the chain; device: auto | cpu | cuda | cuda:N | mps; dtype: fp32 | bf16 | fp16;
+    backend: torch | onnxruntime | openvino (difface.backends: where the network forwards run).
+    """
+
+    prior: str | None = None
+    estimator: str | None = None
+    steps: str = DEFAULT_STEPS
+    device: str = "auto"
+    dtype: str = "fp32"
+    fast: bool = False
+    compile: bool = False
+    backend: str = "torch"
+
+    def __post_init__(self) -> None:
+        if (self.prior is None) != (self.estimator is None):
+            which = "--estimator" if self.estimator is None else "--prior"
+            raise OptionError(which, "give both --prior and --estimator (or neither, for the bundled model)")
+        respaced_length(self.steps)
+        if self.dtype not in DTYPES:
+            raise OptionError("--dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.backend != "torch":
+            _check_backend(self.backend, self.dtype, self.fast or self.compile)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How the reverse process runs.
+
+    start_step: respaced step N the estimate is diffused to (None: the model's default, as the same
+    original timestep on any respacing; "auto": chosen per image from the input; 0: estimator only);
+    eta: DDIM eta in [0, 1] (None: the model's); sampler: official | ddim | dpmpp2m; nfe: network
+    evaluations of the few-step samplers (None: 10); seed: every image draws from its own generator
+    seeded from this and the image's content.
+    """
+
+    start_step: int | str | None = None
+    eta: float | None = None
+    sampler: str = "official"
+    nfe: int | None = None
+    seed: int = DEFAULT_SEED
+
+    def __post_init__(self) -> None:
+        check_start_step(self.start_step)
+        check_eta(self.eta)
+        if self.sampler not in SAMPLERS:
+            raise OptionError("--sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        check_nfe(self.nfe, self.sampler)
+        _int("--seed", self.seed)
+
+
+@dataclass(frozen=True)
+class PhotoOptions:
+    """Whole photos: detection, background, paste-back.
+
+    upscale: output scale (1..8); detector: a face detector backend; bg_upsampler: auto | realesrgan |
+    lanczos | a weights file; max_face_size: faces whose aligned crop spans more input pixels are left
+    as they were (None, the default, and 0: no limit).
+    """
+
+    upscale: int = DEFAULT_UPSCALE
+    detector: str = "mtcnn"
+    only_center_face: bool = False
+    bg_upsampler: str = "auto"
+    draw_boxes: bool = False
+    max_face_size: float | None = None
+
+    def __post_init__(self) -> None:
+        _int("--upscale", self.upscale, 1, MAX_UPSCALE)
+        if self.detector not in DETECTORS:
+            raise OptionError("--detector", f"must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
+        if self.bg_upsampler not in BG_UPSAMPLERS and not Path(self.bg_upsampler).is_file():
+            raise OptionError("--bg-upsampler", f"must be one of {', '.join(BG_UPSAMPLERS)} or an existing "
+                              f"weights file, got {self.bg_upsampler!r}")
+        if self.max_face_size is not None:
+            _number("--max-face-size", self.max_face_size, 0.0)
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """Videos (difface.video): the temporal-consistency parts (each can be switched off for comparison)
+    and the encoder.
+
+    tracking: follow faces across frames; track_seeds: one noise seed per track (the same noise for the
+    same face in every frame); smoothing: landmarks smoothed over time (needs tracking); batch_frames:
+    frames whose faces are restored together; crf: H.264 quality (0-51, lower is better); resume: reuse
+    the finished segments of an interrupted run; refuse_vfr: refuse a variable frame rate instead of
+    keeping every frame's timestamp.
+    """
+
+    tracking: bool = True
+    track_seeds: bool = True
+    smoothing: bool = True
+    batch_frames: int = DEFAULT_BATCH_FRAMES
+    crf: int = DEFAULT_CRF
+    resume: bool = True
+    refuse_vfr: bool = False
+    max_seconds: float = DEFAULT_MAX_VIDEO_SECONDS  # difface.video.io
+
+    def __post_init__(self) -> None:
+        _int("--batch-frames", self.batch_frames, 1, 256)
+        _int("--crf", self.crf, 0, 51)
+        _number("--max-video-seconds", self.max_seconds, 0)
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """Everything `difface restore` needs (see the member classes)."""
+
+    model: ModelOptions = field(default_factory=ModelOptions)
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    photo: PhotoOptions = field(default_factory=PhotoOptions)
+    video: VideoSettings = field(default_factory=VideoSettings)
+    aligned: bool = False
+    batch_size: int = 1
+    save_comparison: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        _int("--batch-size", self.batch_size, 1, 4096)
+        check_max_pixels(self.max_pixels)
+
+
+@dataclass(frozen=True)
+class InpaintOptions:
+    """Everything `difface inpaint` needs: the model and sampling options, and the masks.
+
+    mask: None (the official convention: pixels that are exactly 0 in all three channels are
+    missing), a mask image used for every input, or a folder of masks paired with the inputs by file
+    stem (white = missing; any size, resized nearest to the input).
+    """
+
+    model: ModelOptions = field(default_factory=ModelOptions)
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    mask: str | None = None
+    batch_size: int = 1
+    save_comparison: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        _int("--batch-size", self.batch_size, 1, 4096)
+        check_max_pixels(self.max_pixels)
+        if self.mask is not None and not Path(self.mask).exists():
+            raise OptionError("--mask", f"{self.mask}: no such file or folder")
+        if self.sampling.start_step == "auto":
+            raise OptionError("--start-step", "'auto' chooses a start from the damage of a restoration input; "
+                              "for inpainting give a number (default: the model's)")

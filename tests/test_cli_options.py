@@ -1,0 +1,68 @@
+"""options -> args_from_options -> the real argument parser -> options_from_args gives the same options."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from difface.cli import build_parser
+from difface.commands.options import args_from_options, options_from_args
+from difface.config import InpaintOptions, ModelOptions, PhotoOptions, RestoreOptions, SamplingOptions, VideoSettings
+
+
+def _round_trip(command: str, options):
+    args = args_from_options(options)
+    parsed = build_parser().parse_args([command, "in.png", "-o", "out", *args])
+    return args, options_from_args(parsed)
+
+
+RESTORE_CASES = [
+    RestoreOptions(),
+    RestoreOptions(aligned=True, sampling=SamplingOptions(start_step=0, eta=0.25, seed=7)),
+    RestoreOptions(model=ModelOptions("p.safetensors", "e.safetensors", "ddim50", "cpu", "bf16", fast=True),
+                   sampling=SamplingOptions(start_step="auto", sampler="dpmpp2m", nfe=6, seed=-3),
+                   photo=PhotoOptions(upscale=4, detector="yunet", only_center_face=True, bg_upsampler="lanczos",
+                                      draw_boxes=True, max_face_size=300.5),
+                   batch_size=3, save_comparison=True, max_pixels=1234),
+    RestoreOptions(sampling=SamplingOptions(eta=0.1 + 0.2, sampler="ddim"),  # a float with no short decimal
+                   video=VideoSettings(tracking=True, track_seeds=False, smoothing=False, batch_frames=2, crf=30,
+                                       resume=False, refuse_vfr=True, max_seconds=12.5)),
+    RestoreOptions(video=VideoSettings(tracking=False, track_seeds=False, smoothing=False),
+                   model=ModelOptions(compile=True, steps="100")),
+]
+
+
+@pytest.mark.parametrize("options", RESTORE_CASES, ids=range(len(RESTORE_CASES)))
+def test_restore_round_trip(options):
+    args, back = _round_trip("restore", options)
+    assert back == options, args
+
+
+@pytest.mark.parametrize("options", [
+    InpaintOptions(),
+    InpaintOptions(sampling=SamplingOptions(start_step=37, eta=1.0, seed=99), batch_size=5, save_comparison=True),
+    InpaintOptions(model=ModelOptions("a", "b", device="cuda:1", dtype="fp16"),
+                   sampling=SamplingOptions(sampler="ddim", nfe=4), max_pixels=10**6),
+])
+def test_inpaint_round_trip(options, tmp_path):
+    mask = tmp_path / "hole.png"
+    mask.write_bytes(b"")  # --mask is checked for existence only when options are made
+    options = dataclasses.replace(options, mask=str(mask)) if options.batch_size == 5 else options
+    args, back = _round_trip("inpaint", options)
+    assert back == options, args
+
+
+def test_defaults_give_no_arguments():
+    assert args_from_options(RestoreOptions()) == []
+    assert args_from_options(InpaintOptions()) == []
+
+
+def test_every_non_default_field_is_written():
+    """An options object that differs from the defaults in every field needs a flag for each."""
+    options = RESTORE_CASES[2]
+    args = args_from_options(options)
+    for flag in ("--prior", "--estimator", "--steps", "--device", "--dtype", "--fast", "--start-step", "--sampler",
+                 "--nfe", "--seed", "--upscale", "--detector", "--only-center-face", "--bg-upsampler",
+                 "--draw-boxes", "--max-face-size", "--batch-size", "--save-comparison", "--max-pixels"):
+        assert flag in args
