@@ -123,8 +123,12 @@ class SamplingOptions:
     sampler: str = "official"
     nfe: int | None = None
     seed: int = 12345
+    schedule: str = "even"  # few-step timesteps: even | fitted (difface.schedules)
+    schedule_fallback_nfe: int | None = None  # "fitted" without a stored schedule: even spacing, this NFE
 
     def __post_init__(self) -> None:
+        if self.schedule not in ("even", "fitted"):
+            raise OptionError("--schedule", f"must be even or fitted, got {self.schedule!r}")
         if isinstance(self.start_step, str):
             if self.start_step != "auto":
                 raise OptionError("--start-step", f"expected an integer or 'auto', got {self.start_step!r}")
