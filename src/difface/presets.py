@@ -79,8 +79,10 @@ def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
         nets = {"backend": "torch", "dtype": "fp32", "fast": True}
         why = "no bf16 instructions on this CPU, onnxruntime not installed"
     opts = {**nets, "sampler": "ddim", "nfe": FAST_NFE, "schedule": "fitted"}
-    if given.get("backend", opts["backend"]) != "torch" and "fast" not in given:
-        opts["fast"] = False  # channels-last is a torch option
+    if "backend" in given and "fast" not in given:  # channels-last is a torch option, and pays on a CPU
+        opts["fast"] = given["backend"] == "torch" and machine.device == "cpu"
+    if "backend" in given and given["backend"] != "openvino" and "dtype" not in given and opts["dtype"] == "bf16":
+        opts["dtype"] = "bf16" if given["backend"] == "torch" else "fp32"  # onnxruntime runs fp32 on a CPU
     if given.get("sampler") == "official":
         opts.update(nfe=None, schedule="even")
     opts.update(given)
@@ -95,7 +97,7 @@ def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
         steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (even schedule)"
     line = f"preset fast: backend {backend} ({why}), {steps}"
     if given:
-        line += "; given explicitly: " + ", ".join(f"--{k} {v}" for k, v in given.items())
+        line += "; given explicitly: " + ", ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in given.items())
     return Resolved(opts, fallback, line)
 
 
