@@ -63,7 +63,12 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/speed_ref"))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write", action="store_true", help="store the schedule with the model (difface.schedules)")
+    ap.add_argument("--store", type=Path, metavar="JSON", help="only store the schedule of an earlier run's --json "
+                    "(checked against the bundled prior's SHA-256) and exit")
     args = ap.parse_args()
+    if args.store:
+        store_result(json.loads(args.store.read_text()))
+        return
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = DifFace.load(None, None)
@@ -126,12 +131,24 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
     if args.write:
-        from difface.schedules import store_schedule
+        store_result(result)
 
-        path = store_schedule(prior, method=args.method, nfe=args.nfe, t_start=t_start, eta=0.0,
-                              timesteps=list(best), fitted_on=f"{len(names)} calibration faces ({args.calib} of "
-                              f"{args.lq.parent.name}), mse {best_loss:.3e} to the official 100-step loop")
-        print(f"stored in {path}")
+
+def store_result(result: dict) -> None:
+    """Store a fit result (this script's --json) with the bundled prior it was fitted on."""
+    from difface.restore import BUNDLED_DIR
+    from difface.schedules import prior_sha256, store_schedule
+
+    prior = BUNDLED_DIR / result["prior_file"]
+    if prior_sha256(prior) != result["prior_sha256"]:
+        raise SystemExit(f"{prior} is not the prior this schedule was fitted on (SHA-256 differs)")
+    c = result["calibration"]
+    path = store_schedule(prior, method=result["method"], nfe=result["nfe"], t_start=result["t_start"],
+                          eta=result["eta"], timesteps=result["timesteps"],
+                          fitted_on=f"{len(c['faces'])} calibration faces ({c['spec']}: sorted faces of "
+                          f"{Path(c['set']).parent.name}, disjoint from the first 100 used for evaluation), mse "
+                          f"{result['mse']:.3e} to the official 100-step loop (scripts/fit_schedule.py)")
+    print(f"stored in {path}")
 
 
 if __name__ == "__main__":
