@@ -106,7 +106,7 @@ def test_fitted_schedule_is_never_applied_to_another_model(small_models):
     assert torch.equal(got, even10)
 
 
-def test_restore_preset_fast_on_the_bundled_model(tmp_path, caplog):
+def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd):
     import cv2
 
     from difface.cli import main
@@ -118,11 +118,11 @@ def test_restore_preset_fast_on_the_bundled_model(tmp_path, caplog):
     src.mkdir()
     face = cv2.imread(str(BUNDLED_DIR.parents[3] / "examples" / "astronaut_lq.png"))
     cv2.imwrite(str(src / "face.png"), cv2.resize(face, (64, 64), interpolation=cv2.INTER_AREA))
-    caplog.set_level("INFO", logger="difface")
     argv = ["restore", str(src), "-o", str(tmp_path / "fast"), "--aligned", "--preset", "fast", "--backend", "torch",
             "--start-step", "100", "--eta", "0", "--seed", "3"]
     assert main(argv) == 0
-    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("preset fast:"))
+    err = capfd.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("preset fast:"))
     assert "ddim 5 NFE (fitted schedule" in line and "--backend torch" in line
     out = read_image(tmp_path / "fast" / "face.png").rgb
     # the same face through the Python API with the stored schedule, eager fp32 (the preset: channels-last)
