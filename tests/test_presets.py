@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
-from difface.presets import FALLBACK_NFE, FAST_NFE, OFFICIAL, Machine, apply_to_args, resolve
+from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, apply_to_args, resolve
 from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, prior_sha256, store_schedule
 
@@ -18,15 +18,16 @@ def test_official_is_todays_default_and_prints_nothing():
     r = resolve("official", {}, AVX2)
     assert r.options == {"backend": "torch", "dtype": "fp32", "fast": False, "sampler": "official", "nfe": None,
                          "schedule": "even"}
-    assert r.line is None and r.fallback_nfe is None
+    assert r.line is None and r.fallback is None
 
 
 def test_fast_per_machine_kind():
     r = resolve("fast", {}, AVX2)
     assert (r.options["backend"], r.options["dtype"], r.options["fast"]) == ("onnxruntime", "fp32", False)
-    assert (r.options["sampler"], r.options["nfe"], r.options["schedule"]) == ("ddim", FAST_NFE, "fitted")
-    assert r.fallback_nfe == FALLBACK_NFE
-    assert r.line.startswith("preset fast: backend onnxruntime fp32") and "ddim 5 NFE (fitted schedule" in r.line
+    assert (r.options["sampler"], r.options["nfe"], r.options["schedule"]) == (FAST_SAMPLER, FAST_NFE, "fitted")
+    assert r.fallback == "official"
+    assert r.line.startswith("preset fast: backend onnxruntime fp32")
+    assert f"{FAST_SAMPLER} 5 NFE (fitted schedule; the official loop at starts without one)" in r.line
     bf16 = resolve("fast", {}, Machine("cpu", True, ("torch", "onnxruntime"))).options
     assert (bf16["backend"], bf16["dtype"], bf16["fast"]) == ("torch", "bf16", True)
     no_ort = resolve("fast", {}, Machine("cpu", False, ("torch",))).options
@@ -38,7 +39,7 @@ def test_fast_per_machine_kind():
 def test_explicit_options_replace_the_presets_parts():
     r = resolve("fast", {"backend": "torch", "nfe": 8, "device": "cpu"}, AVX2)
     assert (r.options["backend"], r.options["fast"], r.options["nfe"]) == ("torch", True, 8)
-    assert r.fallback_nfe is None  # an explicit --nfe is never replaced by the fallback
+    assert r.fallback is None  # an explicit --nfe is never replaced by the official loop: an error instead
     assert "given explicitly: --backend torch, --nfe 8" in r.line
     r = resolve("fast", {"sampler": "official"}, AVX2)
     assert (r.options["sampler"], r.options["nfe"], r.options["schedule"]) == ("official", None, "even")
@@ -100,10 +101,10 @@ def test_fitted_schedule_is_never_applied_to_another_model(small_models):
     strict = DifFace(**{**model.__dict__, "schedule": "fitted"})
     with pytest.raises(ValueError, match="no ddim schedule with 5 evaluations"):
         strict.restore(x, start_step=100, eta=0.0, seeds=[1], sampler="ddim", nfe=5)
-    loose = DifFace(**{**model.__dict__, "schedule": "fitted", "schedule_fallback_nfe": 10})
-    got = loose.restore(x, start_step=100, eta=0.0, seeds=[1], sampler="ddim", nfe=5).result
-    even10 = model.restore(x, start_step=100, eta=0.0, seeds=[1], sampler="ddim", nfe=10).result
-    assert torch.equal(got, even10)
+    loose = DifFace(**{**model.__dict__, "schedule": "fitted", "schedule_fallback": "official"})
+    got = loose.restore(x, start_step=10, eta=0.0, seeds=[1], sampler="ddim", nfe=5).result
+    official = model.restore(x, start_step=10, eta=0.0, seeds=[1]).result
+    assert torch.equal(got, official)
 
 
 def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd):
@@ -123,16 +124,17 @@ def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd):
     assert main(argv) == 0
     err = capfd.readouterr().err
     line = next(ln for ln in err.splitlines() if ln.startswith("preset fast:"))
-    assert "ddim 5 NFE (fitted schedule" in line and "--backend torch" in line
+    assert f"{FAST_SAMPLER} 5 NFE (fitted schedule" in line and "--backend torch" in line
     out = read_image(tmp_path / "fast" / "face.png").rgb
     # the same face through the Python API with the stored schedule, eager fp32 (the preset: channels-last)
     model = DifFace.load()
-    ts = fitted_timesteps(model.sources["prior"], method="ddim", nfe=FAST_NFE, t_start=400)
+    ts = fitted_timesteps(model.sources["prior"], method=FAST_SAMPLER, nfe=FAST_NFE, t_start=400)
     from difface.restore import image_seed
 
     x = image_to_tensor(read_image(src / "face.png").rgb)
     ref = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])],
-                        sampler=FewStepSampler(model.diffusion.base(), ts, "ddim", 0.0)).result[0]
+                        sampler=FewStepSampler(model.diffusion.base(), ts, FAST_SAMPLER, 0.0)).result[0]
     assert np.abs(out - ref.permute(1, 2, 0).numpy()).max() <= 1.5 / 255
-    even = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])], sampler="ddim", nfe=5).result[0]
+    even = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])], sampler=FAST_SAMPLER,
+                         nfe=FAST_NFE).result[0]
     assert np.abs(out - even.permute(1, 2, 0).numpy()).max() > 2 / 255  # the fitted schedule, not the even one

@@ -4,9 +4,10 @@
 "fast" is the fastest combination measured to meet issue 23's quality gates (docs/speed.md: PSNR to the
 official 100-step result >= 35 dB, PSNR-Y/SSIM-Y vs the truth no lower, NIQE within 0.6; bundled model,
 official start t = 400, eta 0, 100 validation faces):
-  - sampler: ddim with FAST_NFE evaluations on the schedule fitted to the official loop for this prior
-    (difface.schedules; never another model's); where no schedule is stored for the prior / start / eta,
-    ddim with FALLBACK_NFE evenly spaced evaluations (the DDIM-10 setting of docs/speed.md);
+  - sampler: FAST_SAMPLER with FAST_NFE evaluations on the schedule fitted to the official loop for this
+    prior (difface.schedules; never another model's); where no schedule is stored for the prior / start /
+    eta (other models, other starts such as the bundled model's automatic ones, inpainting), the official
+    loop: no evenly spaced few-step setting met all the gates with the current bundled prior;
   - networks: on a CPU with bf16 instructions (AVX512_BF16 / AMX) torch bf16 channels-last (2.0x per
     forward there); on a CPU without them (bf16 is emulated, ~10x slower) onnxruntime fp32 when installed
     (1.3-1.9x on the 512 UNet), else torch fp32 channels-last (1.18x, within 1e-4 of eager); on CUDA torch
@@ -19,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PRESETS = ("official", "fast")
+FAST_SAMPLER = "dpmpp2m"
 FAST_NFE = 5
-FALLBACK_NFE = 10
+FALLBACK = "official"
 # what a preset sets: option name -> (official value)
 OFFICIAL = {"backend": "torch", "dtype": "fp32", "fast": False, "sampler": "official", "nfe": None,
             "schedule": "even"}
@@ -50,10 +52,10 @@ class Machine:
 
 @dataclass(frozen=True)
 class Resolved:
-    """The options of a preset after the explicit ones, plus fallback_nfe (schedule "fitted") and the line."""
+    """The options of a preset after the explicit ones, plus the fallback of schedule "fitted" and the line."""
 
     options: dict
-    fallback_nfe: int | None
+    fallback: str | None
     line: str | None
 
 
@@ -78,7 +80,7 @@ def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
     else:
         nets = {"backend": "torch", "dtype": "fp32", "fast": True}
         why = "no bf16 instructions on this CPU, onnxruntime not installed"
-    opts = {**nets, "sampler": "ddim", "nfe": FAST_NFE, "schedule": "fitted"}
+    opts = {**nets, "sampler": FAST_SAMPLER, "nfe": FAST_NFE, "schedule": "fitted"}
     if "backend" in given and "fast" not in given:  # channels-last is a torch option, and pays on a CPU
         opts["fast"] = given["backend"] == "torch" and machine.device == "cpu"
     if "backend" in given and given["backend"] != "openvino" and "dtype" not in given and opts["dtype"] == "bf16":
@@ -86,13 +88,13 @@ def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
     if given.get("sampler") == "official":
         opts.update(nfe=None, schedule="even")
     opts.update(given)
-    fallback = FALLBACK_NFE if opts["schedule"] == "fitted" and "nfe" not in given else None
+    fallback = FALLBACK if opts["schedule"] == "fitted" and not {"nfe", "sampler", "schedule"} & set(given) else None
     backend = opts["backend"] + (f" {opts['dtype']}" + (" channels-last" if opts["fast"] else ""))
     if opts["sampler"] == "official":
         steps = "official loop"
     elif opts["schedule"] == "fitted":
         steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (fitted schedule" + (
-            f"; {FALLBACK_NFE} NFE evenly spaced at starts without one)" if fallback else ")")
+            "; the official loop at starts without one)" if fallback else ")")
     else:
         steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (even schedule)"
     line = f"preset fast: backend {backend} ({why}), {steps}"
@@ -115,8 +117,21 @@ def apply_to_args(args) -> Resolved:
     res = resolve(name, explicit, machine)
     for k, v in res.options.items():
         setattr(args, k, v)
-    args.schedule_fallback_nfe = res.fallback_nfe
+    args.schedule_fallback = res.fallback
     args._preset_resolved = res
     if res.line:
         logging.getLogger("difface").info("%s", res.line)
     return res
+
+
+def app_networks(name: str, backend: str | None, dtype: str | None, device: str = "auto") -> tuple[str, str]:
+    """(backend, dtype) of `difface app --preset NAME`: the preset's networks (channels-last and the sampler are
+    not options of the app), the explicit ones replacing them; logs the preset's line for "fast"."""
+    import logging
+
+    machine = Machine.detect(device) if name == "fast" else Machine()
+    res = resolve(name, {"backend": backend, "dtype": dtype}, machine)
+    if res.line:
+        nets = f"backend {res.options['backend']} {res.options['dtype']}"
+        logging.getLogger("difface").info("preset fast: %s (the sampler is chosen on the page)", nets)
+    return res.options["backend"], res.options["dtype"]

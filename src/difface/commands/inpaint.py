@@ -51,7 +51,7 @@ def inpaint_options(args: argparse.Namespace):
         model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
                            args.backend),
         sampling=SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed, args.schedule,
-                                 args.schedule_fallback_nfe),
+                                 args.schedule_fallback),
         mask=args.mask, batch_size=args.batch_size, save_comparison=args.save_comparison,
         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
     )

@@ -163,7 +163,7 @@ def restore_options(args: argparse.Namespace):
         model=ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
                            args.backend),
         sampling=SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed, args.schedule,
-                                 args.schedule_fallback_nfe),
+                                 args.schedule_fallback),
         photo=PhotoOptions(args.upscale, args.detector, args.only_center_face, args.bg_upsampler, args.draw_boxes,
                            args.max_face_size),
         video=VideoSettings(tracking, tracking and not args.no_track_seeds, tracking and not args.no_smoothing,

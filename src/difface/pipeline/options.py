@@ -124,7 +124,7 @@ class SamplingOptions:
     nfe: int | None = None
     seed: int = 12345
     schedule: str = "even"  # few-step timesteps: even | fitted (difface.schedules)
-    schedule_fallback_nfe: int | None = None  # "fitted" without a stored schedule: even spacing, this NFE
+    schedule_fallback: str | None = None  # "fitted" without a stored schedule: "official" loop, None: error
 
     def __post_init__(self) -> None:
         if self.schedule not in ("even", "fitted"):

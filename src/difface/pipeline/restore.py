@@ -124,7 +124,7 @@ class FacePipeline:
             model = model.with_backend(m.backend, dtype=m.dtype)
         s = options.sampling
         if getattr(s, "schedule", "even") != "even":
-            model = replace(model, schedule=s.schedule, schedule_fallback_nfe=s.schedule_fallback_nfe)
+            model = replace(model, schedule=s.schedule, schedule_fallback=s.schedule_fallback)
         return cls(model, options, dev)
 
     def _check_against_model(self) -> None:
