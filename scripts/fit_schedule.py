@@ -1,125 +1,154 @@
-"""Fit the timesteps of a 5-NFE DDIM to the official 100-step loop ("Align Your Steps"-style, training-free).
+"""Fit the few-step timesteps of a DifFace model to its official loop (training-free, "Align Your Steps"-style).
 
-  python scripts/fit_schedule.py --calib 32 --count 100 --json docs/results/fit_schedule5.json
+From the official start (respaced step 100 of ddim250, t = 400, eta 0, seed 0 per face) the official loop
+makes 100 evaluations. This script searches the NFE timesteps 400 = tau_0 > tau_1 > ... > tau_{n-1} >= 0
+of `difface.diffusion.solvers.solve` (ddim or dpmpp2m) that minimise the mean squared error of the result
+(in [0, 1]) to the official 100-step result on calibration faces, by coordinate descent over the integer
+timesteps with shrinking steps (40, 20, 10, 5, 2, 1). Network evaluations are memoised by timestep prefix,
+so a candidate that changes tau_k costs n - k + 1 evaluations. The calibration faces must be disjoint from
+the evaluation faces (the first 100 sorted validation faces); the default uses sorted faces 400..429.
 
-Faces: the splits/celeba64_val.txt photos of ../shared/data/celeba-aligned-89x109, aligned to 64
-(`difface data align`), degraded with `difface degrade --preset celeba-test --seed 0`; sorted by name,
-the first --count are the measured validation faces, the next --calib the calibration faces (never
-measured). On the calibration faces, coordinate descent over the four free timesteps t1 > t2 > t3 > t4
-of DDIM (eta 0) from the official start state (respaced step 100, t = 400, the same diffused estimate and
-seed as the official loop) minimises the MSE to the official 100-step result. The fitted schedule and the
-evenly spaced one ([400, 320, 240, 160, 80]) are then measured on the validation faces against the
-official loop with the gates of docs/speed.md (PSNR to it >= 35 dB; PSNR-Y / SSIM-Y vs truth no lower;
-NIQE within 0.6).
+With --write the schedule is stored in the model's fitted-schedule file (difface.schedules), keyed by the
+SHA-256 of the prior file it was fitted on.
+
+example (bundled model, 1 thread):
+  PYTHONPATH=src python scripts/fit_schedule.py --lq /tmp/band_data64/val_celebatest/lq \
+      --hq /tmp/band_data64/val_celebatest/hq --method ddim --nfe 5 --json docs/results/fit_schedule_ddim5.json --write
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from fastsched_common import load_faces, reference, split_names, start_states  # scripts/ is on sys.path
 
-from difface.diffusion.solvers import FewStepSampler
-from difface.metrics.psnr_ssim import psnr
+from difface.diffusion.solvers import solve, solver_timesteps
 from difface.restore import DifFace
-
-ROOT = Path(__file__).resolve().parents[1]
-RAW = ROOT.parent / "shared" / "data" / "celeba-aligned-89x109"
-sys.path.insert(0, str(ROOT / "scripts"))
-from eval_bundled import load_pairs, metrics, run  # noqa: E402
+from difface.weights import sha256_of
 
 
-def _difface(*args: str) -> None:
-    r = subprocess.run([sys.executable, "-m", "difface", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if r.returncode not in (0, 1):  # align: 1 when some photo has no detectable face
-        sys.exit(f"difface {' '.join(args)} exited with {r.returncode}")
+class PrefixMemo:
+    """Denoiser wrapper memoising each evaluation by the timestep prefix that determines its input."""
 
+    def __init__(self, denoiser) -> None:
+        self.denoiser, self.memo, self.schedule, self.k, self.evals = denoiser, {}, (), 0, 0
 
-def _prepare(work: Path, n: int) -> tuple[Path, Path]:
-    raw = work / "raw"
-    raw.mkdir()
-    for s in (ROOT / "splits" / "celeba64_val.txt").read_text().split()[:n]:
-        shutil.copy(RAW / (Path(s).stem + ".jpg"), raw)
-    _difface("data", "align", str(raw), "-o", str(work / "al"), "--size", "64")
-    _difface("degrade", str(work / "al"), "-o", str(work / "deg"), "--preset", "celeba-test", "--seed", "0")
-    return work / "deg" / "lq", work / "deg" / "hq"
+    def start(self, schedule: tuple[int, ...]) -> None:
+        self.schedule, self.k = schedule, 0
+
+    def __call__(self, x, t):
+        key = self.schedule[: self.k + 1]
+        self.k += 1
+        if key not in self.memo:
+            self.memo[key] = self.denoiser(x, t)
+            self.evals += 1
+        return self.memo[key]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--count", type=int, default=100, help="validation faces measured")
-    ap.add_argument("--calib", type=int, default=32, help="calibration faces (after the validation ones)")
-    ap.add_argument("--sweeps", default="20,8,2", help="coordinate-descent step sizes, one sweep each")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lq", type=Path, required=True)
+    ap.add_argument("--hq", type=Path, required=True)
+    ap.add_argument("--calib", default="calib:400:430", help="calibration faces: calib:A:B = sorted faces A..B-1")
+    ap.add_argument("--method", default="ddim", choices=["ddim", "dpmpp2m"])
+    ap.add_argument("--nfe", type=int, default=5)
+    ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/speed_ref"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--write", action="store_true", help="store the schedule with the model (difface.schedules)")
+    ap.add_argument("--store", type=Path, metavar="JSON", help="only store the schedule of an earlier run's --json "
+                    "(checked against the bundled prior's SHA-256) and exit")
     args = ap.parse_args()
-    if not RAW.is_dir():
-        sys.exit(f"skipped: {RAW} is absent (the research-only CelebA crops of ../shared/data)")
-    torch.set_num_threads(2)
-    work = Path(tempfile.mkdtemp(prefix="difface-fit-"))
-    try:
-        lq_dir, hq_dir = _prepare(work, int((args.count + args.calib) * 1.1) + 2)
-        names, lq, hq = load_pairs(lq_dir, hq_dir, args.count + args.calib)
-        assert len(names) >= args.count + args.calib, f"only {len(names)} faces aligned"
-        v_lq, v_hq = lq[: args.count], hq[: args.count]
-        c_lq = lq[args.count: args.count + args.calib]
-        model = DifFace.load()
-        base = model.diffusion.base()
-        t0 = time.perf_counter()
-        c_ref = run(model, c_lq, 64, 0, start_step=100, eta=0.0)
-        print(f"official 100-step loop on {len(c_lq)} calibration faces: {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.store:
+        store_result(json.loads(args.store.read_text()))
+        return
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    model = DifFace.load(None, None)
+    names = split_names(args.lq, args.calib)
+    lq, _ = load_faces(args.lq, args.hq, names)
+    ref = torch.from_numpy(reference(model, lq, names, args.cache, args.batch)).permute(0, 3, 1, 2)
+    t_start = int(model.diffusion.timestep_map[100])
+    with torch.inference_mode():
+        x, den, base = start_states(model, lq, args.batch)
+        memo = PrefixMemo(den)
 
-        def few(ts, x):
-            return run(model, x, 64, 0, start_step=100, eta=0.0, sampler=FewStepSampler(base, tuple(ts), "ddim", 0.0))
+        def loss(schedule: tuple[int, ...]) -> float:
+            memo.start(schedule)
+            out = (solve(memo, base, x, schedule, method=args.method) * 0.5 + 0.5).clamp(0, 1)
+            return float(((out - ref) ** 2).mean())
 
-        def loss(ts) -> float:
-            return float(np.mean((few(ts, c_lq) - c_ref) ** 2))
+        def psnr_of(mse: float) -> float:
+            return float(10 * np.log10(1 / mse))
 
-        ts = [400, 320, 240, 160, 80]
-        best = loss(ts)
-        print(f"even {ts}: calibration MSE {best:.3e}", flush=True)
-        for step in (int(s) for s in args.sweeps.split(",")):
-            for i in range(1, 5):
-                hi, lo = ts[i - 1], ts[i + 1] if i < 4 else 0
-                for cand in (ts[i] - step, ts[i] + step, ts[i] - 2 * step, ts[i] + 2 * step):
-                    if not lo < cand < hi:
-                        continue
-                    trial = ts[:i] + [cand] + ts[i + 1:]
-                    val = loss(trial)
-                    if val < best:
-                        best, ts = val, trial
-                print(f"step {step}, t{i}: {ts} MSE {best:.3e}", flush=True)
-        t0 = time.perf_counter()
-        ref = run(model, v_lq, 50, 0, start_step=100, eta=0.0)
-        ref_s = time.perf_counter() - t0
-        rows = [{"setting": "official DDIM, eta 0", "nfe": 100, **metrics(ref, v_hq), "seconds": round(ref_s, 1)}]
-        for label, sched in (("ddim 5, even", [400, 320, 240, 160, 80]), ("ddim 5, fitted", ts)):
-            t0 = time.perf_counter()
-            out = few(sched, v_lq)
-            rows.append({"setting": label, "nfe": 5, "timesteps": sched, **metrics(out, v_hq),
-                         "psnr_vs_official": float(np.mean([psnr(o, r) for o, r in zip(out, ref)])),
-                         "seconds": round(time.perf_counter() - t0, 1)})
-        print(f"\n{args.count} validation faces (calibration: the next {args.calib}), load average "
-              f"{os.getloadavg()[0]:.1f}")
-        print("| setting | timesteps | PSNR vs official (dB) | PSNR-Y | SSIM-Y | NIQE (x4) |")
-        print("|---|---|---:|---:|---:|---:|")
-        for r in rows:
-            vs = r.get("psnr_vs_official", float("inf"))
-            print(f"| {r['setting']} | {r.get('timesteps', 'respaced 100..1')} | {vs:.2f} "
-                  f"| {r['psnr_y']:.2f} | {r['ssim_y']:.4f} | {r['niqe_x4']:.2f} |")
-        if args.json:
-            args.json.write_text(json.dumps({"model": model.name, "count": args.count, "calib": args.calib,
-                                             "fitted": ts, "calib_mse": best, "rows": rows}, indent=1))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        best = tuple(solver_timesteps(t_start, args.nfe))
+        best_loss = loss(best)
+        history = [{"timesteps": list(best), "mse": best_loss, "psnr_vs_official": psnr_of(best_loss)}]
+        print(f"even {best}: mse {best_loss:.3e} ({psnr_of(best_loss):.2f} dB)", flush=True)
+        for _ in range(args.passes):
+            improved = False
+            for step in (40, 20, 10, 5, 2, 1):
+                for k in range(1, args.nfe):
+                    while True:
+                        moved = False
+                        for d in (-step, step):
+                            cand = list(best)
+                            cand[k] += d
+                            hi = cand[k - 1] - 1
+                            lo = cand[k + 1] + 1 if k + 1 < args.nfe else 0
+                            if not lo <= cand[k] <= hi:
+                                continue
+                            c = tuple(cand)
+                            cl = loss(c)
+                            if cl < best_loss:
+                                best, best_loss, moved, improved = c, cl, True, True
+                                history.append({"timesteps": list(best), "mse": best_loss,
+                                                "psnr_vs_official": psnr_of(best_loss)})
+                                print(f"  {best}: mse {best_loss:.3e} ({psnr_of(best_loss):.2f} dB), "
+                                      f"{memo.evals} evaluations", flush=True)
+                                break
+                        if not moved:
+                            break
+            if not improved:
+                break
+    sec = time.perf_counter() - t0
+    prior = model.sources["prior"]
+    result = {"method": args.method, "nfe": args.nfe, "t_start": t_start, "start_step": 100, "eta": 0.0,
+              "timesteps": list(best), "mse": best_loss, "psnr_vs_official": psnr_of(best_loss),
+              "even_mse": history[0]["mse"], "even_psnr_vs_official": history[0]["psnr_vs_official"],
+              "calibration": {"faces": names, "set": str(args.lq), "spec": args.calib},
+              "prior_file": prior.name, "prior_sha256": sha256_of(prior), "network_evaluations": memo.evals,
+              "seconds": sec, "threads": args.threads, "history": history}
+    print(json.dumps({k: v for k, v in result.items() if k not in ("history", "calibration")}))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    if args.write:
+        store_result(result)
+
+
+def store_result(result: dict) -> None:
+    """Store a fit result (this script's --json) with the bundled prior it was fitted on."""
+    from difface.restore import BUNDLED_DIR
+    from difface.schedules import prior_sha256, store_schedule
+
+    prior = BUNDLED_DIR / result["prior_file"]
+    if prior_sha256(prior) != result["prior_sha256"]:
+        raise SystemExit(f"{prior} is not the prior this schedule was fitted on (SHA-256 differs)")
+    c = result["calibration"]
+    path = store_schedule(prior, method=result["method"], nfe=result["nfe"], t_start=result["t_start"],
+                          eta=result["eta"], timesteps=result["timesteps"],
+                          fitted_on=f"{len(c['faces'])} calibration faces ({c['spec']}: sorted faces of "
+                          f"{Path(c['set']).parent.name}, disjoint from the first 100 used for evaluation), mse "
+                          f"{result['mse']:.3e} to the official 100-step loop (scripts/fit_schedule.py)")
+    print(f"stored in {path}")
 
 
 if __name__ == "__main__":

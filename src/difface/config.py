@@ -32,6 +32,8 @@ DEFAULT_UPSCALE = 2
 DEFAULT_CRF = 18
 DEFAULT_BATCH_FRAMES = 8
 DEFAULT_MAX_VIDEO_SECONDS = 300.0  # longer clips are refused from the header (0: no limit)
+SCHEDULES = ("even", "fitted")  # timesteps of the few-step samplers (difface.schedules: fitted ones)
+RUN_PRESETS = ("official", "fast")  # --preset (difface.presets): what runs where, on top of the model presets
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,9 @@ class SamplingOptions:
     original timestep on any respacing; "auto": chosen per image from the input; 0: estimator only);
     eta: DDIM eta in [0, 1] (None: the model's); sampler: official | ddim | dpmpp2m; nfe: network
     evaluations of the few-step samplers (None: 10); seed: every image draws from its own generator
-    seeded from this and the image's content.
+    seeded from this and the image's content; schedule: the few-step samplers' timesteps, evenly spaced or
+    fitted to the official loop for this prior (schedule_fallback "official": the official loop where none
+    is stored, None: an error).
     """
 
     start_step: int | str | None = None
@@ -194,8 +198,12 @@ class SamplingOptions:
     sampler: str = "official"
     nfe: int | None = None
     seed: int = DEFAULT_SEED
+    schedule: str = "even"  # few-step timesteps: one of SCHEDULES
+    schedule_fallback: str | None = None  # "fitted" without a stored schedule: "official" loop, None: an error
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise OptionError("--schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check_start_step(self.start_step)
         check_eta(self.eta)
         if self.sampler not in SAMPLERS:

@@ -124,6 +124,11 @@ class DifFace:
     autostart: AutoStart = field(default_factory=AutoStart)
     default_auto: bool = False
     sources: dict[str, Path] = field(default_factory=dict)  # weights files of "prior" / "estimator", when known
+    # timesteps of the few-step samplers: "even" (solver_timesteps) or "fitted" (difface.schedules: the schedule
+    # stored for this prior file, start, solver and NFE); where none is stored, "fitted" runs the official loop
+    # when schedule_fallback is "official", or raises ValueError when it is None
+    schedule: str = "even"
+    schedule_fallback: str | None = None
 
     @classmethod
     def from_modules(
@@ -259,8 +264,30 @@ class DifFace:
                 nfe: int | None = None, method: str = "ddim") -> Sampler:
         """The sampler from respaced `start_step` (difface.diffusion.sampling.make_sampler)."""
         eta = self.default_eta if eta is None else eta
+        if self.schedule == "fitted" and sampler in ("ddim", "dpmpp2m"):
+            ts = self.fitted_schedule(start_step, sampler, 10 if nfe is None else nfe, eta)
+            if ts is not None:
+                from difface.diffusion.solvers import FewStepSampler
+
+                return FewStepSampler(self.diffusion.base(), ts, sampler, eta)
+            return make_sampler(self.diffusion, self.check_start_step(start_step), sampler="official", eta=eta,
+                                method=method)
         return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=sampler, eta=eta, nfe=nfe,
                             method=method)
+
+    def fitted_schedule(self, start_step: int, method: str, nfe: int, eta: float) -> tuple[int, ...] | None:
+        """The timesteps fitted on this model's prior file for this start (difface.schedules); None when none is
+        stored and schedule_fallback is set; ValueError naming the prior file when neither."""
+        from difface.schedules import fitted_timesteps
+
+        t = int(self.diffusion.timestep_map[self.check_start_step(start_step)])
+        prior = self.sources.get("prior")
+        ts = fitted_timesteps(prior, method=method, nfe=nfe, t_start=t, eta=eta)
+        if ts is None and self.schedule_fallback is None:
+            where = prior.name if prior is not None else "this prior (its weights file is not known)"
+            raise ValueError(f"no {method} schedule with {nfe} evaluations from t = {t}, eta {eta:g} was fitted on "
+                             f"{where}; fit one with scripts/fit_schedule.py or use the even schedule")
+        return ts
 
     @torch.inference_mode()
     def estimate(self, y: torch.Tensor, mask: torch.Tensor | None = None,

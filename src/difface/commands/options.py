@@ -18,6 +18,7 @@ from difface.config import (
     SamplingOptions,
     VideoSettings,
 )
+from difface.presets import apply_to_args
 
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
@@ -26,7 +27,8 @@ def model_options(args: argparse.Namespace) -> ModelOptions:
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
-    return SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed)
+    return SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed, args.schedule,
+                           getattr(args, "schedule_fallback", None))
 
 
 def _max_pixels(args: argparse.Namespace) -> int:
@@ -35,6 +37,7 @@ def _max_pixels(args: argparse.Namespace) -> int:
 
 def restore_options(args: argparse.Namespace) -> RestoreOptions:
     """The validated RestoreOptions of parsed `difface restore` arguments (OptionError for a bad value)."""
+    apply_to_args(args)
     tracking = not args.no_tracking
     return RestoreOptions(
         model=model_options(args),
@@ -51,13 +54,15 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
 
 def inpaint_options(args: argparse.Namespace) -> InpaintOptions:
     """The validated InpaintOptions of parsed `difface inpaint` arguments (OptionError for a bad value)."""
+    apply_to_args(args)
     return InpaintOptions(model=model_options(args), sampling=sampling_options(args), mask=args.mask,
                           batch_size=args.batch_size, save_comparison=args.save_comparison,
                           max_pixels=_max_pixels(args))
 
 
 def options_from_args(args: argparse.Namespace) -> RestoreOptions | InpaintOptions:
-    """The options of parsed `difface restore` or `difface inpaint` arguments (inpaint: it has --mask)."""
+    """The options of parsed `difface restore` or `difface inpaint` arguments (inpaint: it has --mask), after
+    their --preset (difface.presets: fills the options the preset sets and the user left out)."""
     return inpaint_options(args) if hasattr(args, "mask") else restore_options(args)
 
 
@@ -67,7 +72,7 @@ _MODEL_VALUES = (("prior", "--prior"), ("estimator", "--estimator"), ("steps", "
                  ("dtype", "--dtype"), ("backend", "--backend"))
 _MODEL_FLAGS = (("fast", "--fast"), ("compile", "--compile"))
 _SAMPLING_VALUES = (("start_step", "--start-step"), ("eta", "--eta"), ("sampler", "--sampler"), ("nfe", "--nfe"),
-                    ("seed", "--seed"))
+                    ("seed", "--seed"), ("schedule", "--schedule"))
 _PHOTO_VALUES = (("upscale", "--upscale"), ("detector", "--detector"), ("bg_upsampler", "--bg-upsampler"),
                  ("max_face_size", "--max-face-size"))
 _PHOTO_FLAGS = (("only_center_face", "--only-center-face"), ("draw_boxes", "--draw-boxes"))

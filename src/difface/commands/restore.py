@@ -21,7 +21,9 @@ from difface.config import (
     DEFAULT_STEPS,
     DEFAULT_UPSCALE,
     DETECTORS,
+    RUN_PRESETS,
     SAMPLERS,
+    SCHEDULES,
 )
 from difface.device import DTYPES
 from difface.images import IMAGE_EXTENSIONS, collect_inputs
@@ -36,7 +38,7 @@ EPILOG = """examples:
   difface restore faces/ -o out --aligned                    # aligned face crops (FFHQ template)
   difface restore faces/ -o out --aligned --prior iddpm-ffhq512 --estimator swinir-ffhq512
   difface restore faces/ -o out --aligned --start-step 0     # estimator only, no diffusion
-  difface restore faces/ -o out --aligned --sampler ddim --nfe 10   # fast preset (docs/speed.md)
+  difface restore faces/ -o out --aligned --preset fast      # fewer evaluations, faster backend (docs/speed.md)
   difface restore clip.mp4 -o out                            # a video: OUT/clip.mp4, audio kept (docs/video.md)
 
 The restored image for IN/name.ext is written to OUT/name.png at the input's size (whole photos:
@@ -87,18 +89,25 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    f"and the seed, not on batching, order or sharding (default {DEFAULT_SEED})")
     p.add_argument("--batch-size", type=int, default=1, help="faces per network batch (default 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="network precision: fp32, or bf16/fp16 "
+    p.add_argument("--preset", default="official", choices=list(RUN_PRESETS),
+                   help="official (default): the paper's path, eager fp32 and the official loop; fast: the fastest "
+                   "backend, precision and sampler measured to meet the quality gates on this kind of machine "
+                   "(docs/speed.md), printed at start; options given explicitly replace its parts")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="network precision: fp32, or bf16/fp16 "
                    "through autocast (fp16 only on GPUs; default fp32)")
-    p.add_argument("--sampler", default="official", choices=list(SAMPLERS),
+    p.add_argument("--sampler", default=None, choices=list(SAMPLERS),
                    help="official: the respaced DDIM loop of the paper (one evaluation per step from the start "
                    "step); ddim / dpmpp2m: --nfe evaluations from the same start state (fast presets)")
     p.add_argument("--nfe", type=int, default=None, help="network evaluations of --sampler ddim/dpmpp2m "
                    f"(default {DEFAULT_NFE})")
-    p.add_argument("--fast", action="store_true", help="channels-last memory layout (same outputs within 1e-4, "
-                   "faster on CPU)")
+    p.add_argument("--schedule", default=None, choices=list(SCHEDULES), help="timesteps of --sampler "
+                   "ddim/dpmpp2m: even (default) or fitted to the official loop for this prior (stored with the "
+                   "model; scripts/fit_schedule.py); an error when none was fitted for it")
+    p.add_argument("--fast", action="store_true", default=None, help="channels-last memory layout (same outputs "
+                   "within 1e-4, faster on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
                    "per process; worth it for many faces)")
-    p.add_argument("--backend", default="torch", choices=list(BACKEND_NAMES),
+    p.add_argument("--backend", default=None, choices=list(BACKEND_NAMES),
                    help="where the network forwards run: torch (default), onnxruntime or openvino (their ONNX "
                    "graphs are exported once and cached; docs/onnx.md)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",

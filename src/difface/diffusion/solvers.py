@@ -28,9 +28,11 @@ def solver_timesteps(t_start: int, nfe: int) -> list[int]:
     is t_start + 1 or more), e.g. (400, 4) -> [400, 300, 200, 100]."""
     if nfe < 1:
         raise ValueError(f"nfe must be at least 1, got {nfe}")
-    ts = [int(round(t_start * (1 - k / nfe))) for k in range(nfe)]
-    if len(set(ts)) != len(ts):
+    if nfe > t_start + 1:
         raise ValueError(f"nfe {nfe} evaluations do not fit between t={t_start} and 0 (at most {t_start + 1})")
+    ts = [int(round(t_start * (1 - k / nfe))) for k in range(nfe)]
+    for k in range(1, nfe):  # where rounding collides (spacing near 1), step down by one, leaving room below
+        ts[k] = max(min(ts[k], ts[k - 1] - 1), nfe - 1 - k)
     return ts
 
 

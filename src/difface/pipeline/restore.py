@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +124,9 @@ class FacePipeline:
         model = DifFace.from_pretrained(prior=m.prior, estimator=m.estimator, task=cls.task, device=dev,
                                         dtype=m.dtype, backend=m.backend, steps=m.steps, channels_last=m.fast,
                                         compile=m.compile)
+        s = options.sampling
+        if s.schedule != "even":
+            model = replace(model, schedule=s.schedule, schedule_fallback=s.schedule_fallback)
         return cls(model, options, dev)
 
     def _check_against_model(self) -> None:
@@ -139,6 +142,11 @@ class FacePipeline:
                 if nfe > t0 + 1:
                     raise OptionError("--nfe", f"{nfe} evaluations do not fit between t = {t0} (start step "
                                       f"{self.start_step}) and 0; use at most {t0 + 1}")
+                if m.schedule == "fitted":
+                    try:
+                        m.fitted_schedule(self.start_step, s.sampler, nfe, self.eta)
+                    except ValueError as e:
+                        raise OptionError("--schedule", str(e)) from None
 
     def describe(self) -> str:
         """One line for the log: model, size, precision, device and the sampling settings in force."""
@@ -149,6 +157,8 @@ class FacePipeline:
             t = int(m.diffusion.timestep_map[self.start_step]) if self.start_step else 0
             start = f"start step {self.start_step} of {self.options.model.steps} (t = {t} of 1000)"
         sampler = "" if s.sampler == "official" else f", sampler {s.sampler} with {s.nfe or 10} evaluations"
+        if sampler and m.schedule == "fitted":
+            sampler += " (fitted schedule where stored for the start)"
         backend = getattr(self.options.model, "backend", "torch")
         on = f" on {self.device}" if backend == "torch" else f" through {m.prior.extra_repr()}"
         return (f"model: {m.name} at {m.image_size}x{m.image_size}, {self.options.model.dtype}{on}, "

@@ -1,0 +1,137 @@
+"""`--preset fast|official`: the settings a preset stands for on this machine, and the line that says so.
+
+"official" is the paper's path and today's default: torch eager fp32, the official respaced loop.
+"fast" is the fastest combination measured to meet issue 23's quality gates (docs/speed.md: PSNR to the
+official 100-step result >= 35 dB, PSNR-Y/SSIM-Y vs the truth no lower, NIQE within 0.6; bundled model,
+official start t = 400, eta 0, 100 validation faces):
+  - sampler: FAST_SAMPLER with FAST_NFE evaluations on the schedule fitted to the official loop for this
+    prior (difface.schedules; never another model's); where no schedule is stored for the prior / start /
+    eta (other models, other starts such as the bundled model's automatic ones, inpainting), the official
+    loop: no evenly spaced few-step setting met all the gates with the current bundled prior;
+  - networks: on a CPU with bf16 instructions (AVX512_BF16 / AMX) torch bf16 channels-last (2.0x per
+    forward there); on a CPU without them (bf16 is emulated, ~10x slower) onnxruntime fp32 when installed
+    (1.3-1.9x on the 512 UNet), else torch fp32 channels-last (1.18x, within 1e-4 of eager); on CUDA torch
+    fp32 (GPU precisions are not measured yet: scripts/gpu_check.sh).
+Options given explicitly replace the preset's parts (`explicit`), and the line names them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRESETS = ("official", "fast")
+FAST_SAMPLER = "dpmpp2m"
+FAST_NFE = 5
+FALLBACK = "official"
+# what a preset sets: option name -> (official value)
+OFFICIAL = {"backend": "torch", "dtype": "fp32", "fast": False, "sampler": "official", "nfe": None,
+            "schedule": "even"}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the fast preset depends on: the device kind, CPU bf16 instructions, installed backends."""
+
+    device: str = "cpu"  # "cpu" or "cuda" (mps: as cpu without bf16)
+    native_bf16: bool | None = None
+    backends: tuple[str, ...] = ("torch",)
+
+    @classmethod
+    def detect(cls, device: str = "auto") -> Machine:
+        import torch
+
+        from difface.backends import available_backends
+        from difface.device import cpu_has_native_bf16
+
+        if device == "auto":
+            kind = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            kind = "cuda" if device.startswith("cuda") else "cpu"
+        return cls(kind, cpu_has_native_bf16(), tuple(available_backends()))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The options of a preset after the explicit ones, plus the fallback of schedule "fitted" and the line."""
+
+    options: dict
+    fallback: str | None
+    line: str | None
+
+
+def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
+    """Options (keys of OFFICIAL) for preset `name` with `explicit` (option -> value given on the command line,
+    None entries ignored) replacing its parts. ValueError for an unknown preset. line: None for "official"
+    without explicit options that differ (today's default path, printed as before)."""
+    if name not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL}
+    if name == "official":
+        return Resolved({**OFFICIAL, **given}, None, None)
+    if machine.device == "cuda":
+        nets = {"backend": "torch", "dtype": "fp32", "fast": False}
+        why = "CUDA: GPU precisions not measured yet"
+    elif machine.native_bf16:
+        nets = {"backend": "torch", "dtype": "bf16", "fast": True}
+        why = "this CPU has bf16 instructions"
+    elif "onnxruntime" in machine.backends:
+        nets = {"backend": "onnxruntime", "dtype": "fp32", "fast": False}
+        why = "no bf16 instructions on this CPU"
+    else:
+        nets = {"backend": "torch", "dtype": "fp32", "fast": True}
+        why = "no bf16 instructions on this CPU, onnxruntime not installed"
+    opts = {**nets, "sampler": FAST_SAMPLER, "nfe": FAST_NFE, "schedule": "fitted"}
+    if "backend" in given and "fast" not in given:  # channels-last is a torch option, and pays on a CPU
+        opts["fast"] = given["backend"] == "torch" and machine.device == "cpu"
+    if "backend" in given and given["backend"] != "openvino" and "dtype" not in given and opts["dtype"] == "bf16":
+        opts["dtype"] = "bf16" if given["backend"] == "torch" else "fp32"  # onnxruntime runs fp32 on a CPU
+    if given.get("sampler") == "official":
+        opts.update(nfe=None, schedule="even")
+    opts.update(given)
+    fallback = FALLBACK if opts["schedule"] == "fitted" and not {"nfe", "sampler", "schedule"} & set(given) else None
+    backend = opts["backend"] + (f" {opts['dtype']}" + (" channels-last" if opts["fast"] else ""))
+    if opts["sampler"] == "official":
+        steps = "official loop"
+    elif opts["schedule"] == "fitted":
+        steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (fitted schedule" + (
+            "; the official loop at starts without one)" if fallback else ")")
+    else:
+        steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (even schedule)"
+    line = f"preset fast: backend {backend} ({why}), {steps}"
+    if given:
+        line += "; given explicitly: " + ", ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in given.items())
+    return Resolved(opts, fallback, line)
+
+
+def apply_to_args(args) -> Resolved:
+    """Fill the preset's options into parsed arguments (argparse.Namespace) whose preset-controlled options are
+    None when not given; logs the preset's line (fast). Idempotent: a second call returns the first result."""
+    import logging
+
+    done = getattr(args, "_preset_resolved", None)
+    if done is not None:
+        return done
+    explicit = {k: getattr(args, k, None) for k in OFFICIAL}
+    name = getattr(args, "preset", None) or "official"
+    machine = Machine.detect(getattr(args, "device", "auto")) if name == "fast" else Machine()
+    res = resolve(name, explicit, machine)
+    for k, v in res.options.items():
+        setattr(args, k, v)
+    args.schedule_fallback = res.fallback
+    args._preset_resolved = res
+    if res.line:
+        logging.getLogger("difface").info("%s", res.line)
+    return res
+
+
+def app_networks(name: str, backend: str | None, dtype: str | None, device: str = "auto") -> tuple[str, str]:
+    """(backend, dtype) of `difface app --preset NAME`: the preset's networks (channels-last and the sampler are
+    not options of the app), the explicit ones replacing them; logs the preset's line for "fast"."""
+    import logging
+
+    machine = Machine.detect(device) if name == "fast" else Machine()
+    res = resolve(name, {"backend": backend, "dtype": dtype}, machine)
+    if res.line:
+        nets = f"backend {res.options['backend']} {res.options['dtype']}"
+        logging.getLogger("difface").info("preset fast: %s (the sampler is chosen on the page)", nets)
+    return res.options["backend"], res.options["dtype"]

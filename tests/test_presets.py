@@ -1,0 +1,140 @@
+"""--preset fast|official (difface.presets) and fitted schedules (difface.schedules)."""
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from difface.diffusion.solvers import FewStepSampler, solver_timesteps
+from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, apply_to_args, resolve
+from difface.restore import BUNDLED_DIR, DifFace
+from difface.schedules import ASSETS_FILE, fitted_timesteps, prior_sha256, store_schedule
+
+AVX2 = Machine("cpu", False, ("torch", "onnxruntime", "openvino"))
+
+
+def test_official_is_todays_default_and_prints_nothing():
+    r = resolve("official", {}, AVX2)
+    assert r.options == {"backend": "torch", "dtype": "fp32", "fast": False, "sampler": "official", "nfe": None,
+                         "schedule": "even"}
+    assert r.line is None and r.fallback is None
+
+
+def test_fast_per_machine_kind():
+    r = resolve("fast", {}, AVX2)
+    assert (r.options["backend"], r.options["dtype"], r.options["fast"]) == ("onnxruntime", "fp32", False)
+    assert (r.options["sampler"], r.options["nfe"], r.options["schedule"]) == (FAST_SAMPLER, FAST_NFE, "fitted")
+    assert r.fallback == "official"
+    assert r.line.startswith("preset fast: backend onnxruntime fp32")
+    assert f"{FAST_SAMPLER} 5 NFE (fitted schedule; the official loop at starts without one)" in r.line
+    bf16 = resolve("fast", {}, Machine("cpu", True, ("torch", "onnxruntime"))).options
+    assert (bf16["backend"], bf16["dtype"], bf16["fast"]) == ("torch", "bf16", True)
+    no_ort = resolve("fast", {}, Machine("cpu", False, ("torch",))).options
+    assert (no_ort["backend"], no_ort["dtype"], no_ort["fast"]) == ("torch", "fp32", True)
+    cuda = resolve("fast", {}, Machine("cuda", None, ("torch", "onnxruntime"))).options
+    assert (cuda["backend"], cuda["dtype"], cuda["fast"]) == ("torch", "fp32", False)
+
+
+def test_explicit_options_replace_the_presets_parts():
+    r = resolve("fast", {"backend": "torch", "nfe": 8, "device": "cpu"}, AVX2)
+    assert (r.options["backend"], r.options["fast"], r.options["nfe"]) == ("torch", True, 8)
+    assert r.fallback is None  # an explicit --nfe is never replaced by the official loop: an error instead
+    assert "given explicitly: --backend torch, --nfe 8" in r.line
+    r = resolve("fast", {"sampler": "official"}, AVX2)
+    assert (r.options["sampler"], r.options["nfe"], r.options["schedule"]) == ("official", None, "even")
+    r = resolve("official", {"dtype": "bf16", "fast": True}, AVX2)
+    assert r.options == {**OFFICIAL, "dtype": "bf16", "fast": True} and r.line is None
+    with pytest.raises(ValueError, match="--preset"):
+        resolve("quick", {}, AVX2)
+
+
+def test_apply_to_args_is_idempotent():
+    ns = argparse.Namespace(preset="official", backend=None, dtype=None, fast=None, sampler=None, nfe=None,
+                            schedule=None, device="cpu")
+    apply_to_args(ns)
+    apply_to_args(ns)
+    assert (ns.backend, ns.dtype, ns.fast, ns.sampler, ns.nfe, ns.schedule) == ("torch", "fp32", False, "official",
+                                                                                None, "even")
+
+
+def test_solver_timesteps_where_rounding_collides():
+    assert solver_timesteps(4, 5) == [4, 3, 2, 1, 0]
+    assert solver_timesteps(400, 5) == [400, 320, 240, 160, 80]
+    for t in range(0, 40):
+        for n in range(1, t + 2):
+            ts = solver_timesteps(t, n)
+            assert len(ts) == n and ts[0] == t and ts[-1] >= 0 and all(a > b for a, b in zip(ts, ts[1:]))
+    with pytest.raises(ValueError, match="do not fit"):
+        solver_timesteps(3, 5)
+
+
+def test_schedule_is_found_only_for_the_prior_it_was_fitted_on(tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    a.write_bytes(b"prior A")
+    b.write_bytes(b"prior B")
+    store = tmp_path / "fitted.json"
+    store_schedule(a, method="ddim", nfe=3, t_start=400, eta=0.0, timesteps=[400, 200, 50], fitted_on="test",
+                   path=store)
+    files = (store,)
+    assert fitted_timesteps(a, method="ddim", nfe=3, t_start=400, files=files) == (400, 200, 50)
+    assert fitted_timesteps(b, method="ddim", nfe=3, t_start=400, files=files) is None
+    assert fitted_timesteps(a, method="ddim", nfe=3, t_start=480, files=files) is None
+    assert fitted_timesteps(a, method="dpmpp2m", nfe=3, t_start=400, files=files) is None
+    assert fitted_timesteps(a, method="ddim", nfe=3, t_start=400, eta=1.0, files=files) is None
+    a.write_bytes(b"prior A, retrained")  # the same file name with other bytes is another model
+    assert fitted_timesteps(a, method="ddim", nfe=3, t_start=400, files=files) is None
+
+
+def test_bundled_schedule_is_keyed_by_the_bundled_prior():
+    if not ASSETS_FILE.is_file():
+        pytest.skip("no fitted schedule is bundled")
+    ts = fitted_timesteps(BUNDLED_DIR / "prior.safetensors", method="ddim", nfe=FAST_NFE, t_start=400)
+    assert ts is not None and len(ts) == FAST_NFE and ts[0] == 400
+    assert prior_sha256(BUNDLED_DIR / "prior.safetensors") == \
+        "b235c0857b7d783758428e383d5f07536267c396074b43969605822296c8cd2c"
+
+
+def test_fitted_schedule_is_never_applied_to_another_model(small_models):
+    model = DifFace.from_modules(*small_models)  # no weights file: no schedule can belong to it
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    strict = DifFace(**{**model.__dict__, "schedule": "fitted"})
+    with pytest.raises(ValueError, match="no ddim schedule with 5 evaluations"):
+        strict.restore(x, start_step=100, eta=0.0, seeds=[1], sampler="ddim", nfe=5)
+    loose = DifFace(**{**model.__dict__, "schedule": "fitted", "schedule_fallback": "official"})
+    got = loose.restore(x, start_step=10, eta=0.0, seeds=[1], sampler="ddim", nfe=5).result
+    official = model.restore(x, start_step=10, eta=0.0, seeds=[1]).result
+    assert torch.equal(got, official)
+
+
+def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd):
+    import cv2
+
+    from difface.cli import main
+    from difface.images import image_to_tensor, read_image
+
+    if not ASSETS_FILE.is_file():
+        pytest.skip("no fitted schedule is bundled")
+    src = tmp_path / "in"
+    src.mkdir()
+    face = cv2.imread(str(BUNDLED_DIR.parents[3] / "examples" / "astronaut_lq.png"))
+    cv2.imwrite(str(src / "face.png"), cv2.resize(face, (64, 64), interpolation=cv2.INTER_AREA))
+    argv = ["restore", str(src), "-o", str(tmp_path / "fast"), "--aligned", "--preset", "fast", "--backend", "torch",
+            "--start-step", "100", "--eta", "0", "--seed", "3"]
+    assert main(argv) == 0
+    err = capfd.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("preset fast:"))
+    assert f"{FAST_SAMPLER} 5 NFE (fitted schedule" in line and "--backend torch" in line
+    out = read_image(tmp_path / "fast" / "face.png").rgb
+    # the same face through the Python API with the stored schedule, eager fp32 (the preset: channels-last)
+    model = DifFace.load()
+    ts = fitted_timesteps(model.sources["prior"], method=FAST_SAMPLER, nfe=FAST_NFE, t_start=400)
+    from difface.restore import image_seed
+
+    x = image_to_tensor(read_image(src / "face.png").rgb)
+    ref = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])],
+                        sampler=FewStepSampler(model.diffusion.base(), ts, FAST_SAMPLER, 0.0)).result[0]
+    assert np.abs(out - ref.permute(1, 2, 0).numpy()).max() <= 1.5 / 255
+    even = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])], sampler=FAST_SAMPLER,
+                         nfe=FAST_NFE).result[0]
+    assert np.abs(out - even.permute(1, 2, 0).numpy()).max() > 2 / 255  # the fitted schedule, not the even one
