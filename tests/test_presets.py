@@ -27,7 +27,7 @@ def test_fast_per_machine_kind():
     assert (r.options["sampler"], r.options["nfe"], r.options["schedule"]) == (FAST_SAMPLER, FAST_NFE, "fitted")
     assert r.fallback == "official"
     assert r.line.startswith("preset fast: backend onnxruntime fp32")
-    assert f"{FAST_SAMPLER} 5 NFE (fitted schedule; the official loop at starts without one)" in r.line
+    assert f"{FAST_SAMPLER} {FAST_NFE} NFE (fitted schedule; the official loop at starts without one)" in r.line
     bf16 = resolve("fast", {}, Machine("cpu", True, ("torch", "onnxruntime"))).options
     assert (bf16["backend"], bf16["dtype"], bf16["fast"]) == ("torch", "bf16", True)
     no_ort = resolve("fast", {}, Machine("cpu", False, ("torch",))).options
@@ -89,7 +89,7 @@ def test_schedule_is_found_only_for_the_prior_it_was_fitted_on(tmp_path):
 def test_bundled_schedule_is_keyed_by_the_bundled_prior():
     if not ASSETS_FILE.is_file():
         pytest.skip("no fitted schedule is bundled")
-    ts = fitted_timesteps(BUNDLED_DIR / "prior.safetensors", method="ddim", nfe=FAST_NFE, t_start=400)
+    ts = fitted_timesteps(BUNDLED_DIR / "prior.safetensors", method=FAST_SAMPLER, nfe=FAST_NFE, t_start=400)
     assert ts is not None and len(ts) == FAST_NFE and ts[0] == 400
     assert prior_sha256(BUNDLED_DIR / "prior.safetensors") == \
         "b235c0857b7d783758428e383d5f07536267c396074b43969605822296c8cd2c"
@@ -124,7 +124,7 @@ def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd):
     assert main(argv) == 0
     err = capfd.readouterr().err
     line = next(ln for ln in err.splitlines() if ln.startswith("preset fast:"))
-    assert f"{FAST_SAMPLER} 5 NFE (fitted schedule" in line and "--backend torch" in line
+    assert f"{FAST_SAMPLER} {FAST_NFE} NFE (fitted schedule" in line and "--backend torch" in line
     out = read_image(tmp_path / "fast" / "face.png").rgb
     # the same face through the Python API with the stored schedule, eager fp32 (the preset: channels-last)
     model = DifFace.load()
