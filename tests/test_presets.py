@@ -17,7 +17,8 @@ AVX2 = Machine("cpu", False, ("torch", "onnxruntime", "openvino"))
 def test_official_is_todays_default_and_prints_nothing():
     r = resolve("official", {}, AVX2)
     assert r.options == {"backend": "torch", "dtype": "fp32", "fast": False, "sampler": "official", "nfe": None,
-                         "schedule": "even"}
+                         "schedule": "even", "bg_upsampler": "auto"}
+    assert resolve("official", {}, AVX2, upscale=1).options["bg_upsampler"] == "auto"  # x1 official: unchanged
     assert r.line is None and r.fallback is None
 
 
@@ -34,6 +35,14 @@ def test_fast_per_machine_kind():
     assert (no_ort["backend"], no_ort["dtype"], no_ort["fast"]) == ("torch", "fp32", True)
     cuda = resolve("fast", {}, Machine("cuda", None, ("torch", "onnxruntime"))).options
     assert (cuda["backend"], cuda["dtype"], cuda["fast"]) == ("torch", "fp32", False)
+
+
+def test_fast_keeps_the_background_at_upscale_1_only():
+    assert resolve("fast", {}, AVX2, upscale=2).options["bg_upsampler"] == "auto"
+    r = resolve("fast", {}, AVX2, upscale=1)
+    assert r.options["bg_upsampler"] == "lanczos" and "background kept as it is at --upscale 1" in r.line
+    r = resolve("fast", {"bg_upsampler": "realesrgan"}, AVX2, upscale=1)  # asked for: kept
+    assert r.options["bg_upsampler"] == "realesrgan" and "background kept" not in r.line
 
 
 def test_explicit_options_replace_the_presets_parts():

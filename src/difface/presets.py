@@ -27,7 +27,7 @@ FAST_NFE = 6
 FALLBACK = "official"
 # what a preset sets: option name -> (official value)
 OFFICIAL = {"backend": "torch", "dtype": "fp32", "fast": False, "sampler": "official", "nfe": None,
-            "schedule": "even"}
+            "schedule": "even", "bg_upsampler": "auto"}
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,12 @@ class Resolved:
     line: str | None
 
 
-def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
+def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None = None) -> Resolved:
     """Options (keys of OFFICIAL) for preset `name` with `explicit` (option -> value given on the command line,
     None entries ignored) replacing its parts. ValueError for an unknown preset. line: None for "official"
-    without explicit options that differ (today's default path, printed as before)."""
+    without explicit options that differ (today's default path, printed as before). upscale: the run's
+    --upscale; at 1 the fast preset keeps the background as it is (no Real-ESRGAN pass, which would cost more
+    than the faces of a photo with a few faces: docs/speed.md)."""
     if name not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
     given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL}
@@ -82,7 +84,9 @@ def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
     else:
         nets = {"backend": "torch", "dtype": "fp32", "fast": True}
         why = "no bf16 instructions on this CPU, onnxruntime not installed"
-    opts = {**nets, "sampler": FAST_SAMPLER, "nfe": FAST_NFE, "schedule": "fitted"}
+    keep_background = upscale == 1 and "bg_upsampler" not in given
+    opts = {**nets, "sampler": FAST_SAMPLER, "nfe": FAST_NFE, "schedule": "fitted",
+            "bg_upsampler": "lanczos" if keep_background else "auto"}
     if "backend" in given and "fast" not in given:  # channels-last is a torch option, and pays on a CPU
         opts["fast"] = given["backend"] == "torch" and machine.device == "cpu"
     if "backend" in given and given["backend"] != "openvino" and "dtype" not in given and opts["dtype"] == "bf16":
@@ -100,6 +104,8 @@ def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
     else:
         steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (even schedule)"
     line = f"preset fast: backend {backend} ({why}), {steps}"
+    if keep_background:
+        line += ", background kept as it is at --upscale 1 (no Real-ESRGAN pass)"
     if given:
         line += "; given explicitly: " + ", ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in given.items())
     return Resolved(opts, fallback, line)
@@ -116,7 +122,7 @@ def apply_to_args(args) -> Resolved:
     explicit = {k: getattr(args, k, None) for k in OFFICIAL}
     name = getattr(args, "preset", None) or "official"
     machine = Machine.detect(getattr(args, "device", "auto")) if name == "fast" else Machine()
-    res = resolve(name, explicit, machine)
+    res = resolve(name, explicit, machine, upscale=getattr(args, "upscale", None))
     for k, v in res.options.items():
         setattr(args, k, v)
     args.schedule_fallback = res.fallback

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from difface.backends.background import RuntimeRRDBNet
 from difface.models.rrdbnet import RRDBNet
 from difface.weights import cache_dir, entry, load_weights, local_path
 
@@ -103,13 +104,17 @@ class RealESRGANUpsampler:
     crop, clamp; a Lanczos-4 resize afterwards when the requested scale is not the network's.
 
     `model` is an RRDBNet or the path of RealESRGAN_x2plus.pth; `dtype` float16 mirrors the
-    official half=True on CUDA (CPU stays float32).
+    official half=True on CUDA (CPU stays float32); `backend` onnxruntime / openvino runs the network's
+    graph there (difface.backends.background), on the CPU in float32.
     """
 
     def __init__(self, model: RRDBNet | str | os.PathLike, *, tile: int = 400, tile_pad: int = 10,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 progress: bool = False) -> None:
+                 progress: bool = False, backend: str = "torch") -> None:
         net = model if isinstance(model, RRDBNet) else load_rrdbnet(str(model))
+        if backend != "torch":  # the same tiles through onnxruntime / openvino (outputs within ~1e-5 of torch)
+            device, dtype = "cpu", torch.float32
+            net = RuntimeRRDBNet(net.eval(), backend)
         self.device, self.dtype = torch.device(device), dtype
         self.net = net.to(self.device, self.dtype).eval()
         self.mod = self.net.unshuffle

@@ -250,10 +250,12 @@ def crop_sides(mats: np.ndarray, face_size: int) -> np.ndarray:
 
 
 def make_bg_upsampler(choice: str = "auto", device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float32, upscale: float | None = None) -> Upsampler:
+                      dtype: torch.dtype = torch.float32, upscale: float | None = None,
+                      backend: str = "torch") -> Upsampler:
     """Background upsampler by name: "lanczos"; "realesrgan" (cached RealESRGAN_x2plus.pth, else
     WeightsUnavailable with instructions); "auto" (Real-ESRGAN when cached, else Lanczos); or a path.
-    upscale: the run's scale, when known (the Real-ESRGAN suggestion is only made where it can help)."""
+    upscale: the run's scale, when known (the Real-ESRGAN suggestion is only made where it can help);
+    backend: where Real-ESRGAN's network runs (torch, onnxruntime, openvino: the faces' backend)."""
     if choice == "lanczos":
         return lanczos_upsampler
     if choice == "auto":
@@ -264,4 +266,4 @@ def make_bg_upsampler(choice: str = "auto", device: str | torch.device = "cpu",
     else:
         path = resolve("realesrgan-x2" if choice == "realesrgan" else choice, allow_download=False)
     half = dtype == torch.float16 and torch.device(device).type == "cuda"
-    return RealESRGANUpsampler(path, device=device, dtype=torch.float16 if half else torch.float32)
+    return RealESRGANUpsampler(path, device=device, dtype=torch.float16 if half else torch.float32, backend=backend)

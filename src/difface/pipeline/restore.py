@@ -364,7 +364,8 @@ class RestorePipeline(FacePipeline):
             except (ImportError, FileNotFoundError, ValueError, RuntimeError) as e:
                 raise OptionError("--detector", str(e)) from None
             try:
-                self._bg = make_bg_upsampler(p.bg_upsampler, self.device, self.dtype, upscale=p.upscale)
+                self._bg = make_bg_upsampler(p.bg_upsampler, self.device, self.dtype, upscale=p.upscale,
+                                             backend=self.options.model.backend)
             except (FileNotFoundError, ValueError, RuntimeError) as e:
                 raise OptionError("--bg-upsampler", str(e)) from None
         return self._detector, self._bg
