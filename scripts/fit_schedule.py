@@ -61,6 +61,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/speed_ref"))
+    ap.add_argument("--prior", help="prior name or file (default: the bundled model's)")
+    ap.add_argument("--estimator", help="estimator name or file (with --prior)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write", action="store_true", help="store the schedule with the model (difface.schedules)")
     ap.add_argument("--store", type=Path, metavar="JSON", help="only store the schedule of an earlier run's --json "
@@ -71,7 +74,7 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model = DifFace.load(None, None)
+    model = DifFace.from_pretrained(prior=args.prior, estimator=args.estimator, device=args.device)
     names = split_names(args.lq, args.calib)
     lq, _ = load_faces(args.lq, args.hq, names)
     ref = torch.from_numpy(reference(model, lq, names, args.cache, args.batch)).permute(0, 3, 1, 2)
@@ -124,7 +127,7 @@ def main() -> None:
               "timesteps": list(best), "mse": best_loss, "psnr_vs_official": psnr_of(best_loss),
               "even_mse": history[0]["mse"], "even_psnr_vs_official": history[0]["psnr_vs_official"],
               "calibration": {"faces": names, "set": str(args.lq), "spec": args.calib},
-              "prior_file": prior.name, "prior_sha256": sha256_of(prior), "network_evaluations": memo.evals,
+              "prior_file": prior.name, "prior_path": str(prior), "prior_sha256": sha256_of(prior), "network_evaluations": memo.evals,
               "seconds": sec, "threads": args.threads, "history": history}
     print(json.dumps({k: v for k, v in result.items() if k not in ("history", "calibration")}))
     if args.json:
@@ -135,11 +138,12 @@ def main() -> None:
 
 
 def store_result(result: dict) -> None:
-    """Store a fit result (this script's --json) with the bundled prior it was fitted on."""
+    """Store a fit result (this script's --json) with the prior it was fitted on (the bundled one's in the
+    package, others in the weights cache's fitted_schedules.json)."""
     from difface.restore import BUNDLED_DIR
     from difface.schedules import prior_sha256, store_schedule
 
-    prior = BUNDLED_DIR / result["prior_file"]
+    prior = Path(result["prior_path"]) if result.get("prior_path") else BUNDLED_DIR / result["prior_file"]
     if prior_sha256(prior) != result["prior_sha256"]:
         raise SystemExit(f"{prior} is not the prior this schedule was fitted on (SHA-256 differs)")
     c = result["calibration"]

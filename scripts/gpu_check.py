@@ -4,8 +4,9 @@
   scripts/gpu_check.sh --device cpu --quick  # dry run on the CPU with the small networks (tests/test_gpu_check.py)
 
 Measures, per setting, the min seconds of one UNet and one estimator forward at batch 1 and 8 and from
-them the seconds per face for the official loop (100 UNet evaluations), the 10- and 5-NFE DDIM presets
-(estimator + NFE evaluations, per face); one timed end-to-end DifFace.restore at 10 NFE per setting; the
+them the seconds per face for the official loop (100 UNet evaluations), DDIM 10, the fast preset's
+FAST_NFE (difface.presets: DPM-Solver++(2M) on its fitted schedule) and DDIM 5 (estimator + NFE evaluations,
+per face); one timed end-to-end DifFace.restore at 10 NFE per setting; the
 peak GPU memory; and the fp32 parity with the CPU golden vectors (tests/fixtures/golden: unet_small,
 swinir_small and the official-sampler replay sampler_small): max abs difference and whether bit-identical.
 
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from difface import models  # noqa: E402
 from difface.device import autocast, fast_module  # noqa: E402
+from difface.presets import FAST_NFE  # noqa: E402
 from difface.restore import DifFace  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "fixtures" / "golden"
@@ -196,7 +198,8 @@ def measure(label, kind, dt, cl, comp, prior, est, size, batches, reps, dev, qui
         ue = min_time(run_e, dev, reps)
         row["forward_s"][str(b)] = {"unet": up, "estimator": ue}
         row["per_face_s"][str(b)] = {f"{name}": (ue + n * up) / b for name, n in
-                                     (("official_100", 100), ("ddim_10", 10), ("ddim_5", 5))}
+                                     (("official_100", 100), ("ddim_10", 10), ("fast", FAST_NFE),
+                                                                 ("ddim_5", 5))}
         if ref is None:
             ref = run_p().float().cpu()
     # one whole restoration at 10 NFE (batch 1) through DifFace, the code path of `difface restore`
@@ -259,7 +262,8 @@ def ort_networks(kind, prior, est, size, dev):
 
 def text_table(report: dict) -> str:
     bs = report["batches"]
-    head = ["setting"] + [f"{k} b{b} (s/face)" for b in bs for k in ("official 100", "ddim 10", "ddim 5")]
+    head = ["setting"] + [f"{k} b{b} (s/face)" for b in bs for k in ("official 100", "ddim 10",
+                                                                       f"fast preset {FAST_NFE}", "ddim 5")]
     head += ["restore 10 NFE b1 (s)", "peak GPU MB", "vs eager fp32 (official, b1)"]
     lines = [f"difface GPU check: {report.get('gpu', report['device'])}, torch {report['torch']}, networks "
              f"{', '.join(report['networks'])}, filler weights, min of {report['reps']} reps",
@@ -268,7 +272,7 @@ def text_table(report: dict) -> str:
         cells = [r["setting"]]
         for b in bs:
             pf = r["per_face_s"][str(b)]
-            cells += [f"{pf['official_100']:.3f}", f"{pf['ddim_10']:.3f}", f"{pf['ddim_5']:.3f}"]
+            cells += [f"{pf[k]:.3f}" for k in ("official_100", "ddim_10", "fast", "ddim_5")]
         rs = r["restore_10nfe_s"].get(str(bs[0]))
         cells += ["" if rs is None else f"{rs:.3f}", "" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}",
                   f"{r['speedup_vs_eager_fp32_official'][str(bs[0])]:.2f}x"]
