@@ -37,12 +37,13 @@ def test_fast_per_machine_kind():
     assert (cuda["backend"], cuda["dtype"], cuda["fast"]) == ("torch", "fp32", False)
 
 
-def test_fast_keeps_the_background_at_upscale_1_only():
-    assert resolve("fast", {}, AVX2, upscale=2).options["bg_upsampler"] == "auto"
+def test_fast_upscales_the_background_with_lanczos_unless_asked():
+    r = resolve("fast", {}, AVX2, upscale=2)
+    assert r.options["bg_upsampler"] == "lanczos" and "background Lanczos" in r.line
     r = resolve("fast", {}, AVX2, upscale=1)
-    assert r.options["bg_upsampler"] == "lanczos" and "background kept as it is at --upscale 1" in r.line
+    assert r.options["bg_upsampler"] == "lanczos" and "background kept as it is (--upscale 1)" in r.line
     r = resolve("fast", {"bg_upsampler": "realesrgan"}, AVX2, upscale=1)  # asked for: kept
-    assert r.options["bg_upsampler"] == "realesrgan" and "background kept" not in r.line
+    assert r.options["bg_upsampler"] == "realesrgan" and "background" not in r.line.split("given explicitly")[0]
 
 
 def test_explicit_options_replace_the_presets_parts():

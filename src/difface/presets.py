@@ -65,8 +65,9 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     """Options (keys of OFFICIAL) for preset `name` with `explicit` (option -> value given on the command line,
     None entries ignored) replacing its parts. ValueError for an unknown preset. line: None for "official"
     without explicit options that differ (today's default path, printed as before). upscale: the run's
-    --upscale; at 1 the fast preset keeps the background as it is (no Real-ESRGAN pass, which would cost more
-    than the faces of a photo with a few faces: docs/speed.md)."""
+    --upscale (only for the line). The fast preset upscales the background with Lanczos (at --upscale 1: keeps
+    it as it is) unless --bg-upsampler is given: Real-ESRGAN x2 of a 1.1 MP photo costs about as much as 4 faces
+    of the fast preset, and no backend makes it cheaper on a CPU (docs/speed.md, whole photos)."""
     if name not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
     given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL}
@@ -84,9 +85,9 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     else:
         nets = {"backend": "torch", "dtype": "fp32", "fast": True}
         why = "no bf16 instructions on this CPU, onnxruntime not installed"
-    keep_background = upscale == 1 and "bg_upsampler" not in given
+    lanczos = "bg_upsampler" not in given
     opts = {**nets, "sampler": FAST_SAMPLER, "nfe": FAST_NFE, "schedule": "fitted",
-            "bg_upsampler": "lanczos" if keep_background else "auto"}
+            "bg_upsampler": "lanczos" if lanczos else given["bg_upsampler"]}
     if "backend" in given and "fast" not in given:  # channels-last is a torch option, and pays on a CPU
         opts["fast"] = given["backend"] == "torch" and machine.device == "cpu"
     if "backend" in given and given["backend"] != "openvino" and "dtype" not in given and opts["dtype"] == "bf16":
@@ -104,8 +105,9 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     else:
         steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (even schedule)"
     line = f"preset fast: backend {backend} ({why}), {steps}"
-    if keep_background:
-        line += ", background kept as it is at --upscale 1 (no Real-ESRGAN pass)"
+    if lanczos:
+        line += (", background kept as it is (--upscale 1)" if upscale == 1 else ", background Lanczos") + \
+            " (Real-ESRGAN x2 costs about 20 UNet forwards a megapixel: --bg-upsampler realesrgan)"
     if given:
         line += "; given explicitly: " + ", ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in given.items())
     return Resolved(opts, fallback, line)

@@ -141,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     photo.add_argument("--bg-upsampler", default=None,
                        help="background upsampler: auto (Real-ESRGAN x2 when its weights are cached, else "
                        "Lanczos; the default), realesrgan, lanczos, or a weights file; it runs through --backend. "
-                       "--preset fast at --upscale 1: lanczos, i.e. the background kept as it is")
+                       "--preset fast: lanczos (at --upscale 1: the background kept as it is)")
     photo.add_argument("--draw-boxes", action="store_true", help="draw the detected faces' outlines")
     photo.add_argument("--max-face-size", type=float, default=None, metavar="PX",
                        help="leave faces whose aligned crop spans more than PX input pixels as they are "
