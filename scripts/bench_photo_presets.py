@@ -7,7 +7,7 @@ preset and through the fast preset's backend when asked for; the fast preset its
 with Lanczos, or keeps it as it is at --upscale 1) and paste-back.
 
 Faces: every aligned crop is 512x512, so a face costs the same whatever it shows. Per setting one face
-cost is measured (minimum of --face-reps runs) and multiplied by the photo's number of faces:
+cost is measured (minimum of --face-reps interleaved rounds) and multiplied by the photo's number of faces:
   - official: 1 SwinIR + 100 UNet forwards, eager torch fp32 (the forwards measured; the 100-step loop
     itself is too long to run here: about 6 minutes a face);
   - fast: the preset's backend on this machine, DPM-Solver++(2M) with FAST_NFE evaluations, a whole
@@ -53,10 +53,6 @@ def clock(fn):
     return out, time.perf_counter() - t0
 
 
-def best(fn, reps: int) -> float:
-    return min(clock(fn)[1] for _ in range(reps))
-
-
 def stages(img: np.ndarray, upscale: float, background, face_s: float, memo: dict) -> dict:
     """Seconds of each stage on one photo (H, W, 3) float32 in [0, 1]; faces = count x face_s. Real-ESRGAN
     always runs at x2 (then resized to --upscale), so its pass is measured once per photo (`memo`)."""
@@ -92,7 +88,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--photos", default=",".join(PHOTOS))
     ap.add_argument("--upscale", default="2,1", help="comma list of --upscale values (default 2,1)")
-    ap.add_argument("--face-reps", type=int, default=2)
+    ap.add_argument("--face-reps", type=int, default=3, help="interleaved rounds of the face costs (minimum)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if not args.data.is_dir():
@@ -112,11 +108,11 @@ def main() -> int:
     t = torch.tensor([399])
     with torch.inference_mode():
         eager.prior(x * 2 - 1, t), eager.estimator(x)  # warm
-        unet_s = best(lambda: eager.prior(x * 2 - 1, t), args.face_reps)
-        swinir_s = best(lambda: eager.estimator(x), args.face_reps)
         fast_model.restore(x, start_step=100, eta=0.0, seeds=[0], sampler=sampler)  # warm
-        fast_face_s = best(lambda: fast_model.restore(x, start_step=100, eta=0.0, seeds=[0], sampler=sampler),
-                           args.face_reps)
+        rounds = [(clock(lambda: eager.prior(x * 2 - 1, t))[1], clock(lambda: eager.estimator(x))[1],
+                   clock(lambda: fast_model.restore(x, start_step=100, eta=0.0, seeds=[0], sampler=sampler))[1])
+                  for _ in range(args.face_reps)]  # interleaved: load swings hit all three alike
+        unet_s, swinir_s, fast_face_s = (min(r[k] for r in rounds) for k in range(3))
     official_face_s = swinir_s + 100 * unet_s
     print(f"{fast.line}\none face: official {official_face_s:.1f} s (1 SwinIR {swinir_s:.2f} s + 100 UNet "
           f"{unet_s:.2f} s), fast {fast_face_s:.2f} s measured; load {load_start}", flush=True)

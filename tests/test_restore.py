@@ -58,6 +58,7 @@ def test_bad_arguments_are_rejected(small_models):
         model.restore(torch.rand(3, 64, 64), seeds=[0])
 
 
+@pytest.mark.slow  # bf16 is emulated (about 10x slower) on CPUs without bf16 instructions, like CI's
 def test_bf16_autocast_stays_close_to_fp32(small_models):
     model = DifFace.from_modules(*small_models)
     y = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))

@@ -223,6 +223,7 @@ def test_diffusion_step_metrics_are_sums(prior_setup):
     assert out.loss.item() == pytest.approx(out.metrics["mse"].item() + out.metrics["vb"].item(), rel=1e-5)
 
 
+@pytest.mark.slow  # fp16 and bf16 training steps are emulated on a CPU: slow
 def test_one_grad_scaler_for_the_whole_run(prior_setup, tmp_path):
     cfg, _ = prior_setup
     c = tiny_config("estimator", cfg.data.folder, precision="fp16", max_steps=3, data={"degradation": "mild"})
