@@ -489,7 +489,7 @@ def test_kill_9_of_training_then_resume_equals_an_uninterrupted_run(tmp_path):
 def test_video_resume_key_holds_every_option_that_changes_pixels():
     from difface.pipeline import PhotoOptions, RestoreOptions, SamplingOptions
     from difface.pipeline.options import VideoSettings
-    from difface.pipeline.restore import video_resume_key
+    from difface.pipeline.video import video_resume_key
 
     def key(o):
         return video_resume_key(o, "m", 20, 0.5, "cpu")
