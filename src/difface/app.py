@@ -66,6 +66,8 @@ from difface.pipeline import (  # noqa: E402
     RestoreOptions,
     RestorePipeline,
     SamplingOptions,
+    read_input,
+    save_result,
 )
 from difface.restore import DifFace, bundled_model_paths  # noqa: E402
 from difface.weights import local_path  # noqa: E402
@@ -348,8 +350,7 @@ class AppServer:
             raise _err(f"restoration failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         seconds = time.perf_counter() - t0
         dst = self._request_dir() / f"{src.stem}.png"
-        alpha = result.alpha if result.alpha is not None and result.alpha.shape == result.image.shape[:2] else None
-        write_image(dst, result.image, alpha, bit_depth=16 if image.bit_depth == 16 else 8)
+        save_result(dst, image, result)
         before = _display(image.rgb, result.image.shape[:2])
         after = _display(result.image)
         faces = []
@@ -421,8 +422,7 @@ class AppServer:
             raise _err(f"inpainting failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         seconds = time.perf_counter() - t0
         dst = req / f"{src.stem}.png"
-        alpha = result.alpha if result.alpha is not None and result.alpha.shape == result.image.shape[:2] else None
-        write_image(dst, result.image, alpha, bit_depth=16 if image.bit_depth == 16 else 8)
+        save_result(dst, image, result)
         if mask is None:  # the official convention: the missing pixels are the black ones
 
             mask = detect_mask(image_to_tensor(image.rgb))[0, 0].numpy()
@@ -495,7 +495,7 @@ def _clean(message: str, *paths: Path | None) -> str:
 
 def _read(pipe, src: Path, mask_file: Path | None = None) -> LoadedImage:
     try:
-        return pipe.read(src)
+        return read_input(pipe, src)
     except ImageReadError as e:
         text = _clean(str(e), src, mask_file)
         if "no missing pixels" in text:

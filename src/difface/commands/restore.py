@@ -27,8 +27,7 @@ from difface.config import (
 )
 from difface.device import DTYPES
 from difface.images import IMAGE_EXTENSIONS, collect_inputs
-from difface.pipeline import OptionError, RestorePipeline
-from difface.pipeline.outputs import check_writable
+from difface.pipeline import OptionError, RestorePipeline, files
 from difface.video.io import VIDEO_EXTENSIONS
 
 log = logging.getLogger("difface")
@@ -214,16 +213,15 @@ def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos
         options = make_options(args)
         inputs = collect(args.inputs, videos=videos)
         dist_info = distributed.setup(args.device)  # under torchrun: one shard of the inputs per process
-        check_writable(args.output)  # before the models load
+        files.check_output(args.output, options)  # before the models load
         pipe = pipeline_cls.load(options, dist_info.device)
-        pipe.check_output(args.output)
     except (OptionError, ValueError, FileNotFoundError) as e:
         log.error("error: %s", e)
         return 2
     log.info("%s", pipe.describe())
     t0 = time.perf_counter()
-    outcomes = pipe.run(inputs, args.output, rank=dist_info.rank, world_size=dist_info.world_size,
-                        skip_existing=args.skip_existing)
+    outcomes = files.run(pipe, inputs, args.output, rank=dist_info.rank, world_size=dist_info.world_size,
+                         skip_existing=args.skip_existing)
     return report(outcomes, time.perf_counter() - t0, args.output, what=what, world_size=dist_info.world_size,
                   is_main=dist_info.is_main)
 

@@ -1,7 +1,8 @@
 """The inpainting pipeline: aligned faces with a missing region (and optional masks) -> filled faces.
 
     pipe = InpaintPipeline.load(InpaintOptions(mask="masks/"))
-    outcomes = pipe.run([Path("faces/a.png")], Path("out"))
+    result = pipe.inpaint_image(read_image("faces/a.png"), mask)       # in memory; mask (H, W), 1 = missing
+    outcomes = files.run(pipe, [Path("faces/a.png")], Path("out"))    # files: difface.pipeline.files
 
 Masks: the official convention (missing pixels exactly 0 in all three channels, found automatically)
 or user masks (white = missing), one file for every input or a folder paired by file stem (an input
@@ -19,9 +20,8 @@ import numpy as np
 import torch
 
 from difface.config import InpaintOptions
-from difface.data.masks import detect_mask, load_mask
+from difface.data.masks import load_mask
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, LoadedImage, image_to_tensor, tensor_to_image
-from difface.pipeline.outputs import Job
 from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, _to_gray
 from difface.restore import Restoration, image_seed
 
@@ -76,11 +76,7 @@ class InpaintPipeline(FacePipeline):
 
     task = "inpainting"
     aligned = True
-
-    def __init__(self, model, options: InpaintOptions, device: torch.device | None = None):
-        super().__init__(model, options, device)
-        self._masks: dict[Path, np.ndarray | None] = {}
-        self._holes: dict[Path, str] = {}  # input -> the note on its hole's size
+    options: InpaintOptions
 
     def mask_for(self, src: Path, hw: tuple[int, int]) -> np.ndarray | None:
         """The (H, W) {0, 1} mask of input `src` (None: found from the input's zero pixels)."""
@@ -97,29 +93,6 @@ class InpaintPipeline(FacePipeline):
             return load_mask(path, hw)
         except ValueError as e:  # unreadable, all known or all missing: named by load_mask
             raise MaskError(f"{src}: mask {e}") from None
-
-    def read(self, path: Path) -> LoadedImage:
-        image = super().read(path)
-        mask = self.mask_for(path, image.rgb.shape[:2])
-        if mask is None:
-            black = detect_mask(image_to_tensor(image.rgb))[0, 0].numpy()
-            covered = float(black.mean())
-            if covered == 0.0:
-                why = f"no mask named {path.stem}.* in {self.options.mask}" if self.options.mask else "no --mask given"
-                raise MaskError(f"{path}: no missing pixels (none is exactly 0 in all channels) and {why}")
-            if covered == 1.0:
-                raise MaskError(f"{path}: every pixel is missing (the image is black)")
-            self._holes[path] = f"hole: {hole_size(black)}, the pixels exactly black in all channels"
-            doubts = black_hole_doubts(black)
-            if doubts:  # said before the work: a black suit or background is not a hole someone drew
-                log.warning("warning: %s: the hole (its exactly black pixels, as no mask was given) is %s: %s. "
-                            "That does not look like a drawn hole (black hair, clothes or background?): give the "
-                            "hole with --mask FILE (white = missing) if these are not the pixels to fill",
-                            path, hole_size(black), "; ".join(doubts))
-        else:
-            self._holes[path] = f"hole: {hole_size(mask > 0.5)}, from the mask"
-        self._masks[path] = mask
-        return image
 
     def inpaint_faces(self, x: torch.Tensor, mask: torch.Tensor | None = None, callback=None) -> Restoration:
         """Inpaint aligned faces x (n, 3, H, W) in [0, 1]; mask (n, 1, H, W) or None (zeros convention)."""
@@ -156,9 +129,3 @@ class InpaintPipeline(FacePipeline):
                 results[k] = ImageResult(res, images[k].alpha, estimate=est, faces=1,
                                          start_steps=out.start_steps[j:j + 1], shown_input=shown)
         return results  # type: ignore[return-value]
-
-    def _process(self, jobs: list[Job], images: list[LoadedImage]) -> list[ImageResult]:
-        results = self.inpaint_images(images, [self._masks.pop(job.src, None) for job in jobs])
-        for job, r in zip(jobs, results):  # each face's hole size goes with its outcome (as the app shows it)
-            r.message = self._holes.get(job.src, "")
-        return results
