@@ -22,7 +22,7 @@ import torch
 from difface.config import InpaintOptions
 from difface.data.masks import load_mask
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, LoadedImage, image_to_tensor, tensor_to_image
-from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, _to_gray
+from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, Progress, _steps, _tell, _to_gray
 from difface.restore import Restoration, image_seed
 
 log = logging.getLogger("difface")
@@ -67,6 +67,17 @@ def black_hole_doubts(hole: np.ndarray) -> list[str]:
     return doubts
 
 
+def _mask_array(mask: np.ndarray | torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+    """An in-memory mask as (H, W) float32 {0, 1} (1 = missing: values above 0.5); ValueError unless its size
+    is the image's `hw`."""
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    m = m.reshape(m.shape[-2:]) if m.ndim == 3 and m.shape[0] == 1 else m
+    if m.shape != tuple(hw):
+        raise ValueError(f"the mask is {'x'.join(map(str, m.shape))}, the image {hw[0]}x{hw[1]}: give an (H, W) "
+                         "mask of the image's size")
+    return np.ascontiguousarray(m.astype(np.float32) > 0.5, np.float32)
+
+
 class MaskError(ImageReadError):
     """The mask of an input is missing, unreadable or unusable; the message names the files."""
 
@@ -94,24 +105,34 @@ class InpaintPipeline(FacePipeline):
         except ValueError as e:  # unreadable, all known or all missing: named by load_mask
             raise MaskError(f"{src}: mask {e}") from None
 
-    def inpaint_faces(self, x: torch.Tensor, mask: torch.Tensor | None = None, callback=None) -> Restoration:
-        """Inpaint aligned faces x (n, 3, H, W) in [0, 1]; mask (n, 1, H, W) or None (zeros convention)."""
+    def inpaint_faces(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                      callback: Progress | None = None) -> Restoration:
+        """Inpaint aligned faces x (n, 3, H, W) in [0, 1]; mask (n, 1, H, W) or None (zeros convention).
+        callback: the events of `RestorePipeline.restore_faces` (face_start, step, face_end)."""
         s = self.options.sampling
         seeds = [image_seed(s.seed, im) for im in x]
+        _tell(callback, "face_start", count=len(x))
         out = self.model.inpaint(x, mask, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
-                                 sampler=s.sampler, nfe=s.nfe, callback=callback)
+                                 sampler=s.sampler, nfe=s.nfe, callback=_steps(callback))
         if not (torch.isfinite(out.result).all() and torch.isfinite(out.estimate).all()):
             raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
         self._note_start_steps(x, out)
+        _tell(callback, "face_end", count=len(x))
         return out
 
-    def inpaint_image(self, image: LoadedImage, mask: np.ndarray | None = None) -> ImageResult:
-        """One decoded image (any size) with an optional (H, W) mask, 1 = missing."""
-        return self.inpaint_images([image], [mask])[0]
+    def inpaint_image(self, image: LoadedImage, mask: np.ndarray | torch.Tensor | None = None,
+                      callback: Progress | None = None) -> ImageResult:
+        """One decoded image (any size) with an optional mask in memory: (H, W) (or (1, H, W)), a numpy array or
+        a tensor, bool or float, nonzero above 0.5 = missing; None: the zeros convention."""
+        return self.inpaint_images([image], [mask], callback)[0]
 
-    def inpaint_images(self, images: list[LoadedImage], masks: list[np.ndarray | None]) -> list[ImageResult]:
-        """Decoded images with their masks (None: zeros convention); images of one size and mask kind run
-        as one batch (a result never depends on the batch)."""
+    def inpaint_images(self, images: list[LoadedImage], masks: list[np.ndarray | torch.Tensor | None],
+                       callback: Progress | None = None) -> list[ImageResult]:
+        """Decoded images with their masks in memory (as `inpaint_image`; None: zeros convention); images of one
+        size and mask kind run as one batch (a result never depends on the batch). callback: {"event": "faces",
+        "count": len(images)}, then the events of `inpaint_faces` per batch."""
+        masks = [None if m is None else _mask_array(m, im.rgb.shape[:2]) for im, m in zip(images, masks)]
+        _tell(callback, "faces", count=len(images))
         results: list[ImageResult | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = {}
         for k, (im, m) in enumerate(zip(images, masks)):
@@ -120,7 +141,7 @@ class InpaintPipeline(FacePipeline):
             x = torch.cat([image_to_tensor(images[k].rgb) for k in idx])
             m = None if zeros else torch.stack([torch.from_numpy(np.ascontiguousarray(masks[k], np.float32))[None]
                                                 for k in idx])
-            out = self.inpaint_faces(x, m)
+            out = self.inpaint_faces(x, m, callback)
             for j, k in enumerate(idx):
                 res, est = tensor_to_image(out.result[j:j + 1]), tensor_to_image(out.estimate[j:j + 1])
                 if images[k].gray:

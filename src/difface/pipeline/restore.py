@@ -69,6 +69,20 @@ def _to_gray(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(y[:, :, None], 3, axis=2)
 
 
+def _tell(callback: Progress | None, event: str, **info) -> None:
+    """Report one event to a `callback` of the in-memory methods (how a front end shows progress without
+    subclassing a pipeline): a dict with "event": "faces" ({"count"}: the faces of an image, once known),
+    "face_start" / "face_end" ({"count"}: a batch of faces begins / is done), or "step" (one denoising step:
+    the sampler's dict, {"i", "x", "pred", "sample", ...})."""
+    if callback is not None:
+        callback({"event": event, **info})
+
+
+def _steps(callback: Progress | None) -> Callable[[dict], None] | None:
+    """The sampler's per-step callback that forwards each step to `callback` as a "step" event."""
+    return None if callback is None else (lambda info: callback({"event": "step", **info}))
+
+
 class FacePipeline:
     """What restoration and inpainting share: a loaded model and the sampling settings in force (the model's
     defaults filled in: `start_step`, `eta`), in memory; files are difface.pipeline.files.
@@ -155,16 +169,21 @@ class FacePipeline:
         self._said = set()
 
     # -- restoring tensors and images ------------------------------------------------------------------
-    def restore_faces(self, x: torch.Tensor, callback: Callable[[dict], None] | None = None) -> Restoration:
+    def restore_faces(self, x: torch.Tensor, callback: Progress | None = None) -> Restoration:
         """Restore aligned faces x (n, 3, S, S) in [0, 1] (S: the model size); each face draws its noise
-        from image_seed(seed, face). Raises NonFiniteResult when the output is not finite."""
+        from image_seed(seed, face). Raises NonFiniteResult when the output is not finite.
+
+        callback (see `Progress`): {"event": "face_start", "count": n}, one {"event": "step", ...} per denoising
+        step, {"event": "face_end", "count": n}."""
         s = self.options.sampling
         seeds = [image_seed(s.seed, im) for im in x]
+        _tell(callback, "face_start", count=len(x))
         out = self.model.restore(x, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
-                                 sampler=s.sampler, nfe=s.nfe, callback=callback)
+                                 sampler=s.sampler, nfe=s.nfe, callback=_steps(callback))
         if not (torch.isfinite(out.result).all() and torch.isfinite(out.estimate).all()):
             raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
         self._note_start_steps(x, out)
+        _tell(callback, "face_end", count=len(x))
         return out
 
     def _note_start_steps(self, x: torch.Tensor, out: Restoration) -> None:
@@ -252,17 +271,21 @@ class RestorePipeline(FacePipeline):
                 raise OptionError("--bg-upsampler", str(e)) from None
         return self._detector, self._bg
 
-    def restore_image(self, image: LoadedImage) -> ImageResult:
-        """Restore one decoded image: an aligned face, or a whole photo (detect, restore, paste back)."""
-        if self.options.aligned:
-            return self.restore_aligned([image])[0]
-        return self._restore_photo(image)
+    def restore_image(self, image: LoadedImage, callback: Progress | None = None) -> ImageResult:
+        """Restore one decoded image: an aligned face, or a whole photo (detect, restore, paste back).
 
-    def restore_aligned(self, images: Sequence[LoadedImage]) -> list[ImageResult]:
+        callback (see `Progress`): {"event": "faces", "count": n} once the faces are known, then the events
+        of `restore_faces` for each batch of faces."""
+        if self.options.aligned:
+            return self.restore_aligned([image], callback)[0]
+        return self._restore_photo(image, callback)
+
+    def restore_aligned(self, images: Sequence[LoadedImage], callback: Progress | None = None) -> list[ImageResult]:
         """Aligned faces of any size, restored together (each resized to the model size on its own)."""
         s = self.model.image_size
         x = torch.cat([_resize(image_to_tensor(im.rgb), (s, s)) for im in images])
-        out = self.restore_faces(x)
+        _tell(callback, "faces", count=len(images))
+        out = self.restore_faces(x, callback)
         results = []
         for k, im in enumerate(images):
             h, w = im.rgb.shape[:2]
@@ -286,7 +309,7 @@ class RestorePipeline(FacePipeline):
             seen.add(face_px)
             log.info("%s", band.note(face_px, self.model.image_size))
 
-    def _restore_photo(self, image: LoadedImage) -> ImageResult:
+    def _restore_photo(self, image: LoadedImage, callback: Progress | None = None) -> ImageResult:
         detector, bg = self._photo_parts()
         p = self.options.photo
         h, w = image.rgb.shape[:2]
@@ -295,14 +318,14 @@ class RestorePipeline(FacePipeline):
         steps: list[int] = []
 
         def restorer(x: torch.Tensor) -> torch.Tensor:
-            out = self.restore_faces(x)
+            out = self.restore_faces(x, callback)
             steps.extend(out.start_steps)
             return out.result
 
         res = restore_photo(image.rgb, restorer, detector=detector, face_size=self.model.image_size,
                             upscale=p.upscale, only_center_face=p.only_center_face, bg_upsampler=bg,
                             draw_boxes=p.draw_boxes, batch_size=self.options.batch_size, alpha=image.alpha,
-                            max_face_side=self.max_face_size)
+                            max_face_side=self.max_face_size, callback=callback)
         out = _to_gray(res.image) if image.gray else res.image
         restored = res.restored
         if image.gray and len(restored):
