@@ -15,17 +15,19 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from difface.backends import BACKENDS as BACKEND_NAMES  # re-exported: where the network forwards run
+from difface.backends import BackendUnavailable, check_backend
 from difface.device import DTYPES
-from difface.diffusion.sampling import DEFAULT_NFE, SAMPLERS  # noqa: F401 (re-exported: the registry owns them)
 from difface.diffusion.schedule import space_timesteps
+from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SAMPLERS, SOLVERS  # noqa: F401 (re-exported: the registry owns them)
 
 DEFAULT_SEED = 12345
 DEFAULT_STEPS = "ddim250"
-BACKEND_NAMES = ("torch", "onnxruntime", "openvino")  # difface.backends: where the network forwards run
 # Inputs above this many pixels are refused from the image header, before decoding: a 50 MP photo
 # takes about 2 GB to decode and resize. Raise it with --max-pixels.
 DEFAULT_MAX_PIXELS = 50_000_000
 DETECTORS = ("mtcnn", "yunet", "retinaface_resnet50", "retinaface_mobile0.25")
+DEFAULT_DETECTOR = "mtcnn"
 BG_UPSAMPLERS = ("auto", "realesrgan", "lanczos")
 MAX_UPSCALE = 8
 DEFAULT_UPSCALE = 2
@@ -110,8 +112,8 @@ def check_nfe(value, sampler: str) -> None:
     """--nfe: None, or at least 1 for a few-step sampler (the official loop takes none)."""
     if value is None:
         return
-    if sampler == "official":
-        raise OptionError("--nfe", "applies to --sampler ddim or dpmpp2m; the official loop makes one "
+    if sampler == OFFICIAL:
+        raise OptionError("--nfe", f"applies to --sampler {' or '.join(SOLVERS)}; the official loop makes one "
                           "evaluation per respaced step (see --steps and --start-step)")
     _int("--nfe", value, 1)
 
@@ -138,8 +140,6 @@ def _check_backend(backend: str, dtype: str, torch_only: bool) -> None:
     it cannot run (difface.backends)."""
     if backend not in BACKEND_NAMES:
         raise OptionError("--backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
-    from difface.backends import BackendUnavailable, check_backend
-
     try:
         check_backend(backend)
     except BackendUnavailable as e:
@@ -186,8 +186,8 @@ class SamplingOptions:
 
     start_step: respaced step N the estimate is diffused to (None: the model's default, as the same
     original timestep on any respacing; "auto": chosen per image from the input; 0: estimator only);
-    eta: DDIM eta in [0, 1] (None: the model's); sampler: official | ddim | dpmpp2m; nfe: network
-    evaluations of the few-step samplers (None: 10); seed: every image draws from its own generator
+    eta: DDIM eta in [0, 1] (None: the model's); sampler: one of SAMPLERS (difface.diffusion.solvers); nfe:
+    network evaluations of the few-step samplers (None: DEFAULT_NFE); seed: every image draws from its own generator
     seeded from this and the image's content; schedule: the few-step samplers' timesteps, evenly spaced or
     fitted to the official loop for this prior (schedule_fallback "official": the official loop where none
     is stored, None: an error).
@@ -195,7 +195,7 @@ class SamplingOptions:
 
     start_step: int | str | None = None
     eta: float | None = None
-    sampler: str = "official"
+    sampler: str = OFFICIAL
     nfe: int | None = None
     seed: int = DEFAULT_SEED
     schedule: str = "even"  # few-step timesteps: one of SCHEDULES
@@ -222,7 +222,7 @@ class PhotoOptions:
     """
 
     upscale: int = DEFAULT_UPSCALE
-    detector: str = "mtcnn"
+    detector: str = DEFAULT_DETECTOR
     only_center_face: bool = False
     bg_upsampler: str = "auto"
     draw_boxes: bool = False

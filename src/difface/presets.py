@@ -17,15 +17,21 @@ Options given explicitly replace the preset's parts (`explicit`), and the line n
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-PRESETS = ("official", "fast")
+import torch
+
+from difface.backends import available_backends
+from difface.config import DEFAULT_NFE, RUN_PRESETS, ModelOptions, SamplingOptions
+from difface.device import cpu_has_native_bf16
+
 FAST_SAMPLER = "dpmpp2m"
 FAST_NFE = 5
 FALLBACK = "official"
-# what a preset sets: option name -> (official value)
-OFFICIAL = {"backend": "torch", "dtype": "fp32", "fast": False, "sampler": "official", "nfe": None,
-            "schedule": "even"}
+# what a preset sets: option name -> its official value (the defaults of difface.config's options)
+OFFICIAL = {**{k: getattr(ModelOptions(), k) for k in ("backend", "dtype", "fast")},
+            **{k: getattr(SamplingOptions(), k) for k in ("sampler", "nfe", "schedule")}}
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,6 @@ class Machine:
 
     @classmethod
     def detect(cls, device: str = "auto") -> Machine:
-        import torch
-
-        from difface.backends import available_backends
-        from difface.device import cpu_has_native_bf16
-
         if device == "auto":
             kind = "cuda" if torch.cuda.is_available() else "cpu"
         else:
@@ -63,8 +64,8 @@ def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
     """Options (keys of OFFICIAL) for preset `name` with `explicit` (option -> value given on the command line,
     None entries ignored) replacing its parts. ValueError for an unknown preset. line: None for "official"
     without explicit options that differ (today's default path, printed as before)."""
-    if name not in PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    if name not in RUN_PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(RUN_PRESETS)}, got {name!r}")
     given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL}
     if name == "official":
         return Resolved({**OFFICIAL, **given}, None, None)
@@ -93,10 +94,10 @@ def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
     if opts["sampler"] == "official":
         steps = "official loop"
     elif opts["schedule"] == "fitted":
-        steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (fitted schedule" + (
+        steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (fitted schedule" + (
             "; the official loop at starts without one)" if fallback else ")")
     else:
-        steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (even schedule)"
+        steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (even schedule)"
     line = f"preset fast: backend {backend} ({why}), {steps}"
     if given:
         line += "; given explicitly: " + ", ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in given.items())
@@ -106,8 +107,6 @@ def resolve(name: str, explicit: dict, machine: Machine) -> Resolved:
 def apply_to_args(args) -> Resolved:
     """Fill the preset's options into parsed arguments (argparse.Namespace) whose preset-controlled options are
     None when not given; logs the preset's line (fast). Idempotent: a second call returns the first result."""
-    import logging
-
     done = getattr(args, "_preset_resolved", None)
     if done is not None:
         return done
@@ -127,8 +126,6 @@ def apply_to_args(args) -> Resolved:
 def app_networks(name: str, backend: str | None, dtype: str | None, device: str = "auto") -> tuple[str, str]:
     """(backend, dtype) of `difface app --preset NAME`: the preset's networks (channels-last and the sampler are
     not options of the app), the explicit ones replacing them; logs the preset's line for "fast"."""
-    import logging
-
     machine = Machine.detect(device) if name == "fast" else Machine()
     res = resolve(name, {"backend": backend, "dtype": dtype}, machine)
     if res.line:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from difface import models
+from difface.atomic import atomic_write_bytes
 
 _GH = "https://github.com"
 
@@ -369,8 +370,6 @@ def verify(path: Path, expected_sha256: str | None = None, *, full: bool = False
             f"replaced (a changed byte, a truncation, another checkpoint). Delete it (and {record.name}) and "
             f"download it again: {again}"
         )
-    from difface.images import atomic_write_bytes
-
     text = f"{actual}  {path.name}\n# stat {_stat_key(path)}\n"
     if record.is_file() and record.read_text() == text:
         return actual
@@ -575,8 +574,6 @@ def save_network(module: nn.Module, path: str | os.PathLike, *, half: bool = Fal
     (recomputed on load); integer buffers (BatchNorm counters) stay integer with `half`.
     """
     from safetensors.torch import save
-
-    from difface.images import atomic_write_bytes
 
     kind = models.kind_of(module.config)
     sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()

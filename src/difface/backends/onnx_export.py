@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from difface import models
-from difface.images import atomic_write_bytes
+from difface import models, weights
+from difface.atomic import atomic_write_bytes
+from difface.models.lama import FourierUnit
 
 DEFAULT_OPSET = 17
 EXPORT_FORMAT = 1  # bump when the wrappers below change what a graph computes
@@ -42,9 +43,7 @@ EXPORT_DTYPES = ("fp32", "fp16")
 
 def cache_dir() -> Path:
     """Folder of cached graphs: `onnx/` beside the weights cache's `weights/` folder."""
-    from difface.weights import cache_dir as weights_dir
-
-    return weights_dir().parent / "onnx"
+    return weights.cache_dir().parent / "onnx"
 
 
 def role_of(net: nn.Module) -> str:
@@ -144,8 +143,6 @@ def _matmul_fourier_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 def exportable(net: nn.Module, dtype: str = "fp32") -> nn.Module:
     """A copy of `net` whose forward the ONNX exporter can trace for any batch size (eval mode)."""
-    from difface.models.lama import FourierUnit
-
     net = copy.deepcopy(net).eval().cpu()
     if dtype == "fp16":
         net = net.half()

@@ -16,8 +16,10 @@ import tempfile
 from pathlib import Path
 
 from difface.commands.restore import pixels_arg
+from difface.config import BACKEND_NAMES, RUN_PRESETS
 from difface.device import DTYPES
 from difface.pipeline import DEFAULT_MAX_PIXELS, OptionError
+from difface.presets import app_networks
 
 log = logging.getLogger("difface")
 
@@ -52,12 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve a non-loopback --host without a login: anyone who can reach it can use the app")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--preset", default="official", choices=["official", "fast"],
+    p.add_argument("--preset", default="official", choices=list(RUN_PRESETS),
                    help="official (default): eager torch fp32; fast: the backend and precision of `difface restore "
                    "--preset fast` on this machine (printed at start; the sampler stays the page's choice); "
                    "--dtype/--backend given explicitly replace its parts")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="network precision (default fp32)")
-    p.add_argument("--backend", default=None, choices=["torch", "onnxruntime", "openvino"],
+    p.add_argument("--backend", default=None, choices=list(BACKEND_NAMES),
                    help="where the network forwards run (default torch; docs/onnx.md)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
                    help="refuse uploads with more pixels than this, from the file header (default 50M)")
@@ -202,8 +204,6 @@ def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], a
         restore_models = [_choice(web, args.prior, args.estimator)] + web.default_models("restoration")
     if args.inpaint_prior:
         inpaint_models = [_choice(web, args.inpaint_prior, args.inpaint_estimator)] + web.default_models("inpainting")
-    from difface.presets import app_networks
-
     args.backend, args.dtype = app_networks(args.preset, args.backend, args.dtype, args.device)
     log.info("loading the models ...")
     try:

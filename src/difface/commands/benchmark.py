@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from dataclasses import asdict
 from pathlib import Path
 
-from difface.benchmark import Setting, as_dicts, benchmark, results_table
+from difface.atomic import atomic_write_bytes
+from difface.backends import BACKENDS
+from difface.benchmark import Setting, as_dicts, backend_table, benchmark, benchmark_backends, results_table
 from difface.device import pick_device
-from difface.images import atomic_write_bytes
 
 EPILOG = """examples:
   difface benchmark                                        # 512 networks, eager fp32 vs bf16 on this machine
@@ -45,11 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_backends(args: argparse.Namespace) -> int:
     """`--backend all|LIST`: difface.benchmark.benchmark_backends."""
-    from dataclasses import asdict
-
-    from difface.backends import BACKENDS
-    from difface.benchmark import backend_table, benchmark_backends
-
     names = list(BACKENDS) if args.backend == "all" else args.backend.split(",")
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:

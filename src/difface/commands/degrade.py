@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from difface.atomic import atomic_write_bytes
 from difface.data.datasets import resize_square
 from difface.data.degrade import (
     PRESETS,
@@ -24,7 +25,7 @@ from difface.data.degrade import (
     sample_params,
     to_gray,
 )
-from difface.images import ImageReadError, atomic_write_bytes, collect_inputs, read_image, write_image
+from difface.images import ImageReadError, collect_inputs, read_image, write_image
 
 log = logging.getLogger(__name__)
 

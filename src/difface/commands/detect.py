@@ -11,9 +11,10 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from difface.atomic import atomic_write_bytes
 from difface.commands.checks import output_dir_problem, output_file_problem
 from difface.face.detect import BACKENDS, DEFAULT_BACKEND, detect_faces, draw_detections, get_detector
-from difface.images import atomic_write_bytes, collect_inputs, read_image, write_image
+from difface.images import collect_inputs, read_image, write_image
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,12 @@ import logging
 import math
 from pathlib import Path
 
-from difface.images import atomic_write_bytes
+from difface.atomic import atomic_write_bytes
+from difface.commands.checks import output_file_problem
+from difface.device import pick_device
 from difface.metrics import METRICS, parse_metric_names
 from difface.metrics import weights as _metric_weights  # noqa: F401 - registers the LPIPS/FID weights by name
+from difface.metrics.runner import EvalOptions, evaluate, format_table, name_list, pair_files
 
 log = logging.getLogger("difface")
 
@@ -66,9 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from difface.device import pick_device
-    from difface.metrics.runner import EvalOptions
-
     return EvalOptions(
         crop_border=args.crop_border, device=str(pick_device(args.device)), alexnet=args.alexnet, vgg16=args.vgg16,
         inception=args.inception, arcface=args.arcface, arcface_align=args.arcface_align,
@@ -79,8 +79,6 @@ def _options(args: argparse.Namespace):
 
 def _check_args(args: argparse.Namespace) -> str | None:
     """The first usage problem of the arguments (an error message), else None."""
-    from difface.commands.checks import output_file_problem
-
     if args.crop_border < 0:
         return f"--crop-border must be >= 0, got {args.crop_border}"
     for option, path in (("--json", args.json), ("--csv", args.csv)):
@@ -91,8 +89,6 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from difface.metrics.runner import evaluate, format_table, name_list, pair_files
-
     default = "psnr,ssim,psnr_y,ssim_y,lpips" if args.gt else "niqe"
     try:
         names = parse_metric_names(args.metrics or default)

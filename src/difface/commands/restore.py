@@ -24,6 +24,7 @@ from difface.config import (
     RUN_PRESETS,
     SAMPLERS,
     SCHEDULES,
+    SOLVERS,
 )
 from difface.device import DTYPES
 from difface.images import IMAGE_EXTENSIONS, collect_inputs
@@ -97,12 +98,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    "through autocast (fp16 only on GPUs; default fp32)")
     p.add_argument("--sampler", default=None, choices=list(SAMPLERS),
                    help="official: the respaced DDIM loop of the paper (one evaluation per step from the start "
-                   "step); ddim / dpmpp2m: --nfe evaluations from the same start state (fast presets)")
-    p.add_argument("--nfe", type=int, default=None, help="network evaluations of --sampler ddim/dpmpp2m "
+                   f"step); {' / '.join(SOLVERS)}: --nfe evaluations from the same start state (fast presets)")
+    p.add_argument("--nfe", type=int, default=None, help=f"network evaluations of --sampler {'/'.join(SOLVERS)} "
                    f"(default {DEFAULT_NFE})")
     p.add_argument("--schedule", default=None, choices=list(SCHEDULES), help="timesteps of --sampler "
-                   "ddim/dpmpp2m: even (default) or fitted to the official loop for this prior (stored with the "
-                   "model; scripts/fit_schedule.py); an error when none was fitted for it")
+                   f"{'/'.join(SOLVERS)}: even (default) or fitted to the official loop for this prior (stored with "
+                   "the model; scripts/fit_schedule.py); an error when none was fitted for it")
     p.add_argument("--fast", action="store_true", default=None, help="channels-last memory layout (same outputs "
                    "within 1e-4, faster on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "

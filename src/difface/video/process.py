@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from difface.atomic import atomic_write_bytes
 from difface.face.align import estimate_alignment, select_faces, warp_faces
 from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
 from difface.face.detect import Detections, FaceDetector, detect_faces
 from difface.face.paste import MaskFn
 from difface.face.photo import paste_corrections
-from difface.images import atomic_write_bytes
 from difface.video.io import (
     DEFAULT_MAX_SECONDS,
     EncoderSettings,
