@@ -29,13 +29,17 @@ DEFAULT_MAX_PIXELS = 50_000_000
 DETECTORS = ("mtcnn", "yunet", "retinaface_resnet50", "retinaface_mobile0.25")
 DEFAULT_DETECTOR = "mtcnn"
 BG_UPSAMPLERS = ("auto", "realesrgan", "lanczos")
+DEFAULT_BG_UPSAMPLER = "auto"
+DEFAULT_DEVICE = "auto"  # difface.device.pick_device: CUDA, else MPS, else the CPU
+DEFAULT_BATCH_SIZE = 1
 MAX_UPSCALE = 8
 DEFAULT_UPSCALE = 2
 DEFAULT_CRF = 18
 DEFAULT_BATCH_FRAMES = 8
 DEFAULT_MAX_VIDEO_SECONDS = 300.0  # longer clips are refused from the header (0: no limit)
 SCHEDULES = ("even", "fitted")  # timesteps of the few-step samplers (difface.schedules: fitted ones)
-RUN_PRESETS = ("official", "fast")  # --preset (difface.presets): what runs where, on top of the model presets
+DEFAULT_RUN_PRESET = "official"
+RUN_PRESETS = (DEFAULT_RUN_PRESET, "fast")  # --preset (difface.presets): what runs where, on top of the model presets
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ class ModelOptions:
     prior: str | None = None
     estimator: str | None = None
     steps: str = DEFAULT_STEPS
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     dtype: str = "fp32"
     fast: bool = False
     compile: bool = False
@@ -224,7 +228,7 @@ class PhotoOptions:
     upscale: int = DEFAULT_UPSCALE
     detector: str = DEFAULT_DETECTOR
     only_center_face: bool = False
-    bg_upsampler: str = "auto"
+    bg_upsampler: str = DEFAULT_BG_UPSAMPLER
     draw_boxes: bool = False
     max_face_size: float | None = None
 
@@ -275,7 +279,7 @@ class RestoreOptions:
     photo: PhotoOptions = field(default_factory=PhotoOptions)
     video: VideoSettings = field(default_factory=VideoSettings)
     aligned: bool = False
-    batch_size: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
     save_comparison: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -296,7 +300,7 @@ class InpaintOptions:
     model: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     mask: str | None = None
-    batch_size: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
     save_comparison: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from difface.backends import available_backends
-from difface.config import DEFAULT_NFE, RUN_PRESETS, ModelOptions, SamplingOptions
+from difface.config import DEFAULT_NFE, DEFAULT_RUN_PRESET, RUN_PRESETS, ModelOptions, SamplingOptions
 from difface.device import cpu_has_native_bf16
 
 FAST_SAMPLER = "dpmpp2m"
@@ -111,7 +111,7 @@ def apply_to_args(args) -> Resolved:
     if done is not None:
         return done
     explicit = {k: getattr(args, k, None) for k in OFFICIAL}
-    name = getattr(args, "preset", None) or "official"
+    name = getattr(args, "preset", None) or DEFAULT_RUN_PRESET
     machine = Machine.detect(getattr(args, "device", "auto")) if name == "fast" else Machine()
     res = resolve(name, explicit, machine)
     for k, v in res.options.items():

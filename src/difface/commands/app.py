@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from difface.commands.restore import pixels_arg
-from difface.config import BACKEND_NAMES, RUN_PRESETS
+from difface.config import BACKEND_NAMES, DEFAULT_DEVICE, DEFAULT_RUN_PRESET, RUN_PRESETS
 from difface.device import DTYPES
 from difface.pipeline import DEFAULT_MAX_PIXELS, OptionError
 from difface.presets import app_networks
@@ -53,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-auth", action="store_true",
                    help="serve a non-loopback --host without a login: anyone who can reach it can use the app")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--preset", default="official", choices=list(RUN_PRESETS),
+    p.add_argument("--device", default=DEFAULT_DEVICE,
+                   help=f"auto | cpu | cuda | cuda:N | mps (default {DEFAULT_DEVICE})")
+    p.add_argument("--preset", default=DEFAULT_RUN_PRESET, choices=list(RUN_PRESETS),
                    help="official (default): eager torch fp32; fast: the backend and precision of `difface restore "
                    "--preset fast` on this machine (printed at start; the sampler stays the page's choice); "
                    "--dtype/--backend given explicitly replace its parts")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from difface.atomic import atomic_write_bytes
 from difface.commands.checks import output_file_problem
+from difface.config import DEFAULT_DETECTOR
 from difface.device import pick_device
 from difface.metrics import METRICS, parse_metric_names
 from difface.metrics import weights as _metric_weights  # noqa: F401 - registers the LPIPS/FID weights by name
@@ -59,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arcface", help="ArcFace ONNX model for ids/deg (e.g. insightface w600k_r50.onnx)")
     p.add_argument("--arcface-align", choices=("ffhq", "resize"), default="ffhq",
                    help="ffhq: warp FFHQ-aligned faces to the ArcFace 112 layout; resize: resize whole image")
-    p.add_argument("--landmark-detector", default="mtcnn", help="face detector backend for lmd (default mtcnn)")
+    p.add_argument("--landmark-detector", default=DEFAULT_DETECTOR,
+                   help=f"face detector backend for lmd (default {DEFAULT_DETECTOR})")
     p.add_argument("--download", action="store_true", help="download missing registry weights")
     p.add_argument("--device", default="cpu", help="torch device for LPIPS/FID/LMD: cpu, cuda, mps, auto")
     p.add_argument("--json", type=Path, help="write means and per-image rows as JSON")

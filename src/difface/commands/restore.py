@@ -14,9 +14,14 @@ from difface.commands.options import restore_options
 from difface.config import (
     BACKEND_NAMES,
     DEFAULT_BATCH_FRAMES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BG_UPSAMPLER,
     DEFAULT_CRF,
+    DEFAULT_DETECTOR,
+    DEFAULT_DEVICE,
     DEFAULT_MAX_VIDEO_SECONDS,
     DEFAULT_NFE,
+    DEFAULT_RUN_PRESET,
     DEFAULT_SEED,
     DEFAULT_STEPS,
     DEFAULT_UPSCALE,
@@ -88,9 +93,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed; each image draws from its own "
                    "generator, seeded from this and the image's content, so a result depends only on the image "
                    f"and the seed, not on batching, order or sharding (default {DEFAULT_SEED})")
-    p.add_argument("--batch-size", type=int, default=1, help="faces per network batch (default 1)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--preset", default="official", choices=list(RUN_PRESETS),
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"faces per network batch (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--device", default=DEFAULT_DEVICE,
+                   help=f"auto | cpu | cuda | cuda:N | mps (default {DEFAULT_DEVICE})")
+    p.add_argument("--preset", default=DEFAULT_RUN_PRESET, choices=list(RUN_PRESETS),
                    help="official (default): the paper's path, eager fp32 and the official loop; fast: the fastest "
                    "backend, precision and sampler measured to meet the quality gates on this kind of machine "
                    "(docs/speed.md), printed at start; options given explicitly replace its parts")
@@ -136,10 +143,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     photo = p.add_argument_group("whole photos (without --aligned)")
     photo.add_argument("--upscale", type=int, default=DEFAULT_UPSCALE, help="output scale of whole photos, 1 to 8 "
                        f"(default {DEFAULT_UPSCALE})")
-    photo.add_argument("--detector", default=DETECTORS[0], help=f"face detector: {DETECTORS[0]} (default, offline), "
-                       f"{', '.join(DETECTORS[1:])}")
+    photo.add_argument("--detector", default=DEFAULT_DETECTOR, help=f"face detector: {DEFAULT_DETECTOR} (default, "
+                       f"offline), {', '.join(d for d in DETECTORS if d != DEFAULT_DETECTOR)}")
     photo.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
-    photo.add_argument("--bg-upsampler", default="auto",
+    photo.add_argument("--bg-upsampler", default=DEFAULT_BG_UPSAMPLER,
                        help="background upsampler: auto (Real-ESRGAN x2 when its weights are cached, else "
                        "Lanczos), realesrgan, lanczos, or a weights file")
     photo.add_argument("--draw-boxes", action="store_true", help="draw the detected faces' outlines")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from difface.config import DEFAULT_DETECTOR
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 from difface.metrics import METRICS
 from difface.metrics.fid import (
@@ -62,7 +63,7 @@ class EvalOptions:
     allow_download: bool = False
     ref_stats: str | None = None
     ref_dir: str | None = None
-    landmark_detector: str = "mtcnn"
+    landmark_detector: str = DEFAULT_DETECTOR
     batch_size: int = 8
 
 
