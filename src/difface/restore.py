@@ -20,10 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difface import weights
+from difface import models, weights
 from difface.autostart import AutoStart, estimate_change, steps_for_error
 from difface.backends import backend_network
-from difface.config import BUNDLED_PRESETS, DEFAULT_NFE, DEFAULT_STEPS, PRESETS, TASK_PRESETS, check_eta
+from difface.config import (
+    BUNDLED_PRESETS,
+    DEFAULT_NFE,
+    DEFAULT_STEPS,
+    PRESETS,
+    TASK_PRESETS,
+    OptionError,
+    check_eta,
+    ref,
+)
 from difface.data.masks import detect_mask
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module, pick_device
@@ -78,11 +87,11 @@ def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
 _metadata = weights.read_metadata  # kept for callers
 
 
-def _check_role(net: nn.Module, source, option: str, role: str, kinds: tuple[str, ...]) -> None:
-    """ValueError naming the file when a network is not of the kind its option needs."""
-    if type(net).__name__ not in kinds:
-        raise ValueError(f"{option} {source}: this file holds a {type(net).__name__} network, not {role}; "
-                         "check the order of --prior and --estimator")
+def _check_role(net: nn.Module, source, option: str, what: str, roles: tuple[str, ...]) -> None:
+    """OptionError naming the file when a network's role (difface.models.ROLES) is not one its option takes."""
+    if models.role_of(net) not in roles:
+        raise OptionError(option, f"{source}: this file holds a {type(net).__name__} network, not {what}; check the "
+                          f"order of {ref('prior')} and {ref('estimator')}")
 
 
 @dataclass
@@ -165,10 +174,10 @@ class DifFace:
         else:
             name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
         p, e = weights.load_network(prior), weights.load_network(estimator)
-        _check_role(p, prior, "--prior", "a diffusion prior (UNet)", ("UNetModel",))
-        _check_role(e, estimator, "--estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
-                    ("SwinIR", "FFCResNetGenerator"))
-        task = "inpainting" if type(e).__name__ == "FFCResNetGenerator" else "restoration"
+        _check_role(p, prior, "prior", "a diffusion prior (UNet)", ("prior",))
+        _check_role(e, estimator, "estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
+                    ("estimator", "inpainter"))
+        task = "inpainting" if models.role_of(e) == "inpainter" else "restoration"
         model = cls.from_modules(p, e, respacing, name=name, task=task)
         model.sources = {"prior": weights.resolve(prior, allow_download=False),
                          "estimator": weights.resolve(estimator, allow_download=False)}

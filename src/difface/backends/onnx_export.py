@@ -46,12 +46,6 @@ def cache_dir() -> Path:
     return weights.cache_dir().parent / "onnx"
 
 
-def role_of(net: nn.Module) -> str:
-    """'prior' | 'estimator' | 'inpainter' from the network's class."""
-    kind = models.kind_of(net.config)
-    return {"unet": "prior", "swinir": "estimator", "lama": "inpainter"}[kind]
-
-
 def image_size_of(net: nn.Module) -> int:
     cfg = net.config
     if isinstance(cfg, models.UNetConfig):
@@ -233,7 +227,7 @@ def cached_export(net: nn.Module, *, source: str | os.PathLike | None = None, so
     key = export_key(net, source_sha256=source_sha256, dtype=dtype, opset=opset, image_size=image_size)
     digest = key_digest(key)
     folder = Path(root) if root is not None else cache_dir()
-    path = folder / f"{role_of(net)}-{digest[:24]}.onnx"
+    path = folder / f"{models.role_of(net)}-{digest[:24]}.onnx"
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file():
         try:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from difface.commands.options import option_message
 from difface.commands.restore import pixels_arg
 from difface.config import BACKEND_NAMES, DEFAULT_DEVICE, DEFAULT_RUN_PRESET, RUN_PRESETS
 from difface.device import DTYPES
@@ -212,7 +213,7 @@ def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], a
                                max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, restore_models=restore_models,
                                inpaint_models=inpaint_models)
     except (OptionError, ValueError, FileNotFoundError) as e:
-        log.error("error: %s", e)
+        log.error("error: %s", option_message(e) if isinstance(e, OptionError) else e)
         return 2
     if server.inpaint_unavailable:
         log.info("inpainting is not available: %s", server.inpaint_unavailable.strip().replace("\n", "; "))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from difface import distributed
-from difface.commands.options import restore_options
+from difface.commands.options import option_message, restore_options
 from difface.config import (
     BACKEND_NAMES,
     DEFAULT_BATCH_FRAMES,
@@ -225,7 +225,7 @@ def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos
         pipe = pipeline_cls.load(options, dist_info.device)
         pipe.check_output(args.output)
     except (OptionError, ValueError, FileNotFoundError) as e:
-        log.error("error: %s", e)
+        log.error("error: %s", option_message(e) if isinstance(e, OptionError) else e)
         return 2
     log.info("%s", pipe.describe())
     t0 = time.perf_counter()
