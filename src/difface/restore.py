@@ -23,22 +23,13 @@ from torch import nn
 from difface import models, weights
 from difface.autostart import AutoStart, estimate_change, steps_for_error
 from difface.backends import backend_network
-from difface.config import (
-    BUNDLED_PRESETS,
-    DEFAULT_NFE,
-    DEFAULT_STEPS,
-    PRESETS,
-    TASK_PRESETS,
-    OptionError,
-    check_eta,
-    ref,
-)
+from difface.config import BUNDLED_PRESETS, DEFAULT_STEPS, PRESETS, TASK_PRESETS, OptionError, check_eta, ref
 from difface.data.masks import detect_mask
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module, pick_device
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise
 from difface.diffusion.schedule import Diffusion
-from difface.diffusion.solvers import OFFICIAL, SOLVERS, make_sampler
+from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, make_sampler
 from difface.schedules import fitted_timesteps
 from difface.weights import local_path, trained_t_max  # noqa: F401 (trained_t_max: kept for callers)
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from difface.commands import COMMANDS
 from difface.commands.options import option_message
 from difface.commands.restore import pixels_arg
 from difface.config import BACKEND_NAMES, DEFAULT_DEVICE, DEFAULT_RUN_PRESET, RUN_PRESETS
@@ -43,7 +44,7 @@ pip install 'difface[app]'."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("app", help="local web app: restore and inpaint faces in a browser", epilog=EPILOG,
+    p = sub.add_parser("app", help=COMMANDS["app"], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Start a local web app (Gradio) with a Restore and an Inpaint tab.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from difface.atomic import atomic_write_bytes
 from difface.backends import BACKENDS
 from difface.benchmark import Setting, as_dicts, backend_table, benchmark, benchmark_backends, results_table
+from difface.commands import COMMANDS
 from difface.device import pick_device
 
 EPILOG = """examples:
@@ -26,7 +27,7 @@ def _flags(v: str) -> list[bool]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("benchmark", help="measure speed and memory of the networks", epilog=EPILOG,
+    p = sub.add_parser("benchmark", help=COMMANDS["benchmark"], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prior", default="unet_ffhq512", help="prior network name (default unet_ffhq512)")
     p.add_argument("--estimator", default="swinir_restoration512", help="estimator network name")

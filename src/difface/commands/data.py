@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from difface.atomic import atomic_write_bytes
+from difface.commands import COMMANDS
 from difface.commands.checks import output_dir_problem
 from difface.face.align import align_faces, apply_affine, estimate_alignment, warp_faces
 from difface.face.detect import BACKENDS, DEFAULT_BACKEND, get_detector
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="prepare data sets (align faces)",
+    p = subparsers.add_parser("data", help=COMMANDS["data"],
                               description="Data preparation commands.")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     a = sub.add_parser(

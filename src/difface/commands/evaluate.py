@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from difface.atomic import atomic_write_bytes
+from difface.commands import COMMANDS
 from difface.commands.checks import output_file_problem
 from difface.config import DEFAULT_DETECTOR
 from difface.device import pick_device
@@ -41,7 +42,7 @@ weights: LPIPS and FID backbones are looked up in the difface cache and torch's 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score restored images (PSNR, SSIM, LPIPS, FID, IDS, LMD, NIQE)",
+    p = sub.add_parser("evaluate", help=COMMANDS["evaluate"],
                        description="Score the images of --pred against --gt (paired metrics), against "
                        "reference statistics (FID) or alone (NIQE). Prints per-metric means; --json/--csv "
                        "write per-image rows.", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

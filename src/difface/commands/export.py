@@ -8,6 +8,7 @@ from pathlib import Path
 
 from difface import models
 from difface.backends import BackendUnavailable
+from difface.commands import COMMANDS
 from difface.config import DEFAULT_NFE, DEFAULT_STEPS
 from difface.diffusion.solvers import OFFICIAL
 from difface.export import EXPORT_SAMPLERS, export_model
@@ -29,7 +30,7 @@ FILLER_DEFAULTS = {"restoration": "unet_ffhq512,swinir_restoration512", "inpaint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export the networks (ONNX) with a manifest", epilog=EPILOG,
+    p = sub.add_parser("export", help=COMMANDS["export"], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     fmt = p.add_subparsers(dest="format", metavar="FORMAT")
     o = fmt.add_parser("onnx", help="ONNX graphs + manifest.json", epilog=EPILOG,

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from difface import distributed
+from difface.commands import COMMANDS
 from difface.commands.options import option_message, restore_options
 from difface.config import (
     BACKEND_NAMES,
@@ -125,7 +126,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "restore", help="restore faces (aligned crops or whole photos)", epilog=EPILOG,
+        "restore", help=COMMANDS["restore"], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Blind face restoration with DifFace: estimator f(y), diffused to step N, then the "
         "face prior's reverse process from N down to 0.",

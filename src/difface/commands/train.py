@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from difface.commands import COMMANDS
 from difface.data.datasets import NoReadableImages
 from difface.train.checkpoint import load_checkpoint
 from difface.train.config import ConfigError, apply_overrides, from_dict, load_config
@@ -38,8 +39,7 @@ runs on different numbers of processes; its running statistics follow the whole 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the face prior (UNet), the diffused estimator (SwinIR) or the "
-                       "inpainting estimator (LaMa)",
+    p = sub.add_parser("train", help=COMMANDS["train"],
                        description="Train a DifFace network from a YAML config (strict: unknown keys are "
                        "errors; omitted keys keep the official values of SPEC 5.2 / 5.3 / 5.4).", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
