@@ -1,11 +1,13 @@
-"""The atomic write every file difface makes goes through (imports nothing of difface: the weights cache, images,
-checkpoints, reports and manifests all use it)."""
+"""Atomic file writes: every file difface writes goes through `atomic_write_bytes` (a reader sees the old
+file or the new one, never a part). Imports nothing of difface: any layer may use it."""
 
 from __future__ import annotations
 
 import os
 import secrets
 from pathlib import Path
+
+__all__ = ["atomic_write_bytes"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -20,15 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difface import weights
+from difface import models, weights
 from difface.autostart import AutoStart, estimate_change, steps_for_error
 from difface.backends import backend_network
-from difface.config import BUNDLED_PRESETS, DEFAULT_NFE, DEFAULT_STEPS, PRESETS, TASK_PRESETS, check_eta
+from difface.config import BUNDLED_PRESETS, DEFAULT_STEPS, PRESETS, TASK_PRESETS, OptionError, check_eta, ref
 from difface.data.masks import detect_mask
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module, pick_device
-from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise, make_sampler
+from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise
 from difface.diffusion.schedule import Diffusion
+from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, make_sampler
+from difface.schedules import fitted_timesteps
 from difface.weights import local_path, trained_t_max  # noqa: F401 (trained_t_max: kept for callers)
 
 BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
@@ -76,11 +78,11 @@ def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
 _metadata = weights.read_metadata  # kept for callers
 
 
-def _check_role(net: nn.Module, source, option: str, role: str, kinds: tuple[str, ...]) -> None:
-    """ValueError naming the file when a network is not of the kind its option needs."""
-    if type(net).__name__ not in kinds:
-        raise ValueError(f"{option} {source}: this file holds a {type(net).__name__} network, not {role}; "
-                         "check the order of --prior and --estimator")
+def _check_role(net: nn.Module, source, option: str, what: str, roles: tuple[str, ...]) -> None:
+    """OptionError naming the file when a network's role (difface.models.ROLES) is not one its option takes."""
+    if models.role_of(net) not in roles:
+        raise OptionError(option, f"{source}: this file holds a {type(net).__name__} network, not {what}; check the "
+                          f"order of {ref('prior')} and {ref('estimator')}")
 
 
 @dataclass
@@ -163,10 +165,10 @@ class DifFace:
         else:
             name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
         p, e = weights.load_network(prior), weights.load_network(estimator)
-        _check_role(p, prior, "--prior", "a diffusion prior (UNet)", ("UNetModel",))
-        _check_role(e, estimator, "--estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
-                    ("SwinIR", "FFCResNetGenerator"))
-        task = "inpainting" if type(e).__name__ == "FFCResNetGenerator" else "restoration"
+        _check_role(p, prior, "prior", "a diffusion prior (UNet)", ("prior",))
+        _check_role(e, estimator, "estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
+                    ("estimator", "inpainter"))
+        task = "inpainting" if models.role_of(e) == "inpainter" else "restoration"
         model = cls.from_modules(p, e, respacing, name=name, task=task)
         model.sources = {"prior": weights.resolve(prior, allow_download=False),
                          "estimator": weights.resolve(estimator, allow_download=False)}
@@ -260,17 +262,16 @@ class DifFace:
                              f"trained on; use a start step of at most {top}")
         return int(start_step)
 
-    def sampler(self, start_step: int, *, eta: float | None = None, sampler: str = "official",
+    def sampler(self, start_step: int, *, eta: float | None = None, sampler: str = OFFICIAL,
                 nfe: int | None = None, method: str = "ddim") -> Sampler:
-        """The sampler from respaced `start_step` (difface.diffusion.sampling.make_sampler)."""
+        """The sampler from respaced `start_step` (difface.diffusion.solvers.make_sampler)."""
         eta = self.default_eta if eta is None else eta
-        if self.schedule == "fitted" and sampler in ("ddim", "dpmpp2m"):
-            ts = self.fitted_schedule(start_step, sampler, 10 if nfe is None else nfe, eta)
+        if self.schedule == "fitted" and sampler in SOLVERS:
+            ts = self.fitted_schedule(start_step, sampler, DEFAULT_NFE if nfe is None else nfe, eta)
             if ts is not None:
-                from difface.diffusion.solvers import FewStepSampler
-
-                return FewStepSampler(self.diffusion.base(), ts, sampler, eta)
-            return make_sampler(self.diffusion, self.check_start_step(start_step), sampler="official", eta=eta,
+                return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=sampler, eta=eta,
+                                    timesteps=ts)
+            return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=OFFICIAL, eta=eta,
                                 method=method)
         return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=sampler, eta=eta, nfe=nfe,
                             method=method)
@@ -278,8 +279,6 @@ class DifFace:
     def fitted_schedule(self, start_step: int, method: str, nfe: int, eta: float) -> tuple[int, ...] | None:
         """The timesteps fitted on this model's prior file for this start (difface.schedules); None when none is
         stored and schedule_fallback is set; ValueError naming the prior file when neither."""
-        from difface.schedules import fitted_timesteps
-
         t = int(self.diffusion.timestep_map[self.check_start_step(start_step)])
         prior = self.sources.get("prior")
         ts = fitted_timesteps(prior, method=method, nfe=nfe, t_start=t, eta=eta)
@@ -308,7 +307,7 @@ class DifFace:
         seeds: Sequence[int] | None = None,
         noise_fn: NoiseFn | None = None,
         dtype: torch.dtype = torch.float32,
-        sampler: str | Sampler = "official",
+        sampler: str | Sampler = OFFICIAL,
         nfe: int | None = None,
         method: str = "ddim",
         callback: Callable[[dict], None] | None = None,
@@ -318,9 +317,9 @@ class DifFace:
         Randomness: either `seeds` (one per image; image b draws from its own generator, so its result
         does not depend on the batch) or an explicit `noise_fn` (replays). `start_step` is the respaced
         index N the estimate is diffused to (one per image allowed; default: the model's); 0 returns
-        the estimator's output; "auto" chooses N per image (difface.autostart). `sampler`: "official" (the
-        respaced loop: N evaluations), "ddim" /
-        "dpmpp2m" (`nfe` evaluations from the same start state), or a Sampler callable.
+        the estimator's output; "auto" chooses N per image (difface.autostart). `sampler`: a name of
+        difface.diffusion.solvers.SAMPLERS ("official": the respaced loop, N evaluations; a few-step solver:
+        `nfe` evaluations from the same start state), or a Sampler callable.
         """
         if self.task != "restoration":
             raise ValueError("this model inpaints; call inpaint()")
@@ -355,7 +354,7 @@ class DifFace:
         seeds: Sequence[int] | None = None,
         noise_fn: NoiseFn | None = None,
         dtype: torch.dtype = torch.float32,
-        sampler: str | Sampler = "official",
+        sampler: str | Sampler = OFFICIAL,
         nfe: int | None = None,
         callback: Callable[[dict], None] | None = None,
     ) -> Restoration:
@@ -453,7 +452,7 @@ class DifFace:
             t = torch.full((len(idx),), n, dtype=torch.long, device=dev)
             x = self.diffusion.q_sample(x0, t, nf(x0))
             nfe_n = nfe
-            if fit_nfe and sampler in ("ddim", "dpmpp2m"):
+            if fit_nfe and sampler in SOLVERS:
                 nfe_n = min(DEFAULT_NFE if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
             run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe_n, method=method) if isinstance(sampler, str) \
                 else sampler
