@@ -23,6 +23,7 @@ from torch import nn
 from difface import models, weights
 from difface.autostart import AutoStart, estimate_change, steps_for_error
 from difface.backends import backend_network
+from difface.bundled import BUNDLED_DIR, BundledModelMissing, bundled_model_paths  # noqa: F401 (re-exported)
 from difface.config import BUNDLED_PRESETS, DEFAULT_STEPS, PRESETS, TASK_PRESETS, OptionError, check_eta, ref
 from difface.data.masks import detect_mask
 from difface.device import autocast as autocast_ctx
@@ -31,9 +32,8 @@ from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, gene
 from difface.diffusion.schedule import Diffusion
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, make_sampler
 from difface.schedules import fitted_timesteps
-from difface.weights import local_path, trained_t_max  # noqa: F401 (trained_t_max: kept for callers)
+from difface.weights import trained_t_max
 
-BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
 # The defaults of the official models (difface.config.PRESETS), kept under these names for callers
 DEFAULT_START_T, DEFAULT_ETA = PRESETS["official-512"].start_t, PRESETS["official-512"].eta
 INPAINT_START_T, INPAINT_ETA = PRESETS["official-256-inpaint"].start_t, PRESETS["official-256-inpaint"].eta
@@ -48,31 +48,6 @@ def image_seed(seed: int, image: torch.Tensor) -> int:
     """
     digest = hashlib.sha256(image.detach().float().contiguous().cpu().numpy().tobytes()).digest()
     return (int(seed) * 1_000_003 + int.from_bytes(digest[:8], "little")) % 2**63
-
-
-class BundledModelMissing(FileNotFoundError):
-    pass
-
-
-def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
-    """(prior, estimator) safetensors of the small model shipped inside the package; for task
-    "inpainting" the estimator is the bundled LaMa inpainter."""
-    prior = BUNDLED_DIR / "prior.safetensors"
-    est = BUNDLED_DIR / ("inpainter.safetensors" if task == "inpainting" else "estimator.safetensors")
-    if task == "inpainting" and not est.is_file():
-        raise BundledModelMissing(
-            "no bundled inpainter is installed with this copy of difface, so name the official weights:\n"
-            "  --prior iddpm-ffhq256 --estimator lama-inpainting256  (downloaded on first use)")
-    if not (prior.is_file() and est.is_file()):
-        raise BundledModelMissing(
-            "no bundled model is installed with this copy of difface, so name the official weights:\n"
-            f"  --prior iddpm-ffhq512 --estimator swinir-ffhq512  (downloaded on first use into "
-            f"{local_path('iddpm-ffhq512').parent}),\n"
-            "  or, offline, put iddpm_ffhq512_ema500000.pth and swinir_restoration512_L1.pth from\n"
-            "  https://github.com/zsyOAOA/DifFace/releases/tag/V1.0 into that folder, or pass their paths:\n"
-            "  --prior /path/iddpm_ffhq512_ema500000.pth --estimator /path/swinir_restoration512_L1.pth"
-        )
-    return prior, est
 
 
 _metadata = weights.read_metadata  # kept for callers
@@ -335,8 +310,8 @@ class DifFace:
         elif isinstance(start_step, str):
             raise ValueError(f"start_step must be an integer, a sequence of integers or 'auto', got {start_step!r}")
         steps = self._start_steps(start_step, len(y))
-        sample = self._diffuse_back(est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
-                                    fit_nfe=auto)
+        sample = self._diffuse_back(est, steps, eta=eta, seeds=seeds, noise_fn=noise_fn, dtype=dtype, sampler=sampler,
+                                    nfe=nfe, method=method, callback=callback, fit_nfe=auto)
         h, w = y0.shape[2:]
         if (h, w) != (s, s):
             sample = _resize(sample, (h, w)).clamp(0, 1)
@@ -392,8 +367,8 @@ class DifFace:
             return lambda x0: x0 - 0.5 * (known * (2 * (x0 - target)))
 
         steps = self._start_steps(start_step, len(y))
-        sample = self._diffuse_back(est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, "ddim", callback,
-                                    x0_fn_for=keep_known)
+        sample = self._diffuse_back(est, steps, eta=eta, seeds=seeds, noise_fn=noise_fn, dtype=dtype, sampler=sampler,
+                                    nfe=nfe, method="ddim", callback=callback, x0_fn_for=keep_known)
         h, w = y0.shape[2:]
         if (h, w) != (s, s):
             sample = _resize(sample, (h, w)).clamp(0, 1)
@@ -426,7 +401,7 @@ class DifFace:
                 raise ValueError(f"start_step: {len(steps)} values for a batch of {n}")
         return [self.check_start_step(k) for k in steps]
 
-    def _diffuse_back(self, est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
+    def _diffuse_back(self, est, steps, *, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
                       x0_fn_for: Callable[[list[int]], X0Fn] | None = None, fit_nfe: bool = False) -> torch.Tensor:
         """q_sample the estimate to each image's start step and run the sampler; (B, 3, S, S) in [0, 1].
 
