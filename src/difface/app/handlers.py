@@ -282,8 +282,9 @@ def _sampling(start: str, start_custom, eta, sampler: str, nfe, seed, auto: bool
         seed=SEED if seed is None else _integer(seed, "seed")))
 
 
-_UI_NAMES = {"--start-step": "start step", "--eta": "eta", "--nfe": "NFE", "--seed": "seed", "--upscale": "upscale",
-             "--sampler": "sampler", "--max-pixels": "pixel limit", "--device": "device", "--dtype": "precision"}
+# what the page calls the options an OptionError names (by their difface.config field names)
+_UI_NAMES = {"start_step": "start step", "eta": "eta", "nfe": "NFE", "seed": "seed", "upscale": "upscale",
+             "sampler": "sampler", "max_pixels": "pixel limit", "device": "device", "dtype": "precision"}
 
 
 def _options(make: Callable):
@@ -291,7 +292,7 @@ def _options(make: Callable):
     try:
         return make()
     except OptionError as e:
-        raise refuse(f"{_UI_NAMES.get(e.option, e.option)}: {e.message}") from None
+        raise refuse(e.say(_UI_NAMES)) from None
 
 
 def _run(task: str, work: Callable[[], ImageResult]) -> ImageResult:
@@ -301,8 +302,8 @@ def _run(task: str, work: Callable[[], ImageResult]) -> ImageResult:
     except NonFiniteResult as e:
         raise refuse(str(e)) from None
     except OptionError as e:  # the whole-photo detector or background upsampler, built on first use
-        what = "background upsampler" if e.option == "--bg-upsampler" else "face detector"
-        raise refuse(f"the {what} cannot be used: {e.message}") from None
+        what = "background upsampler" if e.option == "bg_upsampler" else "face detector"
+        raise refuse(f"the {what} cannot be used: {e.say(_UI_NAMES).split(': ', 1)[-1]}") from None
     except (RuntimeError, ValueError) as e:
         raise refuse(f"{task} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 

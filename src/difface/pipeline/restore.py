@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from difface.autostart import AutoStart, steps_for_error
-from difface.config import OptionError, RestoreOptions
+from difface.config import DEFAULT_NFE, OptionError, RestoreOptions
 from difface.device import DTYPES, cpu_has_native_bf16, pick_device
 from difface.face import band
 from difface.face.detect import get_detector
@@ -95,7 +95,7 @@ class FacePipeline:
 
     def __init__(self, model: DifFace, options, device: torch.device | None = None):
         if model.task != self.task:
-            raise OptionError("--estimator", f"this is a {model.task} model ({model.name}); "
+            raise OptionError("estimator", f"this is a {model.task} model ({model.name}); "
                               f"{type(self).__name__} needs a {self.task} estimator")
         self.model, self.options = model, options
         self.device = device or model.device
@@ -135,18 +135,18 @@ class FacePipeline:
             try:
                 m.check_start_step(self.start_step)
             except ValueError as e:
-                raise OptionError("--start-step", str(e).removeprefix("start_step ")) from None
+                raise OptionError("start_step", str(e).removeprefix("start_step ")) from None
             if s.sampler != "official" and self.start_step > 0:
                 t0 = int(m.diffusion.timestep_map[self.start_step])
-                nfe = 10 if s.nfe is None else s.nfe
+                nfe = DEFAULT_NFE if s.nfe is None else s.nfe
                 if nfe > t0 + 1:
-                    raise OptionError("--nfe", f"{nfe} evaluations do not fit between t = {t0} (start step "
+                    raise OptionError("nfe", f"{nfe} evaluations do not fit between t = {t0} (start step "
                                       f"{self.start_step}) and 0; use at most {t0 + 1}")
                 if m.schedule == "fitted":
                     try:
                         m.fitted_schedule(self.start_step, s.sampler, nfe, self.eta)
                     except ValueError as e:
-                        raise OptionError("--schedule", str(e)) from None
+                        raise OptionError("schedule", str(e)) from None
 
     def describe(self) -> str:
         """One line for the log: model, size, precision, device and the sampling settings in force."""
@@ -263,12 +263,12 @@ class RestorePipeline(FacePipeline):
             try:
                 self._detector = get_detector(p.detector, device=str(self.device))
             except (ImportError, FileNotFoundError, ValueError, RuntimeError) as e:
-                raise OptionError("--detector", str(e)) from None
+                raise OptionError("detector", str(e)) from None
             try:
                 self._bg = make_bg_upsampler(p.bg_upsampler, self.device, self.dtype, upscale=p.upscale,
                                              backend=self.options.model.backend)
             except (FileNotFoundError, ValueError, RuntimeError) as e:
-                raise OptionError("--bg-upsampler", str(e)) from None
+                raise OptionError("bg_upsampler", str(e)) from None
         return self._detector, self._bg
 
     def restore_image(self, image: LoadedImage, callback: Progress | None = None) -> ImageResult:
@@ -352,4 +352,4 @@ def _device(name: str) -> torch.device:
     try:
         return pick_device(name)
     except ValueError as e:
-        raise OptionError("--device", str(e).split(": ", 1)[-1]) from None
+        raise OptionError("device", str(e).split(": ", 1)[-1]) from None
