@@ -114,16 +114,24 @@ class AppServer(ModelCatalogue):
     def __init__(self, device: str = "auto", dtype: str = "fp32", max_pixels: int = DEFAULT_MAX_PIXELS,
                  restore_models: list[ModelChoice] | None = None, inpaint_models: list[ModelChoice] | None = None,
                  work_dir: Path | None = None, keep_models: int = 2, backend: str = "torch"):
+        # the last restoration pipeline: the next request reuses its detector and background upsampler
+        self._restore_pipe: RestorePipeline | None = None
         # The first model of each tab is loaded now: a file that cannot be used is said at start.
         super().__init__(device=device, dtype=dtype, backend=backend, restore_models=restore_models,
                          inpaint_models=inpaint_models, keep_models=keep_models)
         self.max_pixels = max_pixels
         self.auto = autostart_available()
-        # the last restoration pipeline: the next request reuses its detector and background upsampler
-        self._restore_pipe: RestorePipeline | None = None
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="difface-app-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
+
+    def model(self, label: str, task: str) -> DifFace:
+        """As `ModelCatalogue.model`; a kept pipeline whose model was freed goes too (no model outlives the
+        catalogue's `keep_models`)."""
+        loaded = super().model(label, task)
+        if self._restore_pipe is not None and not any(self._restore_pipe.model is m for m in self._models.values()):
+            self._restore_pipe = None
+        return loaded
 
     def close(self) -> None:
         if self._own_dir:
