@@ -158,8 +158,8 @@ def make_sampler(diffusion: Diffusion, start_step: int, *, sampler: str = OFFICI
     state (original timestep timestep_map[start_step]), or the given `timesteps` (e.g. a fitted schedule).
     Raises ValueError naming the argument for values that cannot work.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler != OFFICIAL and sampler not in SOLVERS:
+        raise ValueError(f"sampler must be one of {', '.join((OFFICIAL, *SOLVERS))}, got {sampler!r}")
     if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0.0 <= eta <= 1.0):
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
     if not 0 <= start_step < diffusion.num_timesteps:
