@@ -127,7 +127,8 @@ def main() -> None:
               "timesteps": list(best), "mse": best_loss, "psnr_vs_official": psnr_of(best_loss),
               "even_mse": history[0]["mse"], "even_psnr_vs_official": history[0]["psnr_vs_official"],
               "calibration": {"faces": names, "set": str(args.lq), "spec": args.calib},
-              "prior_file": prior.name, "prior_path": str(prior), "prior_sha256": sha256_of(prior), "network_evaluations": memo.evals,
+              "prior_file": prior.name, "prior_path": str(prior), "prior_sha256": sha256_of(prior),
+              "network_evaluations": memo.evals,
               "seconds": sec, "threads": args.threads, "history": history}
     print(json.dumps({k: v for k, v in result.items() if k not in ("history", "calibration")}))
     if args.json:
