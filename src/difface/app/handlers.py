@@ -13,29 +13,23 @@ into a `gr.Error` whose message names the upload as the user named it.
 
 from __future__ import annotations
 
-import os
+import logging
+import shlex
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
-# Gradio reads this when it reports (at import of its modules and at launch): keep its telemetry and version
-# check off (an offline app).
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+import cv2
+import gradio as gr
+import numpy as np
 
-import logging  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import cv2  # noqa: E402
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-
-from difface.app.catalogue import ModelCatalogue, ModelChoice, UnknownModel, autostart_available  # noqa: E402
-from difface.commands.options import args_from_options  # noqa: E402
-from difface.config import (  # noqa: E402
+from difface.app.catalogue import ModelCatalogue, ModelChoice, UnknownModel, autostart_available
+from difface.commands.options import args_from_options
+from difface.config import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_SEED,
     InpaintOptions,
@@ -45,8 +39,8 @@ from difface.config import (  # noqa: E402
     RestoreOptions,
     SamplingOptions,
 )
-from difface.data.masks import detect_mask, load_mask, resize_nearest  # noqa: E402
-from difface.images import (  # noqa: E402
+from difface.data.masks import detect_mask, load_mask, resize_nearest
+from difface.images import (
     ImageReadError,
     LoadedImage,
     check_pixels,
@@ -55,10 +49,10 @@ from difface.images import (  # noqa: E402
     to_uint8,
     write_image,
 )
-from difface.pipeline.files import read_input, save_result  # noqa: E402
-from difface.pipeline.inpaint import InpaintPipeline  # noqa: E402
-from difface.pipeline.restore import ImageResult, NonFiniteResult, RestorePipeline  # noqa: E402
-from difface.restore import DifFace  # noqa: E402
+from difface.pipeline.files import read_input, save_result
+from difface.pipeline.inpaint import InpaintPipeline
+from difface.pipeline.restore import ImageResult, NonFiniteResult, RestorePipeline
+from difface.restore import DifFace
 
 log = logging.getLogger("difface")
 

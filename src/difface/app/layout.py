@@ -9,6 +9,7 @@ Every event runs with preprocess=False (the upload reaches difface's reader as i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import gradio as gr
@@ -224,6 +225,9 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, *, block:
     """Serve the page: one job at a time (the others see their place in the queue), no SSR node server,
     uploads up to max_file_size (refused by the server, before storing, beyond it); `auth` ((user, password) ->
     bool): every page, API call and file needs a login. Returns (app, local_url) when block is False."""
+    # Gradio asks this variable (at call time) before each version check and telemetry report: an offline app
+    # makes neither. Set here, when the app starts serving, not when difface.app is imported.
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     demo.queue(default_concurrency_limit=1)
     app, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
                               inbrowser=False, share=False, ssr_mode=False, max_file_size=max_file_size,
