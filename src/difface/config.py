@@ -22,14 +22,15 @@ from difface.backends import BackendUnavailable, check_backend
 from difface.device import DTYPES
 from difface.diffusion.schedule import space_timesteps
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SAMPLERS, SOLVERS  # noqa: F401 (re-exported: the registry owns them)
+from difface.face.detect import BACKENDS as DETECTOR_NAMES
+from difface.face.detect import DEFAULT_BACKEND as DEFAULT_DETECTOR  # noqa: F401 (re-exported)
 
 DEFAULT_SEED = 12345
 DEFAULT_STEPS = "ddim250"
 # Inputs above this many pixels are refused from the image header, before decoding: a 50 MP photo
 # takes about 2 GB to decode and resize. Raise it with --max-pixels.
 DEFAULT_MAX_PIXELS = 50_000_000
-DETECTORS = ("mtcnn", "yunet", "retinaface_resnet50", "retinaface_mobile0.25")
-DEFAULT_DETECTOR = "mtcnn"
+DETECTORS = DETECTOR_NAMES  # re-exported: difface.face.detect.DETECTORS is the table (name -> builder)
 BG_UPSAMPLERS = ("auto", "realesrgan", "lanczos")
 DEFAULT_BG_UPSAMPLER = "auto"
 DEFAULT_DEVICE = "auto"  # difface.device.pick_device: CUDA, else MPS, else the CPU

