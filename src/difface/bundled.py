@@ -21,14 +21,14 @@ def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
     if task == "inpainting" and not est.is_file():
         raise BundledModelMissing(
             "no bundled inpainter is installed with this copy of difface, so name the official weights:\n"
-            "  --prior iddpm-ffhq256 --estimator lama-inpainting256  (downloaded on first use)")
+            "  `prior` iddpm-ffhq256 `estimator` lama-inpainting256  (downloaded on first use)")
     if not (prior.is_file() and est.is_file()):
         raise BundledModelMissing(
             "no bundled model is installed with this copy of difface, so name the official weights:\n"
-            f"  --prior iddpm-ffhq512 --estimator swinir-ffhq512  (downloaded on first use into "
+            f"  `prior` iddpm-ffhq512 `estimator` swinir-ffhq512  (downloaded on first use into "
             f"{local_path('iddpm-ffhq512').parent}),\n"
             "  or, offline, put iddpm_ffhq512_ema500000.pth and swinir_restoration512_L1.pth from\n"
             "  https://github.com/zsyOAOA/DifFace/releases/tag/V1.0 into that folder, or pass their paths:\n"
-            "  --prior /path/iddpm_ffhq512_ema500000.pth --estimator /path/swinir_restoration512_L1.pth"
+            "  `prior` /path/iddpm_ffhq512_ema500000.pth `estimator` /path/swinir_restoration512_L1.pth"
         )
     return prior, est

@@ -16,13 +16,17 @@ COMMANDS: tuple[str, ...] = tuple(COMMAND_HELP)
 
 
 class _LogHandler(logging.StreamHandler):
-    """Log lines on lines of their own: around a tqdm progress bar (tqdm.write) rather than after it."""
+    """Log lines on lines of their own: around a tqdm progress bar (tqdm.write) rather than after it; options
+    the library names by field ("`upscale`", config.say_options) written as their flags ("--upscale")."""
+
+    def render(self, text: str) -> str:
+        return text
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             from tqdm import tqdm
 
-            tqdm.write(self.format(record), file=self.stream)
+            tqdm.write(self.render(self.format(record)), file=self.stream)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
@@ -78,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        # the command has imported these already (only the command that runs is imported: see build_parser)
+        from difface.commands.options import FLAGS
+        from difface.config import say_options
+
+        handler.render = lambda text: say_options(text, FLAGS)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -85,6 +85,13 @@ def ref(option: str) -> str:
     return f"{_REF}{option}{_REF}"
 
 
+def say_options(text: str, names: Mapping[str, str]) -> str:
+    """Any other text (a warning, a failure reason, a refusal) names an option as its field in backticks,
+    "`upscale`", which is how a caller of the Python API writes it; a front end rewrites each field it has a
+    name for (the CLI's log handler: "--upscale"; the app: its label) and leaves every other backtick as is."""
+    return re.sub(r"`([a-z_]+)`", lambda m: names.get(m[1], m[0]), text)
+
+
 class OptionError(ValueError):
     """An option value that cannot work. `option` is the option's field name in these classes ("eta",
     "start_step", "max_seconds", ...): no front end's spelling; `message` names the options it mentions the same
@@ -97,7 +104,7 @@ class OptionError(ValueError):
 
     @staticmethod
     def _render(text: str, names: Mapping[str, str]) -> str:
-        return re.sub(f"{_REF}([a-z_]+){_REF}", lambda m: names.get(m[1], m[1]), text)
+        return say_options(re.sub(f"{_REF}([a-z_]+){_REF}", lambda m: names.get(m[1], m[1]), text), names)
 
     def say(self, names: Mapping[str, str]) -> str:
         """"<option>: <message>" with each option written as names[field] (a field without an entry as it is)."""

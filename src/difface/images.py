@@ -149,7 +149,7 @@ def check_pixels(path: str | os.PathLike, max_pixels: int) -> tuple[int, int] | 
         w, h = size
         dims = f"{w}x{h} = " if h > 1 else ""
         raise ImageTooLarge(f"{path}: image is {dims}{w * h / 1e6:.1f} megapixels, over the limit of "
-                            f"{max_pixels / 1e6:g} MP (raise it with --max-pixels if you have the memory: about "
+                            f"{max_pixels / 1e6:g} MP (raise it with `max_pixels` if you have the memory: about "
                             f"40 bytes per pixel)")
     return size
 

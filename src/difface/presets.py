@@ -71,7 +71,7 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     it as it is) unless --bg-upsampler is given: Real-ESRGAN x2 of a 1.1 MP photo costs about as much as 4 faces
     of the fast preset, and no backend makes it cheaper on a CPU (docs/speed.md, whole photos)."""
     if name not in RUN_PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(RUN_PRESETS)}, got {name!r}")
+        raise ValueError(f"`preset` must be one of {', '.join(RUN_PRESETS)}, got {name!r}")
     given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL}
     if name == "official":
         return Resolved({**OFFICIAL, **given}, None, None)
@@ -108,10 +108,10 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
         steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (even schedule)"
     line = f"preset fast: backend {backend} ({why}), {steps}"
     if lanczos:
-        line += (", background kept as it is (--upscale 1)" if upscale == 1 else ", background Lanczos") + \
-            " (Real-ESRGAN x2 costs about 20 UNet forwards a megapixel: --bg-upsampler realesrgan)"
+        line += (", background kept as it is (`upscale` 1)" if upscale == 1 else ", background Lanczos") + \
+            " (Real-ESRGAN x2 costs about 20 UNet forwards a megapixel: `bg_upsampler` realesrgan)"
     if given:
-        line += "; given explicitly: " + ", ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in given.items())
+        line += "; given explicitly: " + ", ".join(f"`{k}`" if v is True else f"`{k}` {v}" for k, v in given.items())
     return Resolved(opts, fallback, line)
 
 

@@ -38,6 +38,7 @@ from difface.config import (
     PhotoOptions,
     RestoreOptions,
     SamplingOptions,
+    say_options,
 )
 from difface.data.masks import detect_mask, load_mask, resize_nearest
 from difface.images import (
@@ -260,7 +261,9 @@ class AppServer(ModelCatalogue):
 
 # -- helpers -----------------------------------------------------------------------------------------
 def refuse(message: str) -> gr.Error:
-    """A message for the page (it stays until closed); the server logs one line, not a traceback."""
+    """A message for the page (it stays until closed), options the library names by field ("`dtype`") written
+    as the page labels them; the server logs one line, not a traceback."""
+    message = say_options(message, _UI_NAMES)
     log.info("refused: %s", message.splitlines()[0] if message else message)
     return gr.Error(message, duration=None, print_exception=False)
 
@@ -287,6 +290,7 @@ def _sampling(start: str, start_custom, eta, sampler: str, nfe, seed, auto: bool
 # what the page calls the options an OptionError names (by their difface.config field names)
 _UI_NAMES = {"start_step": "start step", "eta": "eta", "nfe": "NFE", "seed": "seed", "upscale": "upscale",
              "sampler": "sampler", "max_pixels": "pixel limit", "device": "device", "dtype": "precision"}
+_APP_LIMIT = {"max_pixels": "the app's --max-pixels"}  # the server's limit, set when the app is started
 
 
 def _options(make: Callable):
@@ -362,7 +366,7 @@ def _read(pipe, src: Path) -> LoadedImage:
         text = _clean(str(e), src)
         if "no missing pixels" in text:
             text += ": paint the missing region with the brush, or upload a mask (white = missing)"
-        raise refuse(text.replace("--max-pixels", "the app's --max-pixels")) from None
+        raise refuse(say_options(text, _APP_LIMIT)) from None
 
 
 def _decode(src: Path) -> LoadedImage:
@@ -380,7 +384,7 @@ def _header_size(src: Path, max_pixels: int) -> tuple[int, int]:
         if size is None:
             return read_image(src).rgb.shape[:2]
     except ImageReadError as e:
-        raise refuse(_clean(str(e), src).replace("--max-pixels", "the app's --max-pixels")) from None
+        raise refuse(say_options(_clean(str(e), src), _APP_LIMIT)) from None
     return size[1], size[0]
 
 

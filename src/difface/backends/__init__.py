@@ -157,10 +157,10 @@ def backend_network(net: nn.Module, backend: str, *, dtype: str = "fp32", device
         return net
     graph_dtype = "fp16" if (backend == "onnxruntime" and dtype == "fp16") else "fp32"
     if backend == "onnxruntime" and dtype == "fp16" and torch.device(device).type == "cpu":
-        raise BackendUnavailable("--backend onnxruntime --dtype fp16 needs a GPU (CUDA execution provider); "
+        raise BackendUnavailable("`backend` onnxruntime `dtype` fp16 needs a GPU (CUDA execution provider); "
                                  "use fp32 on a CPU")
     if backend == "onnxruntime" and dtype == "bf16":
-        raise BackendUnavailable("--backend onnxruntime runs fp32 (or fp16 on a GPU); for bf16 use --backend torch "
+        raise BackendUnavailable("`backend` onnxruntime runs fp32 (or fp16 on a GPU); for bf16 use `backend` torch "
                                  "or openvino")
     path, _ = cached_export(net, source=source, dtype=graph_dtype, image_size=image_size, root=cache_root)
     if backend == "onnxruntime":

@@ -129,7 +129,7 @@ FLAGS: dict[str, str] = {
     **dict(_MODEL_VALUES + _MODEL_FLAGS + _SAMPLING_VALUES + _PHOTO_VALUES + _PHOTO_FLAGS + _VIDEO_VALUES
            + _VIDEO_FLAGS),
     "aligned": "--aligned", "batch_size": "--batch-size", "max_pixels": "--max-pixels", "mask": "--mask",
-    "save_comparison": "--save-comparison", "output": "-o",
+    "save_comparison": "--save-comparison", "output": "-o", "preset": "--preset",
 }
 
 

@@ -159,7 +159,7 @@ def _hole(pipe: InpaintPipeline, path: Path, image: LoadedImage) -> tuple[np.nda
     black = detect_mask(image_to_tensor(image.rgb))[0, 0].numpy()
     covered = float(black.mean())
     if covered == 0.0:
-        why = f"no mask named {path.stem}.* in {pipe.options.mask}" if pipe.options.mask else "no --mask given"
+        why = f"no mask named {path.stem}.* in {pipe.options.mask}" if pipe.options.mask else "no `mask` given"
         raise MaskError(f"{path}: no missing pixels (none is exactly 0 in all channels) and {why}")
     if covered == 1.0:
         raise MaskError(f"{path}: every pixel is missing (the image is black)")
@@ -167,7 +167,7 @@ def _hole(pipe: InpaintPipeline, path: Path, image: LoadedImage) -> tuple[np.nda
     if doubts:  # said before the work: a black suit or background is not a hole someone drew
         log.warning("warning: %s: the hole (its exactly black pixels, as no mask was given) is %s: %s. "
                     "That does not look like a drawn hole (black hair, clothes or background?): give the "
-                    "hole with --mask FILE (white = missing) if these are not the pixels to fill",
+                    "hole with `mask` FILE (white = missing) if these are not the pixels to fill",
                     path, hole_size(black), "; ".join(doubts))
     return None, f"hole: {hole_size(black)}, the pixels exactly black in all channels"
 

@@ -43,5 +43,5 @@ def failure_reason(e: Exception) -> str:
         return str(e)
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     if "out of memory" in text.lower() or "can't allocate memory" in text.lower():
-        return f"out of memory ({text}); try a smaller --batch-size, --dtype bf16, or a smaller image"
+        return f"out of memory ({text}); try a smaller `batch_size`, `dtype` bf16, or a smaller image"
     return f"restoration failed: {text}"

@@ -116,11 +116,11 @@ class FacePipeline:
         m = options.model
         dev = device if device is not None else _device(m.device)
         if m.dtype == "fp16" and dev.type == "cpu":
-            log.warning("warning: --dtype fp16 on a CPU is emulated and about 90x slower than fp32; use fp32 or "
+            log.warning("warning: `dtype` fp16 on a CPU is emulated and about 90x slower than fp32; use fp32 or "
                         "bf16 on a CPU (fp16 is for GPUs)")
         if m.dtype == "bf16" and dev.type == "cpu" and cpu_has_native_bf16() is False:
-            log.warning("warning: --dtype bf16: this CPU has no bf16 instructions (AVX512_BF16 / AMX), so bf16 is "
-                        "emulated and about 10x slower than fp32 here; use fp32 (and --fast) on this machine")
+            log.warning("warning: `dtype` bf16: this CPU has no bf16 instructions (AVX512_BF16 / AMX), so bf16 is "
+                        "emulated and about 10x slower than fp32 here; use fp32 (and `fast`) on this machine")
         model = DifFace.from_pretrained(prior=m.prior, estimator=m.estimator, task=cls.task, device=dev,
                                         dtype=m.dtype, backend=m.backend, steps=m.steps, channels_last=m.fast,
                                         compile=m.compile)
@@ -193,14 +193,14 @@ class FacePipeline:
         s, steps = self.options.sampling, out.start_steps or []
         if s.sampler != "official" and "sampler" not in self._said and 0 in steps:
             self._said.add("sampler")
-            given = f"--sampler {s.sampler}" + (f" --nfe {s.nfe}" if s.nfe is not None else "")
+            given = f"`sampler` {s.sampler}" + (f" `nfe` {s.nfe}" if s.nfe is not None else "")
             if self.start_step == "auto":
                 log.warning("warning: %s does nothing for a face whose start step is 0: its result is the "
                             "estimator's output, with no diffusion to sample (start step auto chose 0 for %d of "
                             "these %d face(s); said once per run, the notes give every face's step)", given,
                             steps.count(0), len(steps))
             else:
-                log.warning("warning: %s does nothing with --start-step 0: every result is the estimator's "
+                log.warning("warning: %s does nothing with `start_step` 0: every result is the estimator's "
                             "output, with no diffusion to sample", given)
         if self.start_step == "auto" or not self.start_step or "far" in self._said or self.task != "restoration":
             return
@@ -213,10 +213,10 @@ class FacePipeline:
         n = int(self.start_step)
         if int(t_of[n]) >= FAR_ABOVE_FACTOR * int(t_of[chosen]) + FAR_ABOVE_MARGIN_T or n > top:
             self._said.add("far")
-            log.warning("warning: --start-step %d (t = %d) is far above what this model's auto rule chooses: %d "
+            log.warning("warning: `start_step` %d (t = %d) is far above what this model's auto rule chooses: %d "
                         "(t = %d) for the most damaged of these %d face(s), and at most %d (t = %d) for any face; "
                         "diffusing from this high replaces more of a face than its damage calls for. "
-                        "--start-step auto chooses per face (said once per run)", n, int(t_of[n]), chosen,
+                        "`start_step` auto chooses per face (said once per run)", n, int(t_of[n]), chosen,
                         int(t_of[chosen]), len(x), top, int(t_of[top]))
 
 
@@ -345,7 +345,7 @@ def _resize(x: torch.Tensor, hw: tuple[int, int], clamp: bool = False) -> torch.
 def _output_too_large(w: int, h: int, upscale: int) -> str:
     return (f"the output would be {w * upscale}x{h * upscale} = {w * h * upscale**2 / 1e6:.0f} megapixels, over the "
             f"{MAX_OUTPUT_PIXELS / 1e6:.0f} MP the whole-photo path allows (about 60 bytes of memory per output "
-            f"pixel); use a smaller --upscale (e.g. --upscale 1) or a smaller photo")
+            f"pixel); use a smaller `upscale` (e.g. `upscale` 1) or a smaller photo")
 
 
 def _device(name: str) -> torch.device:

@@ -51,7 +51,7 @@ def restore_video_file(pipe: FacePipeline, job: Job, progress: bool = True) -> O
     if not isinstance(pipe, RestorePipeline):
         return Outcome(job.src, None, False, f"{pipe.task} of videos is not supported")
     if pipe.aligned:
-        return Outcome(job.src, None, False, "a video is restored in whole-photo mode: leave out --aligned")
+        return Outcome(job.src, None, False, "a video is restored in whole-photo mode: leave out `aligned`")
     v, s = pipe.options.video, pipe.options.sampling
     detector, bg = pipe._photo_parts()
     opts = VideoOptions(tracking=v.tracking, track_seeds=v.track_seeds, smoothing=v.smoothing,
