@@ -83,7 +83,7 @@ def test_every_flag_of_the_table_is_an_argument_of_restore_or_inpaint():
     assert set(FLAGS.values()) <= known, set(FLAGS.values()) - known
     fields = {f.name for cls in (ModelOptions, SamplingOptions, PhotoOptions, VideoSettings, RestoreOptions,
                                  InpaintOptions) for f in dataclasses.fields(cls)}
-    assert set(FLAGS) - {"output", "preset"} <= fields  # keyed by the options' field names (preset: resolved before them)
+    assert set(FLAGS) - {"output", "preset"} <= fields  # keyed by field names (preset: resolved first)
 
 
 @pytest.mark.parametrize("make,field,cli,plain", [
