@@ -5,7 +5,8 @@
 Prints: files over --max-file lines, functions over --max-function lines (decorators and docstring
 included), function-level imports of the package's own modules (optional dependencies are not
 counted: only `difface...` imports), and module-level statements that call something for its side
-effect (a bare call expression at module top level, e.g. `os.umask(0)` or `torch.set_num_threads(1)`).
+effect (a bare call expression at module top level, e.g. `os.umask(0)` or `torch.set_num_threads(1)`) or
+store into another object (an item or attribute assignment, e.g. `os.environ["X"] = "1"`).
 Exit status 0 always: it measures, it does not judge.
 """
 
@@ -48,6 +49,10 @@ def count(root: Path, max_file: int, max_function: int) -> dict:
         for stmt in _top_level(tree.body):
             if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
                 side_effects.append((str(rel), stmt.lineno, ast.unparse(stmt.value)[:60]))
+            elif isinstance(stmt, ast.Assign | ast.AugAssign) and any(
+                    isinstance(t, ast.Subscript | ast.Attribute)
+                    for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])):
+                side_effects.append((str(rel), stmt.lineno, ast.unparse(stmt)[:60]))  # os.environ[...] = ...
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 start = min([node.lineno] + [d.lineno for d in node.decorator_list])
@@ -79,7 +84,7 @@ def main() -> None:
     if a.verbose:
         for f in c["function_level_own_imports"]:
             print(f"  {f}")
-    print(f"module-level calls (import-time side effects): {len(c['module_level_calls'])}")
+    print(f"module-level calls and stores (import-time side effects): {len(c['module_level_calls'])}")
     for f, line, call in c["module_level_calls"]:
         print(f"  {f}:{line}  {call}")
 

@@ -24,7 +24,7 @@ import torch
 
 from difface.images import IMAGE_EXTENSIONS, collect_inputs, write_image
 from difface.metrics.niqe import niqe
-from difface.pipeline import ModelOptions, PhotoOptions, RestoreOptions, RestorePipeline, SamplingOptions
+from difface.pipeline import ModelOptions, PhotoOptions, RestoreOptions, RestorePipeline, SamplingOptions, read_input
 
 
 def x4(a: np.ndarray) -> np.ndarray:
@@ -65,7 +65,7 @@ def main() -> None:
     report, rows = {"model": pipe.describe(), "photos": []}, []
     files = collect_inputs(args.inputs, extensions=IMAGE_EXTENSIONS)
     if args.aligned:  # one 'photo' of all faces
-        images = [pipe.read(f) for f in files]
+        images = [read_input(pipe, f) for f in files]
         results = pipe.restore_aligned(images)
         groups = [("aligned faces", np.stack([cv2.resize(im.rgb, (size, size), interpolation=cv2.INTER_AREA)
                                               for im in images]),
@@ -74,7 +74,7 @@ def main() -> None:
     else:
         groups = []
         for f in files:
-            r = pipe.restore_image(pipe.read(f))
+            r = pipe.restore_image(read_input(pipe, f))
             groups.append((str(f), r.crops, r.restored, r.skipped, r.start_steps))
     for name, crops, restored, skipped, steps in groups:
         if crops is None or not len(crops):

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from difface import hub
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -29,6 +31,38 @@ def _own_weights_cache(tmp_path_factory):
         yield
     finally:
         os.environ.pop("DIFFACE_HOME", None)
+
+
+@pytest.fixture(autouse=True)
+def _registry_unchanged():
+    """No test leaves an entry of its own in the weights registry (difface.hub.REGISTRY): what a test adds
+    (through the `registered` fixture, which takes it out again) or changes is put back, and the test fails."""
+    before = dict(hub.REGISTRY)
+    yield
+    after = dict(hub.REGISTRY)
+    if after != before:
+        hub.REGISTRY.clear()
+        hub.REGISTRY.update(before)
+        left = sorted(n for n in after if after[n] != before.get(n)) + sorted(set(before) - set(after))
+        pytest.fail(f"the test left the weights registry changed: {left}; use the `registered` fixture")
+
+
+@pytest.fixture
+def registered():
+    """`add(entry)`: weights.register for this test only; the entry is taken out of the registry afterwards (an
+    entry it replaced is put back)."""
+    added: list[tuple[str, hub.WeightsEntry | None]] = []
+
+    def add(entry: hub.WeightsEntry) -> hub.WeightsEntry:
+        added.append((entry.name, hub.REGISTRY.get(entry.name)))
+        return hub.register(entry)
+
+    yield add
+    for name, old in reversed(added):
+        if old is None:
+            hub.REGISTRY.pop(name, None)
+        else:
+            hub.REGISTRY[name] = old
 
 
 def pytest_addoption(parser):

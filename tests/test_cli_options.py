@@ -6,9 +6,17 @@ import dataclasses
 
 import pytest
 
-from difface.cli import build_parser
-from difface.commands.options import args_from_options, options_from_args
-from difface.config import InpaintOptions, ModelOptions, PhotoOptions, RestoreOptions, SamplingOptions, VideoSettings
+from difface.cli import _command_parser, build_parser
+from difface.commands.options import FLAGS, args_from_options, option_message, options_from_args
+from difface.config import (
+    InpaintOptions,
+    ModelOptions,
+    OptionError,
+    PhotoOptions,
+    RestoreOptions,
+    SamplingOptions,
+    VideoSettings,
+)
 
 
 def _round_trip(command: str, options):
@@ -66,3 +74,35 @@ def test_every_non_default_field_is_written():
                  "--nfe", "--seed", "--upscale", "--detector", "--only-center-face", "--bg-upsampler",
                  "--draw-boxes", "--max-face-size", "--batch-size", "--save-comparison", "--max-pixels"):
         assert flag in args
+
+
+def test_every_flag_of_the_table_is_an_argument_of_restore_or_inpaint():
+    parser = build_parser()
+    known = {s for cmd in ("restore", "inpaint") for a in _command_parser(parser, [cmd])._actions
+             for s in a.option_strings}
+    assert set(FLAGS.values()) <= known, set(FLAGS.values()) - known
+    fields = {f.name for cls in (ModelOptions, SamplingOptions, PhotoOptions, VideoSettings, RestoreOptions,
+                                 InpaintOptions) for f in dataclasses.fields(cls)}
+    assert set(FLAGS) - {"output", "preset"} <= fields  # keyed by field names (preset: resolved first)
+
+
+@pytest.mark.parametrize("make,field,cli,plain", [
+    (lambda: SamplingOptions(eta=2), "eta", "--eta: must lie in [0, 1], got 2", "eta: must lie in [0, 1], got 2"),
+    (lambda: SamplingOptions(nfe=5), "nfe",
+     "--nfe: applies to --sampler ddim or dpmpp2m; the official loop makes one evaluation per respaced step (see "
+     "--steps and --start-step)",
+     "nfe: applies to sampler ddim or dpmpp2m; the official loop makes one evaluation per respaced step (see "
+     "steps and start_step)"),
+    (lambda: VideoSettings(max_seconds=-1), "max_seconds", "--max-video-seconds: must be at least 0, got -1",
+     "max_seconds: must be at least 0, got -1"),
+    (lambda: ModelOptions(prior="p.pth"), "estimator",
+     "--estimator: give both --prior and --estimator (or neither, for the bundled model)",
+     "estimator: give both prior and estimator (or neither, for the bundled model)"),
+])
+def test_option_errors_name_fields_and_the_cli_says_flags(make, field, cli, plain):
+    """OptionError carries the field name; the command line's message (its flags) is the table's business."""
+    with pytest.raises(OptionError) as e:
+        make()
+    assert e.value.option == field
+    assert option_message(e.value) == cli
+    assert str(e.value) == plain and f"{field}: {e.value.message}" == plain

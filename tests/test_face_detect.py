@@ -127,6 +127,31 @@ def test_unknown_backend_and_missing_weights(tmp_path, monkeypatch):
         get_detector("retinaface_resnet50", weights=tmp_path / "missing.pth")
 
 
+def test_a_detector_is_one_entry_of_the_table(monkeypatch):
+    """get_detector builds through DETECTORS; config's names, the CLI's --detector help and the options' check
+    come from the same table."""
+    from difface import config
+    from difface.cli import _command_parser, build_parser
+    from difface.face import detect
+
+    assert config.DETECTORS == tuple(detect.DETECTORS) and config.DEFAULT_DETECTOR in detect.DETECTORS
+    help_text = " ".join(_command_parser(build_parser(["restore"]), ["restore"]).format_help().split())
+    assert all(name in help_text for name in detect.DETECTORS)
+    assert config.PhotoOptions(detector="retinaface_mobile0.25").detector == "retinaface_mobile0.25"
+    with pytest.raises(config.OptionError, match="detector"):
+        config.PhotoOptions(detector="nope")
+
+    built = []
+
+    class Fixed:
+        def detect(self, rgb):
+            return Detections()
+
+    monkeypatch.setitem(detect.DETECTORS, "fixed", lambda weights, device: built.append((weights, device)) or Fixed())
+    assert isinstance(get_detector("fixed", weights="w.pth", device="meta"), Fixed)
+    assert built == [("w.pth", "meta")]
+
+
 def test_mtcnn_shipped_weights_and_empty_image():
     from difface.face.mtcnn import MTCNN, load_mtcnn
 

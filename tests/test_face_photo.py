@@ -188,7 +188,7 @@ def test_pipeline_whole_photo_path(tmp_path, small_models):
 
     from difface.face.background import lanczos_upsampler
     from difface.images import write_image
-    from difface.pipeline import PhotoOptions, RestoreOptions, RestorePipeline, SamplingOptions
+    from difface.pipeline import PhotoOptions, RestoreOptions, RestorePipeline, SamplingOptions, files
     from difface.restore import DifFace, image_seed
 
     rgba = np.concatenate([_smooth_image(60, 80), np.full((60, 80, 1), 0.5, np.float32)], 2)
@@ -206,7 +206,7 @@ def test_pipeline_whole_photo_path(tmp_path, small_models):
     model.restore = spy
     opts = RestoreOptions(sampling=SamplingOptions(start_step=3, eta=0.0, seed=7), photo=PhotoOptions(upscale=2))
     pipe = RestorePipeline(model, opts, detector=_FixedDetector(FACES), bg_upsampler=lanczos_upsampler)
-    outcomes = pipe.run([tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out", progress=False)
+    outcomes = files.run(pipe, [tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "out", progress=False)
     assert [(o.src.name, o.ok, o.faces) for o in outcomes] == [("a.png", True, 2), ("b.png", False, 0)]
     assert "not a readable image" in outcomes[1].reason
     out = cv2.imread(str(tmp_path / "out" / "a.png"), cv2.IMREAD_UNCHANGED)

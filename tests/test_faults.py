@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from difface import weights
+from difface import hub, weights
 from difface.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,17 +53,15 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def cached_estimator(cache, tmp_path, small_models):
+def cached_estimator(cache, tmp_path, small_models, registered):
     """A registry entry ("fault-swinir", no SHA-256 in the registry: the hash is recorded on first use) whose
     file is downloaded into the cache (file:// URL: the real download code, offline) and loaded once."""
     src = tmp_path / "served.pth"
     torch.save({"params_ema": small_models[1].state_dict()}, src)
-    weights.register(weights.WeightsEntry("fault-swinir", "estimator", src.as_uri(), "fault_swinir.pth",
-                                          "swinir_small"))
+    registered(weights.WeightsEntry("fault-swinir", "estimator", src.as_uri(), "fault_swinir.pth", "swinir_small"))
     weights.download("fault-swinir", progress=False)
     weights.load_network("fault-swinir")
-    yield cache / "fault_swinir.pth"
-    weights.REGISTRY.pop("fault-swinir")
+    return cache / "fault_swinir.pth"
 
 
 def refused_at_load(path: Path, pattern: str) -> str:
@@ -115,8 +113,8 @@ def test_symlink_in_the_cache_is_refused(cached_estimator, tmp_path):
 def test_unchanged_cache_file_is_not_hashed_again(cached_estimator, monkeypatch):
     """The record's size/mtime/ctime/inode match: no second hash (a 500 MB file costs ~0.8 s per load)."""
     calls = []
-    real = weights.sha256_of
-    monkeypatch.setattr(weights, "sha256_of", lambda p, *a: calls.append(p) or real(p, *a))
+    real = hub.sha256_of
+    monkeypatch.setattr(hub, "sha256_of", lambda p, *a: calls.append(p) or real(p, *a))
     weights.load_network("fault-swinir")
     assert calls == []
     os.utime(cached_estimator)  # a touch changes ctime: hashed again, same bytes, loads
@@ -132,8 +130,8 @@ def test_bundled_asset_edited_in_place_is_refused(tmp_path, monkeypatch):
     (assets / "small64").mkdir(parents=True)
     prior = assets / "small64" / "prior.safetensors"
     shutil.copy(BUNDLED_DIR / "prior.safetensors", prior)
-    monkeypatch.setattr(weights, "ASSETS", assets)
-    monkeypatch.setattr(weights, "MANIFEST", assets / "SHA256SUMS")
+    monkeypatch.setattr(hub, "ASSETS", assets)
+    monkeypatch.setattr(hub, "MANIFEST", assets / "SHA256SUMS")
     weights.write_bundled_manifest()
     weights.load_network(prior)  # as shipped: loads
     data = bytearray(prior.read_bytes())
@@ -148,11 +146,11 @@ def test_the_package_manifest_matches_the_shipped_assets():
     """assets/SHA256SUMS covers every shipped weights file; after changing a bundled model run
     `python -c "from difface.weights import write_bundled_manifest; write_bundled_manifest()"`."""
     manifest = weights.bundled_manifest()
-    shipped = {f.relative_to(weights.ASSETS).as_posix() for f in weights.ASSETS.rglob("*")
+    shipped = {f.relative_to(hub.ASSETS).as_posix() for f in hub.ASSETS.rglob("*")
                if f.suffix in (".safetensors", ".npz", ".pth", ".onnx")}
     assert set(manifest) == shipped
     for rel, digest in manifest.items():
-        assert hashlib.sha256((weights.ASSETS / rel).read_bytes()).hexdigest() == digest, rel
+        assert hashlib.sha256((hub.ASSETS / rel).read_bytes()).hexdigest() == digest, rel
 
 
 class _SlowHandler(http.server.BaseHTTPRequestHandler):
@@ -173,7 +171,7 @@ class _SlowHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.slow
-def test_download_killed_half_way_leaves_nothing_under_the_final_name(cache, tmp_path, small_models):
+def test_download_killed_half_way_leaves_nothing_under_the_final_name(cache, tmp_path, small_models, registered):
     """kill -9 of `difface weights download` half-way: no file under the final name, the name still reads as
     missing (with the fix), the next download removes the stale part (untouched > 10 min) and succeeds."""
     src = tmp_path / "served.pth"
@@ -197,42 +195,34 @@ def test_download_killed_half_way_leaves_nothing_under_the_final_name(cache, tmp
     parts = list(cache.glob(".fault_swinir.pth.*.part"))
     assert len(parts) == 1 and 0 < parts[0].stat().st_size < len(_SlowHandler.payload)
     assert not (cache / "fault_swinir.pth").exists()
-    weights.register(weights.WeightsEntry("fault-swinir", "estimator", src.as_uri(), "fault_swinir.pth",
-                                          "swinir_small"))
-    try:
-        with pytest.raises(weights.WeightsUnavailable, match="not available offline"):
-            weights.load_network("fault-swinir", allow_download=False)
-        old = time.time() - 3600
-        os.utime(parts[0], (old, old))
-        weights.download("fault-swinir", progress=False)
-        assert sorted(p.name for p in cache.iterdir()) == ["fault_swinir.pth", "fault_swinir.pth.sha256"]
-        weights.load_network("fault-swinir")
-    finally:
-        weights.REGISTRY.pop("fault-swinir")
+    registered(weights.WeightsEntry("fault-swinir", "estimator", src.as_uri(), "fault_swinir.pth", "swinir_small"))
+    with pytest.raises(weights.WeightsUnavailable, match="not available offline"):
+        weights.load_network("fault-swinir", allow_download=False)
+    old = time.time() - 3600
+    os.utime(parts[0], (old, old))
+    weights.download("fault-swinir", progress=False)
+    assert sorted(p.name for p in cache.iterdir()) == ["fault_swinir.pth", "fault_swinir.pth.sha256"]
+    weights.load_network("fault-swinir")
 
 
-def test_partial_file_under_the_final_name_says_how_to_fix_it(cache, tmp_path, small_models, capsys):
+def test_partial_file_under_the_final_name_says_how_to_fix_it(cache, tmp_path, small_models, capsys, registered):
     """A cut copy put into the cache by hand (no hash recorded yet): refused at load, the message names the
     file and says delete and download again; through the command: status 2, no traceback, nothing written."""
     src = tmp_path / "served.pth"
     torch.save({"params_ema": small_models[1].state_dict()}, src)
     cache.mkdir(parents=True)
     (cache / "fault_swinir.pth").write_bytes(src.read_bytes()[: src.stat().st_size // 2])
-    weights.register(weights.WeightsEntry("fault-swinir", "estimator", src.as_uri(), "fault_swinir.pth",
-                                          "swinir_small"))
-    try:
-        with pytest.raises(weights.WeightsError) as e:
-            weights.load_network("fault-swinir")
-        text = str(e.value)
-        assert text.startswith(str(cache / "fault_swinir.pth"))
-        assert "damaged (an interrupted download" in text and "difface weights download fault-swinir" in text
-        prior = _prior_file(tmp_path, small_models)
-        code, err = run_cli(["restore", str(ASTRONAUT), "-o", str(tmp_path / "out"), "--aligned", "--device", "cpu",
-                             "--prior", str(prior), "--estimator", "fault-swinir"], capsys)
-        assert code == 2 and "damaged (an interrupted download" in err and "Traceback" not in err, err
-        assert files_in(tmp_path / "out") == []
-    finally:
-        weights.REGISTRY.pop("fault-swinir")
+    registered(weights.WeightsEntry("fault-swinir", "estimator", src.as_uri(), "fault_swinir.pth", "swinir_small"))
+    with pytest.raises(weights.WeightsError) as e:
+        weights.load_network("fault-swinir")
+    text = str(e.value)
+    assert text.startswith(str(cache / "fault_swinir.pth"))
+    assert "damaged (an interrupted download" in text and "difface weights download fault-swinir" in text
+    prior = _prior_file(tmp_path, small_models)
+    code, err = run_cli(["restore", str(ASTRONAUT), "-o", str(tmp_path / "out"), "--aligned", "--device", "cpu",
+                         "--prior", str(prior), "--estimator", "fault-swinir"], capsys)
+    assert code == 2 and "damaged (an interrupted download" in err and "Traceback" not in err, err
+    assert files_in(tmp_path / "out") == []
 
 
 # -- hostile checkpoints ---------------------------------------------------------------------------------------
@@ -489,7 +479,7 @@ def test_kill_9_of_training_then_resume_equals_an_uninterrupted_run(tmp_path):
 def test_video_resume_key_holds_every_option_that_changes_pixels():
     from difface.pipeline import PhotoOptions, RestoreOptions, SamplingOptions
     from difface.pipeline.options import VideoSettings
-    from difface.pipeline.restore import video_resume_key
+    from difface.pipeline.video import video_resume_key
 
     def key(o):
         return video_resume_key(o, "m", 20, 0.5, "cpu")

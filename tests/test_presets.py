@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from difface.commands.options import FLAGS
+from difface.config import say_options
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
 from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, apply_to_args, resolve
 from difface.restore import BUNDLED_DIR, DifFace
@@ -41,21 +43,24 @@ def test_fast_upscales_the_background_with_lanczos_unless_asked():
     r = resolve("fast", {}, AVX2, upscale=2)
     assert r.options["bg_upsampler"] == "lanczos" and "background Lanczos" in r.line
     r = resolve("fast", {}, AVX2, upscale=1)
-    assert r.options["bg_upsampler"] == "lanczos" and "background kept as it is (--upscale 1)" in r.line
+    assert r.options["bg_upsampler"] == "lanczos" and "background kept as it is (`upscale` 1)" in r.line
+    assert "background kept as it is (--upscale 1)" in say_options(r.line, FLAGS)  # as the CLI prints it
     r = resolve("fast", {"bg_upsampler": "realesrgan"}, AVX2, upscale=1)  # asked for: kept
     assert r.options["bg_upsampler"] == "realesrgan" and "background" not in r.line.split("given explicitly")[0]
+    assert say_options(r.line, FLAGS).endswith("given explicitly: --bg-upsampler realesrgan")
 
 
 def test_explicit_options_replace_the_presets_parts():
     r = resolve("fast", {"backend": "torch", "nfe": 8, "device": "cpu"}, AVX2)
     assert (r.options["backend"], r.options["fast"], r.options["nfe"]) == ("torch", True, 8)
     assert r.fallback is None  # an explicit --nfe is never replaced by the official loop: an error instead
-    assert "given explicitly: --backend torch, --nfe 8" in r.line
+    assert "given explicitly: `backend` torch, `nfe` 8" in r.line  # fields, as the Python API names them
+    assert "given explicitly: --backend torch, --nfe 8" in say_options(r.line, FLAGS)
     r = resolve("fast", {"sampler": "official"}, AVX2)
     assert (r.options["sampler"], r.options["nfe"], r.options["schedule"]) == ("official", None, "even")
     r = resolve("official", {"dtype": "bf16", "fast": True}, AVX2)
     assert r.options == {**OFFICIAL, "dtype": "bf16", "fast": True} and r.line is None
-    with pytest.raises(ValueError, match="--preset"):
+    with pytest.raises(ValueError, match="`preset` must be one of official, fast"):
         resolve("quick", {}, AVX2)
 
 

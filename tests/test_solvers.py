@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from difface.diffusion import Diffusion, EpsDenoiser
+from difface.diffusion import Diffusion, EpsDenoiser, solvers
 from difface.diffusion.solvers import solve, solver_timesteps
 
 M, S = 0.2, 0.3  # data distribution N(M, S^2) per pixel
@@ -72,3 +72,35 @@ def test_ddim_with_noise_needs_a_noise_source(setup):
         solve(den, base, x, [400, 200], method="ddim", eta=1.0)
     with pytest.raises(ValueError, match="unknown solver"):
         solve(den, base, x, [400], method="euler")
+
+
+def test_sampler_names_come_from_the_one_table():
+    """Every list of sampler names (options, CLI choices) is the registry's: SAMPLERS = official + SOLVERS."""
+    from difface import config
+    from difface.cli import _command_parser, build_parser
+
+    assert solvers.SAMPLERS == ("official", "ddim", "dpmpp2m") == ("official", *solvers.SOLVERS)
+    assert config.SAMPLERS is solvers.SAMPLERS
+    restore = _command_parser(build_parser(["restore"]), ["restore"])
+    sampler_arg = next(a for a in restore._actions if "--sampler" in a.option_strings)
+    assert list(sampler_arg.choices) == list(solvers.SAMPLERS)
+
+
+def test_a_new_sampler_is_one_function_and_one_entry(setup, monkeypatch):
+    """A step function entered in SOLVERS is a sampler: solve, make_sampler and DifFace's samplers run it."""
+    base, den, x = setup
+    calls = []
+
+    def halfway_ddim(x, pred, a_now, a_next, *, eta, noise_fn, state):
+        calls.append(a_next)
+        return solvers.ddim(x, pred, a_now, a_next, eta=eta, noise_fn=noise_fn, state=state)
+
+    monkeypatch.setitem(solvers.SOLVERS, "mine", halfway_ddim)
+    ts = solver_timesteps(400, 5)
+    ref = solve(den, base, x, ts, method="ddim")
+    assert torch.equal(solve(den, base, x, ts, method="mine"), ref) and len(calls) == 5
+    sampler = solvers.make_sampler(base, 400, sampler="mine", nfe=5)
+    assert sampler.timesteps == tuple(ts) and sampler.method == "mine"
+    assert torch.equal(sampler(lambda d: den, x, noise_fn=None), ref) and len(calls) == 10
+    with pytest.raises(ValueError, match="sampler must be one of official, ddim, dpmpp2m, mine"):
+        solvers.make_sampler(base, 400, sampler="theirs")

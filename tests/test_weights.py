@@ -14,16 +14,14 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def local_entry(tmp_path, small_models):
+def local_entry(tmp_path, small_models, registered):
     """A registry entry served from a file:// URL, so the real download code path runs offline."""
     src = tmp_path / "served.pth"
     torch.save({"params_ema": small_models[1].state_dict()}, src)
     data = src.read_bytes()
-    e = weights.register(weights.WeightsEntry(
+    return registered(weights.WeightsEntry(
         "test-swinir", "estimator", src.as_uri(), "test_swinir.pth", "swinir_small",
         sha256=hashlib.sha256(data).hexdigest(), size=len(data)))
-    yield e
-    weights.REGISTRY.pop("test-swinir")
 
 
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):
@@ -59,23 +57,20 @@ def test_recorded_hash_catches_replaced_file(cache, tmp_path):
         weights.verify(f)
 
 
-def test_size_mismatch_discards_download(cache, local_entry):
-    weights.REGISTRY["test-swinir"] = weights.WeightsEntry(**{**local_entry.__dict__, "size": local_entry.size + 1})
+def test_size_mismatch_discards_download(cache, local_entry, registered):
+    registered(weights.WeightsEntry(**{**local_entry.__dict__, "size": local_entry.size + 1}))
     with pytest.raises(ValueError, match="bytes"):
         weights.download("test-swinir", progress=False)
     assert not any(cache.glob("*"))  # no partial file left behind
 
 
-def test_offline_message_names_file_url_and_folder(cache):
-    weights.register(weights.WeightsEntry("test-offline", "prior", "http://127.0.0.1:9/nothing.pth", "nothing.pth"))
-    try:
-        with pytest.raises(weights.WeightsUnavailable) as e:
-            weights.resolve("test-offline")
-        msg = str(e.value)
-        assert "http://127.0.0.1:9/nothing.pth" in msg and str(cache / "nothing.pth") in msg
-        assert not any(cache.glob("*.part"))
-    finally:
-        weights.REGISTRY.pop("test-offline")
+def test_offline_message_names_file_url_and_folder(cache, registered):
+    registered(weights.WeightsEntry("test-offline", "prior", "http://127.0.0.1:9/nothing.pth", "nothing.pth"))
+    with pytest.raises(weights.WeightsUnavailable) as e:
+        weights.resolve("test-offline")
+    msg = str(e.value)
+    assert "http://127.0.0.1:9/nothing.pth" in msg and str(cache / "nothing.pth") in msg
+    assert not any(cache.glob("*.part"))
 
 
 def test_infer_arch_and_convert_command(tmp_path, small_models, capsys):

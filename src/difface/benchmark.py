@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from difface import models
+from difface.backends import BackendUnavailable, backend_network, check_backend
 from difface.device import DTYPES, autocast, fast_module
 
 
@@ -221,8 +222,6 @@ def benchmark_backends(
     first) on the CPU: set up each (ONNX export through the cache, session, compilation) and run its first
     forwards, then time `rounds` rounds in which every setting runs one UNet and one estimator forward in
     turn (interleaved: load swings hit all settings alike); each setting's figure is its minimum."""
-    from difface.backends import BackendUnavailable, backend_network, check_backend
-
     device = torch.device("cpu")
     prior = models.fill_deterministic(models.build(prior_name)).eval()
     estimator = models.fill_deterministic(models.build(estimator_name)).eval()

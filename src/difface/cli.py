@@ -8,27 +8,33 @@ import logging
 import sys
 
 from difface import __version__
+from difface.commands import COMMANDS as COMMAND_HELP
 
-# Each entry is a module of difface.commands with a `register(subparsers)` function.
-COMMANDS: tuple[str, ...] = (
-    "restore", "inpaint", "weights", "degrade", "detect", "data", "evaluate", "train", "benchmark", "app",
-    "export",
-)
+# Each name is a module of difface.commands with a `register(subparsers)` function (the one list:
+# difface.commands.COMMANDS, with the line `difface --help` shows for it).
+COMMANDS: tuple[str, ...] = tuple(COMMAND_HELP)
 
 
 class _LogHandler(logging.StreamHandler):
-    """Log lines on lines of their own: around a tqdm progress bar (tqdm.write) rather than after it."""
+    """Log lines on lines of their own: around a tqdm progress bar (tqdm.write) rather than after it; options
+    the library names by field ("`upscale`", config.say_options) written as their flags ("--upscale")."""
+
+    def render(self, text: str) -> str:
+        return text
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             from tqdm import tqdm
 
-            tqdm.write(self.format(record), file=self.stream)
+            tqdm.write(self.render(self.format(record)), file=self.stream)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command-line parser. With `argv`, only the command it names is imported and registered in full (the
+    others are listed by name and help line: `difface --help` and `difface restore ...` import no other
+    command's dependencies); without, every command is registered."""
     parser = argparse.ArgumentParser(
         prog="difface",
         description="DifFace blind face restoration: restore faces, manage weights, train, evaluate.",
@@ -36,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"difface {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = COMMANDS if argv is None else [next((a for a in argv if a in COMMAND_HELP), None)]
     for name in COMMANDS:
-        importlib.import_module(f"difface.commands.{name}").register(sub)
+        if name in chosen:
+            importlib.import_module(f"difface.commands.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=COMMAND_HELP[name], add_help=False)
     return parser
 
 
@@ -55,8 +65,8 @@ def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would report them with the top-level usage; say them with the command's own
         _command_parser(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -72,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        # the command has imported these already (only the command that runs is imported: see build_parser)
+        from difface.commands.options import FLAGS
+        from difface.config import say_options
+
+        handler.render = lambda text: say_options(text, FLAGS)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,7 +4,7 @@ choice list, one validator per option, and the model presets (`PRESETS`).
 The CLI (difface.commands), the app and the API build options only through these classes.
 
 Every range is checked when an options object is made, before any work: a bad value raises
-`OptionError` (a ValueError) naming the option as the command line spells it. Checks that need the
+`OptionError` (a ValueError) naming the option by its field name (the CLI prints its flag). Checks that need the
 loaded model (start step within the chain and the prior's trained range, nfe within the start
 step) are made by the pipeline right after loading, still before any input is touched.
 """
@@ -12,28 +12,37 @@ step) are made by the pipeline right after loading, still before any input is to
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from difface.backends import BACKENDS as BACKEND_NAMES  # re-exported: where the network forwards run
+from difface.backends import BackendUnavailable, check_backend
 from difface.device import DTYPES
-from difface.diffusion.sampling import DEFAULT_NFE, SAMPLERS  # noqa: F401 (re-exported: the registry owns them)
 from difface.diffusion.schedule import space_timesteps
+from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SAMPLERS, SOLVERS  # noqa: F401 (re-exported: the registry owns them)
+from difface.face.detect import BACKENDS as DETECTOR_NAMES
+from difface.face.detect import DEFAULT_BACKEND as DEFAULT_DETECTOR  # noqa: F401 (re-exported)
 
 DEFAULT_SEED = 12345
 DEFAULT_STEPS = "ddim250"
-BACKEND_NAMES = ("torch", "onnxruntime", "openvino")  # difface.backends: where the network forwards run
 # Inputs above this many pixels are refused from the image header, before decoding: a 50 MP photo
 # takes about 2 GB to decode and resize. Raise it with --max-pixels.
 DEFAULT_MAX_PIXELS = 50_000_000
-DETECTORS = ("mtcnn", "yunet", "retinaface_resnet50", "retinaface_mobile0.25")
+DETECTORS = DETECTOR_NAMES  # re-exported: difface.face.detect.DETECTORS is the table (name -> builder)
 BG_UPSAMPLERS = ("auto", "realesrgan", "lanczos")
+DEFAULT_BG_UPSAMPLER = "auto"
+DEFAULT_DEVICE = "auto"  # difface.device.pick_device: CUDA, else MPS, else the CPU
+DEFAULT_BATCH_SIZE = 1
 MAX_UPSCALE = 8
 DEFAULT_UPSCALE = 2
 DEFAULT_CRF = 18
 DEFAULT_BATCH_FRAMES = 8
 DEFAULT_MAX_VIDEO_SECONDS = 300.0  # longer clips are refused from the header (0: no limit)
 SCHEDULES = ("even", "fitted")  # timesteps of the few-step samplers (difface.schedules: fitted ones)
-RUN_PRESETS = ("official", "fast")  # --preset (difface.presets): what runs where, on top of the model presets
+DEFAULT_RUN_PRESET = "official"
+RUN_PRESETS = (DEFAULT_RUN_PRESET, "fast")  # --preset (difface.presets): what runs where, on top of the model presets
 
 
 @dataclass(frozen=True)
@@ -67,12 +76,39 @@ TASK_PRESETS = {"restoration": "official-512", "inpainting": "official-256-inpai
 BUNDLED_PRESETS = {"restoration": "bundled-64", "inpainting": "bundled-64-inpaint"}
 
 
+_REF = "\x1f"  # brackets an option named inside an OptionError's message (see `ref`)
+
+
+def ref(option: str) -> str:
+    """An option named inside an OptionError's message, by its field name; each front end writes it its own way
+    (OptionError.say: the CLI as its flag, "--sampler")."""
+    return f"{_REF}{option}{_REF}"
+
+
+def say_options(text: str, names: Mapping[str, str]) -> str:
+    """Any other text (a warning, a failure reason, a refusal) names an option as its field in backticks,
+    "`upscale`", which is how a caller of the Python API writes it; a front end rewrites each field it has a
+    name for (the CLI's log handler: "--upscale"; the app: its label) and leaves every other backtick as is."""
+    return re.sub(r"`([a-z_]+)`", lambda m: names.get(m[1], m[0]), text)
+
+
 class OptionError(ValueError):
-    """An option value that cannot work; `option` is its command-line name (e.g. "--eta")."""
+    """An option value that cannot work. `option` is the option's field name in these classes ("eta",
+    "start_step", "max_seconds", ...): no front end's spelling; `message` names the options it mentions the same
+    way. `say(names)` writes both as a front end does (difface.commands.options: "--eta: must lie in ...")."""
 
     def __init__(self, option: str, message: str):
-        super().__init__(f"{option}: {message}")
-        self.option, self.message = option, message
+        self.option, self.template = option, message
+        self.message = self._render(message, {})
+        super().__init__(f"{option}: {self.message}")
+
+    @staticmethod
+    def _render(text: str, names: Mapping[str, str]) -> str:
+        return say_options(re.sub(f"{_REF}([a-z_]+){_REF}", lambda m: names.get(m[1], m[1]), text), names)
+
+    def say(self, names: Mapping[str, str]) -> str:
+        """"<option>: <message>" with each option written as names[field] (a field without an entry as it is)."""
+        return f"{names.get(self.option, self.option)}: {self._render(self.template, names)}"
 
 
 def _int(option: str, value, lo: int | None = None, hi: int | None = None) -> None:
@@ -92,33 +128,33 @@ def _number(option: str, value, lo: float, hi: float | None = None) -> None:
 
 
 def check_start_step(value, allow_auto: bool = True) -> None:
-    """--start-step: None, a step >= 0, or "auto" (when allow_auto)."""
+    """start_step: None, a step >= 0, or "auto" (when allow_auto)."""
     if isinstance(value, str):
         if value != "auto" or not allow_auto:
-            raise OptionError("--start-step", f"expected an integer{' or auto' if allow_auto else ''}, got {value!r}")
+            raise OptionError("start_step", f"expected an integer{' or auto' if allow_auto else ''}, got {value!r}")
     elif value is not None:
-        _int("--start-step", value, 0)
+        _int("start_step", value, 0)
 
 
 def check_eta(value) -> None:
-    """--eta: None or a number in [0, 1]."""
+    """eta: None or a number in [0, 1]."""
     if value is not None:
-        _number("--eta", value, 0.0, 1.0)
+        _number("eta", value, 0.0, 1.0)
 
 
 def check_nfe(value, sampler: str) -> None:
-    """--nfe: None, or at least 1 for a few-step sampler (the official loop takes none)."""
+    """nfe: None, or at least 1 for a few-step sampler (the official loop takes none)."""
     if value is None:
         return
-    if sampler == "official":
-        raise OptionError("--nfe", "applies to --sampler ddim or dpmpp2m; the official loop makes one "
-                          "evaluation per respaced step (see --steps and --start-step)")
-    _int("--nfe", value, 1)
+    if sampler == OFFICIAL:
+        raise OptionError("nfe", f"applies to {ref('sampler')} {' or '.join(SOLVERS)}; the official loop makes one "
+                          f"evaluation per respaced step (see {ref('steps')} and {ref('start_step')})")
+    _int("nfe", value, 1)
 
 
 def check_max_pixels(value) -> None:
-    """--max-pixels: a pixel count of at least 1."""
-    _int("--max-pixels", value, 1)
+    """max_pixels: a pixel count of at least 1."""
+    _int("max_pixels", value, 1)
 
 
 def respaced_length(steps: str) -> int:
@@ -126,29 +162,28 @@ def respaced_length(steps: str) -> int:
     try:
         n = len(space_timesteps(1000, steps))
     except (ValueError, TypeError) as e:
-        raise OptionError("--steps", f"{steps!r} is not a valid respacing ({e}); use e.g. ddim250, ddim50 or 250") \
+        raise OptionError("steps", f"{steps!r} is not a valid respacing ({e}); use e.g. ddim250, ddim50 or 250") \
             from None
     if n < 1:
-        raise OptionError("--steps", f"{steps!r} keeps no step; use e.g. ddim250")
+        raise OptionError("steps", f"{steps!r} keeps no step; use e.g. ddim250")
     return n
 
 
 def _check_backend(backend: str, dtype: str, torch_only: bool) -> None:
-    """OptionError("--backend") for an unknown or missing backend (with the pip command) or a combination
+    """OptionError("backend") for an unknown or missing backend (with the pip command) or a combination
     it cannot run (difface.backends)."""
     if backend not in BACKEND_NAMES:
-        raise OptionError("--backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
-    from difface.backends import BackendUnavailable, check_backend
-
+        raise OptionError("backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
     try:
         check_backend(backend)
     except BackendUnavailable as e:
-        raise OptionError("--backend", str(e)) from None
+        raise OptionError("backend", str(e)) from None
     if torch_only:
-        raise OptionError("--backend", f"--fast and --compile are torch options; leave them out with {backend}")
+        raise OptionError("backend", f"{ref('fast')} and {ref('compile')} are torch options; leave them out with "
+                          f"{backend}")
     if backend == "onnxruntime" and dtype == "bf16":
-        raise OptionError("--backend", "onnxruntime runs fp32 (fp16 on a GPU); for bf16 use --backend openvino or "
-                          "torch")
+        raise OptionError("backend", f"onnxruntime runs fp32 (fp16 on a GPU); for bf16 use {ref('backend')} "
+                          "openvino or torch")
 
 
 @dataclass(frozen=True)
@@ -163,7 +198,7 @@ class ModelOptions:
     prior: str | None = None
     estimator: str | None = None
     steps: str = DEFAULT_STEPS
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     dtype: str = "fp32"
     fast: bool = False
     compile: bool = False
@@ -171,11 +206,12 @@ class ModelOptions:
 
     def __post_init__(self) -> None:
         if (self.prior is None) != (self.estimator is None):
-            which = "--estimator" if self.estimator is None else "--prior"
-            raise OptionError(which, "give both --prior and --estimator (or neither, for the bundled model)")
+            which = "estimator" if self.estimator is None else "prior"
+            raise OptionError(which, f"give both {ref('prior')} and {ref('estimator')} (or neither, for the bundled "
+                              "model)")
         respaced_length(self.steps)
         if self.dtype not in DTYPES:
-            raise OptionError("--dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise OptionError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.backend != "torch":
             _check_backend(self.backend, self.dtype, self.fast or self.compile)
 
@@ -186,8 +222,8 @@ class SamplingOptions:
 
     start_step: respaced step N the estimate is diffused to (None: the model's default, as the same
     original timestep on any respacing; "auto": chosen per image from the input; 0: estimator only);
-    eta: DDIM eta in [0, 1] (None: the model's); sampler: official | ddim | dpmpp2m; nfe: network
-    evaluations of the few-step samplers (None: 10); seed: every image draws from its own generator
+    eta: DDIM eta in [0, 1] (None: the model's); sampler: one of SAMPLERS (difface.diffusion.solvers); nfe:
+    network evaluations of the few-step samplers (None: DEFAULT_NFE); seed: every image draws from its own generator
     seeded from this and the image's content; schedule: the few-step samplers' timesteps, evenly spaced or
     fitted to the official loop for this prior (schedule_fallback "official": the official loop where none
     is stored, None: an error).
@@ -195,7 +231,7 @@ class SamplingOptions:
 
     start_step: int | str | None = None
     eta: float | None = None
-    sampler: str = "official"
+    sampler: str = OFFICIAL
     nfe: int | None = None
     seed: int = DEFAULT_SEED
     schedule: str = "even"  # few-step timesteps: one of SCHEDULES
@@ -203,13 +239,13 @@ class SamplingOptions:
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
-            raise OptionError("--schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise OptionError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check_start_step(self.start_step)
         check_eta(self.eta)
         if self.sampler not in SAMPLERS:
-            raise OptionError("--sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+            raise OptionError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         check_nfe(self.nfe, self.sampler)
-        _int("--seed", self.seed)
+        _int("seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -222,21 +258,21 @@ class PhotoOptions:
     """
 
     upscale: int = DEFAULT_UPSCALE
-    detector: str = "mtcnn"
+    detector: str = DEFAULT_DETECTOR
     only_center_face: bool = False
-    bg_upsampler: str = "auto"
+    bg_upsampler: str = DEFAULT_BG_UPSAMPLER
     draw_boxes: bool = False
     max_face_size: float | None = None
 
     def __post_init__(self) -> None:
-        _int("--upscale", self.upscale, 1, MAX_UPSCALE)
+        _int("upscale", self.upscale, 1, MAX_UPSCALE)
         if self.detector not in DETECTORS:
-            raise OptionError("--detector", f"must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
+            raise OptionError("detector", f"must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
         if self.bg_upsampler not in BG_UPSAMPLERS and not Path(self.bg_upsampler).is_file():
-            raise OptionError("--bg-upsampler", f"must be one of {', '.join(BG_UPSAMPLERS)} or an existing "
+            raise OptionError("bg_upsampler", f"must be one of {', '.join(BG_UPSAMPLERS)} or an existing "
                               f"weights file, got {self.bg_upsampler!r}")
         if self.max_face_size is not None:
-            _number("--max-face-size", self.max_face_size, 0.0)
+            _number("max_face_size", self.max_face_size, 0.0)
 
 
 @dataclass(frozen=True)
@@ -261,9 +297,9 @@ class VideoSettings:
     max_seconds: float = DEFAULT_MAX_VIDEO_SECONDS  # difface.video.io
 
     def __post_init__(self) -> None:
-        _int("--batch-frames", self.batch_frames, 1, 256)
-        _int("--crf", self.crf, 0, 51)
-        _number("--max-video-seconds", self.max_seconds, 0)
+        _int("batch_frames", self.batch_frames, 1, 256)
+        _int("crf", self.crf, 0, 51)
+        _number("max_seconds", self.max_seconds, 0)
 
 
 @dataclass(frozen=True)
@@ -275,12 +311,12 @@ class RestoreOptions:
     photo: PhotoOptions = field(default_factory=PhotoOptions)
     video: VideoSettings = field(default_factory=VideoSettings)
     aligned: bool = False
-    batch_size: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
     save_comparison: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        _int("--batch-size", self.batch_size, 1, 4096)
+        _int("batch_size", self.batch_size, 1, 4096)
         check_max_pixels(self.max_pixels)
 
 
@@ -296,15 +332,15 @@ class InpaintOptions:
     model: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     mask: str | None = None
-    batch_size: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
     save_comparison: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        _int("--batch-size", self.batch_size, 1, 4096)
+        _int("batch_size", self.batch_size, 1, 4096)
         check_max_pixels(self.max_pixels)
         if self.mask is not None and not Path(self.mask).exists():
-            raise OptionError("--mask", f"{self.mask}: no such file or folder")
+            raise OptionError("mask", f"{self.mask}: no such file or folder")
         if self.sampling.start_step == "auto":
-            raise OptionError("--start-step", "'auto' chooses a start from the damage of a restoration input; "
+            raise OptionError("start_step", "'auto' chooses a start from the damage of a restoration input; "
                               "for inpainting give a number (default: the model's)")

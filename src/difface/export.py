@@ -30,19 +30,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difface.atomic import atomic_write_bytes
 from difface.backends.onnx_export import DEFAULT_OPSET, cache_record, cached_export, file_sha256
 from difface.config import DEFAULT_NFE
-from difface.images import atomic_write_bytes
+from difface.diffusion.solvers import OFFICIAL, solver_timesteps
 from difface.restore import DifFace
 
 MANIFEST_FORMAT = 1
+# The samplers a manifest can write out as explicit coefficients: the official loop and few-step DDIM.
+EXPORT_SAMPLERS = (OFFICIAL, "ddim")
 
 
 def _f32(v) -> float:
     return float(np.float32(v))
 
 
-def sampling_plan(model: DifFace, start_step: int, *, eta: float, sampler: str = "official",
+def sampling_plan(model: DifFace, start_step: int, *, eta: float, sampler: str = OFFICIAL,
                   nfe: int | None = None) -> dict:
     """The reverse process from respaced `start_step` as explicit float32 coefficients (see the module doc)."""
     d = model.diffusion
@@ -54,7 +57,7 @@ def sampling_plan(model: DifFace, start_step: int, *, eta: float, sampler: str =
         plan["q_sample"] = None
         return plan
     plan["q_sample"] = {"c_x0": _f32(d.sqrt_alphas_cumprod[n]), "c_noise": _f32(d.sqrt_one_minus_alphas_cumprod[n])}
-    if sampler == "official":
+    if sampler == OFFICIAL:
         for i in reversed(range(n)):
             ab, abp = f32(d.alphas_cumprod[i]), f32(d.alphas_cumprod_prev[i])
             one = f32(1)
@@ -65,10 +68,8 @@ def sampling_plan(model: DifFace, start_step: int, *, eta: float, sampler: str =
                                   "recipm1": _f32(d.sqrt_recipm1_alphas_cumprod[i]), "c_x0": _f32(np.sqrt(abp)),
                                   "c_eps": _f32(c_eps), "sigma": _f32(sigma)})
         return plan
-    if sampler != "ddim":
+    if sampler not in EXPORT_SAMPLERS:
         raise ValueError(f"the manifest writes out the official loop and the ddim sampler, not {sampler!r}")
-    from difface.diffusion.solvers import solver_timesteps
-
     base = d.base()
     ts = solver_timesteps(plan["start_t"], DEFAULT_NFE if nfe is None else nfe)
     plan["nfe"] = len(ts)
@@ -92,7 +93,7 @@ def schedule_of(model: DifFace) -> dict:
 
 
 def export_model(model: DifFace, outdir: str | os.PathLike, *, start_step: int | None = None, eta: float | None = None,
-                 sampler: str = "official", nfe: int | None = None, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
+                 sampler: str = OFFICIAL, nfe: int | None = None, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
                  cache_root: str | os.PathLike | None = None, log=print) -> dict:
     """Write the model's graphs (through the export cache) and manifest.json into `outdir`; returns the manifest."""
     out = Path(outdir)

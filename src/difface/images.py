@@ -11,7 +11,6 @@ import contextlib
 import glob
 import logging
 import os
-import secrets
 import struct
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+
+from difface.atomic import atomic_write_bytes
 
 log = logging.getLogger("difface")
 
@@ -148,7 +149,7 @@ def check_pixels(path: str | os.PathLike, max_pixels: int) -> tuple[int, int] | 
         w, h = size
         dims = f"{w}x{h} = " if h > 1 else ""
         raise ImageTooLarge(f"{path}: image is {dims}{w * h / 1e6:.1f} megapixels, over the limit of "
-                            f"{max_pixels / 1e6:g} MP (raise it with --max-pixels if you have the memory: about "
+                            f"{max_pixels / 1e6:g} MP (raise it with `max_pixels` if you have the memory: about "
                             f"40 bytes per pixel)")
     return size
 
@@ -287,29 +288,6 @@ def encode_png(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int 
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to `path` through a temporary file in the same folder and an atomic rename.
-
-    The temporary file is created with mode 0o666, so the process's umask gives it the permissions of any
-    new file (read from nowhere, changed nowhere: no process-wide state is touched)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:  # pragma: no cover - a 48-bit name collision
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_image(

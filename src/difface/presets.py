@@ -19,15 +19,22 @@ Options given explicitly replace the preset's parts (`explicit`), and the line n
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-PRESETS = ("official", "fast")
+import torch
+
+from difface.backends import available_backends
+from difface.config import DEFAULT_NFE, DEFAULT_RUN_PRESET, RUN_PRESETS, ModelOptions, PhotoOptions, SamplingOptions
+from difface.device import cpu_has_native_bf16
+
 FAST_SAMPLER = "dpmpp2m"
 FAST_NFE = 6
 FALLBACK = "official"
-# what a preset sets: option name -> (official value)
-OFFICIAL = {"backend": "torch", "dtype": "fp32", "fast": False, "sampler": "official", "nfe": None,
-            "schedule": "even", "bg_upsampler": "auto"}
+# what a preset sets: option name -> its official value (the defaults of difface.config's options)
+OFFICIAL = {**{k: getattr(ModelOptions(), k) for k in ("backend", "dtype", "fast")},
+            **{k: getattr(SamplingOptions(), k) for k in ("sampler", "nfe", "schedule")},
+            "bg_upsampler": PhotoOptions().bg_upsampler}
 
 
 @dataclass(frozen=True)
@@ -40,11 +47,6 @@ class Machine:
 
     @classmethod
     def detect(cls, device: str = "auto") -> Machine:
-        import torch
-
-        from difface.backends import available_backends
-        from difface.device import cpu_has_native_bf16
-
         if device == "auto":
             kind = "cuda" if torch.cuda.is_available() else "cpu"
         else:
@@ -68,8 +70,8 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     --upscale (only for the line). The fast preset upscales the background with Lanczos (at --upscale 1: keeps
     it as it is) unless --bg-upsampler is given: Real-ESRGAN x2 of a 1.1 MP photo costs about as much as 4 faces
     of the fast preset, and no backend makes it cheaper on a CPU (docs/speed.md, whole photos)."""
-    if name not in PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    if name not in RUN_PRESETS:
+        raise ValueError(f"`preset` must be one of {', '.join(RUN_PRESETS)}, got {name!r}")
     given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL}
     if name == "official":
         return Resolved({**OFFICIAL, **given}, None, None)
@@ -100,29 +102,27 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     if opts["sampler"] == "official":
         steps = "official loop"
     elif opts["schedule"] == "fitted":
-        steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (fitted schedule" + (
+        steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (fitted schedule" + (
             "; the official loop at starts without one)" if fallback else ")")
     else:
-        steps = f"{opts['sampler']} {opts['nfe'] or 10} NFE (even schedule)"
+        steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (even schedule)"
     line = f"preset fast: backend {backend} ({why}), {steps}"
     if lanczos:
-        line += (", background kept as it is (--upscale 1)" if upscale == 1 else ", background Lanczos") + \
-            " (Real-ESRGAN x2 costs about 20 UNet forwards a megapixel: --bg-upsampler realesrgan)"
+        line += (", background kept as it is (`upscale` 1)" if upscale == 1 else ", background Lanczos") + \
+            " (Real-ESRGAN x2 costs about 20 UNet forwards a megapixel: `bg_upsampler` realesrgan)"
     if given:
-        line += "; given explicitly: " + ", ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in given.items())
+        line += "; given explicitly: " + ", ".join(f"`{k}`" if v is True else f"`{k}` {v}" for k, v in given.items())
     return Resolved(opts, fallback, line)
 
 
 def apply_to_args(args) -> Resolved:
     """Fill the preset's options into parsed arguments (argparse.Namespace) whose preset-controlled options are
     None when not given; logs the preset's line (fast). Idempotent: a second call returns the first result."""
-    import logging
-
     done = getattr(args, "_preset_resolved", None)
     if done is not None:
         return done
     explicit = {k: getattr(args, k, None) for k in OFFICIAL}
-    name = getattr(args, "preset", None) or "official"
+    name = getattr(args, "preset", None) or DEFAULT_RUN_PRESET
     machine = Machine.detect(getattr(args, "device", "auto")) if name == "fast" else Machine()
     res = resolve(name, explicit, machine, upscale=getattr(args, "upscale", None))
     for k, v in res.options.items():
@@ -137,8 +137,6 @@ def apply_to_args(args) -> Resolved:
 def app_networks(name: str, backend: str | None, dtype: str | None, device: str = "auto") -> tuple[str, str]:
     """(backend, dtype) of `difface app --preset NAME`: the preset's networks (channels-last and the sampler are
     not options of the app), the explicit ones replacing them; logs the preset's line for "fast"."""
-    import logging
-
     machine = Machine.detect(device) if name == "fast" else Machine()
     res = resolve(name, {"backend": backend, "dtype": dtype}, machine)
     if res.line:

@@ -20,18 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difface import weights
+from difface import models, weights
 from difface.autostart import AutoStart, estimate_change, steps_for_error
 from difface.backends import backend_network
-from difface.config import BUNDLED_PRESETS, DEFAULT_NFE, DEFAULT_STEPS, PRESETS, TASK_PRESETS, check_eta
+from difface.bundled import BUNDLED_DIR, BundledModelMissing, bundled_model_paths  # noqa: F401 (re-exported)
+from difface.config import BUNDLED_PRESETS, DEFAULT_STEPS, PRESETS, TASK_PRESETS, OptionError, check_eta, ref
 from difface.data.masks import detect_mask
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module, pick_device
-from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise, make_sampler
+from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise
 from difface.diffusion.schedule import Diffusion
-from difface.weights import local_path, trained_t_max  # noqa: F401 (trained_t_max: kept for callers)
+from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, make_sampler
+from difface.schedules import fitted_timesteps
+from difface.weights import trained_t_max
 
-BUNDLED_DIR = Path(__file__).parent / "assets" / "small64"
 # The defaults of the official models (difface.config.PRESETS), kept under these names for callers
 DEFAULT_START_T, DEFAULT_ETA = PRESETS["official-512"].start_t, PRESETS["official-512"].eta
 INPAINT_START_T, INPAINT_ETA = PRESETS["official-256-inpaint"].start_t, PRESETS["official-256-inpaint"].eta
@@ -48,39 +50,14 @@ def image_seed(seed: int, image: torch.Tensor) -> int:
     return (int(seed) * 1_000_003 + int.from_bytes(digest[:8], "little")) % 2**63
 
 
-class BundledModelMissing(FileNotFoundError):
-    pass
-
-
-def bundled_model_paths(task: str = "restoration") -> tuple[Path, Path]:
-    """(prior, estimator) safetensors of the small model shipped inside the package; for task
-    "inpainting" the estimator is the bundled LaMa inpainter."""
-    prior = BUNDLED_DIR / "prior.safetensors"
-    est = BUNDLED_DIR / ("inpainter.safetensors" if task == "inpainting" else "estimator.safetensors")
-    if task == "inpainting" and not est.is_file():
-        raise BundledModelMissing(
-            "no bundled inpainter is installed with this copy of difface, so name the official weights:\n"
-            "  --prior iddpm-ffhq256 --estimator lama-inpainting256  (downloaded on first use)")
-    if not (prior.is_file() and est.is_file()):
-        raise BundledModelMissing(
-            "no bundled model is installed with this copy of difface, so name the official weights:\n"
-            f"  --prior iddpm-ffhq512 --estimator swinir-ffhq512  (downloaded on first use into "
-            f"{local_path('iddpm-ffhq512').parent}),\n"
-            "  or, offline, put iddpm_ffhq512_ema500000.pth and swinir_restoration512_L1.pth from\n"
-            "  https://github.com/zsyOAOA/DifFace/releases/tag/V1.0 into that folder, or pass their paths:\n"
-            "  --prior /path/iddpm_ffhq512_ema500000.pth --estimator /path/swinir_restoration512_L1.pth"
-        )
-    return prior, est
-
-
 _metadata = weights.read_metadata  # kept for callers
 
 
-def _check_role(net: nn.Module, source, option: str, role: str, kinds: tuple[str, ...]) -> None:
-    """ValueError naming the file when a network is not of the kind its option needs."""
-    if type(net).__name__ not in kinds:
-        raise ValueError(f"{option} {source}: this file holds a {type(net).__name__} network, not {role}; "
-                         "check the order of --prior and --estimator")
+def _check_role(net: nn.Module, source, option: str, what: str, roles: tuple[str, ...]) -> None:
+    """OptionError naming the file when a network's role (difface.models.ROLES) is not one its option takes."""
+    if models.role_of(net) not in roles:
+        raise OptionError(option, f"{source}: this file holds a {type(net).__name__} network, not {what}; check the "
+                          f"order of {ref('prior')} and {ref('estimator')}")
 
 
 @dataclass
@@ -163,10 +140,10 @@ class DifFace:
         else:
             name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
         p, e = weights.load_network(prior), weights.load_network(estimator)
-        _check_role(p, prior, "--prior", "a diffusion prior (UNet)", ("UNetModel",))
-        _check_role(e, estimator, "--estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
-                    ("SwinIR", "FFCResNetGenerator"))
-        task = "inpainting" if type(e).__name__ == "FFCResNetGenerator" else "restoration"
+        _check_role(p, prior, "prior", "a diffusion prior (UNet)", ("prior",))
+        _check_role(e, estimator, "estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
+                    ("estimator", "inpainter"))
+        task = "inpainting" if models.role_of(e) == "inpainter" else "restoration"
         model = cls.from_modules(p, e, respacing, name=name, task=task)
         model.sources = {"prior": weights.resolve(prior, allow_download=False),
                          "estimator": weights.resolve(estimator, allow_download=False)}
@@ -260,17 +237,16 @@ class DifFace:
                              f"trained on; use a start step of at most {top}")
         return int(start_step)
 
-    def sampler(self, start_step: int, *, eta: float | None = None, sampler: str = "official",
+    def sampler(self, start_step: int, *, eta: float | None = None, sampler: str = OFFICIAL,
                 nfe: int | None = None, method: str = "ddim") -> Sampler:
-        """The sampler from respaced `start_step` (difface.diffusion.sampling.make_sampler)."""
+        """The sampler from respaced `start_step` (difface.diffusion.solvers.make_sampler)."""
         eta = self.default_eta if eta is None else eta
-        if self.schedule == "fitted" and sampler in ("ddim", "dpmpp2m"):
-            ts = self.fitted_schedule(start_step, sampler, 10 if nfe is None else nfe, eta)
+        if self.schedule == "fitted" and sampler in SOLVERS:
+            ts = self.fitted_schedule(start_step, sampler, DEFAULT_NFE if nfe is None else nfe, eta)
             if ts is not None:
-                from difface.diffusion.solvers import FewStepSampler
-
-                return FewStepSampler(self.diffusion.base(), ts, sampler, eta)
-            return make_sampler(self.diffusion, self.check_start_step(start_step), sampler="official", eta=eta,
+                return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=sampler, eta=eta,
+                                    timesteps=ts)
+            return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=OFFICIAL, eta=eta,
                                 method=method)
         return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=sampler, eta=eta, nfe=nfe,
                             method=method)
@@ -278,8 +254,6 @@ class DifFace:
     def fitted_schedule(self, start_step: int, method: str, nfe: int, eta: float) -> tuple[int, ...] | None:
         """The timesteps fitted on this model's prior file for this start (difface.schedules); None when none is
         stored and schedule_fallback is set; ValueError naming the prior file when neither."""
-        from difface.schedules import fitted_timesteps
-
         t = int(self.diffusion.timestep_map[self.check_start_step(start_step)])
         prior = self.sources.get("prior")
         ts = fitted_timesteps(prior, method=method, nfe=nfe, t_start=t, eta=eta)
@@ -308,7 +282,7 @@ class DifFace:
         seeds: Sequence[int] | None = None,
         noise_fn: NoiseFn | None = None,
         dtype: torch.dtype = torch.float32,
-        sampler: str | Sampler = "official",
+        sampler: str | Sampler = OFFICIAL,
         nfe: int | None = None,
         method: str = "ddim",
         callback: Callable[[dict], None] | None = None,
@@ -318,9 +292,9 @@ class DifFace:
         Randomness: either `seeds` (one per image; image b draws from its own generator, so its result
         does not depend on the batch) or an explicit `noise_fn` (replays). `start_step` is the respaced
         index N the estimate is diffused to (one per image allowed; default: the model's); 0 returns
-        the estimator's output; "auto" chooses N per image (difface.autostart). `sampler`: "official" (the
-        respaced loop: N evaluations), "ddim" /
-        "dpmpp2m" (`nfe` evaluations from the same start state), or a Sampler callable.
+        the estimator's output; "auto" chooses N per image (difface.autostart). `sampler`: a name of
+        difface.diffusion.solvers.SAMPLERS ("official": the respaced loop, N evaluations; a few-step solver:
+        `nfe` evaluations from the same start state), or a Sampler callable.
         """
         if self.task != "restoration":
             raise ValueError("this model inpaints; call inpaint()")
@@ -336,8 +310,8 @@ class DifFace:
         elif isinstance(start_step, str):
             raise ValueError(f"start_step must be an integer, a sequence of integers or 'auto', got {start_step!r}")
         steps = self._start_steps(start_step, len(y))
-        sample = self._diffuse_back(est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
-                                    fit_nfe=auto)
+        sample = self._diffuse_back(est, steps, eta=eta, seeds=seeds, noise_fn=noise_fn, dtype=dtype, sampler=sampler,
+                                    nfe=nfe, method=method, callback=callback, fit_nfe=auto)
         h, w = y0.shape[2:]
         if (h, w) != (s, s):
             sample = _resize(sample, (h, w)).clamp(0, 1)
@@ -355,7 +329,7 @@ class DifFace:
         seeds: Sequence[int] | None = None,
         noise_fn: NoiseFn | None = None,
         dtype: torch.dtype = torch.float32,
-        sampler: str | Sampler = "official",
+        sampler: str | Sampler = OFFICIAL,
         nfe: int | None = None,
         callback: Callable[[dict], None] | None = None,
     ) -> Restoration:
@@ -393,8 +367,8 @@ class DifFace:
             return lambda x0: x0 - 0.5 * (known * (2 * (x0 - target)))
 
         steps = self._start_steps(start_step, len(y))
-        sample = self._diffuse_back(est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, "ddim", callback,
-                                    x0_fn_for=keep_known)
+        sample = self._diffuse_back(est, steps, eta=eta, seeds=seeds, noise_fn=noise_fn, dtype=dtype, sampler=sampler,
+                                    nfe=nfe, method="ddim", callback=callback, x0_fn_for=keep_known)
         h, w = y0.shape[2:]
         if (h, w) != (s, s):
             sample = _resize(sample, (h, w)).clamp(0, 1)
@@ -427,7 +401,7 @@ class DifFace:
                 raise ValueError(f"start_step: {len(steps)} values for a batch of {n}")
         return [self.check_start_step(k) for k in steps]
 
-    def _diffuse_back(self, est, steps, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
+    def _diffuse_back(self, est, steps, *, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
                       x0_fn_for: Callable[[list[int]], X0Fn] | None = None, fit_nfe: bool = False) -> torch.Tensor:
         """q_sample the estimate to each image's start step and run the sampler; (B, 3, S, S) in [0, 1].
 
@@ -453,7 +427,7 @@ class DifFace:
             t = torch.full((len(idx),), n, dtype=torch.long, device=dev)
             x = self.diffusion.q_sample(x0, t, nf(x0))
             nfe_n = nfe
-            if fit_nfe and sampler in ("ddim", "dpmpp2m"):
+            if fit_nfe and sampler in SOLVERS:
                 nfe_n = min(DEFAULT_NFE if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
             run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe_n, method=method) if isinstance(sampler, str) \
                 else sampler

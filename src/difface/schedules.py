@@ -16,24 +16,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from difface import hub
+from difface.atomic import atomic_write_bytes
+
 ASSETS_FILE = Path(__file__).parent / "assets" / "fitted_schedules.json"
 _sha_memo: dict[tuple, str] = {}
 
 
 def user_file() -> Path:
-    from difface.weights import cache_dir
-
-    return cache_dir().parent / "fitted_schedules.json"
+    return hub.cache_dir().parent / "fitted_schedules.json"
 
 
 def prior_sha256(path: str | Path) -> str:
     """SHA-256 of a weights file (the package's record for bundled files, else hashed once per process)."""
-    from difface.weights import ASSETS, bundled_manifest, sha256_of
-
     p = Path(path).resolve()
     try:
-        rel = p.relative_to(ASSETS.resolve()).as_posix()
-        digest = bundled_manifest().get(rel)
+        rel = p.relative_to(hub.ASSETS.resolve()).as_posix()
+        digest = hub.bundled_manifest().get(rel)
         if digest:
             return digest
     except ValueError:
@@ -41,7 +40,7 @@ def prior_sha256(path: str | Path) -> str:
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
     if key not in _sha_memo:
-        _sha_memo[key] = sha256_of(p)
+        _sha_memo[key] = hub.sha256_of(p)
     return _sha_memo[key]
 
 
@@ -78,12 +77,9 @@ def fitted_timesteps(prior: str | Path | None, *, method: str, nfe: int, t_start
 def store_schedule(prior: str | Path, *, method: str, nfe: int, t_start: int, eta: float, timesteps: list[int],
                    fitted_on: str, path: Path | None = None) -> Path:
     """Add (or replace) the schedule of this prior file; bundled priors go to the package's file. Atomic write."""
-    from difface.images import atomic_write_bytes
-    from difface.weights import ASSETS
-
     p = Path(prior).resolve()
     if path is None:
-        path = ASSETS_FILE if p.is_relative_to(ASSETS.resolve()) else user_file()
+        path = ASSETS_FILE if p.is_relative_to(hub.ASSETS.resolve()) else user_file()
     sha = prior_sha256(p)
     keep = [s for s in _read(path) if not (s["prior_sha256"] == sha and s["method"] == method and
                                            int(s["nfe"]) == nfe and int(s["t_start"]) == t_start and

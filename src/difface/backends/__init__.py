@@ -23,7 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from difface.config import BACKEND_NAMES as BACKENDS
+from difface import weights
+from difface.backends.onnx_export import cached_export
+
+# Where the network forwards can run (difface.config re-exports this tuple as BACKEND_NAMES: the registry owns it)
+BACKENDS = ("torch", "onnxruntime", "openvino")
 
 PIP = {
     "onnxruntime": "pip install onnxruntime  (NVIDIA GPUs: pip install onnxruntime-gpu)",
@@ -151,14 +155,12 @@ def backend_network(net: nn.Module, backend: str, *, dtype: str = "fp32", device
     check_backend(backend)
     if backend == "torch":
         return net
-    from difface.backends.onnx_export import cached_export
-
     graph_dtype = "fp16" if (backend == "onnxruntime" and dtype == "fp16") else "fp32"
     if backend == "onnxruntime" and dtype == "fp16" and torch.device(device).type == "cpu":
-        raise BackendUnavailable("--backend onnxruntime --dtype fp16 needs a GPU (CUDA execution provider); "
+        raise BackendUnavailable("`backend` onnxruntime `dtype` fp16 needs a GPU (CUDA execution provider); "
                                  "use fp32 on a CPU")
     if backend == "onnxruntime" and dtype == "bf16":
-        raise BackendUnavailable("--backend onnxruntime runs fp32 (or fp16 on a GPU); for bf16 use --backend torch "
+        raise BackendUnavailable("`backend` onnxruntime runs fp32 (or fp16 on a GPU); for bf16 use `backend` torch "
                                  "or openvino")
     path, _ = cached_export(net, source=source, dtype=graph_dtype, image_size=image_size, root=cache_root)
     if backend == "onnxruntime":
@@ -173,10 +175,8 @@ def source_file(name_or_path: str | os.PathLike | None) -> Path | None:
     """The local file of a weights name or path, when it is there (None otherwise)."""
     if name_or_path is None:
         return None
-    from difface.weights import resolve
-
     try:
-        return resolve(name_or_path, allow_download=False)
+        return weights.resolve(name_or_path, allow_download=False)
     except (OSError, KeyError):
         return None
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from difface.atomic import atomic_write_bytes
 from difface.backends import BACKENDS, check_backend, ort_runner, ov_runner
 from difface.backends.onnx_export import DEFAULT_OPSET, cache_dir, file_sha256, key_digest, parameters_sha256
-from difface.images import atomic_write_bytes
 from difface.models.rrdbnet import RRDBNet
 
 

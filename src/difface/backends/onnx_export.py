@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from difface import models
-from difface.images import atomic_write_bytes
+from difface import models, weights
+from difface.atomic import atomic_write_bytes
+from difface.models.lama import FourierUnit
 
 DEFAULT_OPSET = 17
 EXPORT_FORMAT = 1  # bump when the wrappers below change what a graph computes
@@ -42,15 +43,7 @@ EXPORT_DTYPES = ("fp32", "fp16")
 
 def cache_dir() -> Path:
     """Folder of cached graphs: `onnx/` beside the weights cache's `weights/` folder."""
-    from difface.weights import cache_dir as weights_dir
-
-    return weights_dir().parent / "onnx"
-
-
-def role_of(net: nn.Module) -> str:
-    """'prior' | 'estimator' | 'inpainter' from the network's class."""
-    kind = models.kind_of(net.config)
-    return {"unet": "prior", "swinir": "estimator", "lama": "inpainter"}[kind]
+    return weights.cache_dir().parent / "onnx"
 
 
 def image_size_of(net: nn.Module) -> int:
@@ -144,8 +137,6 @@ def _matmul_fourier_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 def exportable(net: nn.Module, dtype: str = "fp32") -> nn.Module:
     """A copy of `net` whose forward the ONNX exporter can trace for any batch size (eval mode)."""
-    from difface.models.lama import FourierUnit
-
     net = copy.deepcopy(net).eval().cpu()
     if dtype == "fp16":
         net = net.half()
@@ -236,7 +227,7 @@ def cached_export(net: nn.Module, *, source: str | os.PathLike | None = None, so
     key = export_key(net, source_sha256=source_sha256, dtype=dtype, opset=opset, image_size=image_size)
     digest = key_digest(key)
     folder = Path(root) if root is not None else cache_dir()
-    path = folder / f"{role_of(net)}-{digest[:24]}.onnx"
+    path = folder / f"{models.role_of(net)}-{digest[:24]}.onnx"
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file():
         try:

@@ -15,9 +15,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from difface import app as web
+from difface.app.catalogue import ModelChoice, default_models
+from difface.commands import COMMANDS
+from difface.commands.options import option_message
 from difface.commands.restore import pixels_arg
+from difface.config import BACKEND_NAMES, DEFAULT_DEVICE, DEFAULT_RUN_PRESET, RUN_PRESETS
 from difface.device import DTYPES
 from difface.pipeline import DEFAULT_MAX_PIXELS, OptionError
+from difface.presets import app_networks
 
 log = logging.getLogger("difface")
 
@@ -40,7 +46,7 @@ pip install 'difface[app]'."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("app", help="local web app: restore and inpaint faces in a browser", epilog=EPILOG,
+    p = sub.add_parser("app", help=COMMANDS["app"], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Start a local web app (Gradio) with a Restore and an Inpaint tab.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -51,13 +57,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-auth", action="store_true",
                    help="serve a non-loopback --host without a login: anyone who can reach it can use the app")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--preset", default="official", choices=["official", "fast"],
+    p.add_argument("--device", default=DEFAULT_DEVICE,
+                   help=f"auto | cpu | cuda | cuda:N | mps (default {DEFAULT_DEVICE})")
+    p.add_argument("--preset", default=DEFAULT_RUN_PRESET, choices=list(RUN_PRESETS),
                    help="official (default): eager torch fp32; fast: the backend and precision of `difface restore "
                    "--preset fast` on this machine (printed at start; the sampler stays the page's choice); "
                    "--dtype/--backend given explicitly replace its parts")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="network precision (default fp32)")
-    p.add_argument("--backend", default=None, choices=["torch", "onnxruntime", "openvino"],
+    p.add_argument("--backend", default=None, choices=list(BACKEND_NAMES),
                    help="where the network forwards run (default torch; docs/onnx.md)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
                    help="refuse uploads with more pixels than this, from the file header (default 50M)")
@@ -158,11 +165,9 @@ def _pair(prior: str | None, estimator: str | None, names: tuple[str, str]) -> N
         raise ValueError(f"give both {names[0]} and {names[1]} (or neither)")
 
 
-def _choice(web, prior: str, estimator: str):
+def _choice(prior: str, estimator: str) -> ModelChoice:
     """A menu entry for weights given on the command line, labelled by their file names."""
-    from pathlib import Path
-
-    return web.ModelChoice(f"{Path(prior).name} + {Path(estimator).name}", prior, estimator)
+    return ModelChoice(f"{Path(prior).name} + {Path(estimator).name}", prior, estimator)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,33 +196,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], access: str) -> int:
-    try:
-        from difface import app as web
+    try:  # the names of difface.app that need Gradio (imported on first use)
+        AppServer, build_app, launch = web.AppServer, web.build_app, web.launch
     except ImportError as e:
         log.error("error: the app needs Gradio (%s): pip install 'difface[app]'", e)
         return 2
 
     restore_models = inpaint_models = None
     if args.prior:
-        restore_models = [_choice(web, args.prior, args.estimator)] + web.default_models("restoration")
+        restore_models = [_choice(args.prior, args.estimator)] + default_models("restoration")
     if args.inpaint_prior:
-        inpaint_models = [_choice(web, args.inpaint_prior, args.inpaint_estimator)] + web.default_models("inpainting")
-    from difface.presets import app_networks
-
+        inpaint_models = [_choice(args.inpaint_prior, args.inpaint_estimator)] + default_models("inpainting")
     args.backend, args.dtype = app_networks(args.preset, args.backend, args.dtype, args.device)
     log.info("loading the models ...")
     try:
-        server = web.AppServer(device=args.device, dtype=args.dtype, backend=args.backend,
-                               max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, restore_models=restore_models,
-                               inpaint_models=inpaint_models)
+        server = AppServer(device=args.device, dtype=args.dtype, backend=args.backend,
+                           max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, restore_models=restore_models,
+                           inpaint_models=inpaint_models)
     except (OptionError, ValueError, FileNotFoundError) as e:
-        log.error("error: %s", e)
+        log.error("error: %s", option_message(e) if isinstance(e, OptionError) else e)
         return 2
     if server.inpaint_unavailable:
         log.info("inpainting is not available: %s", server.inpaint_unavailable.strip().replace("\n", "; "))
-    demo = web.build_app(server)
+    demo = build_app(server)
     try:
-        web.launch(demo, args.host, port, block=False, auth=login_checker(logins) if logins else None,
+        launch(demo, args.host, port, block=False, auth=login_checker(logins) if logins else None,
                    max_file_size=f"{args.max_upload_mb:g}mb")
     except OSError as e:
         log.error("error: cannot listen on %s:%d: %s", args.host, port, e)

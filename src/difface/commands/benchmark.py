@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from dataclasses import asdict
 from pathlib import Path
 
-from difface.benchmark import Setting, as_dicts, benchmark, results_table
+from difface.atomic import atomic_write_bytes
+from difface.backends import BACKENDS
+from difface.benchmark import Setting, as_dicts, backend_table, benchmark, benchmark_backends, results_table
+from difface.commands import COMMANDS
 from difface.device import pick_device
-from difface.images import atomic_write_bytes
 
 EPILOG = """examples:
   difface benchmark                                        # 512 networks, eager fp32 vs bf16 on this machine
@@ -24,7 +27,7 @@ def _flags(v: str) -> list[bool]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("benchmark", help="measure speed and memory of the networks", epilog=EPILOG,
+    p = sub.add_parser("benchmark", help=COMMANDS["benchmark"], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prior", default="unet_ffhq512", help="prior network name (default unet_ffhq512)")
     p.add_argument("--estimator", default="swinir_restoration512", help="estimator network name")
@@ -45,11 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_backends(args: argparse.Namespace) -> int:
     """`--backend all|LIST`: difface.benchmark.benchmark_backends."""
-    from dataclasses import asdict
-
-    from difface.backends import BACKENDS
-    from difface.benchmark import backend_table, benchmark_backends
-
     names = list(BACKENDS) if args.backend == "all" else args.backend.split(",")
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:

@@ -11,17 +11,20 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from difface.atomic import atomic_write_bytes
+from difface.commands import COMMANDS
 from difface.commands.checks import output_dir_problem
-from difface.face.align import align_faces
+from difface.face.align import align_faces, apply_affine, estimate_alignment, warp_faces
 from difface.face.detect import BACKENDS, DEFAULT_BACKEND, get_detector
 from difface.face.photo import find_faces
-from difface.images import ImageReadError, atomic_write_bytes, collect_inputs, read_image, write_image
+from difface.face.template import face_template
+from difface.images import ImageReadError, collect_inputs, read_image, write_image
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="prepare data sets (align faces)",
+    p = subparsers.add_parser("data", help=COMMANDS["data"],
                               description="Data preparation commands.")
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     a = sub.add_parser(
@@ -88,9 +91,6 @@ def _align_one(path: Path, out: Path, size: int, detector, det_min_side: int) ->
 def shared_alignment(paths: list[Path], detector, size: int, n: int, det_min_side: int) -> tuple[np.ndarray, dict]:
     """One similarity transform for a set of mutually aligned photos: that of the mean landmarks of
     `n` evenly spread photos. Returns the (2, 3) matrix and a report (residuals in output pixels)."""
-    from difface.face.align import apply_affine, estimate_alignment
-    from difface.face.template import face_template
-
     sample = paths[:: max(1, len(paths) // n)][:n]
     lms, shapes = [], set()
     for path in tqdm(sample, desc="landmarks"):
@@ -117,8 +117,6 @@ def shared_alignment(paths: list[Path], detector, size: int, n: int, det_min_sid
 
 
 def _warp_all(paths: list[Path], out: Path, matrix: np.ndarray, size: int, skip_existing: bool):
-    from difface.face.align import warp_faces
-
     skipped, outside = {}, {}
     for path in tqdm(paths, desc="align"):
         if skip_existing and (out / f"{path.stem}.png").exists():

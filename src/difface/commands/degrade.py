@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from difface.atomic import atomic_write_bytes
+from difface.commands import COMMANDS
 from difface.data.datasets import resize_square
 from difface.data.degrade import (
     PRESETS,
@@ -24,7 +26,7 @@ from difface.data.degrade import (
     sample_params,
     to_gray,
 )
-from difface.images import ImageReadError, atomic_write_bytes, collect_inputs, read_image, write_image
+from difface.images import ImageReadError, collect_inputs, read_image, write_image
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ Example: difface degrade celeba_hq512/ -o celeba_test/ --preset celeba-test --se
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("degrade", help="synthesize degraded (lq, hq) pairs from HQ faces",
+    p = subparsers.add_parser("degrade", help=COMMANDS["degrade"],
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("hq_dir", metavar="HQ_DIR", help="folder (or file / glob) of high-quality faces")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")

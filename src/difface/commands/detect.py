@@ -11,9 +11,11 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from difface.atomic import atomic_write_bytes
+from difface.commands import COMMANDS
 from difface.commands.checks import output_dir_problem, output_file_problem
 from difface.face.detect import BACKENDS, DEFAULT_BACKEND, detect_faces, draw_detections, get_detector
-from difface.images import atomic_write_bytes, collect_inputs, read_image, write_image
+from difface.images import collect_inputs, read_image, write_image
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "detect",
-        help="detect faces and their 5 landmarks; write JSON",
+        help=COMMANDS["detect"],
         description=(
             "Detect faces in images and write, per image, the boxes [x1, y1, x2, y2], scores and the "
             "5 landmarks (left eye, right eye, nose, left and right mouth corner; image left/right) "

@@ -10,9 +10,14 @@ import logging
 import math
 from pathlib import Path
 
-from difface.images import atomic_write_bytes
+from difface.atomic import atomic_write_bytes
+from difface.commands import COMMANDS
+from difface.commands.checks import output_file_problem
+from difface.config import DEFAULT_DETECTOR
+from difface.device import pick_device
 from difface.metrics import METRICS, parse_metric_names
 from difface.metrics import weights as _metric_weights  # noqa: F401 - registers the LPIPS/FID weights by name
+from difface.metrics.runner import EvalOptions, evaluate, format_table, name_list, pair_files
 
 log = logging.getLogger("difface")
 
@@ -37,7 +42,7 @@ weights: LPIPS and FID backbones are looked up in the difface cache and torch's 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score restored images (PSNR, SSIM, LPIPS, FID, IDS, LMD, NIQE)",
+    p = sub.add_parser("evaluate", help=COMMANDS["evaluate"],
                        description="Score the images of --pred against --gt (paired metrics), against "
                        "reference statistics (FID) or alone (NIQE). Prints per-metric means; --json/--csv "
                        "write per-image rows.", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arcface", help="ArcFace ONNX model for ids/deg (e.g. insightface w600k_r50.onnx)")
     p.add_argument("--arcface-align", choices=("ffhq", "resize"), default="ffhq",
                    help="ffhq: warp FFHQ-aligned faces to the ArcFace 112 layout; resize: resize whole image")
-    p.add_argument("--landmark-detector", default="mtcnn", help="face detector backend for lmd (default mtcnn)")
+    p.add_argument("--landmark-detector", default=DEFAULT_DETECTOR,
+                   help=f"face detector backend for lmd (default {DEFAULT_DETECTOR})")
     p.add_argument("--download", action="store_true", help="download missing registry weights")
     p.add_argument("--device", default="cpu", help="torch device for LPIPS/FID/LMD: cpu, cuda, mps, auto")
     p.add_argument("--json", type=Path, help="write means and per-image rows as JSON")
@@ -66,9 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from difface.device import pick_device
-    from difface.metrics.runner import EvalOptions
-
     return EvalOptions(
         crop_border=args.crop_border, device=str(pick_device(args.device)), alexnet=args.alexnet, vgg16=args.vgg16,
         inception=args.inception, arcface=args.arcface, arcface_align=args.arcface_align,
@@ -79,8 +82,6 @@ def _options(args: argparse.Namespace):
 
 def _check_args(args: argparse.Namespace) -> str | None:
     """The first usage problem of the arguments (an error message), else None."""
-    from difface.commands.checks import output_file_problem
-
     if args.crop_border < 0:
         return f"--crop-border must be >= 0, got {args.crop_border}"
     for option, path in (("--json", args.json), ("--csv", args.csv)):
@@ -91,8 +92,6 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from difface.metrics.runner import evaluate, format_table, name_list, pair_files
-
     default = "psnr,ssim,psnr_y,ssim_y,lpips" if args.gt else "niqe"
     try:
         names = parse_metric_names(args.metrics or default)

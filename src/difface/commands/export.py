@@ -6,6 +6,14 @@ import argparse
 import logging
 from pathlib import Path
 
+from difface import models
+from difface.backends import BackendUnavailable
+from difface.commands import COMMANDS
+from difface.config import DEFAULT_NFE, DEFAULT_STEPS
+from difface.diffusion.solvers import OFFICIAL
+from difface.export import EXPORT_SAMPLERS, export_model
+from difface.restore import DifFace
+
 log = logging.getLogger("difface")
 
 EPILOG = """examples:
@@ -22,7 +30,7 @@ FILLER_DEFAULTS = {"restoration": "unet_ffhq512,swinir_restoration512", "inpaint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export the networks (ONNX) with a manifest", epilog=EPILOG,
+    p = sub.add_parser("export", help=COMMANDS["export"], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     fmt = p.add_subparsers(dest="format", metavar="FORMAT")
     o = fmt.add_parser("onnx", help="ONNX graphs + manifest.json", epilog=EPILOG,
@@ -35,13 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--filler", nargs="?", const="", default=None, metavar="PRIOR,ESTIMATOR",
                    help="networks of difface.models.CONFIGS with the deterministic filler weights (default: the "
                    "official 512 restoration networks, or the 256 inpainting ones with --task inpainting)")
-    o.add_argument("--steps", default="ddim250", help="timestep respacing (default ddim250)")
+    o.add_argument("--steps", default=DEFAULT_STEPS, help=f"timestep respacing (default {DEFAULT_STEPS})")
     o.add_argument("--start-step", type=int, default=None, help="respaced start step written to the manifest "
                    "(default: the model's; the bundled model's 'auto' is written as its fixed alternative)")
     o.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the model's)")
-    o.add_argument("--sampler", default="official", choices=["official", "ddim"],
+    o.add_argument("--sampler", default=OFFICIAL, choices=list(EXPORT_SAMPLERS),
                    help="the loop the manifest writes out (default official)")
-    o.add_argument("--nfe", type=int, default=None, help="evaluations of --sampler ddim (default 10)")
+    o.add_argument("--nfe", type=int, default=None, help=f"evaluations of --sampler ddim (default {DEFAULT_NFE})")
     o.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"], help="graph precision (fp16: for GPUs)")
     o.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     o.set_defaults(func=run)
@@ -50,9 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_model(args: argparse.Namespace):
     """The DifFace model the options name (bundled, named files, or filler networks)."""
-    from difface import models
-    from difface.restore import DifFace
-
     if args.filler is not None:
         if args.prior or args.estimator:
             raise ValueError("--filler builds its own networks; leave out --prior and --estimator")
@@ -64,7 +69,7 @@ def load_model(args: argparse.Namespace):
             if n not in models.CONFIGS:
                 raise ValueError(f"--filler: unknown network {n!r}; known: {', '.join(models.CONFIGS)}")
             nets.append(models.fill_deterministic(models.build(n)))
-        task = "inpainting" if type(nets[1]).__name__ == "FFCResNetGenerator" else "restoration"
+        task = "inpainting" if models.kind_of(nets[1].config) == "lama" else "restoration"
         return DifFace.from_modules(nets[0], nets[1], args.steps, name=f"filler weights ({names[0]}, {names[1]})",
                                     task=task)
     if (args.prior is None) != (args.estimator is None):
@@ -73,9 +78,6 @@ def load_model(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from difface.backends import BackendUnavailable
-    from difface.export import export_model
-
     try:
         model = load_model(args)
         if args.nfe is not None and args.sampler != "ddim":

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from difface.commands import COMMANDS
 from difface.commands.options import inpaint_options
 from difface.commands.restore import add_model_arguments, run_pipeline
 from difface.pipeline import InpaintPipeline
@@ -25,7 +26,7 @@ With no weights named, the bundled 64x64 inpainter and prior are used (docs/mode
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "inpaint", help="fill the missing region of aligned faces", epilog=EPILOG,
+        "inpaint", help=COMMANDS["inpaint"], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Face inpainting with DifFace: a LaMa estimator fills the hole, the estimate is diffused to "
         "step N of the face prior, and the reverse process runs back with the known pixels re-imposed at "

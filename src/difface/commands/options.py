@@ -1,8 +1,9 @@
 """Options <-> command line: `options_from_args` (parsed arguments -> validated options) and its inverse
 `args_from_options` (options -> the arguments of `difface restore` / `difface inpaint` that give them).
 
-These two are the only translation between flag names and difface.config's option classes: the commands
-build their options with the first, the app writes its "Same as: difface ..." line with the second.
+These two and `FLAGS` (field name -> flag, for OptionError messages: `option_message`) are the only
+translation between flag names and difface.config's option classes: the commands build their options with
+the first, the app writes its "Same as: difface ..." line with the second.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from difface.config import (
     DEFAULT_MAX_PIXELS,
     InpaintOptions,
     ModelOptions,
+    OptionError,
     PhotoOptions,
     RestoreOptions,
     SamplingOptions,
@@ -120,3 +122,17 @@ def args_from_options(options: RestoreOptions | InpaintOptions) -> list[str]:
         args += _video_args(options.video)
     return args + _changed(options, type(options)(), (("batch_size", "--batch-size"), ("max_pixels", "--max-pixels")),
                            (("save_comparison", "--save-comparison"),))
+
+
+# Every option's flag by its field name (OptionError names options by field): the tables above, and the rest.
+FLAGS: dict[str, str] = {
+    **dict(_MODEL_VALUES + _MODEL_FLAGS + _SAMPLING_VALUES + _PHOTO_VALUES + _PHOTO_FLAGS + _VIDEO_VALUES
+           + _VIDEO_FLAGS),
+    "aligned": "--aligned", "batch_size": "--batch-size", "max_pixels": "--max-pixels", "mask": "--mask",
+    "save_comparison": "--save-comparison", "output": "-o", "preset": "--preset",
+}
+
+
+def option_message(e: OptionError) -> str:
+    """An OptionError as the command line says it: "--eta: must lie in [0, 1], got 2"."""
+    return e.say(FLAGS)

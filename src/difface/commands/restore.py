@@ -10,13 +10,18 @@ from pathlib import Path
 import torch
 
 from difface import distributed
-from difface.commands.options import restore_options
+from difface.commands import COMMANDS
+from difface.commands.options import option_message, restore_options
 from difface.config import (
     BACKEND_NAMES,
     DEFAULT_BATCH_FRAMES,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_CRF,
+    DEFAULT_DETECTOR,
+    DEFAULT_DEVICE,
     DEFAULT_MAX_VIDEO_SECONDS,
     DEFAULT_NFE,
+    DEFAULT_RUN_PRESET,
     DEFAULT_SEED,
     DEFAULT_STEPS,
     DEFAULT_UPSCALE,
@@ -24,11 +29,11 @@ from difface.config import (
     RUN_PRESETS,
     SAMPLERS,
     SCHEDULES,
+    SOLVERS,
 )
 from difface.device import DTYPES
 from difface.images import IMAGE_EXTENSIONS, collect_inputs
-from difface.pipeline import OptionError, RestorePipeline
-from difface.pipeline.outputs import check_writable
+from difface.pipeline import OptionError, RestorePipeline, files
 from difface.video.io import VIDEO_EXTENSIONS
 
 log = logging.getLogger("difface")
@@ -87,9 +92,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed; each image draws from its own "
                    "generator, seeded from this and the image's content, so a result depends only on the image "
                    f"and the seed, not on batching, order or sharding (default {DEFAULT_SEED})")
-    p.add_argument("--batch-size", type=int, default=1, help="faces per network batch (default 1)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    p.add_argument("--preset", default="official", choices=list(RUN_PRESETS),
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"faces per network batch (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--device", default=DEFAULT_DEVICE,
+                   help=f"auto | cpu | cuda | cuda:N | mps (default {DEFAULT_DEVICE})")
+    p.add_argument("--preset", default=DEFAULT_RUN_PRESET, choices=list(RUN_PRESETS),
                    help="official (default): the paper's path, eager fp32 and the official loop; fast: the fastest "
                    "backend, precision and sampler measured to meet the quality gates on this kind of machine "
                    "(docs/speed.md), printed at start; options given explicitly replace its parts")
@@ -97,12 +104,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    "through autocast (fp16 only on GPUs; default fp32)")
     p.add_argument("--sampler", default=None, choices=list(SAMPLERS),
                    help="official: the respaced DDIM loop of the paper (one evaluation per step from the start "
-                   "step); ddim / dpmpp2m: --nfe evaluations from the same start state (fast presets)")
-    p.add_argument("--nfe", type=int, default=None, help="network evaluations of --sampler ddim/dpmpp2m "
+                   f"step); {' / '.join(SOLVERS)}: --nfe evaluations from the same start state (fast presets)")
+    p.add_argument("--nfe", type=int, default=None, help=f"network evaluations of --sampler {'/'.join(SOLVERS)} "
                    f"(default {DEFAULT_NFE})")
     p.add_argument("--schedule", default=None, choices=list(SCHEDULES), help="timesteps of --sampler "
-                   "ddim/dpmpp2m: even (default) or fitted to the official loop for this prior (stored with the "
-                   "model; scripts/fit_schedule.py); an error when none was fitted for it")
+                   f"{'/'.join(SOLVERS)}: even (default) or fitted to the official loop for this prior (stored with "
+                   "the model; scripts/fit_schedule.py); an error when none was fitted for it")
     p.add_argument("--fast", action="store_true", default=None, help="channels-last memory layout (same outputs "
                    "within 1e-4, faster on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
@@ -117,7 +124,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "restore", help="restore faces (aligned crops or whole photos)", epilog=EPILOG,
+        "restore", help=COMMANDS["restore"], epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Blind face restoration with DifFace: estimator f(y), diffused to step N, then the "
         "face prior's reverse process from N down to 0.",
@@ -135,8 +142,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     photo = p.add_argument_group("whole photos (without --aligned)")
     photo.add_argument("--upscale", type=int, default=DEFAULT_UPSCALE, help="output scale of whole photos, 1 to 8 "
                        f"(default {DEFAULT_UPSCALE})")
-    photo.add_argument("--detector", default=DETECTORS[0], help=f"face detector: {DETECTORS[0]} (default, offline), "
-                       f"{', '.join(DETECTORS[1:])}")
+    photo.add_argument("--detector", default=DEFAULT_DETECTOR, help=f"face detector: {DEFAULT_DETECTOR} (default, "
+                       f"offline), {', '.join(d for d in DETECTORS if d != DEFAULT_DETECTOR)}")
     photo.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
     photo.add_argument("--bg-upsampler", default=None,
                        help="background upsampler: auto (Real-ESRGAN x2 when its weights are cached, else "
@@ -214,16 +221,15 @@ def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos
         options = make_options(args)
         inputs = collect(args.inputs, videos=videos)
         dist_info = distributed.setup(args.device)  # under torchrun: one shard of the inputs per process
-        check_writable(args.output)  # before the models load
+        files.check_output(args.output, options)  # before the models load
         pipe = pipeline_cls.load(options, dist_info.device)
-        pipe.check_output(args.output)
     except (OptionError, ValueError, FileNotFoundError) as e:
-        log.error("error: %s", e)
+        log.error("error: %s", option_message(e) if isinstance(e, OptionError) else e)
         return 2
     log.info("%s", pipe.describe())
     t0 = time.perf_counter()
-    outcomes = pipe.run(inputs, args.output, rank=dist_info.rank, world_size=dist_info.world_size,
-                        skip_existing=args.skip_existing)
+    outcomes = files.run(pipe, inputs, args.output, rank=dist_info.rank, world_size=dist_info.world_size,
+                         skip_existing=args.skip_existing)
     return report(outcomes, time.perf_counter() - t0, args.output, what=what, world_size=dist_info.world_size,
                   is_main=dist_info.is_main)
 

@@ -9,6 +9,14 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
+from difface.commands import COMMANDS
+from difface.data.datasets import NoReadableImages
+from difface.train.checkpoint import load_checkpoint
+from difface.train.config import ConfigError, apply_overrides, from_dict, load_config
+from difface.train.run import best_checkpoint, export_checkpoint, run_training
+
 log = logging.getLogger("difface")
 
 EPILOG = """examples:
@@ -31,8 +39,7 @@ runs on different numbers of processes; its running statistics follow the whole 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the face prior (UNet), the diffused estimator (SwinIR) or the "
-                       "inpainting estimator (LaMa)",
+    p = sub.add_parser("train", help=COMMANDS["train"],
                        description="Train a DifFace network from a YAML config (strict: unknown keys are "
                        "errors; omitted keys keep the official values of SPEC 5.2 / 5.3 / 5.4).", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,9 +91,6 @@ def _quote(item: str) -> str:
 
 def prepare(args: argparse.Namespace):
     """(config, run folder, loaded checkpoint or None) from the command-line arguments."""
-    from difface.train.checkpoint import load_checkpoint
-    from difface.train.config import apply_overrides, from_dict, load_config
-
     saved = load_checkpoint(args.resume) if args.resume else None
     if args.config is not None:
         cfg = load_config(args.config, args.task)
@@ -106,10 +110,6 @@ def prepare(args: argparse.Namespace):
 
 def export(args: argparse.Namespace) -> int:
     """--export: write a checkpoint's weights without training."""
-    from difface.train.checkpoint import load_checkpoint
-    from difface.train.config import ConfigError, from_dict
-    from difface.train.run import best_checkpoint, export_checkpoint
-
     try:
         source = Path(args.export)
         if args.best:
@@ -139,13 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.best or args.export_to:
         print("error: --best and --export-to go with --export", file=sys.stderr)
         return 2
-    from difface.data.datasets import NoReadableImages
-    from difface.train.config import ConfigError
-    from difface.train.run import run_training
-
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     try:
         cfg, out, saved = prepare(args)

@@ -7,12 +7,13 @@ import logging
 from pathlib import Path
 
 from difface import weights
+from difface.commands import COMMANDS
 
 log = logging.getLogger("difface")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("weights", help="list, download, locate and convert weights",
+    p = sub.add_parser("weights", help=COMMANDS["weights"],
                        description="Manage weights files. Cache folder: $DIFFACE_HOME, else "
                        "$XDG_CACHE_HOME/difface, else ~/.cache/difface (files under weights/).")
     wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)

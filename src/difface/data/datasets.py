@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from difface.data.degrade import PRESETS, DegradationConfig, degrade_with_params, to_gray
+from difface.data.masks import MASK_KINDS, make_mask
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, image_to_tensor, read_image
 
 log = logging.getLogger(__name__)
@@ -234,8 +235,6 @@ class MaskedFaces(_RobustDataset):
 
     def __init__(self, folder: str | os.PathLike, size: int = 256, seed: int = 0, mask_kind: str = "mixed",
                  flip: bool = False, recursive: bool = True, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
-        from difface.data.masks import MASK_KINDS
-
         if mask_kind not in MASK_KINDS:
             raise ValueError(f"unknown mask kind {mask_kind!r}; known: {', '.join(MASK_KINDS)}")
         self.files = list_images(folder, recursive)
@@ -243,8 +242,6 @@ class MaskedFaces(_RobustDataset):
         super().__init__(len(self.files), value_range, seed)
 
     def _load(self, index: int, epoch: int) -> dict:
-        from difface.data.masks import make_mask
-
         gt = _read(self.files[index], self.size)
         rng = item_rng(self.seed, epoch, index)
         if self.flip and rng.random() < 0.5:

@@ -5,9 +5,10 @@ x0 = the clipped (and, for inpainting, refined) prediction of the clean image; a
 
 A *sampler* is a callable `sampler(denoiser_for, x, noise_fn=..., callback=...) -> x_0`: it receives
 the start state and a factory `denoiser_for(diffusion) -> Denoiser` (the network wrapped for the
-chain the sampler indexes), and returns the clean sample. `make_sampler` builds the official loop
-(`RespacedSampler`) or a few-step solver (`FewStepSampler`, difface.diffusion.solvers) from names;
-`difface.restore.DifFace` takes either, so the restoration code has no sampler branches.
+chain the sampler indexes), and returns the clean sample. This module holds the official loop
+(`RespacedSampler`); the few-step solvers and the registry of sampler names (`SAMPLERS`, `make_sampler`:
+a sampler from its name) are in difface.diffusion.solvers. `difface.restore.DifFace` takes any sampler,
+so the restoration code has no sampler branches.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from difface.diffusion.schedule import Diffusion
 NoiseFn = Callable[[torch.Tensor], torch.Tensor]
 X0Fn = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None]
-SAMPLERS = ("official", "ddim", "dpmpp2m")
-DEFAULT_NFE = 10  # network evaluations of the few-step samplers when none is given
 
 
 @dataclass
@@ -158,31 +157,6 @@ class RespacedSampler:
                  callback: Callback | None = None) -> torch.Tensor:
         return sample_loop(denoiser_for(self.diffusion), self.diffusion, x, self.start, eta=self.eta,
                            method=self.method, noise_fn=noise_fn, callback=callback)
-
-
-def make_sampler(diffusion: Diffusion, start_step: int, *, sampler: str = "official", eta: float = 0.0,
-                 nfe: int | None = None, method: str = "ddim") -> Sampler:
-    """The sampler for a start at respaced index `start_step` of `diffusion`.
-
-    "official": the respaced loop (start_step evaluations). "ddim" / "dpmpp2m": `nfe` evaluations
-    (default 10) on the original 1000-step chain from the same start state (original timestep
-    timestep_map[start_step]). Raises ValueError naming the argument for values that cannot work.
-    """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0.0 <= eta <= 1.0):
-        raise ValueError(f"eta must lie in [0, 1], got {eta}")
-    if not 0 <= start_step < diffusion.num_timesteps:
-        raise ValueError(f"start_step must be in [0, {diffusion.num_timesteps - 1}], got {start_step}")
-    if sampler == "official":
-        if nfe is not None:
-            raise ValueError("nfe applies to the few-step samplers (ddim, dpmpp2m), not to the official loop")
-        return RespacedSampler(diffusion, start_step, eta, method)
-    from difface.diffusion.solvers import FewStepSampler, solver_timesteps
-
-    t_start = int(diffusion.timestep_map[start_step])
-    base = diffusion.base()
-    return FewStepSampler(base, tuple(solver_timesteps(t_start, DEFAULT_NFE if nfe is None else nfe)), sampler, eta)
 
 
 def generator_noise(generators: Sequence[torch.Generator]) -> NoiseFn:

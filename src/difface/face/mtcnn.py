@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difface.face.detect import Detections, nms
+from difface.face.boxes import Detections, nms
 from difface.weights import check_bundled
 
 WEIGHTS_FILE = "mtcnn.safetensors"

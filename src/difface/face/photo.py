@@ -154,6 +154,7 @@ def restore_photo(
     progress: bool = False,
     max_face_side: float | None = None,
     keep_detail: bool = True,
+    callback: Callable[[dict], None] | None = None,
 ) -> PhotoResult:
     """Restore every face of a whole photo and return the photo upscaled by `upscale`.
 
@@ -170,6 +171,7 @@ def restore_photo(
     the warp into the crop and back (two bilinear resamplings: with a restorer that changes nothing, a
     whole paste keeps about a third of a photo's Laplacian energy at upscale 1, the merge all of it).
     `message` names the faces larger than the model. keep_detail=False: the restored crops pasted whole.
+    callback: given {"event": "faces", "count": faces to restore, "skipped": faces left} before any is restored.
     Returns a PhotoResult; with no face the image is just the upscaled background and
     `message` says so.
     """
@@ -188,6 +190,8 @@ def restore_photo(
         skipped = int((~keep).sum())
         if skipped:
             mats, dets = mats[keep], dets.subset(np.flatnonzero(keep))
+    if callback is not None:
+        callback({"event": "faces", "count": len(dets), "skipped": skipped})
     crops = warp_faces(img, mats, face_size)
     restored = run_restorer(restore_faces, crops, batch_size, progress)
     bg = resize_to((bg_upsampler or lanczos_upsampler)(img, upscale), out_hw)

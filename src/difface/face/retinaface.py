@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from difface.face.detect import Detections, nms
+from difface.face.boxes import Detections, nms
 from difface.weights import load_weights
 
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from difface.face.detect import Detections
+from difface.face.boxes import Detections
 
 
 class YuNetDetector:

@@ -9,6 +9,7 @@ torchvision's Inception v3 layout (1008 classes, no auxiliary head) with its FID
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from difface.atomic import atomic_write_bytes
 from difface.metrics import weights as mw
 
 
@@ -269,10 +271,6 @@ def _run_batch(model: nn.Module, batch: list[torch.Tensor], dev: torch.device) -
 
 def save_statistics(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, **meta: str) -> None:
     """Write (mu, sigma) to an .npz file atomically (keys `mu`, `sigma`, plus string metadata)."""
-    import io
-
-    from difface.images import atomic_write_bytes
-
     buf = io.BytesIO()
     np.savez(buf, mu=mu, sigma=sigma, **{k: np.array(v) for k, v in meta.items()})
     atomic_write_bytes(path, buf.getvalue())

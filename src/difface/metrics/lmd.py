@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from difface.config import DEFAULT_DETECTOR
+from difface.face.detect import detect_faces, get_detector
+
 LandmarkFn = Callable[[np.ndarray], "np.ndarray | None"]
 
 
@@ -34,10 +37,8 @@ def lmd(pred_rgb: np.ndarray, gt_rgb: np.ndarray, detect_landmarks: LandmarkFn) 
     return landmark_distance(lp, lg)
 
 
-def detector_landmarks(backend: str = "mtcnn", device: str = "cpu") -> LandmarkFn:
+def detector_landmarks(backend: str = DEFAULT_DETECTOR, device: str = "cpu") -> LandmarkFn:
     """A `detect_landmarks` callable from the project's face detector (5 points of the best face)."""
-    from difface.face.detect import detect_faces, get_detector
-
     detector = get_detector(backend, device=device)
 
     def detect_landmarks(rgb: np.ndarray) -> np.ndarray | None:

@@ -21,9 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from difface.config import DEFAULT_DETECTOR
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 from difface.metrics import METRICS
+from difface.metrics.fid import (
+    extract_features,
+    feature_statistics,
+    frechet_distance_features,
+    frechet_distance_to_stats,
+    load_fid_inception,
+    load_statistics,
+    save_statistics,
+)
+from difface.metrics.identity import ArcFaceONNX, DlibEmbedder, angle_degrees, cosine_similarity
+from difface.metrics.lmd import detector_landmarks, lmd
+from difface.metrics.lpips import load_lpips
+from difface.metrics.niqe import niqe
+from difface.metrics.psnr_ssim import psnr, ssim
 from difface.metrics.weights import MissingWeights
 
 log = logging.getLogger("difface")
@@ -46,7 +63,7 @@ class EvalOptions:
     allow_download: bool = False
     ref_stats: str | None = None
     ref_dir: str | None = None
-    landmark_detector: str = "mtcnn"
+    landmark_detector: str = DEFAULT_DETECTOR
     batch_size: int = 8
 
 
@@ -136,9 +153,7 @@ Scorer = Callable[[np.ndarray, "np.ndarray | None"], dict[str, float]]
 
 
 def _psnr_ssim_scorer(names: list[str], opts: EvalOptions) -> Scorer:
-    from difface.metrics import psnr_ssim as ps
-
-    fns = {"psnr": (ps.psnr, False), "ssim": (ps.ssim, False), "psnr_y": (ps.psnr, True), "ssim_y": (ps.ssim, True)}
+    fns = {"psnr": (psnr, False), "ssim": (ssim, False), "psnr_y": (psnr, True), "ssim_y": (ssim, True)}
 
     def score(pred, gt):
         return {n: fns[n][0](pred, gt, crop_border=opts.crop_border, y_channel=fns[n][1]) for n in names}
@@ -147,10 +162,6 @@ def _psnr_ssim_scorer(names: list[str], opts: EvalOptions) -> Scorer:
 
 
 def _lpips_scorer(name: str, opts: EvalOptions) -> Scorer:
-    import torch
-
-    from difface.metrics.lpips import load_lpips
-
     net = "alex" if name == "lpips" else "vgg"
     model = load_lpips(net, opts.alexnet if net == "alex" else opts.vgg16, allow_download=opts.allow_download,
                        device=opts.device)
@@ -167,8 +178,6 @@ def _lpips_scorer(name: str, opts: EvalOptions) -> Scorer:
 
 
 def _arcface_scorer(names: list[str], opts: EvalOptions) -> Scorer:
-    from difface.metrics.identity import ArcFaceONNX, angle_degrees, cosine_similarity
-
     if not opts.arcface:
         raise MissingWeights("needs an ArcFace ONNX model (e.g. insightface w600k_r50.onnx): pass --arcface FILE")
     model = ArcFaceONNX(opts.arcface, align=opts.arcface_align)
@@ -182,22 +191,16 @@ def _arcface_scorer(names: list[str], opts: EvalOptions) -> Scorer:
 
 
 def _dlib_scorer(opts: EvalOptions) -> Scorer:
-    from difface.metrics.identity import DlibEmbedder, cosine_similarity
-
     model = DlibEmbedder()
     return lambda pred, gt: {"ids_dlib": cosine_similarity(model.embed(pred), model.embed(gt))}
 
 
 def _lmd_scorer(opts: EvalOptions) -> Scorer:
-    from difface.metrics.lmd import detector_landmarks, lmd
-
     detect = detector_landmarks(opts.landmark_detector, device=opts.device)
     return lambda pred, gt: {"lmd": lmd(pred, gt, detect)}
 
 
 def _niqe_scorer(opts: EvalOptions) -> Scorer:
-    from difface.metrics.niqe import niqe
-
     return lambda pred, gt: {"niqe": niqe(pred, crop_border=opts.crop_border)}
 
 
@@ -274,8 +277,6 @@ def _summarise(result: EvalResult, names: list[str]) -> None:
 def evaluate(pairs: list[Pair], names: list[str], opts: EvalOptions | None = None,
              progress: bool = True) -> EvalResult:
     """Score every pair with the metrics `names` (see difface.metrics.METRICS); see EvalResult."""
-    from tqdm import tqdm
-
     opts = opts or EvalOptions()
     has_gt = all(p.gt is not None for p in pairs)
     result = EvalResult()
@@ -318,8 +319,6 @@ class _FIDSet:
         self.gt: list[np.ndarray] = []
         self.ref: tuple[np.ndarray, np.ndarray] | None = None
         try:
-            from difface.metrics.fid import load_fid_inception
-
             self.model = load_fid_inception(opts.inception, allow_download=opts.allow_download, device=opts.device)
             self.ref = self._reference()
         except (MissingWeights, FileNotFoundError, ValueError) as e:
@@ -330,11 +329,9 @@ class _FIDSet:
         self.use_gt = self.ref is None
 
     def _reference(self) -> tuple[np.ndarray, np.ndarray] | None:
-        from difface.metrics import fid
-
         o = self.opts
         if o.ref_stats and Path(o.ref_stats).is_file():
-            return fid.load_statistics(o.ref_stats)
+            return load_statistics(o.ref_stats)
         if o.ref_dir:
             return reference_statistics(o.ref_dir, self.model, cache=o.ref_stats, batch_size=o.batch_size)
         if o.ref_stats:
@@ -342,16 +339,12 @@ class _FIDSet:
         return None
 
     def add(self, pred: np.ndarray, gt: np.ndarray | None) -> None:
-        from difface.metrics.fid import extract_features
-
         self.pred.append(extract_features(self.model, [pred])[0])
         if self.use_gt and gt is not None:
             same = gt.shape == pred.shape and np.array_equal(gt, pred)  # e.g. a folder scored against itself
             self.gt.append(self.pred[-1] if same else extract_features(self.model, [gt])[0])
 
     def finish(self) -> float:
-        from difface.metrics.fid import frechet_distance_features, frechet_distance_to_stats
-
         if len(self.pred) < 2:
             raise ValueError("FID needs at least 2 images")
         if self.ref is None:
@@ -362,17 +355,13 @@ class _FIDSet:
 def reference_statistics(ref_dir: str | os.PathLike, model, *, cache: str | os.PathLike | None = None,
                          batch_size: int = 8, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """FID (mu, sigma) of all images in `ref_dir`, saved to / reused from the .npz `cache` when given."""
-    from tqdm import tqdm
-
-    from difface.metrics import fid
-
     if cache is not None and Path(cache).is_file():
-        return fid.load_statistics(cache)
+        return load_statistics(cache)
     files = list_images(ref_dir)
     images: Iterable[np.ndarray] = _readable(tqdm(files, desc="FID reference", disable=not progress))
-    mu, sigma = fid.feature_statistics(fid.extract_features(model, images, batch_size=batch_size))
+    mu, sigma = feature_statistics(extract_features(model, images, batch_size=batch_size))
     if cache is not None:
-        fid.save_statistics(cache, mu, sigma, source=str(Path(ref_dir).resolve()), count=str(len(files)))
+        save_statistics(cache, mu, sigma, source=str(Path(ref_dir).resolve()), count=str(len(files)))
     return mu, sigma
 
 

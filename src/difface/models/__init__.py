@@ -38,6 +38,8 @@ CONFIGS: dict[str, NetConfig] = {
 
 # The `difface.arch` names of our safetensors metadata, per config class.
 KINDS: dict[str, type] = {"unet": UNetConfig, "swinir": SwinIRConfig, "lama": LamaConfig}
+# What each kind of network is in DifFace: the diffusion prior, the restoration estimator, the inpainting estimator.
+ROLES: dict[str, str] = {"unet": "prior", "swinir": "estimator", "lama": "inpainter"}
 
 
 def kind_of(cfg: NetConfig) -> str:
@@ -46,6 +48,12 @@ def kind_of(cfg: NetConfig) -> str:
         if isinstance(cfg, cls):
             return kind
     raise TypeError(f"unknown config type {type(cfg).__name__}")
+
+
+def role_of(net: nn.Module) -> str:
+    """'prior' | 'estimator' | 'inpainter': the ROLES entry of a network built here (by its config)."""
+    return ROLES[kind_of(net.config)]
+
 
 DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 
@@ -117,4 +125,5 @@ def fill_deterministic(module: nn.Module, seed: int = 0) -> nn.Module:
 __all__ = [
     "CONFIGS", "KINDS", "FFCResNetGenerator", "LamaConfig", "NetConfig", "SwinIR", "SwinIRConfig", "UNetConfig",
     "UNetModel", "build", "build_from_config", "config_from_dict", "fill_deterministic", "kind_of",
+    "ROLES", "role_of",
 ]

@@ -1,8 +1,10 @@
 """Inference orchestration shared by the CLI, the Python API, the web app and video.
 
-`options` holds the frozen, validated option objects; `outputs` plans output names and checks
-folders; `restore` is the restoration pipeline (aligned faces and whole photos). The commands only
-parse arguments into options, call a pipeline and report its outcomes.
+`restore` and `inpaint` are the in-memory pipelines (`RestorePipeline`: aligned faces and whole photos;
+`InpaintPipeline`); `files` is everything about files around them (output planning, the one output-folder
+check, reading inputs, the file loop, the one writer of a result); `video` is the video job and its resume
+key; `outputs` holds the records (`Job`, `Outcome`); `options` re-exports the option objects of
+difface.config. The commands only parse arguments into options, call these and report the outcomes.
 """
 
 from difface.config import (
@@ -15,12 +17,13 @@ from difface.config import (
     SamplingOptions,
     VideoSettings,
 )
+from difface.pipeline.files import check_output, plan_outputs, read_input, run, save_result
 from difface.pipeline.inpaint import InpaintPipeline, MaskError
-from difface.pipeline.outputs import Job, Outcome, check_writable, plan_outputs
+from difface.pipeline.outputs import Job, Outcome
 from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, RestorePipeline
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "FacePipeline", "ImageResult", "InpaintOptions", "InpaintPipeline", "Job", "MaskError",
     "ModelOptions", "NonFiniteResult", "OptionError", "Outcome", "PhotoOptions", "RestoreOptions", "RestorePipeline",
-    "SamplingOptions", "VideoSettings", "check_writable", "plan_outputs",
+    "SamplingOptions", "VideoSettings", "check_output", "plan_outputs", "read_input", "run", "save_result",
 ]

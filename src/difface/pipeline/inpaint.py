@@ -1,7 +1,8 @@
 """The inpainting pipeline: aligned faces with a missing region (and optional masks) -> filled faces.
 
     pipe = InpaintPipeline.load(InpaintOptions(mask="masks/"))
-    outcomes = pipe.run([Path("faces/a.png")], Path("out"))
+    result = pipe.inpaint_image(read_image("faces/a.png"), mask)       # in memory; mask (H, W), 1 = missing
+    outcomes = files.run(pipe, [Path("faces/a.png")], Path("out"))    # files: difface.pipeline.files
 
 Masks: the official convention (missing pixels exactly 0 in all three channels, found automatically)
 or user masks (white = missing), one file for every input or a folder paired by file stem (an input
@@ -19,10 +20,9 @@ import numpy as np
 import torch
 
 from difface.config import InpaintOptions
-from difface.data.masks import detect_mask, load_mask
+from difface.data.masks import load_mask
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, LoadedImage, image_to_tensor, tensor_to_image
-from difface.pipeline.outputs import Job
-from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, _to_gray
+from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, Progress, _steps, _tell, _to_gray
 from difface.restore import Restoration, image_seed
 
 log = logging.getLogger("difface")
@@ -67,6 +67,17 @@ def black_hole_doubts(hole: np.ndarray) -> list[str]:
     return doubts
 
 
+def _mask_array(mask: np.ndarray | torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+    """An in-memory mask as (H, W) float32 {0, 1} (1 = missing: values above 0.5); ValueError unless its size
+    is the image's `hw`."""
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    m = m.reshape(m.shape[-2:]) if m.ndim == 3 and m.shape[0] == 1 else m
+    if m.shape != tuple(hw):
+        raise ValueError(f"the mask is {'x'.join(map(str, m.shape))}, the image {hw[0]}x{hw[1]}: give an (H, W) "
+                         "mask of the image's size")
+    return np.ascontiguousarray(m.astype(np.float32) > 0.5, np.float32)
+
+
 class MaskError(ImageReadError):
     """The mask of an input is missing, unreadable or unusable; the message names the files."""
 
@@ -76,11 +87,7 @@ class InpaintPipeline(FacePipeline):
 
     task = "inpainting"
     aligned = True
-
-    def __init__(self, model, options: InpaintOptions, device: torch.device | None = None):
-        super().__init__(model, options, device)
-        self._masks: dict[Path, np.ndarray | None] = {}
-        self._holes: dict[Path, str] = {}  # input -> the note on its hole's size
+    options: InpaintOptions
 
     def mask_for(self, src: Path, hw: tuple[int, int]) -> np.ndarray | None:
         """The (H, W) {0, 1} mask of input `src` (None: found from the input's zero pixels)."""
@@ -98,47 +105,34 @@ class InpaintPipeline(FacePipeline):
         except ValueError as e:  # unreadable, all known or all missing: named by load_mask
             raise MaskError(f"{src}: mask {e}") from None
 
-    def read(self, path: Path) -> LoadedImage:
-        image = super().read(path)
-        mask = self.mask_for(path, image.rgb.shape[:2])
-        if mask is None:
-            black = detect_mask(image_to_tensor(image.rgb))[0, 0].numpy()
-            covered = float(black.mean())
-            if covered == 0.0:
-                why = f"no mask named {path.stem}.* in {self.options.mask}" if self.options.mask else "no --mask given"
-                raise MaskError(f"{path}: no missing pixels (none is exactly 0 in all channels) and {why}")
-            if covered == 1.0:
-                raise MaskError(f"{path}: every pixel is missing (the image is black)")
-            self._holes[path] = f"hole: {hole_size(black)}, the pixels exactly black in all channels"
-            doubts = black_hole_doubts(black)
-            if doubts:  # said before the work: a black suit or background is not a hole someone drew
-                log.warning("warning: %s: the hole (its exactly black pixels, as no mask was given) is %s: %s. "
-                            "That does not look like a drawn hole (black hair, clothes or background?): give the "
-                            "hole with --mask FILE (white = missing) if these are not the pixels to fill",
-                            path, hole_size(black), "; ".join(doubts))
-        else:
-            self._holes[path] = f"hole: {hole_size(mask > 0.5)}, from the mask"
-        self._masks[path] = mask
-        return image
-
-    def inpaint_faces(self, x: torch.Tensor, mask: torch.Tensor | None = None, callback=None) -> Restoration:
-        """Inpaint aligned faces x (n, 3, H, W) in [0, 1]; mask (n, 1, H, W) or None (zeros convention)."""
+    def inpaint_faces(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                      callback: Progress | None = None) -> Restoration:
+        """Inpaint aligned faces x (n, 3, H, W) in [0, 1]; mask (n, 1, H, W) or None (zeros convention).
+        callback: the events of `RestorePipeline.restore_faces` (face_start, step, face_end)."""
         s = self.options.sampling
         seeds = [image_seed(s.seed, im) for im in x]
+        _tell(callback, "face_start", count=len(x))
         out = self.model.inpaint(x, mask, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
-                                 sampler=s.sampler, nfe=s.nfe, callback=callback)
+                                 sampler=s.sampler, nfe=s.nfe, callback=_steps(callback))
         if not (torch.isfinite(out.result).all() and torch.isfinite(out.estimate).all()):
             raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
         self._note_start_steps(x, out)
+        _tell(callback, "face_end", count=len(x))
         return out
 
-    def inpaint_image(self, image: LoadedImage, mask: np.ndarray | None = None) -> ImageResult:
-        """One decoded image (any size) with an optional (H, W) mask, 1 = missing."""
-        return self.inpaint_images([image], [mask])[0]
+    def inpaint_image(self, image: LoadedImage, mask: np.ndarray | torch.Tensor | None = None,
+                      callback: Progress | None = None) -> ImageResult:
+        """One decoded image (any size) with an optional mask in memory: (H, W) (or (1, H, W)), a numpy array or
+        a tensor, bool or float, nonzero above 0.5 = missing; None: the zeros convention."""
+        return self.inpaint_images([image], [mask], callback)[0]
 
-    def inpaint_images(self, images: list[LoadedImage], masks: list[np.ndarray | None]) -> list[ImageResult]:
-        """Decoded images with their masks (None: zeros convention); images of one size and mask kind run
-        as one batch (a result never depends on the batch)."""
+    def inpaint_images(self, images: list[LoadedImage], masks: list[np.ndarray | torch.Tensor | None],
+                       callback: Progress | None = None) -> list[ImageResult]:
+        """Decoded images with their masks in memory (as `inpaint_image`; None: zeros convention); images of one
+        size and mask kind run as one batch (a result never depends on the batch). callback: {"event": "faces",
+        "count": len(images)}, then the events of `inpaint_faces` per batch."""
+        masks = [None if m is None else _mask_array(m, im.rgb.shape[:2]) for im, m in zip(images, masks)]
+        _tell(callback, "faces", count=len(images))
         results: list[ImageResult | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = {}
         for k, (im, m) in enumerate(zip(images, masks)):
@@ -147,7 +141,7 @@ class InpaintPipeline(FacePipeline):
             x = torch.cat([image_to_tensor(images[k].rgb) for k in idx])
             m = None if zeros else torch.stack([torch.from_numpy(np.ascontiguousarray(masks[k], np.float32))[None]
                                                 for k in idx])
-            out = self.inpaint_faces(x, m)
+            out = self.inpaint_faces(x, m, callback)
             for j, k in enumerate(idx):
                 res, est = tensor_to_image(out.result[j:j + 1]), tensor_to_image(out.estimate[j:j + 1])
                 if images[k].gray:
@@ -156,9 +150,3 @@ class InpaintPipeline(FacePipeline):
                 results[k] = ImageResult(res, images[k].alpha, estimate=est, faces=1,
                                          start_steps=out.start_steps[j:j + 1], shown_input=shown)
         return results  # type: ignore[return-value]
-
-    def _process(self, jobs: list[Job], images: list[LoadedImage]) -> list[ImageResult]:
-        results = self.inpaint_images(images, [self._masks.pop(job.src, None) for job in jobs])
-        for job, r in zip(jobs, results):  # each face's hole size goes with its outcome (as the app shows it)
-            r.message = self._holes.get(job.src, "")
-        return results

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from difface.config import DEFAULT_STEPS
 from difface.data.degrade import PRESETS
 from difface.data.masks import MASK_KINDS
 from difface.models import CONFIGS, KINDS, LamaConfig, NetConfig, SwinIRConfig, UNetConfig, kind_of
@@ -110,7 +111,7 @@ class SampleConfig:
     num_samples: int = 16
     respacing: str = "ddim25"
     estimator: str | None = None
-    restore_respacing: str = "ddim250"
+    restore_respacing: str = DEFAULT_STEPS
     start_step: int = 100
     eta: float = 0.5
 

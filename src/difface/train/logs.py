@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from difface.images import atomic_write_bytes
+from difface.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

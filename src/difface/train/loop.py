@@ -32,10 +32,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from difface.atomic import atomic_write_bytes
 from difface.device import DTYPES
 from difface.device import autocast as autocast_ctx
 from difface.distributed import DistInfo, all_reduce_sum
-from difface.images import atomic_write_bytes
 from difface.train import checkpoint as ckpt
 from difface.train.batchnorm import GlobalBatchNormStats, recompute_statistics
 from difface.train.config import OptimConfig, TrainConfig, check_resumable, dump_config

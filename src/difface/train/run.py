@@ -6,6 +6,7 @@ process and under `torchrun` (one process per device; see difface.distributed).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from torch import nn
 from difface import distributed
 from difface.data.datasets import ImageFolder, MaskedFaces, PairedFolder, SyntheticPairs
 from difface.data.degrade import get_preset
+from difface.data.masks import seeded_mask
 from difface.diffusion.schedule import Diffusion
 from difface.models import SwinIR, build_from_config
-from difface.train.checkpoint import list_checkpoints
-from difface.train.config import TrainConfig
+from difface.train.checkpoint import checkpoint_path, list_checkpoints
+from difface.train.config import TrainConfig, from_dict
 from difface.train.loop import SampleFn, TrainState, export_metadata, train
 from difface.train.samples import make_estimator_sample_fn, make_inpainter_sample_fn, make_prior_sample_fn
 from difface.train.steps import (
@@ -28,6 +30,7 @@ from difface.train.steps import (
     make_estimator_step,
     make_inpainter_step,
 )
+from difface.weights import load_network, load_weights, resolve, save_network
 
 log = logging.getLogger("difface.train")
 
@@ -59,8 +62,6 @@ def build_model(cfg: TrainConfig, *, warm_start: bool = True) -> nn.Module:
     if isinstance(model, SwinIR):
         init_swinir_(model, torch.Generator().manual_seed(cfg.seed))
     if cfg.init and warm_start:
-        from difface.weights import load_weights, resolve
-
         load_weights(model, resolve(cfg.init))
         log.info("warm start from %s", cfg.init)
     return model.train()
@@ -97,8 +98,6 @@ def load_validation(cfg: TrainConfig) -> tuple[torch.Tensor | None, torch.Tensor
 def load_inpainting_validation(cfg: TrainConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The first data.val_count faces of data.val_hq (else data.val_lq) as (N, 3, S, S) in [0, 1], and their
     fixed masks (N, 1, S, S): seeded_mask("mixed", S, masks.val_seed, i) for image i. (None, None) if absent."""
-    from difface.data.masks import seeded_mask
-
     d, n = cfg.data, cfg.data.val_count
     folder = d.val_hq or d.val_lq
     if not folder or n == 0:
@@ -132,8 +131,6 @@ def build_sample_fn(cfg: TrainConfig) -> SampleFn:
         return make_estimator_sample_fn(val_lq, val_hq)
     estimator = None
     if cfg.sample.estimator:
-        from difface.weights import load_network
-
         estimator = load_network(cfg.sample.estimator).eval()
     elif val_lq is not None:
         log.info("no sample.estimator: the sample grids show unconditional samples only")
@@ -178,10 +175,6 @@ def best_checkpoint(run_dir: str | Path, metric: str) -> tuple[Path, float]:
     Higher is better for PSNR/SSIM metrics, lower for everything else (errors, losses). Raises
     ValueError naming the run and the metric when no kept checkpoint has it.
     """
-    import json
-
-    from difface.train.checkpoint import checkpoint_path
-
     run_dir = Path(run_dir)
     log_path = run_dir / "val.jsonl"
     if not log_path.is_file():
@@ -206,9 +199,6 @@ def best_checkpoint(run_dir: str | Path, metric: str) -> tuple[Path, float]:
 def export_checkpoint(saved: dict, out: str | Path) -> Path:
     """Write the weights of a loaded checkpoint (its EMA when it has one) to `out` (.safetensors),
     with the metadata a finished run's export carries (step, weights, task, t_max for priors)."""
-    from difface.train.config import from_dict
-    from difface.weights import save_network
-
     cfg = from_dict(saved["config"], where=saved.get("path", ""))
     model = build_model(cfg, warm_start=False)
     sd = saved["ema"] if saved.get("ema") is not None else saved["model"]

@@ -22,8 +22,11 @@ from torch import nn
 from difface.diffusion.sampling import EpsDenoiser, generator_noise, sample_loop
 from difface.diffusion.schedule import Diffusion
 from difface.images import write_image
+from difface.metrics.psnr_ssim import psnr, ssim
+from difface.restore import DifFace
 from difface.train.config import TrainConfig
 from difface.train.loop import SampleFn
+from difface.train.steps import weighted_pixel_loss
 
 log = logging.getLogger("difface.train")
 
@@ -68,34 +71,12 @@ def unconditional_samples(model: nn.Module, size: int, seeds: Sequence[int], res
     return torch.cat(out)
 
 
-def _metric_fns():
-    """(psnr, ssim) on (H, W, 3) [0, 1] arrays, Y channel: difface.metrics when present, else a
-    local PSNR (BT.601 Y on the uint8 grid) and no SSIM."""
-    try:
-        from difface.metrics.psnr_ssim import psnr, ssim
-
-        return (lambda a, b: psnr(a, b, y_channel=True)), (lambda a, b: ssim(a, b, y_channel=True))
-    except ImportError:
-        return _psnr_y, None
-
-
-def _psnr_y(pred: np.ndarray, gt: np.ndarray) -> float:
-    w = np.array([65.481, 128.553, 24.966]) / 255.0
-    a = np.rint(np.clip(pred, 0, 1) * 255.0) @ w + 16.0
-    b = np.rint(np.clip(gt, 0, 1) * 255.0) @ w + 16.0
-    mse = float(np.mean((a - b) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 def quality(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
     """Mean PSNR / SSIM (Y channel) of two (B, 3, H, W) batches in [0, 1]."""
-    psnr_fn, ssim_fn = _metric_fns()
     a = pred.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     b = gt.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-    out = {"psnr_y": float(np.mean([psnr_fn(x, y) for x, y in zip(a, b)]))}
-    if ssim_fn is not None:
-        out["ssim_y"] = float(np.mean([ssim_fn(x, y) for x, y in zip(a, b)]))
-    return out
+    return {"psnr_y": float(np.mean([psnr(x, y, y_channel=True) for x, y in zip(a, b)])),
+            "ssim_y": float(np.mean([ssim(x, y, y_channel=True) for x, y in zip(a, b)]))}
 
 
 def _samples_path(run_dir: Path, step: int, what: str) -> Path:
@@ -151,8 +132,6 @@ def make_prior_sample_fn(cfg: TrainConfig, estimator: nn.Module | None, val_lq: 
             x = unconditional_samples(model, size, seeds, sc.respacing)
             write_image(_samples_path(run_dir, step, "samples"), square_grid(x))
         if estimator is not None and val_lq is not None:
-            from difface.restore import DifFace
-
             dev = next(model.parameters()).device
             pipe = DifFace.from_modules(model, estimator.to(dev), respacing=sc.restore_respacing)
             res = pipe.restore(val_lq, start_step=sc.start_step, eta=sc.eta,
@@ -208,8 +187,6 @@ def make_inpainter_sample_fn(val_gt: torch.Tensor | None, val_mask: torch.Tensor
     result is used), psnr_raw (whole raw output), l1_hole, and loss (the training loss,
     `weighted_pixel_loss`). Grid rows: masked input | raw output | composite | HQ.
     """
-    from difface.train.steps import weighted_pixel_loss
-
     @torch.inference_mode()
     def inpainter_validation(model: nn.Module, step: int, run_dir: Path) -> dict:
         if val_gt is None or val_mask is None:

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from difface.config import DEFAULT_CRF
 from difface.video.errors import require_av
+
+DEFAULT_X264_PRESET = "medium"
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,8 @@ def pad_even(rgb: np.ndarray) -> np.ndarray:
 class EncoderSettings:
     """H.264 (libx264) settings: crf 0-51 (lower is better; 18 is visually near-lossless), x264 preset."""
 
-    crf: int = 18
-    preset: str = "medium"
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_X264_PRESET
 
     def options(self) -> dict[str, str]:
         if not 0 <= int(self.crf) <= 51:

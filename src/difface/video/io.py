@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from difface.config import DEFAULT_MAX_VIDEO_SECONDS
+
 # re-exported: difface.video.io keeps every name it had before the split
 from difface.video.encode import EncoderSettings, SegmentEncoder, assemble, even_size, pad_even  # noqa: F401
 from difface.video.errors import (  # noqa: F401 (re-exported)
@@ -52,7 +54,6 @@ _REORDER = 64  # packets kept to sort presentation timestamps while probing (B-f
 # Limits checked from the container header before any frame is decoded (and the duration again after the packet
 # scan, as headers can lie): frames over the pixel limit of images (50 MP), clips over 5 minutes (7,500 frames at
 # 25 frames/s: hours of work on a CPU) are refused unless asked for (--max-pixels, --max-video-seconds; 0: none).
-DEFAULT_MAX_SECONDS = 300.0
 
 
 
@@ -240,7 +241,7 @@ def _first_frame_rotation(path: Path, c, v) -> int:
 
 
 def probe_video(path: str | os.PathLike, *, max_pixels: int | None = None,
-                max_seconds: float | None = DEFAULT_MAX_SECONDS) -> VideoInfo:
+                max_seconds: float | None = DEFAULT_MAX_VIDEO_SECONDS) -> VideoInfo:
     """Read a clip's stream parameters and scan its packets (no decoding except the first frame).
 
     Counts the frames, measures the frame intervals (variable frame rate), and finds corrupt or

@@ -33,14 +33,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from difface.atomic import atomic_write_bytes
+from difface.config import DEFAULT_BATCH_FRAMES, DEFAULT_CRF, DEFAULT_MAX_VIDEO_SECONDS, DEFAULT_SEED
 from difface.face.align import estimate_alignment, select_faces, warp_faces
 from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
 from difface.face.detect import Detections, FaceDetector, detect_faces
 from difface.face.paste import MaskFn
 from difface.face.photo import paste_corrections
-from difface.images import atomic_write_bytes
+from difface.video.encode import DEFAULT_X264_PRESET
 from difface.video.io import (
-    DEFAULT_MAX_SECONDS,
     EncoderSettings,
     Frame,
     SegmentEncoder,
@@ -79,21 +80,21 @@ class VideoOptions:
     track_seeds: bool = True
     smoothing: bool = True
     smooth_radius: int = 4
-    batch_frames: int = 8
+    batch_frames: int = DEFAULT_BATCH_FRAMES
     batch_size: int = 16
-    seed: int = 12345
+    seed: int = DEFAULT_SEED
     min_eye_dist: float = 5.0
     max_face_side: float | None = None
     max_missing: int = 5
     det_min_side: int = 640
     det_max_side: int = 2048
     robust_alignment: bool | None = None
-    crf: int = 18
-    preset: str = "medium"
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_X264_PRESET
     segment_seconds: float = 10.0
     resume: bool = True
     refuse_vfr: bool = False
-    max_seconds: float | None = DEFAULT_MAX_SECONDS  # clips longer than this are refused (None or 0: no limit)
+    max_seconds: float | None = DEFAULT_MAX_VIDEO_SECONDS  # clips longer than this are refused (None or 0: no limit)
     max_pixels: int | None = None  # frames with more pixels are refused from the header (None: no limit)
 
     @classmethod
