@@ -106,3 +106,12 @@ def test_option_errors_name_fields_and_the_cli_says_flags(make, field, cli, plai
     assert e.value.option == field
     assert option_message(e.value) == cli
     assert str(e.value) == plain and f"{field}: {e.value.message}" == plain
+
+
+def test_library_texts_name_options_by_field_and_the_cli_writes_flags():
+    from difface.config import say_options
+
+    text = "use a smaller `upscale` or `dtype` bf16; run `difface weights list` (`not_an_option` stays)"
+    assert say_options(text, FLAGS) == ("use a smaller --upscale or --dtype bf16; run `difface weights list` "
+                                        "(`not_an_option` stays)")
+    assert say_options(text, {}) == text  # a caller of the Python API reads the field names
