@@ -27,10 +27,11 @@ import torch
 from difface.backends import available_backends
 from difface.config import DEFAULT_NFE, DEFAULT_RUN_PRESET, RUN_PRESETS, ModelOptions, PhotoOptions, SamplingOptions
 from difface.device import cpu_has_native_bf16
+from difface.fastplan import MEASURED_FALLBACK
 
 FAST_SAMPLER = "dpmpp2m"
 FAST_NFE = 6
-FALLBACK = "official"
+FALLBACK = MEASURED_FALLBACK  # without explicit sampling options: difface.fastplan decides once the model is loaded
 # what a preset sets: option name -> its official value (the defaults of difface.config's options)
 OFFICIAL = {**{k: getattr(ModelOptions(), k) for k in ("backend", "dtype", "fast")},
             **{k: getattr(SamplingOptions(), k) for k in ("sampler", "nfe", "schedule")},
@@ -101,9 +102,10 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     backend = opts["backend"] + (f" {opts['dtype']}" + (" channels-last" if opts["fast"] else ""))
     if opts["sampler"] == "official":
         steps = "official loop"
+    elif fallback:
+        steps = "the sampler measured for the model, start and eta (said once the model is loaded)"
     elif opts["schedule"] == "fitted":
-        steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (fitted schedule" + (
-            "; the official loop at starts without one)" if fallback else ")")
+        steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (fitted schedule)"
     else:
         steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (even schedule)"
     line = f"preset fast: backend {backend} ({why}), {steps}"

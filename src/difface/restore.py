@@ -31,7 +31,8 @@ from difface.device import fast_module, pick_device
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise
 from difface.diffusion.schedule import Diffusion
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, make_sampler
-from difface.schedules import fitted_timesteps
+from difface.fastplan import MEASURED_FALLBACK, plan_for
+from difface.schedules import fitted_timesteps, generic_schedule, timesteps_from_fractions
 from difface.weights import trained_t_max
 
 # The defaults of the official models (difface.config.PRESETS), kept under these names for callers
@@ -103,7 +104,9 @@ class DifFace:
     sources: dict[str, Path] = field(default_factory=dict)  # weights files of "prior" / "estimator", when known
     # timesteps of the few-step samplers: "even" (solver_timesteps) or "fitted" (difface.schedules: the schedule
     # stored for this prior file, start, solver and NFE); where none is stored, "fitted" runs the official loop
-    # when schedule_fallback is "official", or raises ValueError when it is None
+    # when schedule_fallback is "official", or raises ValueError when it is None; schedule_fallback "measured" (the
+    # fast preset): whatever difface.fastplan measured for the task and eta, at any start ("generic": the generic
+    # schedule of difface.schedules, for measurements)
     schedule: str = "even"
     schedule_fallback: str | None = None
 
@@ -241,6 +244,15 @@ class DifFace:
                 nfe: int | None = None, method: str = "ddim") -> Sampler:
         """The sampler from respaced `start_step` (difface.diffusion.solvers.make_sampler)."""
         eta = self.default_eta if eta is None else eta
+        if self.schedule == "generic" and sampler in SOLVERS:
+            ts = self.generic_schedule(start_step, DEFAULT_NFE if nfe is None else nfe)
+            if len(ts) >= start_step:  # the official loop needs no more evaluations from here
+                return make_sampler(self.diffusion, start_step, sampler=OFFICIAL, eta=eta, method=method)
+            return make_sampler(self.diffusion, start_step, sampler=sampler, eta=eta, timesteps=ts)
+        if self.schedule == "fitted" and self.schedule_fallback == MEASURED_FALLBACK and sampler in SOLVERS:
+            plan = plan_for(self, self.check_start_step(start_step), eta)
+            return make_sampler(self.diffusion, start_step, sampler=plan.sampler, eta=eta, timesteps=plan.timesteps,
+                                method=method)
         if self.schedule == "fitted" and sampler in SOLVERS:
             ts = self.fitted_schedule(start_step, sampler, DEFAULT_NFE if nfe is None else nfe, eta)
             if ts is not None:
@@ -262,6 +274,15 @@ class DifFace:
             raise ValueError(f"no {method} schedule with {nfe} evaluations from t = {t}, eta {eta:g} was fitted on "
                              f"{where}; fit one with scripts/fit_schedule.py or use the even schedule")
         return ts
+
+    def generic_schedule(self, start_step: int, nfe: int) -> tuple[int, ...]:
+        """The generic schedule (difface.schedules: log-SNR positions) from this start with at most nfe evaluations;
+        ValueError when none is stored for this model's noise schedule."""
+        t = int(self.diffusion.timestep_map[self.check_start_step(start_step)])
+        g = generic_schedule()
+        if g is None or (g["num_timesteps"], g["beta_schedule"]) != getattr(self.diffusion, "source", None):
+            raise ValueError("no generic few-step schedule is stored for this model's noise schedule")
+        return timesteps_from_fractions(self.diffusion.base().alphas_cumprod, t, g["fractions"], nfe)
 
     @torch.inference_mode()
     def estimate(self, y: torch.Tensor, mask: torch.Tensor | None = None,

@@ -8,13 +8,15 @@ file: the bundled models' schedules in `difface/assets/fitted_schedules.json`, o
 start, solver or NFE); it never falls back to a schedule of another model.
 
 File format: {"format": 1, "schedules": [{"prior_sha256", "prior_file", "method", "nfe", "t_start", "eta",
-"timesteps", "fitted_on"}, ...]}.
+"timesteps", "fitted_on"}, ...], "generic": {...}} ("generic": the package's file only, see below).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from difface import hub
 from difface.atomic import atomic_write_bytes
@@ -87,5 +89,58 @@ def store_schedule(prior: str | Path, *, method: str, nfe: int, t_start: int, et
     keep.append({"prior_sha256": sha, "prior_file": p.name, "method": method, "nfe": nfe, "t_start": t_start,
                  "eta": float(eta), "timesteps": [int(t) for t in timesteps], "fitted_on": fitted_on})
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps({"format": 1, "schedules": keep}, indent=1) + "\n").encode())
+    other = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("format", "schedules")} \
+        if path.is_file() else {}  # the generic schedule, kept as it is
+    atomic_write_bytes(path, (json.dumps({"format": 1, "schedules": keep, **other}, indent=1) + "\n").encode())
     return path
+
+
+# -- generic schedules: positions in log-SNR, for any prior on the noise schedule they were measured on ----------
+# A fitted schedule restated without the prior's weights: evaluation k sits at the fraction
+# f_k = (lambda(tau_k) - lambda(t_start)) / (lambda(0) - lambda(t_start)) of the log-SNR interval from the start to
+# t = 0 (lambda = log(alpha / sigma) of the chain's alphas_cumprod). Mapped back on the same chain from the same
+# start it gives the fitted timesteps again; from another start t it places the evaluations at the same fractions
+# of that start's interval. Other NFE: the fractions are read off the piecewise-linear curve through
+# (k / n_fit, f_k) and (1, 1) at (j / nfe). Stored under "generic" in the package's file.
+
+
+def log_snr(alphas_cumprod) -> np.ndarray:
+    """lambda_t = log(alpha_t / sigma_t) = 0.5 log(abar_t / (1 - abar_t)) of every timestep, float64."""
+    ac = np.asarray(alphas_cumprod, np.float64)
+    return 0.5 * np.log(ac / (1.0 - ac))
+
+
+def fractions_of(alphas_cumprod, timesteps) -> list[float]:
+    """The log-SNR fractions (module text above) of a schedule that starts at timesteps[0]."""
+    lam = log_snr(alphas_cumprod)
+    lo, hi = lam[int(timesteps[0])], lam[0]
+    return [float((lam[int(t)] - lo) / (hi - lo)) for t in timesteps]
+
+
+def timesteps_from_fractions(alphas_cumprod, t_start: int, fractions, nfe: int | None = None) -> tuple[int, ...]:
+    """Timesteps t_start = tau_0 > ... >= 0 at the given log-SNR fractions (resampled to `nfe` evaluations when
+    given); evaluations that land on the same timestep (small starts) are merged, so there may be fewer."""
+    fr = [float(f) for f in fractions]
+    if nfe is not None and nfe != len(fr):
+        if nfe < 1:
+            raise ValueError(f"nfe must be at least 1, got {nfe}")
+        pos = np.arange(len(fr) + 1) / len(fr)
+        fr = list(np.interp(np.arange(nfe) / nfe, pos, fr + [1.0]))
+    lam = log_snr(alphas_cumprod)[: int(t_start) + 1]
+    lo, hi = lam[int(t_start)], lam[0]
+    ts: list[int] = []
+    for f in fr:
+        target = lo + f * (hi - lo)
+        t = int(np.argmin(np.abs(lam - target)))
+        if not ts or t < ts[-1]:
+            ts.append(t)
+    return tuple(ts)
+
+
+def generic_schedule(files: tuple[Path, ...] | None = None) -> dict | None:
+    """The stored generic schedule ({"beta_schedule", "num_timesteps", "fractions", "derived_from",
+    "validated_on": [...]}) of the package's file, or None."""
+    path = (files or (ASSETS_FILE,))[0]
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("generic")

@@ -5,7 +5,8 @@ They run on the *original* 1000-step chain: the estimate is diffused to `t_start
 the same state the official loop starts from) and the network is evaluated at `nfe` timesteps
 t_start = tau_0 > tau_1 > ... > tau_{nfe-1} >= 0; the last update goes to the clean image
 (abar = 1), which, as in the official loop's final step, returns the x0 prediction. "ddim" uses the
-one DDIM update of difface.diffusion.sampling; "dpmpp2m" is DPM-Solver++(2M).
+one DDIM update of difface.diffusion.sampling; "dpmpp2m" is DPM-Solver++(2M); "dpmpp2m_sde" is its stochastic
+form (the SDE solver of DPM-Solver++, 2M), whose `eta` in [0, 1] scales the noise (0: "dpmpp2m").
 
 Adding a few-step sampler is one function and one entry: a step function with the `Solver` signature
 below, and its name in `SOLVERS`; the CLI's --sampler choices, the app's menu and the options' checks
@@ -63,10 +64,32 @@ def dpmpp2m(x: torch.Tensor, pred: Prediction, a_now: float, a_next: float, *, e
     return x_new
 
 
+def dpmpp2m_sde(x: torch.Tensor, pred: Prediction, a_now: float, a_next: float, *, eta: float,
+                noise_fn: NoiseFn | None, state: dict) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE in data prediction (Lu et al. 2022): with h = lambda_next - lambda_now and D the 2M
+    combination of this and the previous x0 prediction,
+        x_next = (sigma_next / sigma_now) e^(-eta h) x + alpha_next (1 - e^(-(1 + eta) h)) D
+                 + sigma_next sqrt(1 - e^(-2 eta h)) z.
+    eta 0 is dpmpp2m; eta 1 the full SDE (first order: the DDPM posterior). z comes from noise_fn (drawn only
+    when eta > 0 and the step does not end at the clean image)."""
+    d, h = _dpmpp2m_d(pred.x0, state.get("x0"), state.get("h"), a_now, a_next)
+    state["x0"], state["h"] = pred.x0, h
+    if not np.isfinite(h):
+        return d
+    if eta > 0 and noise_fn is None:
+        raise ValueError("eta > 0 needs a noise source")
+    sig_ratio = math.sqrt((1 - a_next) / (1 - a_now))
+    out = sig_ratio * math.exp(-eta * h) * x + math.sqrt(a_next) * (-math.expm1(-(1 + eta) * h)) * d
+    if eta > 0:
+        out = out + math.sqrt(1 - a_next) * math.sqrt(-math.expm1(-2 * eta * h)) * noise_fn(x)
+    return out
+
+
 # The few-step samplers: name -> its step (the one table; SAMPLERS below is derived from it).
 SOLVERS: dict[str, Solver] = {
     "ddim": ddim,
     "dpmpp2m": dpmpp2m,
+    "dpmpp2m_sde": dpmpp2m_sde,
 }
 SAMPLERS = (OFFICIAL, *SOLVERS)  # every sampler name (--sampler, the app's menu, SamplingOptions.sampler)
 
@@ -135,14 +158,18 @@ def _lam(a: float) -> float:
     return 0.5 * math.log(a / (1 - a)) if a < 1 else math.inf
 
 
-def _dpmpp2m(x, x0, prev_x0, prev_h, a_now: float, a_next: float):
-    """One DPM-Solver++(2M) step in data prediction; returns (x_next, h)."""
+def _dpmpp2m_d(x0, prev_x0, prev_h, a_now: float, a_next: float):
+    """The 2M combination D of this and the previous x0 prediction, and the step h in lambda."""
     h = _lam(a_next) - _lam(a_now)
     if prev_x0 is None or not np.isfinite(prev_h):
-        d = x0
-    else:
-        r = prev_h / h if np.isfinite(h) else 0.0
-        d = x0 if r == 0.0 else (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
+        return x0, h
+    r = prev_h / h if np.isfinite(h) else 0.0
+    return (x0 if r == 0.0 else (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0), h
+
+
+def _dpmpp2m(x, x0, prev_x0, prev_h, a_now: float, a_next: float):
+    """One DPM-Solver++(2M) step in data prediction; returns (x_next, h)."""
+    d, h = _dpmpp2m_d(x0, prev_x0, prev_h, a_now, a_next)
     if not np.isfinite(h):  # to the clean image: sigma_next = 0 and the update returns D
         return d, h
     sig_ratio = math.sqrt((1 - a_next) / (1 - a_now))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from difface import fastplan
 from difface.autostart import AutoStart, steps_for_error
 from difface.config import DEFAULT_NFE, OptionError, RestoreOptions
 from difface.device import DTYPES, cpu_has_native_bf16, pick_device
@@ -127,7 +128,15 @@ class FacePipeline:
         s = options.sampling
         if s.schedule != "even":
             model = replace(model, schedule=s.schedule, schedule_fallback=s.schedule_fallback)
-        return cls(model, options, dev)
+        pipe = cls(model, options, dev)
+        if pipe._measured():  # the fast preset's choice needs the model: said once it is loaded
+            log.info("preset fast: %s", fastplan.describe(model, pipe.start_step, pipe.eta))
+        return pipe
+
+    def _measured(self) -> bool:
+        """Whether the few-step setting follows difface.fastplan (the fast preset without explicit sampling)."""
+        s = self.options.sampling
+        return s.sampler != "official" and s.schedule == "fitted" and s.schedule_fallback == fastplan.MEASURED_FALLBACK
 
     def _check_against_model(self) -> None:
         m, s = self.model, self.options.sampling
@@ -136,7 +145,7 @@ class FacePipeline:
                 m.check_start_step(self.start_step)
             except ValueError as e:
                 raise OptionError("start_step", str(e).removeprefix("start_step ")) from None
-            if s.sampler != "official" and self.start_step > 0:
+            if s.sampler != "official" and self.start_step > 0 and not self._measured():
                 t0 = int(m.diffusion.timestep_map[self.start_step])
                 nfe = DEFAULT_NFE if s.nfe is None else s.nfe
                 if nfe > t0 + 1:
@@ -157,8 +166,10 @@ class FacePipeline:
             t = int(m.diffusion.timestep_map[self.start_step]) if self.start_step else 0
             start = f"start step {self.start_step} of {self.options.model.steps} (t = {t} of 1000)"
         sampler = "" if s.sampler == "official" else f", sampler {s.sampler} with {s.nfe or 10} evaluations"
-        if sampler and m.schedule == "fitted":
-            sampler += " (fitted schedule where stored for the start)"
+        if sampler and self._measured():
+            sampler = ", " + fastplan.describe(m, self.start_step, self.eta)
+        elif sampler and m.schedule == "fitted":
+            sampler += " (fitted schedule where stored for the start; otherwise the official loop)"
         backend = getattr(self.options.model, "backend", "torch")
         on = f" on {self.device}" if backend == "torch" else f" through {m.prior.extra_repr()}"
         return (f"model: {m.name} at {m.image_size}x{m.image_size}, {self.options.model.dtype}{on}, "

@@ -1,0 +1,114 @@
+"""What `--preset fast` runs for a loaded model, a start and an eta: a few-step setting measured to keep the
+quality of the official loop, on the schedule fitted for this prior or on the generic one, else the official loop.
+
+MEASURED holds, per (task, eta), the few-step setting with the fewest network evaluations that met the quality
+gates on the bundled model's 100 validation faces against the official loop at the same settings
+(scripts/eval_fast_any.py; docs/speed.md, "Few steps at any start and eta"): PSNR-Y and SSIM-Y to the truth no
+lower than the official loop's within 0.1 dB / 0.002, NIQE within 0.3 and, at eta 0, 35 dB to its result. None:
+measured, and nothing met the gates. A (task, eta) that is not in MEASURED was not measured: the official loop.
+
+The timesteps of a setting, in order of preference:
+  - "fitted for this prior": a schedule stored for this prior file, solver, NFE, start and eta (difface.schedules);
+  - "generic, validated on N priors": the generic schedule (log-SNR positions, difface.schedules) mapped to the
+    start, when the prior runs on the noise schedule it was stated for; N counts the priors it was measured on;
+  - "official loop: REASON" otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from difface.diffusion.solvers import OFFICIAL
+from difface.schedules import fitted_timesteps, generic_schedule, timesteps_from_fractions
+
+MEASURED_FALLBACK = "measured"  # DifFace.schedule_fallback of the fast preset: follow this module's plan
+# (task, eta) -> (solver, NFE) measured to meet the gates, or None where every few-step setting missed them
+MEASURED: dict[tuple[str, float], tuple[str, int] | None] = {
+    ("restoration", 0.0): ("dpmpp2m", 6),
+    ("restoration", 0.5): ("ddim", 8),
+    ("inpainting", 1.0): ("ddim", 8),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """sampler: a SOLVERS name or "official"; timesteps: the few-step schedule (None for the official loop);
+    source: where the schedule comes from, as the start-of-run line says it."""
+
+    sampler: str
+    timesteps: tuple[int, ...] | None
+    source: str
+
+    @property
+    def nfe(self) -> int | None:
+        return None if self.timesteps is None else len(self.timesteps)
+
+
+def plan_for(model, start_step: int, eta: float) -> Plan:
+    """The fast preset's plan for `model` (difface.restore.DifFace) from respaced `start_step` with `eta`."""
+    t = int(model.diffusion.timestep_map[start_step])
+    setting, why = measured_setting(model.task, eta)
+    if setting is None:
+        return Plan(OFFICIAL, None, f"official loop: {why}")
+    method, nfe = setting
+    if nfe >= start_step:
+        return Plan(OFFICIAL, None, f"official loop: from start step {start_step} it makes no more than {nfe} "
+                    "evaluations")
+    prior = model.sources.get("prior")
+    ts = fitted_timesteps(prior, method=method, nfe=nfe, t_start=t, eta=eta)
+    if ts is not None:
+        return Plan(method, ts, "fitted for this prior")
+    g, why = generic_for(model)
+    if g is None:
+        return Plan(OFFICIAL, None, f"official loop: {why}")
+    ts = timesteps_from_fractions(model.diffusion.base().alphas_cumprod, t, g["fractions"], nfe)
+    return Plan(method, ts, generic_source(g))
+
+
+def measured_setting(task: str, eta: float) -> tuple[tuple[str, int] | None, str]:
+    """(the measured (solver, NFE) for this task and eta or None, why none)."""
+    key = (task, float(eta))
+    if key not in MEASURED:
+        measured = ", ".join(f"{e:g}" for t, e in MEASURED if t == task)
+        return None, f"no few-step setting was measured for {task} at eta {eta:g} (measured: eta {measured})"
+    if MEASURED[key] is None:
+        return None, f"no few-step setting met the quality gates for {task} at eta {eta:g}"
+    return MEASURED[key], ""
+
+
+def generic_for(model) -> tuple[dict | None, str]:
+    """(the generic schedule when this model's noise schedule is the one it was stated for, else None; why)."""
+    g = generic_schedule()
+    source = getattr(model.diffusion, "source", None)
+    if g is None:
+        return None, "no generic schedule is stored"
+    if source != (g["num_timesteps"], g["beta_schedule"]):
+        return None, (f"the prior's noise schedule ({source}) is not the {g['beta_schedule']} "
+                      f"{g['num_timesteps']}-step one the generic schedule was measured on")
+    return g, ""
+
+
+def generic_source(g: dict) -> str:
+    n = len(g.get("validated_on", []))
+    return f"generic, validated on {n} prior{'s' if n != 1 else ''}"
+
+
+def describe(model, start: int | str, eta: float) -> str:
+    """The start-of-run words for the fast preset: what runs from `start` (a respaced step or "auto")."""
+    if start == "auto":
+        setting, why = measured_setting(model.task, eta)
+        if setting is None:
+            return f"official loop from each face's automatic start ({why})"
+        g, gwhy = generic_for(model)
+        if g is None:
+            return f"official loop from each face's automatic start (official loop: {gwhy})"
+        method, nfe = setting
+        return (f"sampler {method} with at most {nfe} evaluations from each face's automatic start, eta {eta:g} "
+                f"({generic_source(g)}; a schedule fitted for this prior where one is stored for a face's start)")
+    if start == 0:
+        return "no sampling (start step 0: the estimator's output)"
+    p = plan_for(model, start, eta)
+    t = int(model.diffusion.timestep_map[start])
+    if p.timesteps is None:
+        return f"official loop with {start} evaluations from t = {t}, eta {eta:g} ({p.source})"
+    return f"sampler {p.sampler} with {p.nfe} evaluations from t = {t}, eta {eta:g} ({p.source})"
