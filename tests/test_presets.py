@@ -11,6 +11,7 @@ from difface.commands.options import FLAGS
 from difface.config import say_options
 from difface.device import DTYPES
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
+from difface.fastplan import MEASURED_FALLBACK
 from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, apply_to_args, resolve
 from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, prior_sha256, store_schedule
@@ -30,9 +31,10 @@ def test_fast_per_machine_kind():
     r = resolve("fast", {}, AVX2)
     assert (r.options["backend"], r.options["dtype"], r.options["fast"]) == ("onnxruntime", "fp32", False)
     assert (r.options["sampler"], r.options["nfe"], r.options["schedule"]) == (FAST_SAMPLER, FAST_NFE, "fitted")
-    assert r.fallback == "official"
+    assert r.fallback == MEASURED_FALLBACK  # difface.fastplan decides once the model is loaded
     assert r.line.startswith("preset fast: backend onnxruntime fp32")
-    assert f"{FAST_SAMPLER} {FAST_NFE} NFE (fitted schedule; the official loop at starts without one)" in r.line
+    assert "the sampler measured for the model, start and eta (said once the model is loaded)" in r.line
+    assert "NFE" not in r.line  # nothing said of a sampler the run might not use
     bf16 = resolve("fast", {}, Machine("cpu", True, ("torch", "onnxruntime"))).options
     assert (bf16["backend"], bf16["dtype"], bf16["fast"]) == ("torch", "bf16", True)
     no_ort = resolve("fast", {}, Machine("cpu", False, ("torch",))).options
@@ -146,8 +148,10 @@ def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd, monkeypatch, 
             "--start-step", "100", "--eta", "0", "--seed", "3"]
     assert main(argv) == 0
     err = capfd.readouterr().err
-    line = next(ln for ln in err.splitlines() if ln.startswith("preset fast:"))
-    assert f"{FAST_SAMPLER} {FAST_NFE} NFE (fitted schedule" in line and "--backend torch" in line
+    line, said = [ln for ln in err.splitlines() if ln.startswith("preset fast:")]
+    assert "--backend torch" in line
+    assert said == f"preset fast: sampler {FAST_SAMPLER} with {FAST_NFE} evaluations from t = 400, eta 0 (fitted " \
+        "for this prior)"
     out = read_image(tmp_path / "fast" / "face.png").rgb
     # the same face through the Python API with the stored schedule, at the precision the line says the preset
     # chose on this machine (bf16 where the CPU has bf16 instructions, else fp32; channels-last either way)

@@ -61,8 +61,17 @@ def plan_for(model, start_step: int, eta: float) -> Plan:
     g, why = generic_for(model)
     if g is None:
         return Plan(OFFICIAL, None, f"official loop: {why}")
-    ts = timesteps_from_fractions(model.diffusion.base().alphas_cumprod, t, g["fractions"], nfe)
-    return Plan(method, ts, generic_source(g))
+    return Plan(method, generic_timesteps(model, start_step, nfe), generic_source(g))
+
+
+def generic_timesteps(model, start_step: int, nfe: int) -> tuple[int, ...]:
+    """The generic schedule mapped to respaced `start_step` of `model` with at most nfe evaluations; ValueError
+    when none is stored for the model's noise schedule."""
+    g, why = generic_for(model)
+    if g is None:
+        raise ValueError(f"no generic few-step schedule for this model: {why}")
+    t = int(model.diffusion.timestep_map[start_step])
+    return timesteps_from_fractions(model.diffusion.base().alphas_cumprod, t, g["fractions"], nfe)
 
 
 def measured_setting(task: str, eta: float) -> tuple[tuple[str, int] | None, str]:

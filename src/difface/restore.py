@@ -31,8 +31,8 @@ from difface.device import fast_module, pick_device
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise
 from difface.diffusion.schedule import Diffusion
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, make_sampler
-from difface.fastplan import MEASURED_FALLBACK, plan_for
-from difface.schedules import fitted_timesteps, generic_schedule, timesteps_from_fractions
+from difface.fastplan import MEASURED_FALLBACK, generic_timesteps, plan_for
+from difface.schedules import fitted_timesteps
 from difface.weights import trained_t_max
 
 # The defaults of the official models (difface.config.PRESETS), kept under these names for callers
@@ -244,11 +244,11 @@ class DifFace:
                 nfe: int | None = None, method: str = "ddim") -> Sampler:
         """The sampler from respaced `start_step` (difface.diffusion.solvers.make_sampler)."""
         eta = self.default_eta if eta is None else eta
-        if self.schedule == "generic" and sampler in SOLVERS:
-            ts = self.generic_schedule(start_step, DEFAULT_NFE if nfe is None else nfe)
-            if len(ts) >= start_step:  # the official loop needs no more evaluations from here
-                return make_sampler(self.diffusion, start_step, sampler=OFFICIAL, eta=eta, method=method)
-            return make_sampler(self.diffusion, start_step, sampler=sampler, eta=eta, timesteps=ts)
+        if self.schedule == "generic" and sampler in SOLVERS:  # the generic schedule alone (for measurements)
+            ts = generic_timesteps(self, self.check_start_step(start_step), DEFAULT_NFE if nfe is None else nfe)
+            few = len(ts) < start_step  # else the official loop makes no more evaluations
+            return make_sampler(self.diffusion, start_step, sampler=sampler if few else OFFICIAL, eta=eta,
+                                timesteps=ts if few else None, method=method)
         if self.schedule == "fitted" and self.schedule_fallback == MEASURED_FALLBACK and sampler in SOLVERS:
             plan = plan_for(self, self.check_start_step(start_step), eta)
             return make_sampler(self.diffusion, start_step, sampler=plan.sampler, eta=eta, timesteps=plan.timesteps,
@@ -274,15 +274,6 @@ class DifFace:
             raise ValueError(f"no {method} schedule with {nfe} evaluations from t = {t}, eta {eta:g} was fitted on "
                              f"{where}; fit one with scripts/fit_schedule.py or use the even schedule")
         return ts
-
-    def generic_schedule(self, start_step: int, nfe: int) -> tuple[int, ...]:
-        """The generic schedule (difface.schedules: log-SNR positions) from this start with at most nfe evaluations;
-        ValueError when none is stored for this model's noise schedule."""
-        t = int(self.diffusion.timestep_map[self.check_start_step(start_step)])
-        g = generic_schedule()
-        if g is None or (g["num_timesteps"], g["beta_schedule"]) != getattr(self.diffusion, "source", None):
-            raise ValueError("no generic few-step schedule is stored for this model's noise schedule")
-        return timesteps_from_fractions(self.diffusion.base().alphas_cumprod, t, g["fractions"], nfe)
 
     @torch.inference_mode()
     def estimate(self, y: torch.Tensor, mask: torch.Tensor | None = None,
