@@ -119,6 +119,12 @@ def main() -> None:
                      "nfe_mean": float(np.sum(used) / len(steps)), "seconds": time.perf_counter() - t0,
                      "psnr_vs_official": _psnr_vs(out, ref), **metrics(out, hq)})
         _gates(rows[-1], rows[0], args)
+        few_faces = [k for k, s in enumerate(steps) if s and not hasattr(few.sampler(s, eta=args.eta, sampler=method,
+                                                                                    nfe=int(nfe)), "start")]
+        if 0 < len(few_faces) < len(steps):  # automatic starts: the faces that ran few steps, against the official
+            rows[-1]["few_step_faces"] = {"count": len(few_faces), "official": metrics(ref[few_faces], hq[few_faces]),
+                                          "psnr_vs_official": _psnr_vs(out[few_faces], ref[few_faces]),
+                                          **metrics(out[few_faces], hq[few_faces])}
         print(rows[-1], flush=True)
         _write(args.json, report)
 

@@ -4,12 +4,14 @@
 "fast" is the fastest combination measured to meet issue 23's quality gates (docs/speed.md: PSNR to the
 official 100-step result >= 35 dB, PSNR-Y/SSIM-Y vs the truth no lower, NIQE within 0.6; bundled model,
 official start t = 400, eta 0, 100 validation faces):
-  - sampler: FAST_SAMPLER (DPM-Solver++(2M)) with FAST_NFE evaluations on the schedule fitted to the official
-    loop for this prior (difface.schedules; never another model's). On the bundled prior this is the only
-    setting measured to meet every gate (docs/results/fast_preset_eval6.json: 41.8 dB to the official loop,
-    NIQE 9.38 against 9.05; the 5-NFE fits and every evenly spaced 5/6/10-NFE setting miss the NIQE gate).
-    Where no schedule is stored for the prior / start / eta (the official 512 prior until one is fitted on
-    it, the bundled model's automatic starts, inpainting) it runs the official loop;
+  - sampler: decided once the model is loaded (difface.fastplan), and said then in a second line: per task and
+    eta, the few-step setting measured to keep the official loop's quality (docs/speed.md, "Few steps at any
+    start and eta"), on the schedule fitted for this prior where one is stored (the bundled prior: FAST_SAMPLER
+    with FAST_NFE evaluations from t = 400 at eta 0, docs/results/fast_preset_eval6.json: 41.8 dB to the
+    official loop, NIQE 9.38 against 9.05), else on the generic schedule (log-SNR positions of the linear
+    1000-step chain, difface.schedules) mapped to the start, at fixed or automatic starts; the official loop
+    where nothing was measured or nothing met the gates, for a prior on another noise schedule, and where the
+    official loop makes no more evaluations from the start;
   - networks: on a CPU with bf16 instructions (AVX512_BF16 / AMX) torch bf16 channels-last (2.0x per
     forward there); on a CPU without them (bf16 is emulated, ~10x slower) onnxruntime fp32 when installed
     (1.3-1.9x on the 512 UNet), else torch fp32 channels-last (1.18x, within 1e-4 of eager); on CUDA torch

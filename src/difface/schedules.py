@@ -5,7 +5,9 @@ A fitted schedule (scripts/fit_schedule.py) is a list of original timesteps t_st
 is only valid for the prior it was fitted on, so it is stored keyed by the SHA-256 of that prior's weights
 file: the bundled models' schedules in `difface/assets/fitted_schedules.json`, others in
 `<weights cache>/fitted_schedules.json`. `fitted_timesteps` returns None for any other prior (or another
-start, solver or NFE); it never falls back to a schedule of another model.
+start, solver or NFE); it never falls back to a schedule of another model. The generic schedule (below) is
+the bundled fit restated in log-SNR positions, independent of any prior's weights; difface.fastplan uses it for
+priors on the same noise schedule that have no fit of their own.
 
 File format: {"format": 1, "schedules": [{"prior_sha256", "prior_file", "method", "nfe", "t_start", "eta",
 "timesteps", "fitted_on"}, ...], "generic": {...}} ("generic": the package's file only, see below).
