@@ -79,7 +79,7 @@ def test_sampler_names_come_from_the_one_table():
     from difface import config
     from difface.cli import _command_parser, build_parser
 
-    assert solvers.SAMPLERS == ("official", "ddim", "dpmpp2m") == ("official", *solvers.SOLVERS)
+    assert solvers.SAMPLERS == ("official", "ddim", "dpmpp2m", "dpmpp2m_sde") == ("official", *solvers.SOLVERS)
     assert config.SAMPLERS is solvers.SAMPLERS
     restore = _command_parser(build_parser(["restore"]), ["restore"])
     sampler_arg = next(a for a in restore._actions if "--sampler" in a.option_strings)
@@ -102,5 +102,5 @@ def test_a_new_sampler_is_one_function_and_one_entry(setup, monkeypatch):
     sampler = solvers.make_sampler(base, 400, sampler="mine", nfe=5)
     assert sampler.timesteps == tuple(ts) and sampler.method == "mine"
     assert torch.equal(sampler(lambda d: den, x, noise_fn=None), ref) and len(calls) == 10
-    with pytest.raises(ValueError, match="sampler must be one of official, ddim, dpmpp2m, mine"):
+    with pytest.raises(ValueError, match="sampler must be one of official, ddim, dpmpp2m, dpmpp2m_sde, mine"):
         solvers.make_sampler(base, 400, sampler="theirs")
