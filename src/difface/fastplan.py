@@ -19,7 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from difface.diffusion.solvers import OFFICIAL
-from difface.schedules import fitted_timesteps, generic_schedule, timesteps_from_fractions
+from difface.schedules import (
+    fitted_timesteps,
+    generic_schedule,
+    prior_sha256,
+    schedules_for,
+    timesteps_from_fractions,
+)
 
 MEASURED_FALLBACK = "measured"  # DifFace.schedule_fallback of the fast preset: follow this module's plan
 # (task, eta) -> (solver, NFE) measured to meet the gates, or None where every few-step setting missed them
@@ -102,8 +108,9 @@ def generic_source(g: dict) -> str:
     return f"generic, validated on {n} prior{'s' if n != 1 else ''}"
 
 
-def describe(model, start: int | str, eta: float) -> str:
+def describe(model, start: int | str, eta: float, with_eta: bool = True) -> str:
     """The start-of-run words for the fast preset: what runs from `start` (a respaced step or "auto")."""
+    e = f", eta {eta:g}" if with_eta else ""
     if start == "auto":
         setting, why = measured_setting(model.task, eta)
         if setting is None:
@@ -112,12 +119,16 @@ def describe(model, start: int | str, eta: float) -> str:
         if g is None:
             return f"official loop from each face's automatic start (official loop: {gwhy})"
         method, nfe = setting
-        return (f"sampler {method} with at most {nfe} evaluations from each face's automatic start, eta {eta:g} "
-                f"({generic_source(g)}; a schedule fitted for this prior where one is stored for a face's start)")
+        prior = model.sources.get("prior")
+        fits = prior is not None and any(f["method"] == method and int(f["nfe"]) == nfe
+                                         for f in schedules_for(prior_sha256(prior)))
+        return (f"sampler {method} with at most {nfe} evaluations from each face's automatic start{e} "
+                f"({generic_source(g)}" + ("; fitted for this prior at the starts it has a schedule for" if fits
+                                           else "") + "; the official loop where it makes no more evaluations)")
     if start == 0:
         return "no sampling (start step 0: the estimator's output)"
     p = plan_for(model, start, eta)
     t = int(model.diffusion.timestep_map[start])
     if p.timesteps is None:
-        return f"official loop with {start} evaluations from t = {t}, eta {eta:g} ({p.source})"
-    return f"sampler {p.sampler} with {p.nfe} evaluations from t = {t}, eta {eta:g} ({p.source})"
+        return f"official loop with {start} evaluations from t = {t}{e} ({p.source})"
+    return f"sampler {p.sampler} with {p.nfe} evaluations from t = {t}{e} ({p.source})"

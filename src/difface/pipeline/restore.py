@@ -167,7 +167,7 @@ class FacePipeline:
             start = f"start step {self.start_step} of {self.options.model.steps} (t = {t} of 1000)"
         sampler = "" if s.sampler == "official" else f", sampler {s.sampler} with {s.nfe or 10} evaluations"
         if sampler and self._measured():
-            sampler = ", " + fastplan.describe(m, self.start_step, self.eta)
+            sampler = ", " + fastplan.describe(m, self.start_step, self.eta, with_eta=False)
         elif sampler and m.schedule == "fitted":
             sampler += " (fitted schedule where stored for the start; otherwise the official loop)"
         backend = getattr(self.options.model, "backend", "torch")
