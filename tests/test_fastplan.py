@@ -115,7 +115,7 @@ def test_inpainting_reimposes_the_known_pixels_at_each_few_step(tmp_path):
 def test_plan_for_the_bundled_prior_and_a_prior_without_a_fit(tmp_path, small_models):
     bundled = DifFace.load(None, None)
     p = plan_for(bundled, 100, 0.0)  # t = 400, eta 0: the schedule stored with the bundled prior
-    assert p.source == "fitted for this prior" and p.sampler == MEASURED[("restoration", 0.0)][0]
+    assert p.source == "fitted for this prior" and p.sampler == MEASURED[("restoration", "fixed", 0.0)][0]
     assert p.timesteps == fitted_timesteps(bundled.sources["prior"], method=p.sampler, nfe=p.nfe, t_start=400)
     n_valid = len(generic_schedule()["validated_on"])
     # another prior file on the same noise schedule, no fit of its own
@@ -128,6 +128,9 @@ def test_plan_for_the_bundled_prior_and_a_prior_without_a_fit(tmp_path, small_mo
     p = plan_for(other, 100, 0.3)  # an eta that was not measured
     assert p.timesteps is None and p.source.startswith("official loop: no few-step setting was measured")
     assert plan_for(other, 3, 0.0).timesteps is None  # the official loop makes no more evaluations from there
+    auto = MEASURED[("restoration", "auto", 0.0)]  # automatic starts follow their own measurement
+    p = plan_for(other, 100, 0.0, auto=True)
+    assert (p.timesteps is None and "automatic starts" in p.source) if auto is None else p.nfe == auto[1]
     cosine = replace(other, diffusion=Diffusion.create(1000, "cosine", "ddim250"))
     p = plan_for(cosine, 100, 0.0)
     assert p.timesteps is None and "noise schedule" in p.source
@@ -173,18 +176,26 @@ def test_command_says_what_the_fast_preset_runs(tmp_path, capfd, small_models):
     run = ["restore", str(src), "--aligned", "--preset", "fast", "--backend", "torch", "--seed", "1"]
     lines = _preset_lines(capfd, [*run, "-o", str(tmp_path / "a"), "--start-step", "100", "--eta", "0"])
     assert len(lines) == 2 and "the sampler measured for the model" in lines[0]
-    method, nfe = MEASURED[("restoration", 0.0)]
+    method, nfe = MEASURED[("restoration", "fixed", 0.0)]
     assert lines[1] == f"preset fast: sampler {method} with {nfe} evaluations from t = 400, eta 0 (fitted for " \
         "this prior)"
+    lines = _preset_lines(capfd, [*run, "-o", str(tmp_path / "auto")])  # the bundled default: automatic starts
+    auto = MEASURED[("restoration", "auto", 0.0)]
+    if auto is None:
+        assert lines[1] == "preset fast: official loop from each face's automatic start, eta 0 (official loop: no " \
+            "few-step setting met the quality gates for restoration at automatic starts, eta 0)"
+    else:
+        assert lines[1].startswith(f"preset fast: sampler {auto[0]} with at most {auto[1]} evaluations from each "
+                                   "face's automatic start, eta 0 (generic")
     lines = _preset_lines(capfd, [*run, "-o", str(tmp_path / "b"), "--start-step", "50", "--eta", "0.3"])
     assert lines[1] == "preset fast: official loop with 50 evaluations from t = 200, eta 0.3 (official loop: no " \
-        "few-step setting was measured for restoration at eta 0.3 (measured: eta 0, 0.5))"
+        "few-step setting was measured for restoration at fixed starts, eta 0.3 (measured: eta 0, 0.5))"
     # a prior file without a fit (filler weights): the generic schedule, or the official loop where none passed
     save_network(small_models[0], tmp_path / "prior.safetensors")
     est = str(BUNDLED_DIR / "estimator.safetensors")
     lines = _preset_lines(capfd, [*run, "-o", str(tmp_path / "c"), "--start-step", "100", "--eta", "0.5",
                                   "--prior", str(tmp_path / "prior.safetensors"), "--estimator", est])
-    setting = MEASURED[("restoration", 0.5)]
+    setting = MEASURED[("restoration", "fixed", 0.5)]
     n = len(generic_schedule()["validated_on"])
     if setting is None:
         assert "official loop with 100 evaluations" in lines[1]

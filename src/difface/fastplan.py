@@ -28,11 +28,13 @@ from difface.schedules import (
 )
 
 MEASURED_FALLBACK = "measured"  # DifFace.schedule_fallback of the fast preset: follow this module's plan
-# (task, eta) -> (solver, NFE) measured to meet the gates, or None where every few-step setting missed them
-MEASURED: dict[tuple[str, float], tuple[str, int] | None] = {
-    ("restoration", 0.0): ("dpmpp2m", 6),
-    ("restoration", 0.5): ("ddim", 8),
-    ("inpainting", 1.0): ("ddim", 8),
+# (task, starts, eta) -> (solver, NFE) measured to meet the gates, or None where every few-step setting missed
+# them; starts "fixed" (one start step for all faces, any t: the schedule maps to it) or "auto" (per face)
+MEASURED: dict[tuple[str, str, float], tuple[str, int] | None] = {
+    ("restoration", "fixed", 0.0): ("dpmpp2m", 6),
+    ("restoration", "auto", 0.0): None,
+    ("restoration", "fixed", 0.5): ("ddim", 8),
+    ("inpainting", "fixed", 1.0): ("ddim", 8),
 }
 
 
@@ -50,10 +52,11 @@ class Plan:
         return None if self.timesteps is None else len(self.timesteps)
 
 
-def plan_for(model, start_step: int, eta: float) -> Plan:
-    """The fast preset's plan for `model` (difface.restore.DifFace) from respaced `start_step` with `eta`."""
+def plan_for(model, start_step: int, eta: float, auto: bool = False) -> Plan:
+    """The fast preset's plan for `model` (difface.restore.DifFace) from respaced `start_step` with `eta`; auto:
+    the start was chosen for the face (`start_step="auto"`)."""
     t = int(model.diffusion.timestep_map[start_step])
-    setting, why = measured_setting(model.task, eta)
+    setting, why = measured_setting(model.task, eta, auto)
     if setting is None:
         return Plan(OFFICIAL, None, f"official loop: {why}")
     method, nfe = setting
@@ -80,14 +83,17 @@ def generic_timesteps(model, start_step: int, nfe: int) -> tuple[int, ...]:
     return timesteps_from_fractions(model.diffusion.base().alphas_cumprod, t, g["fractions"], nfe)
 
 
-def measured_setting(task: str, eta: float) -> tuple[tuple[str, int] | None, str]:
-    """(the measured (solver, NFE) for this task and eta or None, why none)."""
-    key = (task, float(eta))
+def measured_setting(task: str, eta: float, auto: bool = False) -> tuple[tuple[str, int] | None, str]:
+    """(the measured (solver, NFE) for this task, kind of start and eta, or None; why none)."""
+    starts = "auto" if auto else "fixed"
+    where = f"{task} at {'automatic' if auto else 'fixed'} starts, eta {eta:g}"
+    key = (task, starts, float(eta))
     if key not in MEASURED:
-        measured = ", ".join(f"{e:g}" for t, e in MEASURED if t == task)
-        return None, f"no few-step setting was measured for {task} at eta {eta:g} (measured: eta {measured})"
+        measured = ", ".join(f"{e:g}" for t, k, e in MEASURED if (t, k) == (task, starts))
+        return None, f"no few-step setting was measured for {where}" + (f" (measured: eta {measured})" if measured
+                                                                         else "")
     if MEASURED[key] is None:
-        return None, f"no few-step setting met the quality gates for {task} at eta {eta:g}"
+        return None, f"no few-step setting met the quality gates for {where}"
     return MEASURED[key], ""
 
 
@@ -112,12 +118,12 @@ def describe(model, start: int | str, eta: float, with_eta: bool = True) -> str:
     """The start-of-run words for the fast preset: what runs from `start` (a respaced step or "auto")."""
     e = f", eta {eta:g}" if with_eta else ""
     if start == "auto":
-        setting, why = measured_setting(model.task, eta)
+        setting, why = measured_setting(model.task, eta, auto=True)
         if setting is None:
-            return f"official loop from each face's automatic start ({why})"
+            return f"official loop from each face's automatic start{e} (official loop: {why})"
         g, gwhy = generic_for(model)
         if g is None:
-            return f"official loop from each face's automatic start (official loop: {gwhy})"
+            return f"official loop from each face's automatic start{e} (official loop: {gwhy})"
         method, nfe = setting
         prior = model.sources.get("prior")
         fits = prior is not None and any(f["method"] == method and int(f["nfe"]) == nfe

@@ -241,8 +241,8 @@ class DifFace:
         return int(start_step)
 
     def sampler(self, start_step: int, *, eta: float | None = None, sampler: str = OFFICIAL,
-                nfe: int | None = None, method: str = "ddim") -> Sampler:
-        """The sampler from respaced `start_step` (difface.diffusion.solvers.make_sampler)."""
+                nfe: int | None = None, method: str = "ddim", auto: bool = False) -> Sampler:
+        """The sampler from respaced `start_step` (difface.diffusion.solvers.make_sampler); auto: a per-face start."""
         eta = self.default_eta if eta is None else eta
         if self.schedule == "generic" and sampler in SOLVERS:  # the generic schedule alone (for measurements)
             ts = generic_timesteps(self, self.check_start_step(start_step), DEFAULT_NFE if nfe is None else nfe)
@@ -250,7 +250,7 @@ class DifFace:
             return make_sampler(self.diffusion, start_step, sampler=sampler if few else OFFICIAL, eta=eta,
                                 timesteps=ts if few else None, method=method)
         if self.schedule == "fitted" and self.schedule_fallback == MEASURED_FALLBACK and sampler in SOLVERS:
-            plan = plan_for(self, self.check_start_step(start_step), eta)
+            plan = plan_for(self, self.check_start_step(start_step), eta, auto)
             return make_sampler(self.diffusion, start_step, sampler=plan.sampler, eta=eta, timesteps=plan.timesteps,
                                 method=method)
         if self.schedule == "fitted" and sampler in SOLVERS:
@@ -418,8 +418,8 @@ class DifFace:
         """q_sample the estimate to each image's start step and run the sampler; (B, 3, S, S) in [0, 1].
 
         Images sharing a start step run as one batch (a result never depends on the batch);
-        `x0_fn_for(indices)` gives the x0 refinement for those images of the batch; `fit_nfe` lowers nfe
-        to what fits below each start (automatic starts can be small)."""
+        `x0_fn_for(indices)` gives the x0 refinement for those images of the batch; `fit_nfe` (automatic
+        starts): nfe lowered to what fits below each start, and the fast preset's plan for automatic starts."""
         eta = self.default_eta if eta is None else eta
         check_eta(eta)
         if noise_fn is None and any(steps):
@@ -441,8 +441,8 @@ class DifFace:
             nfe_n = nfe
             if fit_nfe and sampler in SOLVERS:
                 nfe_n = min(DEFAULT_NFE if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
-            run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe_n, method=method) if isinstance(sampler, str) \
-                else sampler
+            run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe_n, method=method, auto=fit_nfe) \
+                if isinstance(sampler, str) else sampler
             x0_fn = None if x0_fn_for is None else x0_fn_for(idx)
             x = run(lambda d, f=x0_fn: EpsDenoiser(self.prior, d, clip=True, autocast=amp, x0_fn=f), x,
                     noise_fn=nf, callback=callback)

@@ -6,7 +6,7 @@ the same state the official loop starts from) and the network is evaluated at `n
 t_start = tau_0 > tau_1 > ... > tau_{nfe-1} >= 0; the last update goes to the clean image
 (abar = 1), which, as in the official loop's final step, returns the x0 prediction. "ddim" uses the
 one DDIM update of difface.diffusion.sampling; "dpmpp2m" is DPM-Solver++(2M); "dpmpp2m_sde" is its stochastic
-form (the SDE solver of DPM-Solver++, 2M), whose `eta` in [0, 1] scales the noise (0: "dpmpp2m").
+form (the SDE solver of DPM-Solver++, 2M), whose `eta` in [0, 1] means DDIM's (0: "dpmpp2m", 1: the full SDE).
 
 Adding a few-step sampler is one function and one entry: a step function with the `Solver` signature
 below, and its name in `SOLVERS`; the CLI's --sampler choices, the app's menu and the options' checks
@@ -66,12 +66,15 @@ def dpmpp2m(x: torch.Tensor, pred: Prediction, a_now: float, a_next: float, *, e
 
 def dpmpp2m_sde(x: torch.Tensor, pred: Prediction, a_now: float, a_next: float, *, eta: float,
                 noise_fn: NoiseFn | None, state: dict) -> torch.Tensor:
-    """DPM-Solver++(2M) SDE in data prediction (Lu et al. 2022): with h = lambda_next - lambda_now and D the 2M
-    combination of this and the previous x0 prediction,
-        x_next = (sigma_next / sigma_now) e^(-eta h) x + alpha_next (1 - e^(-(1 + eta) h)) D
-                 + sigma_next sqrt(1 - e^(-2 eta h)) z.
-    eta 0 is dpmpp2m; eta 1 the full SDE (first order: the DDPM posterior). z comes from noise_fn (drawn only
-    when eta > 0 and the step does not end at the clean image)."""
+    """DPM-Solver++(2M) SDE in data prediction (Lu et al. 2022): with h = lambda_next - lambda_now, D the 2M
+    combination of this and the previous x0 prediction and s the share of the reverse SDE's noise,
+        x_next = (sigma_next / sigma_now) e^(-s h) x + alpha_next (1 - e^(-(1 + s) h)) D
+                 + sigma_next sqrt(1 - e^(-2 s h)) z.
+    `eta` is DDIM's (DifFace's): over many small steps DDIM with eta adds eta^2 of the posterior's noise variance
+    per step, the SDE with s adds about s of it, so s = eta^2 keeps the meaning of eta on a few large steps.
+    eta 0 is dpmpp2m; eta 1 the full SDE (first order: the DDPM posterior, DDIM with eta 1). z comes from
+    noise_fn (drawn only when eta > 0 and the step does not end at the clean image)."""
+    eta = eta * eta  # s above
     d, h = _dpmpp2m_d(pred.x0, state.get("x0"), state.get("h"), a_now, a_next)
     state["x0"], state["h"] = pred.x0, h
     if not np.isfinite(h):
