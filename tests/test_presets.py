@@ -11,7 +11,7 @@ from difface.commands.options import FLAGS
 from difface.config import say_options
 from difface.device import DTYPES
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
-from difface.fastplan import MEASURED_FALLBACK
+from difface.fastplan import MEASURED_FALLBACK, plan_for
 from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, apply_to_args, resolve
 from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, prior_sha256, store_schedule
@@ -129,8 +129,9 @@ def test_fitted_schedule_is_never_applied_to_another_model(small_models):
 @pytest.mark.parametrize("bf16_cpu", [None, False, pytest.param(True, marks=pytest.mark.slow)],
                          ids=["this-cpu", "cpu-without-bf16", "cpu-with-bf16"])
 def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd, monkeypatch, bf16_cpu):
-    """The command's result equals the API's at whatever the preset chose: on this CPU, and on a CPU of either kind
-    (the detection replaced; bf16 is emulated, about 10x slower, on a CPU without bf16 instructions)."""
+    """The command's result equals the API's at whatever the preset chose (difface.fastplan's plan): on this CPU,
+    and on a CPU of either kind (the detection replaced; bf16 is emulated, about 10x slower, on a CPU without bf16
+    instructions)."""
     if bf16_cpu is not None:
         monkeypatch.setattr("difface.presets.cpu_has_native_bf16", lambda: bf16_cpu)
     import cv2
@@ -150,8 +151,10 @@ def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd, monkeypatch, 
     err = capfd.readouterr().err
     line, said = [ln for ln in err.splitlines() if ln.startswith("preset fast:")]
     assert "--backend torch" in line
-    assert said == f"preset fast: sampler {FAST_SAMPLER} with {FAST_NFE} evaluations from t = 400, eta 0 (fitted " \
-        "for this prior)"
+    plan = plan_for(DifFace.load(None, None), 100, 0.0)  # what difface.fastplan measured for eta 0
+    assert plan.source == "fitted for this prior" or plan.source.startswith("generic, validated on")
+    assert said == f"preset fast: sampler {plan.sampler} with {plan.nfe} evaluations from t = 400, eta 0 " \
+        f"({plan.source})"
     out = read_image(tmp_path / "fast" / "face.png").rgb
     # the same face through the Python API with the stored schedule, at the precision the line says the preset
     # chose on this machine (bf16 where the CPU has bf16 instructions, else fp32; channels-last either way)
@@ -159,13 +162,13 @@ def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd, monkeypatch, 
     assert dtype in ("fp32", "bf16"), line
     model = DifFace.from_pretrained(device="cpu", dtype=dtype, channels_last=True)
     amp = DTYPES[dtype]  # the torch backend runs bf16 as autocast inside restore()
-    ts = fitted_timesteps(model.sources["prior"], method=FAST_SAMPLER, nfe=FAST_NFE, t_start=400)
     from difface.restore import image_seed
 
     x = image_to_tensor(read_image(src / "face.png").rgb)
     ref = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])],
-                        sampler=FewStepSampler(model.diffusion.base(), ts, FAST_SAMPLER, 0.0), dtype=amp).result[0]
+                        sampler=FewStepSampler(model.diffusion.base(), plan.timesteps, plan.sampler, 0.0),
+                        dtype=amp).result[0]
     assert np.abs(out - ref.permute(1, 2, 0).numpy()).max() <= 1.5 / 255
-    even = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])], sampler=FAST_SAMPLER,
-                         nfe=FAST_NFE, dtype=amp).result[0]
-    assert np.abs(out - even.permute(1, 2, 0).numpy()).max() > 2 / 255  # the fitted schedule, not the even one
+    even = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])], sampler=plan.sampler,
+                         nfe=plan.nfe, dtype=amp).result[0]
+    assert np.abs(out - even.permute(1, 2, 0).numpy()).max() > 2 / 255  # the plan's schedule, not the even one
