@@ -11,7 +11,7 @@ import torch
 from difface.diffusion.sampling import Prediction, ddim_step
 from difface.diffusion.schedule import Diffusion
 from difface.diffusion.solvers import SOLVERS, FewStepSampler, solve
-from difface.fastplan import MEASURED, MEASURED_FALLBACK, describe, plan_for
+from difface.fastplan import FITTED, MEASURED, MEASURED_FALLBACK, describe, plan_for
 from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, generic_schedule, store_schedule, timesteps_from_fractions
 from difface.weights import save_network
@@ -115,13 +115,15 @@ def test_inpainting_reimposes_the_known_pixels_at_each_few_step(tmp_path):
 def test_plan_for_the_bundled_prior_and_a_prior_without_a_fit(tmp_path, small_models):
     bundled = DifFace.load(None, None)
     p = plan_for(bundled, 100, 0.0)  # t = 400, eta 0: the schedule stored with the bundled prior
-    assert p.source == "fitted for this prior" and p.sampler == MEASURED[("restoration", "fixed", 0.0)][0]
+    assert p.source == "fitted for this prior" and (p.sampler, p.nfe) == FITTED
     assert p.timesteps == fitted_timesteps(bundled.sources["prior"], method=p.sampler, nfe=p.nfe, t_start=400)
+    assert plan_for(bundled, 100, 0.0, auto=True).timesteps != p.timesteps  # automatic starts: their own setting
     n_valid = len(generic_schedule()["validated_on"])
     # another prior file on the same noise schedule, no fit of its own
     save_network(small_models[0], tmp_path / "prior.safetensors")
     other = replace(bundled, sources={**bundled.sources, "prior": tmp_path / "prior.safetensors"})
     p = plan_for(other, 100, 0.0)
+    assert (p.sampler, p.nfe) == MEASURED[("restoration", "fixed", 0.0)]
     assert p.source == f"generic, validated on {n_valid} prior{'s' if n_valid != 1 else ''}"
     assert p.timesteps == timesteps_from_fractions(BASE.alphas_cumprod, 400, generic_schedule()["fractions"], p.nfe)
     assert plan_for(other, 50, 0.0).timesteps[0] == 200  # any start
@@ -176,7 +178,7 @@ def test_command_says_what_the_fast_preset_runs(tmp_path, capfd, small_models):
     run = ["restore", str(src), "--aligned", "--preset", "fast", "--backend", "torch", "--seed", "1"]
     lines = _preset_lines(capfd, [*run, "-o", str(tmp_path / "a"), "--start-step", "100", "--eta", "0"])
     assert len(lines) == 2 and "the sampler measured for the model" in lines[0]
-    method, nfe = MEASURED[("restoration", "fixed", 0.0)]
+    method, nfe = FITTED  # the bundled prior has this schedule stored for t = 400, eta 0
     assert lines[1] == f"preset fast: sampler {method} with {nfe} evaluations from t = 400, eta 0 (fitted for " \
         "this prior)"
     lines = _preset_lines(capfd, [*run, "-o", str(tmp_path / "auto")])  # the bundled default: automatic starts
