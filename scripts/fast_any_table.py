@@ -28,9 +28,14 @@ def rows(rep: dict) -> list[str]:
         sub = r.get("few_step_faces")
         if sub:
             o = sub["official"]
+            miss = [k for k, bad in (("psnr_y", sub["psnr_y"] < o["psnr_y"] - 0.1),
+                                     ("ssim_y", sub["ssim_y"] < o["ssim_y"] - 0.002),
+                                     ("niqe", sub["niqe_x4"] > o["niqe_x4"] + 0.3),
+                                     ("psnr_vs_official", rep["eta"] == 0 and sub["psnr_vs_official"] < 35)) if bad]
             out.append(f"| (the {sub['count']} faces it ran in few steps) | official / {r['setting']} | | "
                        f"{sub['psnr_vs_official']:.2f} | {o['psnr_y']:.2f} / {sub['psnr_y']:.2f} | "
-                       f"{o['ssim_y']:.4f} / {sub['ssim_y']:.4f} | {o['niqe_x4']:.2f} / {sub['niqe_x4']:.2f} | |")
+                       f"{o['ssim_y']:.4f} / {sub['ssim_y']:.4f} | {o['niqe_x4']:.2f} / {sub['niqe_x4']:.2f} | "
+                       + ("all met |" if not miss else "misses " + ", ".join(miss) + " |"))
     return out
 
 
