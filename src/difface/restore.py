@@ -31,7 +31,7 @@ from difface.device import fast_module, pick_device
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise
 from difface.diffusion.schedule import Diffusion
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, make_sampler
-from difface.fastplan import MEASURED_FALLBACK, generic_timesteps, plan_for
+from difface.fastplan import planned_sampler
 from difface.schedules import fitted_timesteps
 from difface.weights import trained_t_max
 
@@ -244,15 +244,9 @@ class DifFace:
                 nfe: int | None = None, method: str = "ddim", auto: bool = False) -> Sampler:
         """The sampler from respaced `start_step` (difface.diffusion.solvers.make_sampler); auto: a per-face start."""
         eta = self.default_eta if eta is None else eta
-        if self.schedule == "generic" and sampler in SOLVERS:  # the generic schedule alone (for measurements)
-            ts = generic_timesteps(self, self.check_start_step(start_step), DEFAULT_NFE if nfe is None else nfe)
-            few = len(ts) < start_step  # else the official loop makes no more evaluations
-            return make_sampler(self.diffusion, start_step, sampler=sampler if few else OFFICIAL, eta=eta,
-                                timesteps=ts if few else None, method=method)
-        if self.schedule == "fitted" and self.schedule_fallback == MEASURED_FALLBACK and sampler in SOLVERS:
-            plan = plan_for(self, self.check_start_step(start_step), eta, auto)
-            return make_sampler(self.diffusion, start_step, sampler=plan.sampler, eta=eta, timesteps=plan.timesteps,
-                                method=method)
+        planned = planned_sampler(self, start_step, eta=eta, sampler=sampler, nfe=nfe, method=method, auto=auto)
+        if planned is not None:  # schedule "generic", or "fitted" with the fast preset's plan (difface.fastplan)
+            return planned
         if self.schedule == "fitted" and sampler in SOLVERS:
             ts = self.fitted_schedule(start_step, sampler, DEFAULT_NFE if nfe is None else nfe, eta)
             if ts is not None:
