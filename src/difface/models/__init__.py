@@ -17,7 +17,7 @@ from difface.models.unet import UNetConfig, UNetModel
 
 NetConfig = UNetConfig | SwinIRConfig | LamaConfig
 
-# Official configurations (SPEC 4.1, 4.2, 4.3) and the small golden-test configurations.
+# Official configurations (those of the released checkpoints) and the small golden-test configurations.
 CONFIGS: dict[str, NetConfig] = {
     "unet_ffhq512": UNetConfig(),
     "unet_ffhq256": UNetConfig(
