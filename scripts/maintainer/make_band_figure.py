@@ -1,4 +1,4 @@
-"""README figure of the band merge (v2.3) on the public-domain NASA astronaut portrait (scikit-image).
+"""README figure of the band merge on the public-domain NASA astronaut portrait (scikit-image).
 
   python scripts/maintainer/make_band_figure.py            # writes docs/images/band_merge_astronaut.png
 
