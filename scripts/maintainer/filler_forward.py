@@ -1,8 +1,8 @@
 """Forward passes of full-size official architectures filled by `difface-fill-v1`, for checking
 against vectors produced by the official code (which this repository does not hold).
 
-The network is built by name (`difface.models.build`), filled with the rule of
-../shared/reference/README.md section 2 (`difface.models.fill_deterministic`, seed 0) and run in
+The network is built by name (`difface.models.build`), filled with the `difface-fill-v1` rule
+(`difface.models.fill_deterministic`, seed 0; the rule the reference vectors were made with) and run in
 eval mode, fp32, on the CPU. Inputs come from --inputs (an .npz with the keys below, e.g. a golden
 file of the official code) or, without it, are drawn as the reference goldens are
 (`torch.Generator().manual_seed(--seed)`): UNets `x` = randn (B, 3, S, S) and `t` (int64); LaMa
