@@ -1,4 +1,4 @@
-"""DifFace on aligned faces: restoration (SPEC 2.2) and inpainting (SPEC 3).
+"""DifFace on aligned faces: restoration and inpainting, as the official `sample_func_ir_aligned`.
 
     y  --estimator-->  f(y)  --q_sample to respaced step N-->  x_N  --sampler N-1..0-->  x_0
 
@@ -260,7 +260,7 @@ class DifFace:
         if ts is None and self.schedule_fallback is None:
             where = prior.name if prior is not None else "this prior (its weights file is not known)"
             raise ValueError(f"no {method} schedule with {nfe} evaluations from t = {t}, eta {eta:g} was fitted on "
-                             f"{where}; fit one with scripts/fit_schedule.py or use the even schedule")
+                             f"{where}; fit one with scripts/maintainer/fit_schedule.py or use the even schedule")
         return ts
 
     @torch.inference_mode()
@@ -333,7 +333,7 @@ class DifFace:
         nfe: int | None = None,
         callback: Callable[[dict], None] | None = None,
     ) -> Restoration:
-        """Fill the missing region of aligned faces lq (B, 3, H, W) in [0, 1] (SPEC 3).
+        """Fill the missing region of aligned faces lq (B, 3, H, W) in [0, 1] (DifFace's second task).
 
         mask (B, 1, H, W), 1 = missing; None: the official convention (pixels whose three channels are
         exactly 0 are missing). At every step the known pixels of the x0 prediction are replaced by

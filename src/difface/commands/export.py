@@ -21,7 +21,7 @@ EPILOG = """examples:
   difface export onnx --prior iddpm-ffhq512 --estimator swinir-ffhq512 -o difface512
   difface export onnx --filler -o filler512       # official 512 networks with the deterministic filler weights
   difface export onnx --sampler ddim --nfe 10 -o fast       # the manifest writes out the 10-step DDIM instead
-  python scripts/onnx_restore.py difface-onnx face.png -o restored.png   # numpy + onnxruntime, no torch
+  python examples/onnx_restore.py difface-onnx face.png -o restored.png   # numpy + onnxruntime, no torch
 
 Graphs are cached in the weights cache (onnx/ beside weights/) under a key of the weights file's SHA-256,
 the network config, the dtype and the opset, and reused while the key matches (docs/onnx.md)."""

@@ -1,4 +1,4 @@
-"""`difface inpaint`: fill the missing region of aligned faces (DifFace's second task, SPEC 3)."""
+"""`difface inpaint`: fill the missing region of aligned faces (DifFace's second task)."""
 
 from __future__ import annotations
 
