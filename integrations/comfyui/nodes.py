@@ -11,6 +11,7 @@ seed and the image's content), so a result does not depend on the batch it came 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -41,7 +42,7 @@ from difface.config import (
 from difface.data.masks import load_mask
 from difface.device import DTYPES, pick_device
 from difface.images import LoadedImage
-from difface.pipeline.inpaint import InpaintPipeline
+from difface.pipeline.inpaint import InpaintPipeline, black_hole_doubts, hole_size
 from difface.pipeline.restore import ImageResult, RestorePipeline
 from difface.restore import DifFace
 
@@ -50,6 +51,8 @@ try:  # inside ComfyUI: its progress bar and its cancel button; outside it, neit
     from comfy.utils import ProgressBar
 except ImportError:
     ProgressBar = throw_exception_if_processing_interrupted = None
+
+log = logging.getLogger("difface")
 
 CATEGORY = "difface"
 CUSTOM = "custom (prior + estimator)"
@@ -170,14 +173,18 @@ def _chunks(items: list, size: int) -> list[list]:
 
 
 class Progress:
-    """ComfyUI's progress bar over the images of one call (PROGRESS_UNITS per image; a whole photo advances by the
-    share of its faces restored) and its cancel button (checked at every denoising step). Without ComfyUI, the
-    events are still counted, and nothing is shown."""
+    """ComfyUI's progress bar over the images of one call (PROGRESS_UNITS per image; a batch advances by the share
+    of its faces restored: the faces of a whole photo, the images of an aligned batch) and its cancel button
+    (checked at every denoising step). Without ComfyUI, the events are still counted, and nothing is shown."""
 
     def __init__(self, images: int):
         self.total = images * PROGRESS_UNITS
         self.bar = ProgressBar(self.total) if ProgressBar is not None else None
-        self.done, self.faces, self.faces_done, self.value = 0, 0, 0, 0
+        self.done, self.batch, self.faces, self.faces_done, self.value = 0, 0, 0, 0, 0
+
+    def start(self, images: int) -> None:
+        """A batch of `images` images begins."""
+        self.batch, self.faces, self.faces_done = images, 0, 0
 
     def event(self, info: dict) -> None:
         """The `callback` of difface's in-memory pipelines (difface.pipeline.restore: faces, face_start, step,
@@ -188,25 +195,29 @@ class Progress:
         elif kind == "faces":
             self.faces, self.faces_done = int(info.get("count", 0)), 0
         elif kind == "face_end" and self.faces:
-            self.faces_done += int(info.get("count", 0))
-            self._show(self.done * PROGRESS_UNITS + PROGRESS_UNITS * min(self.faces_done, self.faces) // self.faces)
+            self.faces_done = min(self.faces_done + int(info.get("count", 0)), self.faces)
+            self._show((self.done * self.faces + self.batch * self.faces_done) * PROGRESS_UNITS // self.faces)
 
-    def images_done(self, n: int) -> None:
-        self.done, self.faces, self.faces_done = self.done + n, 0, 0
+    def finish(self) -> None:
+        """The batch begun last is done."""
+        self.done += self.batch
+        self.start(0)
         self._show(self.done * PROGRESS_UNITS)
 
     def _show(self, value: int) -> None:
-        self.value = max(self.value, min(value, self.total))
-        if self.bar is not None:
-            self.bar.update_absolute(self.value, self.total)
+        value = min(value, self.total)
+        if value > self.value:
+            self.value = value
+            if self.bar is not None:
+                self.bar.update_absolute(value, self.total)
 
 
-def _report(describe: str, results: list[ImageResult], aligned: bool) -> str:
-    """The text output: the settings in force and, per image, its faces and start steps."""
+def _report(describe: str, results: list[ImageResult], aligned: bool, notes: list[str] | None = None) -> str:
+    """The text output: the settings in force and, per image, its faces (whole photos), start steps and notes."""
     lines = [describe]
     for k, r in enumerate(results, 1):
         faces = "" if aligned else f"{r.faces} face(s) restored, {r.skipped} left as they were; "
-        note = f"; {r.message}" if r.message else ""
+        note = "".join(f"; {n}" for n in (r.message, notes[k - 1] if notes else "") if n)
         lines.append(f"image {k}: {faces}start step(s) {r.start_steps}{note}")
     return "\n".join(lines)
 
@@ -356,16 +367,16 @@ class DifFaceInpaint:
         _check_task(model, "inpainting", "DifFaceInpaint")
         pipe = InpaintPipeline(_with_schedule(model.model, sampling), options, model.device)
         images = loaded_images(image)
-        masks = masks_for(images, mask)
+        masks, holes = masks_for(images, mask)
         pairs = list(zip(images, masks))
         progress = Progress(len(images))
         results = _run_batches(pairs, options.batch_size, progress,
                                lambda ps: pipe.inpaint_images([p[0] for p in ps], [p[1] for p in ps], progress.event))
-        return image_batch(results), _report(pipe.describe(), results, True)
+        return image_batch(results), _report(pipe.describe(), results, True, holes)
 
 
 def _check_task(model: DifFaceModel, task: str, node: str) -> None:
-    if not isinstance(model, DifFaceModel):
+    if not isinstance(getattr(model, "model", None), DifFace):  # not isinstance(DifFaceModel): a reloaded folder
         raise ValueError(f"{node} takes the DIFFACE_MODEL of a DifFace Model Loader, got {type(model).__name__}")
     if model.task != task:
         kind = "an inpainting model (bundled-64-inpaint, official-256-inpaint)" if task == "inpainting" else \
@@ -378,28 +389,44 @@ def _run_batches(items: list, size: int, progress: Progress, run: Callable[[list
     """`run` over the items in batches of `size`, the progress bar advanced after each batch."""
     results: list[ImageResult] = []
     for chunk in _chunks(items, size):
+        progress.start(len(chunk))
         results += run(chunk)
-        progress.images_done(len(chunk))
+        progress.finish()
     return results
 
 
-def masks_for(images: list[LoadedImage], mask: torch.Tensor | None) -> list[np.ndarray | None]:
-    """One (H, W) {0, 1} mask per image from a MASK (B, H, W) or (H, W) (one mask for every image; any size, resized
-    nearest to the image's), white (> 0.5) = missing; None: each image's exactly black pixels are its hole.
-    ValueError naming the image when it has no hole to fill, or a mask marks every pixel."""
+def masks_for(images: list[LoadedImage], mask: torch.Tensor | None) -> tuple[list[np.ndarray | None], list[str]]:
+    """(one (H, W) {0, 1} mask per image, one note on its hole per image) from a MASK (B, H, W) or (H, W) (one mask
+    for every image; any size, resized nearest to the image's), > 0.5 = missing; None: each image's exactly black
+    pixels are its hole (black pixels that do not look like a drawn hole are warned of, as `difface inpaint` does).
+    ValueError naming the image when it has no hole to fill, or nothing known."""
     if mask is None:
-        for k, im in enumerate(images, 1):
-            if not (im.rgb.sum(axis=2) == 0).any():
-                raise ValueError(f"image {k} has no exactly black pixel, and no MASK was given: connect a MASK "
-                                 "(1 = missing) or black out the region to fill")
-        return [None] * len(images)
+        notes = [_black_hole(k, im) for k, im in enumerate(images, 1)]
+        return [None] * len(images), notes
     m = mask.detach().to("cpu", torch.float32)
     m = m[None] if m.ndim == 2 else m
     if m.ndim != 3 or m.shape[0] not in (1, len(images)):
         raise ValueError(f"expected a MASK of shape (B, H, W) with B = 1 or {len(images)} (the images), got "
                          f"{tuple(mask.shape)}")
-    return [load_mask(m[k if len(m) > 1 else 0].numpy(), im.rgb.shape[:2], name=f"mask of image {k + 1}")
-            for k, im in enumerate(images)]
+    masks = [load_mask(m[k if len(m) > 1 else 0].numpy(), im.rgb.shape[:2], name=f"mask of image {k + 1}")
+             for k, im in enumerate(images)]
+    return masks, [f"hole: {hole_size(h > 0.5)}, from the MASK" for h in masks]
+
+
+def _black_hole(k: int, image: LoadedImage) -> str:
+    """The note on image k's hole of exactly black pixels; ValueError when it has none or is all black."""
+    black = image.rgb.sum(axis=2) == 0
+    if not black.any():
+        raise ValueError(f"image {k} has no exactly black pixel, and no MASK was given: connect a MASK "
+                         "(1 = missing) or black out the region to fill")
+    if black.all():
+        raise ValueError(f"image {k}: every pixel is missing (the image is black)")
+    doubts = black_hole_doubts(black)
+    if doubts:
+        log.warning("warning: image %d: the hole (its exactly black pixels, as no MASK was given) is %s: %s. That "
+                    "does not look like a drawn hole (black hair, clothes or background?): connect a MASK "
+                    "(1 = missing) if these are not the pixels to fill", k, hole_size(black), "; ".join(doubts))
+    return f"hole: {hole_size(black)}, the pixels exactly black in all channels"
 
 
 NODE_CLASS_MAPPINGS = {
