@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import itertools
+import re
 import sys
 import types
 from pathlib import Path
@@ -159,6 +160,19 @@ def test_the_nodes_work_without_comfyui(nodes, restorer):
     image, report = run_node(nodes["DifFaceRestore"], image=as_batch(face), model=restorer, aligned=True,
                              start_step="0")
     assert image.shape == (1, 64, 64, 3) and image.dtype == torch.float32 and "start step 0" in report
+
+
+def test_the_registry_metadata_follows_the_comfy_registry_format():
+    tomllib = pytest.importorskip("tomllib")
+    meta = tomllib.loads((PACKAGE / "pyproject.toml").read_text())
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    # node id: under 100 characters, letters/digits with single -, _ or . between, starting with a letter
+    assert len(project["name"]) < 100 and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*([-_.][A-Za-z0-9]+)*", project["name"])
+    assert "comfyui" not in project["name"].lower()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]) and project["description"]
+    assert set(project["license"]) <= {"text", "file"} and len(project["license"]) == 1
+    assert [d for d in project["dependencies"] if re.match(r"difface\b", d)]
+    assert {"PublisherId", "DisplayName", "Icon"} <= set(comfy) and comfy["DisplayName"]
 
 
 # -- results: the same as the command line -------------------------------------------------------------------------

@@ -56,7 +56,8 @@ log = logging.getLogger("difface")
 
 CATEGORY = "difface"
 CUSTOM = "custom (prior + estimator)"
-MODEL_CHOICES = (*PRESETS, CUSTOM)  # the model presets of difface.config, then files or registry names of one's own
+# the model presets of difface.config (the bundled ones first: they work offline), then files or names of one's own
+MODEL_CHOICES = (*sorted(PRESETS, key=lambda name: PRESETS[name].prior is not None), CUSTOM)
 DEFAULT_MODEL = "bundled-64"
 MODEL_DEFAULT = "default"  # start_step: the model's default start (auto for the bundled model)
 MODEL_ETA = -1.0  # eta: the model's default eta
