@@ -179,9 +179,11 @@ def test_the_registry_metadata_follows_the_comfy_registry_format():
 FIXED = (["--start-step", "20", "--eta", "0.5", "--sampler", "ddim", "--nfe", "4", "--seed", "7"],
          dict(start_step="20", eta=0.5, sampler="ddim", nfe=4, seed=7))
 DEFAULTS = ([], {})  # the model's defaults: start step auto, eta 0, the official loop, seed 12345
+FITTED = (["--start-step", "100", "--eta", "0", "--sampler", "dpmpp2m", "--nfe", "6", "--schedule", "fitted"],
+          dict(start_step="100", eta=0.0, sampler="dpmpp2m", nfe=6, schedule="fitted"))  # stored for the bundled prior
 
 
-@pytest.mark.parametrize(("flags", "widgets"), [FIXED, DEFAULTS], ids=["fixed-start", "defaults"])
+@pytest.mark.parametrize(("flags", "widgets"), [FIXED, DEFAULTS, FITTED], ids=["fixed-start", "defaults", "fitted"])
 def test_aligned_faces_equal_difface_restore_aligned(nodes, restorer, tmp_path, flags, widgets):
     src = tmp_path / "in"
     src.mkdir()

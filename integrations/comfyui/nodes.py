@@ -82,14 +82,16 @@ class DifFaceModel:
 
     def restore_pipeline(self, options: RestoreOptions) -> RestorePipeline:
         """A restoration pipeline over these networks with `options` (OptionError as `RestorePipeline`)."""
-        if self.pipeline is None:
-            self.pipeline = RestorePipeline(self.model, options, self.device)
-        else:
+        model = _with_schedule(self.model, options.sampling)
+        if self.pipeline is None or self.pipeline.model is not model:
+            self.pipeline = RestorePipeline(model, options, self.device)
+        else:  # the same networks: the detector and background upsampler are kept where their options are
             self.pipeline = self.pipeline.with_options(options)
         return self.pipeline
 
     def inpaint_pipeline(self, options: InpaintOptions) -> InpaintPipeline:
-        return InpaintPipeline(self.model, options, self.device)
+        """An inpainting pipeline over these networks with `options` (OptionError as `InpaintPipeline`)."""
+        return InpaintPipeline(_with_schedule(self.model, options.sampling), options, self.device)
 
 
 # -- options: ComfyUI's widget values -> difface's option classes ----------------------------------------------
@@ -108,8 +110,8 @@ def start_step_value(text: str) -> int | str | None:
 def sampling_options(start_step: str, eta: float, sampler: str, nfe: int, seed: int,
                      schedule: str = "even") -> SamplingOptions:
     """SamplingOptions from the widgets: eta -1 = the model's, nfe 0 = the sampler's default (OptionError)."""
-    return SamplingOptions(start_step=start_step_value(start_step), eta=None if eta == MODEL_ETA else float(eta),
-                           sampler=sampler, nfe=None if nfe == 0 else int(nfe), seed=int(seed), schedule=schedule)
+    return SamplingOptions(start_step=start_step_value(start_step), eta=None if eta == MODEL_ETA else eta,
+                           sampler=sampler, nfe=None if nfe == 0 else nfe, seed=seed, schedule=schedule)
 
 
 def _with_schedule(model: DifFace, sampling: SamplingOptions) -> DifFace:
@@ -321,13 +323,10 @@ class DifFaceRestore:
                 bg_upsampler: str = DEFAULT_BG_UPSAMPLER, only_center_face: bool = False, draw_boxes: bool = False,
                 max_face_size: float = 0.0, batch_size: int = 1) -> tuple[torch.Tensor, str]:
         sampling = sampling_options(start_step, eta, sampler, nfe, seed, schedule)
-        photo = PhotoOptions(int(upscale), detector, bool(only_center_face), bg_upsampler, bool(draw_boxes),
-                             float(max_face_size))
-        options = RestoreOptions(model=model.options, sampling=sampling, photo=photo, aligned=bool(aligned),
-                                 batch_size=int(batch_size))
+        photo = PhotoOptions(upscale, detector, only_center_face, bg_upsampler, draw_boxes, max_face_size)
+        options = RestoreOptions(model=model.options, sampling=sampling, photo=photo, aligned=aligned,
+                                 batch_size=batch_size)
         _check_task(model, "restoration", "DifFaceRestore")
-        if sampling.schedule != "even":
-            model = replace(model, model=_with_schedule(model.model, sampling), pipeline=None)
         pipe = model.restore_pipeline(options)
         images = loaded_images(image)
         progress = Progress(len(images))
@@ -364,9 +363,9 @@ class DifFaceInpaint:
                 mask: torch.Tensor | None = None, schedule: str = "even",
                 batch_size: int = 1) -> tuple[torch.Tensor, str]:
         sampling = sampling_options(start_step, eta, sampler, nfe, seed, schedule)
-        options = InpaintOptions(model=model.options, sampling=sampling, batch_size=int(batch_size))
+        options = InpaintOptions(model=model.options, sampling=sampling, batch_size=batch_size)
         _check_task(model, "inpainting", "DifFaceInpaint")
-        pipe = InpaintPipeline(_with_schedule(model.model, sampling), options, model.device)
+        pipe = model.inpaint_pipeline(options)
         images = loaded_images(image)
         masks, holes = masks_for(images, mask)
         pairs = list(zip(images, masks))
