@@ -162,6 +162,13 @@ def test_the_nodes_work_without_comfyui(nodes, restorer):
     assert image.shape == (1, 64, 64, 3) and image.dtype == torch.float32 and "start step 0" in report
 
 
+def test_without_difface_the_folder_says_how_to_install_it(monkeypatch):
+    for name in [n for n in sys.modules if n == "difface" or n.startswith("difface.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # import difface... now fails as if it were not installed
+    with pytest.raises(ModuleNotFoundError, match="need the difface package in the Python that runs ComfyUI: install it with `pip install difface`"):
+        load_package()
+
+
 def test_the_registry_metadata_follows_the_comfy_registry_format():
     tomllib = pytest.importorskip("tomllib")
     meta = tomllib.loads((PACKAGE / "pyproject.toml").read_text())
