@@ -165,7 +165,8 @@ def test_the_nodes_work_without_comfyui(nodes, restorer):
 def test_without_difface_the_folder_says_how_to_install_it(monkeypatch):
     for name in [n for n in sys.modules if n == "difface" or n.startswith("difface.")]:
         monkeypatch.setitem(sys.modules, name, None)  # import difface... now fails as if it were not installed
-    with pytest.raises(ModuleNotFoundError, match="need the difface package in the Python that runs ComfyUI: install it with `pip install difface`"):
+    message = "need the difface package in the Python that runs ComfyUI: install it with `pip install difface`"
+    with pytest.raises(ModuleNotFoundError, match=message):
         load_package()
 
 
