@@ -321,6 +321,25 @@ def unavailable_message(name: str, reason: str = "") -> str:
     )
 
 
+def missing_weights(names) -> list[str]:
+    """The registry names among `names` whose file is not in the cache (files and other names left out)."""
+    return [str(n) for n in names if str(n) in REGISTRY and not local_path(str(n)).is_file()]
+
+
+def missing_message(names: list[str], reason: str = "") -> str:
+    """What to do when the registry files `names` are not in the cache and cannot be downloaded: each file, the
+    command that gets them all, and where to put them by hand."""
+    why = f" ({reason})" if reason else ""
+    these = "these weights are" if len(names) > 1 else "this weights file is"
+    lines = [f"{these} not in the cache and cannot be downloaded now{why}: {', '.join(names)}.",
+             f"  Get {'them' if len(names) > 1 else 'it'} where there is a network: difface weights download "
+             f"{' '.join(names)}",
+             f"  or download {'each file' if len(names) > 1 else 'the file'} and put it into {cache_dir()} (set "
+             "DIFFACE_HOME to use another folder):"]
+    lines += [f"    {entry(n).url}" for n in names]
+    return "\n".join(lines + ["  or pass the files' paths instead of the names."])
+
+
 def resolve(name_or_path: str | os.PathLike, *, allow_download: bool = True) -> Path:
     """A registry name or a file path -> a verified local file; raises WeightsUnavailable with advice."""
     p = Path(name_or_path)

@@ -37,6 +37,8 @@ from difface.hub import (  # noqa: F401 (the registry and the cache, importable 
     download,
     entry,
     local_path,
+    missing_message,
+    missing_weights,
     register,
     resolve,
     sha256_of,
