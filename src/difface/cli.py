@@ -97,9 +97,9 @@ def interrupted_message(argv: list[str], args: argparse.Namespace) -> str:
     if not hasattr(args, "skip_existing"):
         return "interrupted"
     again = argv if "--skip-existing" in argv else [*argv, "--skip-existing"]
-    return ("interrupted. The outputs written so far are complete (each is written whole, or not at all); to finish "
-            "the batch, run the same command with --skip-existing, which leaves the inputs whose output exists as "
-            f"they are:\n  {shlex.join(['difface', *again])}")
+    return ("interrupted; the outputs written so far are complete. To finish the batch, run the same command with "
+            "--skip-existing (inputs whose output exists are left as they are):\n  "
+            + shlex.join(["difface", *again]))
 
 
 def _close_progress_bars() -> None:

@@ -60,19 +60,6 @@ def _check_role(net: nn.Module, source, option: str, what: str, roles: tuple[str
                           f"order of {ref('prior')} and {ref('estimator')}")
 
 
-def _load_pair(prior, estimator) -> tuple[nn.Module, nn.Module]:
-    """The two networks (registry names or files); when a named file is neither cached nor downloadable, one
-    WeightsUnavailable names every missing file of the pair (not only the first) and the command that gets them."""
-    try:
-        return weights.load_network(prior), weights.load_network(estimator)
-    except weights.WeightsUnavailable as err:
-        absent = weights.missing_weights([prior, estimator])
-        if not absent:
-            raise
-        reason = str(err.__cause__) if err.__cause__ is not None else ""
-        raise weights.WeightsUnavailable(weights.missing_message(absent, reason)) from err.__cause__
-
-
 @dataclass
 class Restoration:
     """result, estimate: (B, 3, H, W) in [0, 1] at the input size (estimate = clamped f(y));
@@ -152,7 +139,7 @@ class DifFace:
             raise ValueError("give both a prior and an estimator (or neither, for the bundled model)")
         else:
             name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
-        p, e = _load_pair(prior, estimator)
+        p, e = weights.load_networks(prior, estimator)
         _check_role(p, prior, "prior", "a diffusion prior (UNet)", ("prior",))
         _check_role(e, estimator, "estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
                     ("estimator", "inpainter"))

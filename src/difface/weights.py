@@ -224,6 +224,18 @@ def read_metadata(path: str | os.PathLike | None) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
+def load_networks(*sources: str | os.PathLike) -> list[nn.Module]:
+    """`load_network` of each source; when registry files among them are neither cached nor downloadable, one
+    WeightsUnavailable names every missing one (not only the first) and the command that gets them all."""
+    try:
+        return [load_network(s) for s in sources]
+    except WeightsUnavailable as err:
+        absent = missing_weights(sources)
+        if not absent:
+            raise
+        raise WeightsUnavailable(missing_message(absent, str(err.__cause__ or ""))) from err.__cause__
+
+
 def trained_t_max(path: str | os.PathLike | None) -> int | None:
     """The largest timestep a prior was trained on, from our safetensors metadata (None: unknown/all)."""
     value = read_metadata(path).get("difface.t_max")

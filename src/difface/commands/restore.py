@@ -48,8 +48,8 @@ EPILOG = """examples:
   difface restore faces/ -o out --aligned --preset fast      # fewer evaluations, faster backend (docs/speed.md)
   difface restore clip.mp4 -o out                            # a video: OUT/clip.mp4, audio kept (docs/video.md)
 
-The restored image for IN/name.ext is written to OUT/name.png at the input's size (whole photos:
-multiplied by --upscale). A larger --start-step or --eta gives a more realistic, less faithful
+The restored image for IN/name.ext is written to OUT/name.png (--ext: .jpg, .webp) at the input's size
+(whole photos: multiplied by --upscale). A larger --start-step or --eta gives a more realistic, less faithful
 result. Every option is checked before any work; an input that fails is named with the reason, the
 others are still restored, and the exit status is 1 (2 for a usage error)."""
 
