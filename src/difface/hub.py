@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,7 +322,7 @@ def unavailable_message(name: str, reason: str = "") -> str:
     )
 
 
-def missing_weights(names) -> list[str]:
+def missing_weights(names: Iterable[str | os.PathLike]) -> list[str]:
     """The registry names among `names` whose file is not in the cache (files and other names left out)."""
     return [str(n) for n in names if str(n) in REGISTRY and not local_path(str(n)).is_file()]
 
