@@ -34,11 +34,11 @@ import torch
 from torch import nn
 
 from difface import hub
-from difface.bundled import BUNDLED_DIR
 from difface.atomic import atomic_write_bytes
 from difface.backends.onnx_export import DEFAULT_OPSET, file_sha256, parameters_sha256
+from difface.bundled import BUNDLED_DIR
 from difface.config import DEFAULT_NFE, OptionError, SamplingOptions, ref
-from difface.diffusion.sampling import Prediction, replay_noise
+from difface.diffusion.sampling import replay_noise
 from difface.diffusion.solvers import OFFICIAL, SOLVERS
 from difface.face import band
 from difface.restore import DifFace
