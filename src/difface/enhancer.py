@@ -79,13 +79,14 @@ def resolve_sampling(model: DifFace, sampling: SamplingOptions | None) -> Sampli
     except ValueError as e:
         raise OptionError("start_step", str(e).removeprefix("start_step ")) from None
     eta = model.default_eta if sampling.eta is None else float(sampling.eta)
+    nfe = sampling.nfe
     if sampling.sampler in SOLVERS and start:
         t0 = int(model.diffusion.timestep_map[start])
-        nfe = DEFAULT_NFE if sampling.nfe is None else sampling.nfe
+        nfe = DEFAULT_NFE if nfe is None else nfe
         if nfe > t0 + 1:
             raise OptionError("nfe", f"{nfe} evaluations do not fit between t = {t0} ({ref('start_step')} {start}) "
                               f"and 0; use at most {t0 + 1}")
-    return replace(sampling, start_step=start, eta=eta)
+    return replace(sampling, start_step=start, eta=eta, nfe=nfe)
 
 
 def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
