@@ -7,7 +7,6 @@ through ReActor's ONNX restore steps (done here as its nodes.py does them)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -21,10 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
+from difface import models
 from difface.cli import main
 from difface.config import DEFAULT_SEED, SamplingOptions
 from difface.diffusion.sampling import replay_noise
-from difface.enhancer import LICENCES, Enhancer, resize_matrix
+from difface.enhancer import LICENCES, Enhancer, export_enhancer, resize_matrix
 from difface.face import band
 from difface.face.align import align_faces
 from difface.face.photo import find_faces
@@ -202,41 +202,6 @@ def test_file_matches_the_module_on_faces(enhancer_file, reference):
 
 
 # -- hosts ---------------------------------------------------------------------------------------------------------
-FACEFUSION_CHILD = textwrap.dedent("""
-    import json, sys
-    import cv2
-    import numpy as np
-    from facefusion import state_manager
-    from facefusion.processors.modules.face_enhancer import core
-    from facefusion.types import Face
-
-    model, photo, points, out = sys.argv[1:5]
-    entry = {"__metadata__": {"vendor": "difface", "license": "non-commercial", "year": 2026}, "hashes": {},
-             "sources": {"face_enhancer": {"url": "", "path": model}}, "template": "ffhq_512", "size": (512, 512)}
-    core.create_static_model_set = lambda scope: {"difface": entry}
-    for key, value in {"face_enhancer_model": "difface", "face_enhancer_blend": 100, "face_enhancer_weight": 0.5,
-                       "face_mask_blur": 0.3, "face_mask_types": ["box"], "execution_device_ids": [0],
-                       "execution_providers": ["cpu"], "download_scope": "full",
-                       "download_providers": ["github"]}.items():
-        state_manager.init_item(key, value)
-    seen = {}
-    forward = core.forward
-    def spy(crop, weight):
-        seen["in"], seen["out"] = crop, forward(crop, weight)
-        return seen["out"]
-    core.forward = spy
-    frame = cv2.imread(photo)
-    lm = np.array(json.loads(points), np.float32)
-    face = Face(origin=None, bounding_box=None, score_set=None, landmark_set={"5/68": lm, "5": lm}, angle=None,
-                embedding=None, embedding_norm=None, age=None, gender=None, race=None)
-    result = core.enhance_face(face, frame)
-    cv2.imwrite(out + ".png", result)
-    np.save(out + "_in.npy", seen["in"])
-    np.save(out + "_out.npy", seen["out"])
-    print(json.dumps({"weight_input": core.has_weight_input()}))
-""")
-
-
 def _astronaut() -> np.ndarray:
     skimage_data = pytest.importorskip("skimage.data")
     return skimage_data.astronaut()  # public domain (NASA), RGB uint8 512x512
@@ -253,10 +218,9 @@ def test_facefusion_enhances_a_photo_with_the_file(enhancer_file, reference, tmp
     assert len(dets) == 1
     points = np.asarray(dets.landmarks, np.float64).reshape(5, 2)
     Image.fromarray(rgb).save(tmp_path / "photo.png")
-    env = dict(os.environ, PYTHONPATH=str(ff))
-    r = subprocess.run([sys.executable, "-c", FACEFUSION_CHILD, str(enhancer_file), str(tmp_path / "photo.png"),
-                        json.dumps(points.tolist()), str(tmp_path / "out")], cwd=ff, env=env, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "facefusion_enhance.py"), str(ff), str(enhancer_file),
+                        str(tmp_path / "photo.png"), json.dumps(points.tolist()), str(tmp_path / "out")], cwd=ff,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"weight_input": False}
     out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB")).astype(np.int16)
@@ -296,3 +260,26 @@ def test_reactor_onnx_restore_steps(enhancer_file, reference):
     api = _api(reference, feed["input"][0].transpose(1, 2, 0) * 0.5 + 0.5)
     assert np.abs(restored[:, :, ::-1] / 255.0 - api).mean() <= MAD_LIMIT
     assert np.abs(restored[:, :, ::-1] / 255.0 - crop_rgb[0]).mean() > 1 / 255
+
+
+@pytest.mark.slow
+def test_official_512_layout_file_is_difface_without_a_band_merge(tmp_path):
+    """The official 512 networks (filler weights): no resizing, the file against DifFace.restore's result."""
+    prior, est = (models.fill_deterministic(models.build(n)) for n in ("unet_ffhq512", "swinir_restoration512"))
+    model = DifFace.from_modules(prior, est, name="filler weights (unet_ffhq512, swinir_restoration512)")
+    enh = Enhancer(model, SamplingOptions(None, None, "ddim", 1, DEFAULT_SEED, "even"))
+    assert not enh.band and enh.settings.start_step == 100 and enh.settings.eta == 0.5
+    crop = _crop512(ROOT / "examples" / "astronaut_lq.png")
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None]
+    st = enh.settings
+    expected = model.restore(x, start_step=st.start_step, eta=st.eta, sampler=st.sampler, nfe=st.nfe,
+                             noise_fn=replay_noise(enh.noise)).result[0].permute(1, 2, 0).numpy()
+    api = _api(enh, crop)
+    assert np.abs(api - expected).max() < 1e-4
+    info = export_enhancer(enh, tmp_path / "filler512.onnx")
+    networks = sum(p.numel() * 4 for net in (prior, est) for p in net.parameters())
+    assert networks < info["bytes"] < 1.1 * networks
+    assert info["metadata"]["difface.licence"] == LICENCES["filler"]
+    s = ort.InferenceSession(info["path"], providers=["CPUExecutionProvider"])
+    y = s.run(None, {"input": (crop.transpose(2, 0, 1)[None] * 2 - 1).astype(np.float32)})[0]
+    assert np.abs((y[0].transpose(1, 2, 0) + 1) / 2 - api).mean() <= MAD_LIMIT
