@@ -44,7 +44,7 @@ from difface.face import band
 from difface.restore import DifFace
 
 SIZE = 512  # the hosts' crop (FFHQ 512 template)
-DEFAULT_SAMPLER = "ddim"  # few-step DDIM: few network copies of noise in the file and few evaluations per face
+DEFAULT_SAMPLER = "ddim"  # few-step DDIM: few evaluations per face and few noise images stored in the file
 INPUT, OUTPUT = "input", "output"
 ENHANCER_FORMAT = 1
 LICENCES = {
