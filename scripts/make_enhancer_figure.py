@@ -52,7 +52,7 @@ def main() -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "facefusion_enhance.py"), str(ff), str(model),
                     str(work / "photo.png"), json.dumps(points.tolist()), str(work / "out")], cwd=ff, check=True)
     after = np.asarray(Image.open(work / "out.png").convert("RGB"))
-    x0, y0, x1, y1 = np.asarray(dets.boxes[0][:4]).astype(int)
+    x0, y0, x1, y1 = (int(v) for v in np.asarray(dets.boxes[0][:4]))
     pad = (x1 - x0) // 4
     box = (max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, rgb.shape[1]), min(y1 + pad, rgb.shape[0]))
     parts = [np.asarray(Image.fromarray(im[box[1]:box[3], box[0]:box[2]]).resize(
