@@ -10,7 +10,8 @@ come from the caller (tests and scripts use difface's detector: facefusion's own
 
 Writes OUT.png (the photo as facefusion returns it), OUT_in.npy (the crop facefusion gave the model: (1, 3, 512,
 512) float32 in [-1, 1]) and OUT_out.npy (the model's first output's first item); prints JSON
-{"weight_input": whether facefusion found a `weight` input}. This file imports neither torch nor difface.
+{"weight_input": whether facefusion found a `weight` input, "hash_valid": whether facefusion's own check of a
+model file against its `.hash` file (CRC-32, docs/integrations.md) passes}. This file imports neither torch nor difface.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, args.facefusion)  # facefusion's package comes from there: imported only now
     from facefusion import state_manager
+    from facefusion.hash_helper import validate_hash
     from facefusion.processors.modules.face_enhancer import core
     from facefusion.types import Face
 
@@ -62,7 +64,7 @@ def main() -> None:
     cv2.imwrite(args.out + ".png", result)
     np.save(args.out + "_in.npy", seen["in"])
     np.save(args.out + "_out.npy", seen["out"])
-    print(json.dumps({"weight_input": core.has_weight_input()}))
+    print(json.dumps({"weight_input": core.has_weight_input(), "hash_valid": validate_hash(args.model)}))
 
 
 if __name__ == "__main__":

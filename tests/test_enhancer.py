@@ -7,10 +7,12 @@ through ReActor's ONNX restore steps (done here as its nodes.py does them)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -218,11 +220,15 @@ def test_facefusion_enhances_a_photo_with_the_file(enhancer_file, reference, tmp
     assert len(dets) == 1
     points = np.asarray(dets.landmarks, np.float64).reshape(5, 2)
     Image.fromarray(rgb).save(tmp_path / "photo.png")
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "facefusion_enhance.py"), str(ff), str(enhancer_file),
+    model = tmp_path / "models" / "difface-enhancer.onnx"  # as docs/integrations.md installs it, with its .hash
+    model.parent.mkdir()
+    shutil.copy(enhancer_file, model)
+    model.with_suffix(".hash").write_text(format(zlib.crc32(model.read_bytes()), "08x"))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "facefusion_enhance.py"), str(ff), str(model),
                         str(tmp_path / "photo.png"), json.dumps(points.tolist()), str(tmp_path / "out")], cwd=ff,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"weight_input": False}
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"weight_input": False, "hash_valid": True}
     out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB")).astype(np.int16)
     diff = np.abs(out - rgb.astype(np.int16)).max(-1)
     x0, y0, x1, y1 = np.asarray(dets.boxes[0][:4]).astype(int)
