@@ -224,7 +224,8 @@ def test_facefusion_enhances_a_photo_with_the_file(enhancer_file, reference, tmp
     model.parent.mkdir()
     shutil.copy(enhancer_file, model)
     model.with_suffix(".hash").write_text(format(zlib.crc32(model.read_bytes()), "08x"))
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "facefusion_enhance.py"), str(ff), str(model),
+    driver = ROOT / "scripts" / "maintainer" / "facefusion_enhance.py"
+    r = subprocess.run([sys.executable, str(driver), str(ff), str(model),
                         str(tmp_path / "photo.png"), json.dumps(points.tolist()), str(tmp_path / "out")], cwd=ff,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

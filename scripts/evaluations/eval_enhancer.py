@@ -1,11 +1,12 @@
 """The ONNX face-enhancer file (`difface export enhancer`) against the Python API and `difface restore`.
 
-  PYTHONPATH=src python scripts/eval_enhancer.py --json docs/results/enhancer_eval.json
+  PYTHONPATH=src python scripts/evaluations/eval_enhancer.py --json docs/results/enhancer_eval.json
 
 Faces: the first --count (20) of splits/celeba64_val.txt (the bundled model's held-out faces, from
 ../shared/data/celeba-aligned-89x109), aligned to 64x64 (`difface data align`) and degraded with the celeba-test
-preset (`difface degrade --seed 0`), as scripts/eval_backends_e2e.py makes them. A host gives the file a 512 crop:
-each degraded face is enlarged to 512 (bicubic, antialiased: difface.face.band.resize) and rounded to 8 bits.
+preset (`difface degrade --seed 0`), as scripts/evaluations/eval_backends_e2e.py makes them. A host gives the file
+a 512 crop: each degraded face is enlarged to 512 (bicubic, antialiased: difface.face.band.resize) and rounded to
+8 bits.
 
 Measured, for the bundled model at the enhancer's default settings (start step 20 of ddim250 = t 80, eta 0, ddim
 with 10 evaluations, seed 12345):
@@ -47,7 +48,7 @@ from difface.pipeline import RestorePipeline
 from difface.restore import DifFace
 from difface.weights import save_network
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAW = ROOT.parent / "shared" / "data" / "celeba-aligned-89x109"
 
 

@@ -1,9 +1,9 @@
 """Before / after of a real face through facefusion's own face-enhancer code with a difface enhancer file.
 
-  PYTHONPATH=src python scripts/make_enhancer_figure.py -o docs/images/enhancer_facefusion.png
+  PYTHONPATH=src python scripts/maintainer/make_enhancer_figure.py -o docs/images/enhancer_facefusion.png
 
 The photo is scikit-image's `astronaut` (Eileen Collins, NASA: public domain). Its face's five points come from
-difface's detector (MTCNN); scripts/facefusion_enhance.py runs facefusion's `enhance_face` (snapshot in
+difface's detector (MTCNN); scripts/maintainer/facefusion_enhance.py runs facefusion's `enhance_face` (snapshot in
 ../shared/thirdparty, extracted to a temporary folder) with the file as its model and facefusion's default blend
 (80). The figure: the photo's face region before and after, enlarged 3x (nearest neighbour, so no resampling hides
 or adds detail). Without --model the bundled model's enhancer is exported first (`difface export enhancer`).
@@ -26,7 +26,7 @@ from skimage import data as skdata
 from difface.face.photo import find_faces
 from difface.images import write_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FACEFUSION = ROOT.parent / "shared" / "thirdparty" / "facefusion-33cc6b40.tar.gz"
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     dets = find_faces(rgb.astype(np.float32) / 255, "mtcnn", largest_face=True)
     points = np.asarray(dets.landmarks, np.float64).reshape(5, 2)
     Image.fromarray(rgb).save(work / "photo.png")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "facefusion_enhance.py"), str(ff), str(model),
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "maintainer" / "facefusion_enhance.py"), str(ff), str(model),
                     str(work / "photo.png"), json.dumps(points.tolist()), str(work / "out")], cwd=ff, check=True)
     after = np.asarray(Image.open(work / "out.png").convert("RGB"))
     x0, y0, x1, y1 = (int(v) for v in np.asarray(dets.boxes[0][:4]))

@@ -1,6 +1,6 @@
 """Enhance one face of a photo with facefusion's own, unmodified face-enhancer code and an enhancer .onnx file.
 
-  python scripts/facefusion_enhance.py FACEFUSION_DIR MODEL.onnx PHOTO.png '[[x, y], ...5 points]' OUT
+  python scripts/maintainer/facefusion_enhance.py FACEFUSION_DIR MODEL.onnx PHOTO.png '[[x, y], ...5 points]' OUT
 
 FACEFUSION_DIR: an extracted facefusion source tree (the folder holding `facefusion/`); it goes first on sys.path.
 Only the model table is replaced (facefusion's `create_static_model_set`, on the module object) with one entry for
