@@ -3,9 +3,9 @@ quality of the official loop, on the schedule fitted for this prior or on the ge
 
 MEASURED holds, per (task, kind of start, eta), the few-step setting with the fewest network evaluations that met
 the quality gates on the bundled model's validation faces against the official loop at the same settings
-(scripts/eval_fast_any.py; docs/speed.md, "Few steps at any start and eta"): PSNR-Y and SSIM-Y to the truth no
-lower than the official loop's within 0.1 dB / 0.002, NIQE within 0.3 and, at eta 0, 35 dB to its result. None:
-measured, and nothing met the gates. A key that is not in MEASURED was not measured: the official loop.
+(scripts/evaluations/eval_fast_any.py; docs/speed.md, "Few steps at any start and eta"): PSNR-Y and SSIM-Y to
+the truth no lower than the official loop's within 0.1 dB / 0.002, NIQE within 0.3 and, at eta 0, 35 dB to its
+result. None: measured, and nothing met the gates. A key that is not in MEASURED was not measured: the official loop.
 
 The timesteps, in order of preference:
   - "fitted for this prior": at a fixed start, a FITTED schedule stored for this prior file, start and eta
@@ -81,7 +81,7 @@ def plan_for(model, start_step: int, eta: float, auto: bool = False) -> Plan:
     return Plan(method, generic_timesteps(model, start_step, nfe), generic_source(g))
 
 
-def planned_sampler(model, start_step: int, *, eta: float, sampler: str, nfe: int | None, method: str,
+def planned_sampler(model, start_step: int, eta: float, sampler: str, nfe: int | None, method: str,
                     auto: bool = False):
     """The sampler of DifFace.sampler when the model's schedule is "generic" (the generic schedule alone, for
     measurements) or "fitted" with schedule_fallback MEASURED_FALLBACK (the fast preset: plan_for); else None.
