@@ -218,11 +218,8 @@ def restore_photo(
     message = "; ".join(notes)
     if gray:
         image = _to_gray(image)
-    out_alpha = None if alpha is None else resize_to(alpha, out_hw)
-    views = face_views(img, crops, restored, mats, face_size, keep_detail)
-    if gray:
-        views = tuple([_to_gray(v) for v in vs] for vs in views)
-    return PhotoResult(image, out_alpha, crops, restored, dets.boxes, dets.scores, dets.landmarks, mats,
+    views = face_views(img, crops, restored, mats, face_size, keep_detail, gray=gray)
+    return PhotoResult(image, None if alpha is None else resize_to(alpha, out_hw), crops, restored, dets.boxes, dets.scores, dets.landmarks, mats,
                        float(upscale), depth, gray, message, skipped, *views)
 
 
@@ -239,7 +236,8 @@ def view_sides(mats: np.ndarray, face_size: int, max_side: int = MAX_VIEW_SIDE) 
 
 
 def face_views(img: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: np.ndarray, face_size: int,
-               keep_detail: bool = True, max_side: int = MAX_VIEW_SIDE) -> tuple[list[np.ndarray], list[np.ndarray]]:
+               keep_detail: bool = True, max_side: int = MAX_VIEW_SIDE, gray: bool = False
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each face's aligned crop at its own resolution (`view_sides`) and its restoration as it is pasted back.
 
     A face whose crop spans n > face_size input pixels is warped again at n x n (the same template, scaled),
@@ -247,7 +245,8 @@ def face_views(img: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: n
     (`band.merge_band`: the restorer's coarse band, the face's own detail above it; keep_detail=False: the
     restored crop enlarged, as it is then pasted). A face of face_size pixels or less keeps the model-size
     crop and restoration as they are. Args: img (H, W, 3) float32 in [0, 1]; crops, restored (N, S, S, 3)
-    float32 in [0, 1]; mats (N, 2, 3) image -> crop of size S. Returns two lists of (n_i, n_i, 3) float32.
+    float32 in [0, 1]; mats (N, 2, 3) image -> crop of size S; gray: both as BT.601 luma (a gray photo's).
+    Returns two lists of (n_i, n_i, 3) float32.
     """
     out_crops, out_restored = [], []
     for k, n in enumerate(view_sides(mats, face_size, max_side)):
@@ -261,6 +260,8 @@ def face_views(img: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: n
         merged = merge_band(big_t, y, x) if keep_detail else resize(y, (int(n), int(n))).clamp(0, 1)
         out_crops.append(big)
         out_restored.append(merged[0].permute(1, 2, 0).numpy())
+    if gray:
+        return [_to_gray(v) for v in out_crops], [_to_gray(v) for v in out_restored]
     return out_crops, out_restored
 
 
