@@ -219,8 +219,8 @@ def restore_photo(
     if gray:
         image = _to_gray(image)
     views = face_views(img, crops, restored, mats, face_size, keep_detail, gray=gray)
-    return PhotoResult(image, None if alpha is None else resize_to(alpha, out_hw), crops, restored, dets.boxes, dets.scores, dets.landmarks, mats,
-                       float(upscale), depth, gray, message, skipped, *views)
+    return PhotoResult(image, None if alpha is None else resize_to(alpha, out_hw), crops, restored, dets.boxes,
+                       dets.scores, dets.landmarks, mats, float(upscale), depth, gray, message, skipped, *views)
 
 
 # Largest side of a face's crop at its own resolution (`face_views`): FFHQ's own resolution. A larger face's
