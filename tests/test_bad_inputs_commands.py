@@ -1,4 +1,4 @@
-"""Bad inputs to `difface evaluate`, `detect`, `data align` and `train` (issue 11, failure semantics).
+"""Bad inputs to `difface evaluate`, `detect`, `data align` and `train` (failure semantics).
 
 Every case runs the real command line, in-process through `difface.cli.main` with `capfd` (which
 captures file descriptor 2, so what libpng / libjpeg print from C is seen too) or, once, as a

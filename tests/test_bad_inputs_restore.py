@@ -1,4 +1,4 @@
-"""`difface restore` as a careless or hostile user meets it (issue 11): every bad option is a usage error
+"""`difface restore` as a careless or hostile user meets it: every bad option is a usage error
 (exit 2) naming the option before any work; every bad input fails on its own, named, while the other
 inputs give exactly the files of a clean run; nothing wrong is ever written; no traceback."""
 

@@ -38,6 +38,8 @@ RESTORE_CASES = [
                                        resume=False, refuse_vfr=True, max_seconds=12.5)),
     RestoreOptions(video=VideoSettings(tracking=False, track_seeds=False, smoothing=False),
                    model=ModelOptions(compile=True, steps="100")),
+    RestoreOptions(ext="webp", quality=80),
+    RestoreOptions(aligned=True, ext="jpg"),
 ]
 
 

@@ -20,7 +20,7 @@ def test_section_count_spacing_matches_spec_examples():
     kept, ddim = space_timesteps(1000, "250"), space_timesteps(1000, "ddim250")
     assert len(kept) == 250
     assert kept[:42] == ddim[:42]  # the two sets agree up to index 41 ...
-    assert (kept[42], ddim[42]) == (169, 168)  # ... and then differ (SPEC 1.4)
+    assert (kept[42], ddim[42]) == (169, 168)  # ... and then differ (as the official `space_timesteps`)
     assert (kept[99], ddim[99]) == (397, 396)
     assert (kept[100], ddim[100]) == (401, 400)
     assert (kept[119], ddim[119]) == (477, 476)

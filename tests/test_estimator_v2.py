@@ -1,4 +1,4 @@
-"""Bundled estimator v2 (issue 15): degradation mixtures, the 64 px recipes, the residual SwinIR
+"""Bundled estimator v2: degradation mixtures, the 64 px recipes, the residual SwinIR
 output and the sharpness metric."""
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def test_range64_trains_through_the_config(tmp_path, face):
     assert apply_overrides(cfg, ["data.degradation=mild"]).data.degradation == "mild"
 
 
-def test_issue15_recipes_at_64px(face):
+def test_damage_recipes_at_64px(face):
     for cfg, scale, sig, noise, quality in ((MILD_X2, 2.0, (0.2, 1.0), (0, 5), (60, 89)),
                                             (SEVERE_X4, 4.0, (1.5, 2.5), (8, 15), (30, 49))):
         assert cfg.resolution == cfg.reference_resolution == 64 and cfg.effective_kernel_size == 21
@@ -268,7 +268,7 @@ def test_flip_ensemble_is_off_by_default_and_averages_the_mirrored_pass(tmp_path
 
 
 def test_eval_autostart_write_sets_the_rule_and_the_flip_ensemble(tmp_path):
-    """scripts/eval_autostart.py write: the rule lands in the metadata, --flip-ensemble in the config;
+    """scripts/evaluations/eval_autostart.py write: the rule lands in the metadata, --flip-ensemble in the config;
     the weights are unchanged and the input file is not touched."""
     import subprocess
     import sys
@@ -281,7 +281,7 @@ def test_eval_autostart_write_sets_the_rule_and_the_flip_ensemble(tmp_path):
     src, dst = tmp_path / "est.safetensors", tmp_path / "est_auto.safetensors"
     save_network(res, src)
     before = src.read_bytes()
-    script = Path(__file__).resolve().parent.parent / "scripts" / "eval_autostart.py"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "evaluations" / "eval_autostart.py"
     run = subprocess.run([sys.executable, str(script), "write", "--estimator", str(src), "--scale", "1.5",
                           "--offset", "0.02", "--kappa", "2", "--floor", "0.1", "--flip-ensemble", "-o", str(dst)],
                          capture_output=True, text=True)
@@ -346,7 +346,8 @@ def test_sharpness_ratio_orders_blur_and_noise(face):
 def _gpu_driver():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("train_bundled_gpu", ROOT / "scripts" / "train_bundled_gpu.py")
+    script = ROOT / "scripts" / "maintainer" / "train_bundled_gpu.py"
+    spec = importlib.util.spec_from_file_location("train_bundled_gpu", script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

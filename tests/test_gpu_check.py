@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh, dry-run on the CPU so that the prepared GPU check cannot rot."""
+"""scripts/benchmarks/gpu_check.sh, dry-run on the CPU so that the prepared GPU check cannot rot."""
 
 import json
 import subprocess
@@ -8,8 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_dry_run_on_cpu_writes_json_and_table(tmp_path):
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--device", "cpu", "--quick", "--out",
-                        str(tmp_path)], capture_output=True, text=True, timeout=600)
+    script = ROOT / "scripts" / "benchmarks" / "gpu_check.sh"
+    r = subprocess.run(["bash", str(script), "--device", "cpu", "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert [s["setting"] for s in report["settings"]] == ["eager fp32", "bf16 channels-last"]

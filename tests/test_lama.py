@@ -183,13 +183,13 @@ def test_safetensors_roundtrip_and_arch_inference(lama_small, tmp_path):
 
 
 def test_filler_forward_script_compares_with_a_golden_file(tmp_path):
-    """scripts/filler_forward.py (the full-size check against official vectors) on the small goldens:
+    """scripts/maintainer/filler_forward.py (the full-size check against official vectors) on the small goldens:
     the same output within 1e-5, and exit status 1 when a reference disagrees."""
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "filler_forward.py"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "maintainer" / "filler_forward.py"
     golden_file = Path(__file__).resolve().parent / "fixtures" / "golden" / "lama_small.npz"
     run = [sys.executable, str(script), "lama_small", "--inputs", str(golden_file), "--compare", "out"]
     ok = subprocess.run([*run, "--atol", "1e-5"], capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""Never less detail than the input (issue 21): the band merge of a model smaller than the face.
+"""Never less detail than the input: the band merge of a model smaller than the face.
 
 The bundled 64 px model on sharp faces larger than 64 px: the Laplacian energy of the output over the
 input's where the output changed (`metrics.sharpness.detail_ratio`) stays >= 0.9, for aligned 512 and

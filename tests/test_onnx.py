@@ -201,7 +201,7 @@ def test_standalone_script_restores_without_torch(exported, tmp_path):
     noise = np.random.default_rng(4).standard_normal((3, 64, 64)).astype(np.float32)
     np.save(tmp_path / "noise.npy", noise)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(ROOT / "scripts" / "onnx_restore.py"), str(exported),
+    r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(ROOT / "examples" / "onnx_restore.py"), str(exported),
                         str(tmp_path / "face.png"), "-o", str(tmp_path / "out.png"), "--noise",
                         str(tmp_path / "noise.npy"), "--save-npy", str(tmp_path / "out.npy")],
                        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

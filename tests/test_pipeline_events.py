@@ -1,5 +1,5 @@
 """The pipelines' in-memory API as a front end uses it: progress and face counts through `callback`, inpainting
-masks in memory, and the app's model catalogue importable without Gradio (issue 22: no front end subclasses a
+masks in memory, and the app's model catalogue importable without Gradio (no front end subclasses a
 pipeline or sends a mask through a file)."""
 
 from __future__ import annotations

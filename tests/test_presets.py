@@ -1,6 +1,7 @@
 """--preset fast|official (difface.presets) and fitted schedules (difface.schedules)."""
 
 import argparse
+import re
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from difface.commands.options import FLAGS
 from difface.config import say_options
+from difface.device import DTYPES
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
 from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, apply_to_args, resolve
 from difface.restore import BUNDLED_DIR, DifFace
@@ -122,7 +124,13 @@ def test_fitted_schedule_is_never_applied_to_another_model(small_models):
     assert torch.equal(got, official)
 
 
-def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd):
+@pytest.mark.parametrize("bf16_cpu", [None, False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["this-cpu", "cpu-without-bf16", "cpu-with-bf16"])
+def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd, monkeypatch, bf16_cpu):
+    """The command's result equals the API's at whatever the preset chose: on this CPU, and on a CPU of either kind
+    (the detection replaced; bf16 is emulated, about 10x slower, on a CPU without bf16 instructions)."""
+    if bf16_cpu is not None:
+        monkeypatch.setattr("difface.presets.cpu_has_native_bf16", lambda: bf16_cpu)
     import cv2
 
     from difface.cli import main
@@ -141,15 +149,19 @@ def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd):
     line = next(ln for ln in err.splitlines() if ln.startswith("preset fast:"))
     assert f"{FAST_SAMPLER} {FAST_NFE} NFE (fitted schedule" in line and "--backend torch" in line
     out = read_image(tmp_path / "fast" / "face.png").rgb
-    # the same face through the Python API with the stored schedule, eager fp32 (the preset: channels-last)
-    model = DifFace.load()
+    # the same face through the Python API with the stored schedule, at the precision the line says the preset
+    # chose on this machine (bf16 where the CPU has bf16 instructions, else fp32; channels-last either way)
+    dtype = re.search(r"backend torch (\w+)", line).group(1)
+    assert dtype in ("fp32", "bf16"), line
+    model = DifFace.from_pretrained(device="cpu", dtype=dtype, channels_last=True)
+    amp = DTYPES[dtype]  # the torch backend runs bf16 as autocast inside restore()
     ts = fitted_timesteps(model.sources["prior"], method=FAST_SAMPLER, nfe=FAST_NFE, t_start=400)
     from difface.restore import image_seed
 
     x = image_to_tensor(read_image(src / "face.png").rgb)
     ref = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])],
-                        sampler=FewStepSampler(model.diffusion.base(), ts, FAST_SAMPLER, 0.0)).result[0]
+                        sampler=FewStepSampler(model.diffusion.base(), ts, FAST_SAMPLER, 0.0), dtype=amp).result[0]
     assert np.abs(out - ref.permute(1, 2, 0).numpy()).max() <= 1.5 / 255
     even = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])], sampler=FAST_SAMPLER,
-                         nfe=FAST_NFE).result[0]
+                         nfe=FAST_NFE, dtype=amp).result[0]
     assert np.abs(out - even.permute(1, 2, 0).numpy()).max() > 2 / 255  # the fitted schedule, not the even one

@@ -36,7 +36,7 @@ def test_keys_and_shapes_equal_manifest():
     sd = RRDBNet(**man["config"]).state_dict()
     assert list(sd) == list(man["state_dict"])  # same keys, same order
     assert {k: list(v.shape) for k, v in sd.items()} == man["state_dict"]
-    assert sum(v.numel() for v in sd.values()) == man["num_params"] == 16_703_171  # SPEC 4.4
+    assert sum(v.numel() for v in sd.values()) == man["num_params"] == 16_703_171  # RealESRGAN_x2plus.pth
 
 
 def _marked(net: RRDBNet, offset: float = 0.0) -> RRDBNet:

@@ -30,7 +30,7 @@ def data(tmp_path_factory):
 
 
 def _psnr_y_reference(a: np.ndarray, b: np.ndarray) -> float:
-    """BT.601 Y on the uint8 grid (SPEC 5.3), written out independently of the package."""
+    """BT.601 Y on the uint8 grid (the official validation), written out independently of the package."""
     ya = 16 + (65.481 * np.rint(a[..., 0] * 255) + 128.553 * np.rint(a[..., 1] * 255)
                + 24.966 * np.rint(a[..., 2] * 255)) / 255
     yb = 16 + (65.481 * np.rint(b[..., 0] * 255) + 128.553 * np.rint(b[..., 1] * 255)

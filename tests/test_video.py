@@ -1,6 +1,6 @@
 """Video: PyAV decode/encode, audio remux, rotation, atomic/resumable output, bad clips, tracking,
 smoothing, per-track seeds, bounded memory. Clips are made by `difface.video.synth` (the code path of
-scripts/make_test_clip.py) from scikit-image's public-domain astronaut, so no shared data is needed.
+scripts/maintainer/make_test_clip.py) from scikit-image's public-domain astronaut, so no shared data is needed.
 """
 
 from __future__ import annotations
@@ -428,12 +428,12 @@ def test_real_model_same_noise_per_track_steadies_a_still_shot(photo, detector, 
 
 @pytest.mark.slow
 def test_make_test_clip_script_on_a_shared_group_photo(tmp_path):
-    """scripts/make_test_clip.py on the Solvay photo (research-only, read from ../shared/data)."""
+    """scripts/maintainer/make_test_clip.py on the Solvay photo (research-only, read from ../shared/data)."""
     from conftest import shared_data
 
     photo = shared_data("real-world", "difface-testdata", "Solvay_conference_1927.png")
     out = tmp_path / "solvay.mp4"
-    script = Path(__file__).resolve().parents[1] / "scripts" / "make_test_clip.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "maintainer" / "make_test_clip.py"
     r = subprocess.run([sys.executable, str(script), "--photo", str(photo), "-o", str(out), "--size", "320x180",
                         "--fps", "12.5", "--seconds", "0.8"], capture_output=True, text=True, check=True)
     assert "10 frames at 12.5 fps" in r.stdout

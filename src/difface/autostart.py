@@ -14,7 +14,7 @@ Mild damage barely moves the estimate, so it gets little diffusion; severe damag
 `floor` is the error the prior cannot take away because its own sampling adds as much: a predicted
 error at or below it gives N = 0 (the estimate is returned), as diffusing a nearly clean face only
 adds the prior's error. The fit (scale, offset), kappa and floor are calibrated per model on
-degraded faces of mixed severity (scripts/eval_autostart.py) and stored in the estimator's metadata
+degraded faces of mixed severity (scripts/evaluations/eval_autostart.py) and stored in the estimator's metadata
 (`difface.autostart`); models without a calibration use scale 1, offset 0, kappa 1, floor 0.
 """
 

@@ -24,6 +24,7 @@ from difface.diffusion.schedule import space_timesteps
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SAMPLERS, SOLVERS  # noqa: F401 (re-exported: the registry owns them)
 from difface.face.detect import BACKENDS as DETECTOR_NAMES
 from difface.face.detect import DEFAULT_BACKEND as DEFAULT_DETECTOR  # noqa: F401 (re-exported)
+from difface.images import DEFAULT_QUALITY, OUTPUT_FORMATS  # re-exported: the formats difface.images writes
 
 DEFAULT_SEED = 12345
 DEFAULT_STEPS = "ddim250"
@@ -155,6 +156,15 @@ def check_nfe(value, sampler: str) -> None:
 def check_max_pixels(value) -> None:
     """max_pixels: a pixel count of at least 1."""
     _int("max_pixels", value, 1)
+
+
+def check_output_format(ext, quality) -> None:
+    """ext: one of OUTPUT_FORMATS; quality: 1 to 100, and only for the lossy formats (PNG is lossless)."""
+    if ext not in OUTPUT_FORMATS:
+        raise OptionError("ext", f"must be one of {', '.join(OUTPUT_FORMATS)}, got {ext!r}")
+    _int("quality", quality, 1, 100)
+    if ext == "png" and quality != DEFAULT_QUALITY:
+        raise OptionError("quality", f"applies to {ref('ext')} jpg or webp; PNG is lossless")
 
 
 def respaced_length(steps: str) -> int:
@@ -304,7 +314,8 @@ class VideoSettings:
 
 @dataclass(frozen=True)
 class RestoreOptions:
-    """Everything `difface restore` needs (see the member classes)."""
+    """Everything `difface restore` needs (see the member classes); ext and quality: the format of the images it
+    writes (videos are MP4 whatever these say)."""
 
     model: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
@@ -314,10 +325,13 @@ class RestoreOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     save_comparison: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    ext: str = "png"  # the format of the images written: one of OUTPUT_FORMATS
+    quality: int = DEFAULT_QUALITY  # of ext jpg and webp
 
     def __post_init__(self) -> None:
         _int("batch_size", self.batch_size, 1, 4096)
         check_max_pixels(self.max_pixels)
+        check_output_format(self.ext, self.quality)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ step so that a loop needs no schedule arithmetic:
 
 every coefficient a float32 value (the official loop computes them in float32 from the float64 schedule,
 the few-step solvers in float64; the manifest stores what difface's torch code multiplies by).
-docs/onnx.md and scripts/onnx_restore.py show such a program (numpy + onnxruntime).
+docs/onnx.md and examples/onnx_restore.py show such a program (numpy + onnxruntime).
 """
 
 from __future__ import annotations

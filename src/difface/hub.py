@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,44 +44,57 @@ class WeightsEntry:
     sha256: str | None = None
     size: int | None = None
     description: str = ""
+    approx_size: int | None = None  # about how many bytes the download is, for `difface weights list` (`size`,
+    # when known, is exact and checked after the download): the network's float32 tensors, or the file as published
 
 
 # Every weights file difface knows, in one literal table (name -> entry).
 REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in (
     WeightsEntry("iddpm-ffhq512", "prior", f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/iddpm_ffhq512_ema500000.pth",
                  "iddpm_ffhq512_ema500000.pth", "unet_ffhq512",
-                 description="official DifFace face prior, FFHQ 512x512 (EMA, 500k iterations)"),
+                 description="official DifFace face prior, FFHQ 512x512 (EMA, 500k iterations)",
+                 approx_size=639_000_000),
     WeightsEntry("swinir-ffhq512", "estimator",
                  f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/swinir_restoration512_L1.pth",
                  "swinir_restoration512_L1.pth", "swinir_restoration512",
-                 description="official DifFace diffused estimator (SwinIR, L1), 512x512"),
+                 description="official DifFace diffused estimator (SwinIR, L1), 512x512",
+                 approx_size=90_000_000),
     WeightsEntry("iddpm-ffhq256", "prior", f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/iddpm_ffhq256_ema750000.pth",
                  "iddpm_ffhq256_ema750000.pth", "unet_ffhq256",
-                 description="official DifFace face prior, FFHQ 256x256 (inpainting task)"),
+                 description="official DifFace face prior, FFHQ 256x256 (inpainting task)",
+                 approx_size=496_000_000),
     WeightsEntry("lama-inpainting256", "estimator",
                  f"{_GH}/zsyOAOA/DifFace/releases/download/V1.0/lama_inpainting256.pth",
                  "lama_inpainting256.pth", "lama_inpainting256",
-                 description="official DifFace inpainting estimator (LaMa FFC ResNet), 256x256"),
+                 description="official DifFace inpainting estimator (LaMa FFC ResNet), 256x256",
+                 approx_size=204_000_000),
     WeightsEntry("realesrgan-x2", "background",
                  f"{_GH}/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",
                  "RealESRGAN_x2plus.pth",
-                 description="Real-ESRGAN x2 background upsampler (RRDBNet, key params_ema)"),
+                 description="Real-ESRGAN x2 background upsampler (RRDBNet, key params_ema)",
+                 approx_size=67_000_000),
     WeightsEntry("retinaface-resnet50", "detector",
                  f"{_GH}/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
-                 "detection_Resnet50_Final.pth", description="RetinaFace ResNet-50 face detector (facexlib)"),
+                 "detection_Resnet50_Final.pth", description="RetinaFace ResNet-50 face detector (facexlib)",
+                 approx_size=109_000_000),
     WeightsEntry("retinaface-mobilenet0.25", "detector",
                  f"{_GH}/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
-                 "detection_mobilenet0.25_Final.pth", description="RetinaFace MobileNet-0.25 face detector (facexlib)"),
+                 "detection_mobilenet0.25_Final.pth", description="RetinaFace MobileNet-0.25 face detector (facexlib)",
+                 approx_size=1_800_000),
     WeightsEntry("parsenet", "parser", f"{_GH}/sczhou/CodeFormer/releases/download/v0.1.0/parsing_parsenet.pth",
-                 "parsing_parsenet.pth", description="ParseNet face parsing (paste-back mask)"),
+                 "parsing_parsenet.pth", description="ParseNet face parsing (paste-back mask)",
+                 approx_size=85_000_000),
     WeightsEntry("lpips-alexnet", "metric", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-                 "alexnet-owt-7be5be79.pth", description="torchvision AlexNet (ImageNet), LPIPS-Alex backbone"),
+                 "alexnet-owt-7be5be79.pth", description="torchvision AlexNet (ImageNet), LPIPS-Alex backbone",
+                 approx_size=244_000_000),
     WeightsEntry("lpips-vgg16", "metric", "https://download.pytorch.org/models/vgg16-397923af.pth",
-                 "vgg16-397923af.pth", description="torchvision VGG-16 (ImageNet), LPIPS-VGG backbone"),
+                 "vgg16-397923af.pth", description="torchvision VGG-16 (ImageNet), LPIPS-VGG backbone",
+                 approx_size=553_000_000),
     WeightsEntry("fid-inception", "metric",
                  "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                  "pt_inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth",
-                 description="TF Inception v3 (2015-12-05) ported by pytorch-fid, for FID"),
+                 description="TF Inception v3 (2015-12-05) ported by pytorch-fid, for FID",
+                 approx_size=96_000_000),
 )}
 
 
@@ -306,6 +320,25 @@ def unavailable_message(name: str, reason: str = "") -> str:
         f"  and put it at {local_path(name)}\n"
         f"  (folder {cache_dir()}; set DIFFACE_HOME to use another folder), or pass the file's path instead."
     )
+
+
+def missing_weights(names: Iterable[str | os.PathLike]) -> list[str]:
+    """The registry names among `names` whose file is not in the cache (files and other names left out)."""
+    return [str(n) for n in names if str(n) in REGISTRY and not local_path(str(n)).is_file()]
+
+
+def missing_message(names: list[str], reason: str = "") -> str:
+    """What to do when the registry files `names` are not in the cache and cannot be downloaded: each file, the
+    command that gets them all, and where to put them by hand."""
+    why = f" ({reason})" if reason else ""
+    these = "these weights are" if len(names) > 1 else "this weights file is"
+    lines = [f"{these} not in the cache and cannot be downloaded now{why}: {', '.join(names)}.",
+             f"  Get {'them' if len(names) > 1 else 'it'} where there is a network: difface weights download "
+             f"{' '.join(names)}",
+             f"  or download {'each file' if len(names) > 1 else 'the file'} and put it into {cache_dir()} (set "
+             "DIFFACE_HOME to use another folder):"]
+    lines += [f"    {entry(n).url}" for n in names]
+    return "\n".join(lines + ["  or pass the files' paths instead of the names."])
 
 
 def resolve(name_or_path: str | os.PathLike, *, allow_download: bool = True) -> Path:

@@ -46,6 +46,10 @@ def _opencv_silent():
         cvlog.setLogLevel(old)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# What a result can be written as (`write_image`: the file's suffix says which): PNG is lossless and keeps
+# 16 bits and alpha; JPEG and WebP are 8-bit and lossy at `quality` (WebP keeps alpha, JPEG drops it).
+OUTPUT_FORMATS = ("png", "jpg", "webp")
+DEFAULT_QUALITY = 95  # JPEG / WebP quality, 1 to 100
 
 
 class ImageReadError(ValueError):
@@ -160,7 +164,9 @@ class LoadedImage:
 
     rgb: (H, W, 3) float32 RGB in [0, 1]; alpha: (H, W) float32 in [0, 1] or None;
     bit_depth: 8 or 16 (of the source); gray: True when the source is black and white (one
-    channel, gray + alpha, or R = G = B in every pixel): results of gray inputs are made gray.
+    channel, gray + alpha, or R = G = B in every pixel): results of gray inputs are made gray;
+    channels: the source file's channel count (1: gray, 2: gray + alpha, 3, 4): a result of a
+    one-channel input is written with one channel.
     """
 
     rgb: np.ndarray
@@ -168,6 +174,7 @@ class LoadedImage:
     bit_depth: int
     gray: bool
     path: Path | None = None
+    channels: int = 3
 
 
 def _exif_orientation(path: Path) -> int:
@@ -238,7 +245,7 @@ def _decode(data: bytes, name: str) -> LoadedImage:
     rgb = np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32)
     if alpha is not None:
         alpha = np.ascontiguousarray(np.clip(alpha, 0.0, 1.0), dtype=np.float32)
-    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, gray=gray)
+    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, gray=gray, channels=1 if a.ndim == 2 else a.shape[2])
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> LoadedImage:
@@ -291,18 +298,40 @@ def encode_png(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int 
 
 
 def write_image(
-    path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8
+    path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8, *,
+    quality: int = DEFAULT_QUALITY, gray: bool = False,
 ) -> None:
-    """Atomically write (H, W, 3) float RGB in [0, 1] to `path` (PNG; JPEG when the suffix says so)."""
+    """Atomically write (H, W, 3) float RGB in [0, 1] to `path`: PNG, or JPEG / WebP when the suffix says so
+    (8-bit, at `quality`; JPEG drops alpha). gray: the image is gray (R = G = B, as the pipelines make the
+    results of gray inputs) and is written with one channel (with alpha: as RGBA, which PNG and WebP hold)."""
     path = Path(path)
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        ok, buf = cv2.imencode(".jpg", to_uint8(rgb)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:
-            raise RuntimeError(f"{path}: JPEG encoding failed")
-        data = buf.tobytes()
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg", ".webp"):
+        data = encode_lossy(rgb, None if suffix != ".webp" else alpha, suffix, quality, gray)
+    elif gray and alpha is None:
+        data = _encode(np.rint(np.clip(rgb[:, :, 0], 0.0, 1.0) * (65535.0 if bit_depth == 16 else 255.0))
+                       .astype(np.uint16 if bit_depth == 16 else np.uint8), ".png", [])
     else:
         data = encode_png(rgb, alpha, bit_depth)
     atomic_write_bytes(path, data)
+
+
+def encode_lossy(rgb: np.ndarray, alpha: np.ndarray | None, suffix: str, quality: int = DEFAULT_QUALITY,
+                 gray: bool = False) -> bytes:
+    """8-bit JPEG (".jpg") or WebP (".webp") bytes of (H, W, 3) float RGB [+ alpha] at `quality` (1 to 100);
+    gray: one channel (JPEG; WebP has no gray mode and stores it as RGB)."""
+    arr = to_uint8(rgb[:, :, :1] if gray and suffix != ".webp" and alpha is None else rgb[:, :, ::-1])
+    if alpha is not None:
+        arr = np.concatenate([arr, to_uint8(alpha)[:, :, None]], axis=2)
+    flag = cv2.IMWRITE_WEBP_QUALITY if suffix == ".webp" else cv2.IMWRITE_JPEG_QUALITY
+    return _encode(np.ascontiguousarray(arr), ".webp" if suffix == ".webp" else ".jpg", [flag, int(quality)])
+
+
+def _encode(arr: np.ndarray, ext: str, params: list[int]) -> bytes:
+    ok, buf = cv2.imencode(ext, arr, params)
+    if not ok:
+        raise RuntimeError(f"{ext.lstrip('.').upper()} encoding failed")
+    return buf.tobytes()
 
 
 def image_to_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """`--preset fast|official`: the settings a preset stands for on this machine, and the line that says so.
 
 "official" is the paper's path and today's default: torch eager fp32, the official respaced loop.
-"fast" is the fastest combination measured to meet issue 23's quality gates (docs/speed.md: PSNR to the
+"fast" is the fastest combination measured to meet the quality gates (docs/speed.md: PSNR to the
 official 100-step result >= 35 dB, PSNR-Y/SSIM-Y vs the truth no lower, NIQE within 0.6; bundled model,
 official start t = 400, eta 0, 100 validation faces):
   - sampler: FAST_SAMPLER (DPM-Solver++(2M)) with FAST_NFE evaluations on the schedule fitted to the official
@@ -13,7 +13,7 @@ official start t = 400, eta 0, 100 validation faces):
   - networks: on a CPU with bf16 instructions (AVX512_BF16 / AMX) torch bf16 channels-last (2.0x per
     forward there); on a CPU without them (bf16 is emulated, ~10x slower) onnxruntime fp32 when installed
     (1.3-1.9x on the 512 UNet), else torch fp32 channels-last (1.18x, within 1e-4 of eager); on CUDA torch
-    fp32 (GPU precisions are not measured yet: scripts/gpu_check.sh).
+    fp32 (GPU precisions are not measured yet: scripts/benchmarks/gpu_check.sh).
 Options given explicitly replace the preset's parts (`explicit`), and the line names them.
 """
 

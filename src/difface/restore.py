@@ -1,4 +1,4 @@
-"""DifFace on aligned faces: restoration (SPEC 2.2) and inpainting (SPEC 3).
+"""DifFace on aligned faces: restoration and inpainting, as the official `sample_func_ir_aligned`.
 
     y  --estimator-->  f(y)  --q_sample to respaced step N-->  x_N  --sampler N-1..0-->  x_0
 
@@ -141,7 +141,7 @@ class DifFace:
             raise ValueError("give both a prior and an estimator (or neither, for the bundled model)")
         else:
             name = f"prior={Path(str(prior)).name}, estimator={Path(str(estimator)).name}"
-        p, e = weights.load_network(prior), weights.load_network(estimator)
+        p, e = weights.load_networks(prior, estimator)
         _check_role(p, prior, "prior", "a diffusion prior (UNet)", ("prior",))
         _check_role(e, estimator, "estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
                     ("estimator", "inpainter"))
@@ -262,7 +262,7 @@ class DifFace:
         if ts is None and self.schedule_fallback is None:
             where = prior.name if prior is not None else "this prior (its weights file is not known)"
             raise ValueError(f"no {method} schedule with {nfe} evaluations from t = {t}, eta {eta:g} was fitted on "
-                             f"{where}; fit one with scripts/fit_schedule.py or use the even schedule")
+                             f"{where}; fit one with scripts/maintainer/fit_schedule.py or use the even schedule")
         return ts
 
     @torch.inference_mode()
@@ -336,7 +336,7 @@ class DifFace:
         callback: Callable[[dict], None] | None = None,
         feather: bool = True,
     ) -> Restoration:
-        """Fill the missing region of aligned faces lq (B, 3, H, W) in [0, 1] (SPEC 3).
+        """Fill the missing region of aligned faces lq (B, 3, H, W) in [0, 1] (DifFace's second task).
 
         mask (B, 1, H, W), 1 = missing; None: the official convention (pixels whose three channels are
         exactly 0 are missing). At every step the known pixels of the x0 prediction are replaced by
@@ -423,24 +423,34 @@ class DifFace:
                 raise ValueError("give one seed per image (seeds) or an explicit noise_fn")
         if noise_fn is not None and len(set(steps)) > 1:
             raise ValueError("a replayed noise source needs one start step for the whole batch")
-        dev = est.device
-        amp = (lambda: autocast_ctx(dev, dtype)) if dtype != torch.float32 else None
         out = est.clone()
         for n in sorted(set(steps)):
             if n == 0:
                 continue
             idx = [b for b, k in enumerate(steps) if k == n]
             nf = noise_fn or generator_noise([torch.Generator().manual_seed(int(seeds[b])) for b in idx])
-            x0 = (est[idx] - 0.5) / 0.5
-            t = torch.full((len(idx),), n, dtype=torch.long, device=dev)
-            x = self.diffusion.q_sample(x0, t, nf(x0))
             nfe_n = nfe
             if fit_nfe and sampler in SOLVERS:
                 nfe_n = min(DEFAULT_NFE if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
-            run = self.sampler(n, eta=eta, sampler=sampler, nfe=nfe_n, method=method) if isinstance(sampler, str) \
-                else sampler
-            x0_fn = None if x0_fn_for is None else x0_fn_for(idx)
-            x = run(lambda d, f=x0_fn: EpsDenoiser(self.prior, d, clip=True, autocast=amp, x0_fn=f), x,
-                    noise_fn=nf, callback=callback)
-            out[idx] = (x * 0.5 + 0.5).clamp(0, 1)
+            out[idx] = self.diffuse_from(est[idx], n, nf, eta=eta, sampler=sampler, nfe=nfe_n, method=method,
+                                         dtype=dtype, callback=callback,
+                                         x0_fn=None if x0_fn_for is None else x0_fn_for(idx))
         return out
+
+    def diffuse_from(self, est: torch.Tensor, start_step: int, noise_fn: NoiseFn, *, eta: float,
+                     sampler: str | Sampler = OFFICIAL, nfe: int | None = None, method: str = "ddim",
+                     dtype: torch.dtype = torch.float32, callback: Callable[[dict], None] | None = None,
+                     x0_fn: X0Fn | None = None) -> torch.Tensor:
+        """The reverse process of DifFace from one start: est (B, 3, S, S) in [0, 1] is q_sampled to respaced
+        `start_step` (> 0) with noise_fn's first draw, and the sampler runs to the clean image, drawing the rest of
+        its noise from noise_fn. Returns (B, 3, S, S) in [0, 1]. Tensor code only (no inference mode of its own):
+        difface.enhancer traces it into an ONNX graph."""
+        amp = (lambda: autocast_ctx(est.device, dtype)) if dtype != torch.float32 else None
+        x0 = (est - 0.5) / 0.5
+        t = torch.full((est.shape[0],), int(start_step), dtype=torch.long, device=est.device)
+        x = self.diffusion.q_sample(x0, t, noise_fn(x0))
+        run = self.sampler(start_step, eta=eta, sampler=sampler, nfe=nfe, method=method) if isinstance(sampler, str) \
+            else sampler
+        x = run(lambda d: EpsDenoiser(self.prior, d, clip=True, autocast=amp, x0_fn=x0_fn), x, noise_fn=noise_fn,
+                callback=callback)
+        return (x * 0.5 + 0.5).clamp(0, 1)

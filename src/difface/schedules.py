@@ -1,6 +1,6 @@
 """Few-step timestep schedules fitted to a model's official loop, stored with the model they were fitted on.
 
-A fitted schedule (scripts/fit_schedule.py) is a list of original timesteps t_start = tau_0 > ... >= 0 for
+A fitted schedule (scripts/maintainer/fit_schedule.py) is a list of original timesteps t_start = tau_0 > ... >= 0 for
 `difface.diffusion.solvers.solve`, found by matching the official 100-step result on calibration faces. It
 is only valid for the prior it was fitted on, so it is stored keyed by the SHA-256 of that prior's weights
 file: the bundled models' schedules in `difface/assets/fitted_schedules.json`, others in

@@ -37,6 +37,8 @@ from difface.hub import (  # noqa: F401 (the registry and the cache, importable 
     download,
     entry,
     local_path,
+    missing_message,
+    missing_weights,
     register,
     resolve,
     sha256_of,
@@ -220,6 +222,18 @@ def read_metadata(path: str | os.PathLike | None) -> dict[str, str]:
         return {}
     with safe_open(str(path), "pt") as f:
         return dict(f.metadata() or {})
+
+
+def load_networks(*sources: str | os.PathLike) -> list[nn.Module]:
+    """`load_network` of each source; when registry files among them are neither cached nor downloadable, one
+    WeightsUnavailable names every missing one (not only the first) and the command that gets them all."""
+    try:
+        return [load_network(s) for s in sources]
+    except WeightsUnavailable as err:
+        absent = missing_weights(sources)
+        if not absent:
+            raise
+        raise WeightsUnavailable(missing_message(absent, str(err.__cause__ or ""))) from err.__cause__
 
 
 def trained_t_max(path: str | os.PathLike | None) -> int | None:

@@ -16,5 +16,5 @@ COMMANDS: dict[str, str] = {
     "train": "train the face prior (UNet), the diffused estimator (SwinIR) or the inpainting estimator (LaMa)",
     "benchmark": "measure speed and memory of the networks",
     "app": "local web app: restore and inpaint faces in a browser",
-    "export": "export the networks (ONNX) with a manifest",
+    "export": "export the networks (ONNX) with a manifest, or one ONNX face-enhancer file for other programs",
 }

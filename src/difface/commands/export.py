@@ -9,8 +9,11 @@ from pathlib import Path
 from difface import models
 from difface.backends import BackendUnavailable
 from difface.commands import COMMANDS
-from difface.config import DEFAULT_NFE, DEFAULT_STEPS
+from difface.commands.options import option_message
+from difface.commands.restore import start_step_arg
+from difface.config import DEFAULT_NFE, DEFAULT_SEED, DEFAULT_STEPS, SAMPLERS, SCHEDULES, OptionError, SamplingOptions
 from difface.diffusion.solvers import OFFICIAL
+from difface.enhancer import DEFAULT_SAMPLER, Enhancer, export_enhancer
 from difface.export import EXPORT_SAMPLERS, export_model
 from difface.restore import DifFace
 
@@ -21,10 +24,20 @@ EPILOG = """examples:
   difface export onnx --prior iddpm-ffhq512 --estimator swinir-ffhq512 -o difface512
   difface export onnx --filler -o filler512       # official 512 networks with the deterministic filler weights
   difface export onnx --sampler ddim --nfe 10 -o fast       # the manifest writes out the 10-step DDIM instead
-  python scripts/onnx_restore.py difface-onnx face.png -o restored.png   # numpy + onnxruntime, no torch
+  python examples/onnx_restore.py difface-onnx face.png -o restored.png   # numpy + onnxruntime, no torch
 
 Graphs are cached in the weights cache (onnx/ beside weights/) under a key of the weights file's SHA-256,
 the network config, the dtype and the opset, and reused while the key matches (docs/onnx.md)."""
+
+ENHANCER_EPILOG = """examples:
+  difface export enhancer -o difface-enhancer.onnx                  # the bundled small model (64 px, band merge)
+  difface export enhancer --prior iddpm-ffhq512 --estimator swinir-ffhq512 -o difface512-enhancer.onnx
+  difface export enhancer --start-step 40 --nfe 5 --seed 7 -o stronger.onnx
+
+One self-contained file a host program runs as its face enhancer (facefusion, ComfyUI's ReActor node, plain
+onnxruntime): input `input` float32 (1, 3, 512, 512) RGB in [-1, 1], an FFHQ-512 aligned crop; output the
+enhanced crop, same shape and range. The noise is drawn from --seed once and stored in the file: the same crop
+always gives the same pixels (docs/integrations.md)."""
 
 FILLER_DEFAULTS = {"restoration": "unet_ffhq512,swinir_restoration512", "inpainting": "unet_ffhq256,lama_inpainting256"}
 
@@ -53,7 +66,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"], help="graph precision (fp16: for GPUs)")
     o.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     o.set_defaults(func=run)
+    register_enhancer(fmt)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def register_enhancer(fmt: argparse._SubParsersAction) -> None:
+    e = fmt.add_parser("enhancer", help="one ONNX face-enhancer file for facefusion, ReActor, onnxruntime",
+                       epilog=ENHANCER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("-o", "--output", required=True, type=Path, metavar="FILE.onnx", help="the file to write")
+    e.add_argument("--prior", help="diffusion prior: registry name or file (default: the bundled small model)")
+    e.add_argument("--estimator", help="estimator: registry name or file (default: bundled)")
+    e.add_argument("--filler", nargs="?", const="", default=None, metavar="PRIOR,ESTIMATOR",
+                   help="networks with the deterministic filler weights (default: the official 512 ones); for timing")
+    e.add_argument("--steps", default=DEFAULT_STEPS, help=f"timestep respacing (default {DEFAULT_STEPS})")
+    e.add_argument("--start-step", type=start_step_arg, default=None, metavar="N",
+                   help="respaced start step (default: the model's fixed default; the bundled model's is 20 = t 80)")
+    e.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1] (default: the model's)")
+    e.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=list(SAMPLERS),
+                   help=f"reverse process unrolled in the file (default {DEFAULT_SAMPLER})")
+    e.add_argument("--nfe", type=int, default=None, help=f"network evaluations of a few-step sampler "
+                   f"(default {DEFAULT_NFE})")
+    e.add_argument("--schedule", default="even", choices=list(SCHEDULES), help="timesteps of the few-step sampler")
+    e.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the noise stored in the file "
+                   f"(default {DEFAULT_SEED})")
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    e.set_defaults(func=run_enhancer, task="restoration")
 
 
 def load_model(args: argparse.Namespace):
@@ -90,4 +127,26 @@ def run(args: argparse.Namespace) -> int:
     s = manifest["sampling"]
     log.info("wrote %s: %s, %d network evaluations from start step %d (t = %d), eta %g",
              args.output / "manifest.json", s["sampler"], len(s["steps"]), s["start_step"], s["start_t"], s["eta"])
+    return 0
+
+
+def run_enhancer(args: argparse.Namespace) -> int:
+    try:
+        if args.output.suffix.lower() != ".onnx":
+            raise OptionError("output", f"host programs load .onnx files; name the file e.g. "
+                              f"{args.output.with_suffix('.onnx').name}")
+        if args.output.is_dir() or not args.output.parent.is_dir():
+            raise OptionError("output", f"{args.output} must be a file in an existing folder")
+        sampling = SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed, args.schedule)
+        enhancer = Enhancer(load_model(args), sampling)
+        log.info("exporting %s", enhancer.describe())
+        info = export_enhancer(enhancer, args.output, opset=args.opset)
+    except OptionError as e:
+        log.error("error: %s", option_message(e))
+        return 2
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        log.error("error: %s", e.args[0] if isinstance(e, KeyError) and e.args else e)
+        return 2
+    log.info("wrote %s (%.1f MiB; licence: %s)", args.output, info["bytes"] / 2**20,
+             info["metadata"]["difface.licence"])
     return 0

@@ -1,4 +1,4 @@
-"""`difface inpaint`: fill the missing region of aligned faces (DifFace's second task, SPEC 3)."""
+"""`difface inpaint`: fill the missing region of aligned faces (DifFace's second task)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", metavar="FILE|DIR", help="mask image for every input, or a folder of masks paired by "
                    "file stem (white = missing; resized nearest to each input). Default: pixels that are exactly "
                    "0 in all three channels are missing (the official convention)")
-    add_model_arguments(p)
+    add_model_arguments(p, auto_start=False)
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output file exists as "
                    "they are (rerun a killed batch with this to finish it)")
     p.add_argument("--save-comparison", action="store_true",

@@ -51,6 +51,7 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
                             args.max_video_seconds),
         aligned=args.aligned, batch_size=args.batch_size, save_comparison=args.save_comparison,
         max_pixels=_max_pixels(args),
+        ext=args.ext, quality=args.quality,
     )
 
 
@@ -81,6 +82,7 @@ _PHOTO_FLAGS = (("only_center_face", "--only-center-face"), ("draw_boxes", "--dr
 _VIDEO_VALUES = (("batch_frames", "--batch-frames"), ("crf", "--crf"), ("max_seconds", "--max-video-seconds"))
 _VIDEO_FLAGS = (("refuse_vfr", "--refuse-vfr"),)
 _VIDEO_OFF = (("tracking", "--no-tracking"), ("resume", "--no-resume"))
+_OUTPUT_VALUES = (("ext", "--ext"), ("quality", "--quality"))
 
 
 def _text(value) -> str:
@@ -120,6 +122,7 @@ def args_from_options(options: RestoreOptions | InpaintOptions) -> list[str]:
         args = (["--aligned"] if options.aligned else []) + args
         args += _changed(options.photo, PhotoOptions(), _PHOTO_VALUES, _PHOTO_FLAGS)
         args += _video_args(options.video)
+        args += _changed(options, RestoreOptions(), _OUTPUT_VALUES)
     return args + _changed(options, type(options)(), (("batch_size", "--batch-size"), ("max_pixels", "--max-pixels")),
                            (("save_comparison", "--save-comparison"),))
 
@@ -127,7 +130,7 @@ def args_from_options(options: RestoreOptions | InpaintOptions) -> list[str]:
 # Every option's flag by its field name (OptionError names options by field): the tables above, and the rest.
 FLAGS: dict[str, str] = {
     **dict(_MODEL_VALUES + _MODEL_FLAGS + _SAMPLING_VALUES + _PHOTO_VALUES + _PHOTO_FLAGS + _VIDEO_VALUES
-           + _VIDEO_FLAGS),
+           + _VIDEO_FLAGS + _OUTPUT_VALUES),
     "aligned": "--aligned", "batch_size": "--batch-size", "max_pixels": "--max-pixels", "mask": "--mask",
     "save_comparison": "--save-comparison", "output": "-o", "preset": "--preset",
 }

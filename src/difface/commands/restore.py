@@ -21,11 +21,13 @@ from difface.config import (
     DEFAULT_DEVICE,
     DEFAULT_MAX_VIDEO_SECONDS,
     DEFAULT_NFE,
+    DEFAULT_QUALITY,
     DEFAULT_RUN_PRESET,
     DEFAULT_SEED,
     DEFAULT_STEPS,
     DEFAULT_UPSCALE,
     DETECTORS,
+    OUTPUT_FORMATS,
     RUN_PRESETS,
     SAMPLERS,
     SCHEDULES,
@@ -46,10 +48,11 @@ EPILOG = """examples:
   difface restore faces/ -o out --aligned --preset fast      # fewer evaluations, faster backend (docs/speed.md)
   difface restore clip.mp4 -o out                            # a video: OUT/clip.mp4, audio kept (docs/video.md)
 
-The restored image for IN/name.ext is written to OUT/name.png at the input's size (whole photos:
-multiplied by --upscale). A larger --start-step or --eta gives a more realistic, less faithful
-result. Every option is checked before any work; an input that fails is named with the reason, the
-others are still restored, and the exit status is 1 (2 for a usage error)."""
+The restored image for IN/name.ext is written to OUT/name.png (--ext: .jpg, .webp) at the input's size
+(whole photos: multiplied by --upscale); a gray input gives a gray result (one channel for one
+channel). A larger --start-step or --eta gives a more realistic, less faithful result. Every option
+is checked before any work; an input that fails is named with the reason, the others are still
+restored, and the exit status is 1 (2 for a usage error)."""
 
 
 def start_step_arg(text: str) -> int | str:
@@ -75,16 +78,37 @@ def pixels_arg(text: str) -> int:
     return int(value)
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that run DifFace (restore, inpaint)."""
+def fixed_start_step_arg(text: str) -> int:
+    """--start-step of `difface inpaint`: an integer (auto chooses from a restoration input's damage)."""
+    try:
+        return int(text)
+    except ValueError:
+        why = ("auto chooses a start from the damage of a restoration input, so inpainting takes a number"
+               if text.strip().lower() == "auto" else "expected an integer")
+        raise argparse.ArgumentTypeError(f"{why}, got {text!r}") from None
+
+
+def add_fixed_start_step(p: argparse.ArgumentParser) -> None:
+    """--start-step of `difface inpaint`: a number only."""
+    p.add_argument("--start-step", type=fixed_start_step_arg, default=None, metavar="N",
+                   help="respaced step N the estimate (LaMa's fill) is diffused to; 0 = the estimate only, no "
+                   "diffusion. Default: the model's (t = 480 of 1000, i.e. 120 on ddim250), printed at start; N "
+                   "is kept at the same t when --steps changes")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, auto_start: bool = True) -> None:
+    """Options shared by the commands that run DifFace (restore, inpaint; auto_start: --start-step takes auto)."""
     p.add_argument("--prior", help="diffusion prior: registry name (`difface weights list`) or file; "
                    "default: the bundled small model")
     p.add_argument("--estimator", help="diffused estimator: registry name or file (default: bundled)")
-    p.add_argument("--start-step", type=start_step_arg, default=None, metavar="N|auto",
-                   help="respaced step N the estimate is diffused to; 0 = estimator only; auto = chosen per "
-                   "image from how much the estimator changed it (more damage, more diffusion). Default: the "
-                   "model's (the official models: t = 400 of 1000, i.e. 100 on ddim250; the bundled small model: "
-                   "auto), printed at start; a fixed N is kept at the same t when --steps changes")
+    if auto_start:
+        p.add_argument("--start-step", type=start_step_arg, default=None, metavar="N|auto",
+                       help="respaced step N the estimate is diffused to; 0 = estimator only; auto = chosen per "
+                       "image from how much the estimator changed it (more damage, more diffusion). Default: the "
+                       "model's (the official models: t = 400 of 1000, i.e. 100 on ddim250; the bundled small "
+                       "model: auto), printed at start; a fixed N is kept at the same t when --steps changes")
+    else:
+        add_fixed_start_step(p)
     p.add_argument("--steps", default=DEFAULT_STEPS, help="timestep respacing of the official loop, e.g. ddim250, "
                    f"ddim50 or 250 (default {DEFAULT_STEPS})")
     p.add_argument("--eta", type=float, default=None, help="DDIM eta in [0, 1]: lower is more faithful, higher "
@@ -109,7 +133,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    f"(default {DEFAULT_NFE})")
     p.add_argument("--schedule", default=None, choices=list(SCHEDULES), help="timesteps of --sampler "
                    f"{'/'.join(SOLVERS)}: even (default) or fitted to the official loop for this prior (stored with "
-                   "the model; scripts/fit_schedule.py); an error when none was fitted for it")
+                   "the model; scripts/maintainer/fit_schedule.py); an error when none was fitted for it")
     p.add_argument("--fast", action="store_true", default=None, help="channels-last memory layout (same outputs "
                    "within 1e-4, faster on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
@@ -120,6 +144,19 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
                    help="refuse inputs with more pixels than this, from the file header, before decoding "
                    "(default 50M: about 2 GB of memory)")
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """--ext and --quality: the format of the images `difface restore` writes."""
+    p.add_argument("--ext", default="png", choices=list(OUTPUT_FORMATS),
+                   help="format of the restored images and comparisons, OUT/name.EXT (--skip-existing looks for "
+                   "that name; videos are MP4 whatever this says): png (default) is lossless and keeps 16 bits and "
+                   "transparency, but large; jpg and webp are 8-bit and lossy at --quality, several times smaller "
+                   "(a 1297x1920 photo at --upscale 2: png 12.9 MB, jpg 2.0 MB, webp 1.8 MB); webp keeps "
+                   "transparency, jpg drops it")
+    p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, metavar="1-100",
+                   help=f"quality of --ext jpg or webp, 1 to 100: higher is larger and closer to the result "
+                   f"(default {DEFAULT_QUALITY})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -139,6 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-comparison", action="store_true",
                    help="also write OUTDIR/comparisons/name.png: input | estimate | result (whole photos: "
                    "input | result)")
+    add_output_arguments(p)
     photo = p.add_argument_group("whole photos (without --aligned)")
     photo.add_argument("--upscale", type=int, default=DEFAULT_UPSCALE, help="output scale of whole photos, 1 to 8 "
                        f"(default {DEFAULT_UPSCALE})")

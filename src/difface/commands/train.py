@@ -41,7 +41,7 @@ runs on different numbers of processes; its running statistics follow the whole 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help=COMMANDS["train"],
                        description="Train a DifFace network from a YAML config (strict: unknown keys are "
-                       "errors; omitted keys keep the official values of SPEC 5.2 / 5.3 / 5.4).", epilog=EPILOG,
+                       "errors; omitted keys keep the official values).", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=("prior", "estimator", "inpainter"),
                    help="prior: diffusion UNet; estimator: SwinIR; inpainter: LaMa on masked faces")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from difface import weights
 from difface.commands import COMMANDS
+from difface.hub import ASSETS
 
 log = logging.getLogger("difface")
 
@@ -35,14 +36,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_convert)
 
 
+# Kinds of the weights shipped in the package, by their folder (or file) under difface/assets; small64: the
+# bundled small model, whose files are named by their role.
+_BUNDLED_KINDS = {"mtcnn": "detector", "lpips": "metric", "niqe": "metric"}
+
+
+def _megabytes(n: int, approx: bool = False) -> str:
+    mb = n / 1e6
+    text = f"{n / 1e3:.0f} kB" if mb < 1 else f"{mb:.1f} MB" if mb < 10 else f"{mb:.0f} MB"
+    return ("~" if approx else "") + text
+
+
+def list_rows() -> list[tuple[str, str, str, str, str]]:
+    """(name, kind, size, status, file) of every weights file difface knows: those shipped in the package
+    (bundled, offline; their size on disk), then the registry's (cached, with the size on disk, or the size of
+    the download)."""
+    rows = []
+    for rel in sorted(weights.bundled_manifest(), key=lambda rel: not rel.startswith("small64/")):
+        path = ASSETS / rel
+        name = rel.rsplit(".", 1)[0]
+        top = rel.split("/")[0].split(".")[0]
+        kind = Path(rel).stem if top == "small64" else _BUNDLED_KINDS.get(top, "")
+        there = path.is_file()
+        rows.append((name, kind, _megabytes(path.stat().st_size) if there else "",
+                     "bundled, offline" if there else "missing", f"(package) {rel}"))
+    for e in weights.REGISTRY.values():
+        path = weights.local_path(e.name)
+        if path.is_file():
+            size, status = _megabytes(path.stat().st_size), "cached"
+        else:
+            known = e.size or e.approx_size
+            size, status = (_megabytes(known, approx=e.size is None) if known else "?"), "not cached"
+        rows.append((e.name, e.kind, size, status, e.filename))
+    return rows
+
+
 def run_list(args: argparse.Namespace) -> int:
     print(f"cache: {weights.cache_dir()}")
-    print(f"{'name':26} {'kind':10} {'present':8} file")
-    for e in weights.REGISTRY.values():
-        present = "yes" if weights.local_path(e.name).is_file() else "no"
-        print(f"{e.name:26} {e.kind:10} {present:8} {e.filename}")
-        if args.verbose and e.description:
+    print(f"{'name':26} {'kind':10} {'size':>8}  {'status':16} file")
+    for name, kind, size, status, file in list_rows():
+        print(f"{name:26} {kind:10} {size:>8}  {status:16} {file}")
+        if args.verbose and name in weights.REGISTRY and weights.REGISTRY[name].description:
+            e = weights.REGISTRY[name]
             print(f"{'':26} {e.description}\n{'':26} {e.url}")
+    print("small64/*: the bundled small model, the default of `difface restore` and `difface inpaint`, offline.\n"
+          "not cached: downloaded on first use (or now: difface weights download NAME); ~: about that size.")
     return 0
 
 

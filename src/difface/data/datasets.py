@@ -193,7 +193,7 @@ def _by_stem(folder: str | os.PathLike, recursive: bool) -> dict[str, Path]:
 
 
 class SyntheticPairs(_RobustDataset):
-    """On-the-fly (lq, gt) pairs from high-quality images, for the diffused estimator (SPEC 5.5).
+    """On-the-fly (lq, gt) pairs from high-quality images, for the diffused estimator (the official 'gfpgan' pipeline).
 
     Per item, with item_rng(seed, epoch, index): horizontal flip (p 0.5, when flip), then
     degrade_with_params(gt, cfg, rng); when the draw says gray, gt is grayed too (as GFPGAN).
@@ -223,7 +223,7 @@ class SyntheticPairs(_RobustDataset):
 
 
 class MaskedFaces(_RobustDataset):
-    """On-the-fly masked faces for the inpainting estimator (SPEC 5.4).
+    """On-the-fly masked faces for the inpainting estimator (as the official LaMa trainer).
 
     Per item, with item_rng(seed, epoch, index): horizontal flip (p 0.5, when flip), then a mask
     from difface.data.masks.make_mask(mask_kind, rng, size) (official: "mixed"), and the official

@@ -1,5 +1,5 @@
-"""Synthetic face degradations: the GFPGAN-style training pipeline (SPEC 5.5) and the official
-CelebA-Test recipe (SPEC 5.6), with explicit `np.random.Generator`s.
+"""Synthetic face degradations: the GFPGAN-style training pipeline (DifFace's 'gfpgan' data) and the official
+CelebA-Test recipe (its test-set synthesis), with explicit `np.random.Generator`s.
 
 Images are (H, W, 3) float32 RGB numpy arrays in [0, 1]; the output has the input's size and
 lies on the 1/255 grid (values k/255). Pipeline (`apply_degradation`), in order:
@@ -209,7 +209,7 @@ def _at64(**kw) -> DegradationConfig:
                                 **kw})
 
 
-# The two recipes of issue 15, written at 64 px. "light blur" is read as Gaussian sigma U(0.2, 1.0)
+# Two damage recipes (mild, severe) written at 64 px. "light blur" is read as Gaussian sigma U(0.2, 1.0)
 # px and "light noise" as std U(0, 5) (0-255 scale); kernels iso or aniso with p 0.5, as everywhere.
 MILD_X2 = _at64(blur_sigma=(0.2, 1.0), downsample=(2.0, 2.0), noise=(0.0, 5.0), jpeg_quality=(60.0, 90.0))
 SEVERE_X4 = _at64(blur_sigma=(1.5, 2.5), downsample=(4.0, 4.0), noise=(8.0, 15.0), jpeg_quality=(30.0, 50.0))
@@ -288,7 +288,7 @@ class TestCombo:
 
 @dataclass(frozen=True)
 class TestRecipe:
-    """The official CelebA-Test grid (SPEC 5.6, TPAMI 'Journal' setting: 5*10*5*4*4 = 4000)."""
+    """The official CelebA-Test grid (the TPAMI 'Journal' setting: 5*10*5*4*4 = 4000)."""
 
     __test__ = False
     qualities: tuple[int, ...] = (30, 40, 50, 60, 70)
@@ -408,7 +408,7 @@ def degrade_fixed(
     hq: np.ndarray, sigma_x: float, sigma_y: float, theta: float, sf: float, noise: float, quality: int,
     *, rng: np.random.Generator, kernel_size: int = 41,
 ) -> np.ndarray:
-    """The official test-set `face_degradation` (SPEC 5.6) with given parameters, no scaling:
+    """The official test-set `face_degradation` with given parameters, no scaling:
     aniso kernel (sigma_x, sigma_y, theta), downsample by sf, noise std `noise`/255 (rng), JPEG
     `quality`, resize back, quantize. Returns (H, W, 3) float32 on the 1/255 grid."""
     params = DegradationParams(KernelParams("aniso", sigma_x, sigma_y, theta), kernel_size, sf, noise,

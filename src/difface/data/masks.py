@@ -2,12 +2,12 @@
 
 Convention everywhere: a mask is float32 with 1 = missing (to be filled) and 0 = known.
 
-* `detect_mask(lq)`: the official DifFace rule (SPEC 3): a pixel is missing when the sum of its three
+* `detect_mask(lq)`: the official DifFace rule: a pixel is missing when the sum of its three
   channels is exactly 0, so inputs carry their holes as pure black (truly black known pixels count
   as holes, as in the official code).
 * `load_mask(path_or_array, size)`: a user mask (white = missing) of any kind of image, binarised
   and resized with nearest-neighbour sampling to the image it belongs to.
-* Training generators (SPEC 5.4, LaMa's generators with DifFace's parameters at 256 px), all
+* Training generators (LaMa's generators with DifFace's parameters at 256 px), all
   drawing from a `numpy.random.Generator` passed in (no global RNG): `irregular_mask` (brush
   strokes), `box_mask` (rectangles), `outpainting_mask` (bands along the borders) and
   `mixed_mask` (one of the three, each with probability 1/3). `make_mask(kind, rng, size)`
@@ -184,7 +184,7 @@ def irregular_mask(rng: np.random.Generator, size: Size, *, strokes: tuple[int, 
                    ) -> np.ndarray:
     """Random brush strokes (LaMa's irregular mask, DifFace's parameters) -> (H, W) float32 {0, 1}.
 
-    Official at 256 px (SPEC 5.4): 1-6 strokes (`strokes`, inclusive); each from a random start
+    Official at 256 px: 1-6 strokes (`strokes`, inclusive); each from a random start
     point with 1..max_segments straight segments drawn with cv2.line; segment angle
     0.01 + integers(max_angle) radians, mirrored to 2 pi - angle for the 1st, 3rd, ... stroke;
     length 10 + integers(max_len) px; brush width 5 + integers(max_width) px. Lengths and widths
@@ -212,7 +212,7 @@ def box_mask(rng: np.random.Generator, size: Size, *, boxes: tuple[int, int] = (
              min_side: int = 30, max_side: int = 150) -> np.ndarray:
     """Random rectangles (LaMa's box mask, DifFace's parameters) -> (H, W) float32 {0, 1}.
 
-    Official at 256 px (SPEC 5.4): 1-4 boxes (`boxes`, inclusive), each side min_side..max_side px
+    Official at 256 px: 1-4 boxes (`boxes`, inclusive), each side min_side..max_side px
     (inclusive, capped at the image side minus two margins), placed fully inside a `margin`-px
     border. Sides and margin are scaled by min(H, W) / 256.
     """
@@ -233,7 +233,7 @@ def outpainting_mask(rng: np.random.Generator, size: Size, *, min_pad: float = 0
                      side_prob: float = 0.5) -> np.ndarray:
     """Bands along the borders (LaMa's outpainting mask, DifFace's parameters) -> (H, W) float32 {0, 1}.
 
-    Official (SPEC 5.4): each of the four sides (left, top, right, bottom) is masked with
+    Official: each of the four sides (left, top, right, bottom) is masked with
     probability `side_prob`; when none is, one side is chosen uniformly. A masked side loses
     k = integers(int(min_pad * S), int(max_pad * S)) pixels (S its length across; at least 1).
     Fractions, so no further scaling.

@@ -43,7 +43,7 @@ class EpsDenoiser:
 
     `autocast` is a context factory (e.g. `difface.device.autocast(dev, torch.bfloat16)`); the network
     output is cast back to float32 so the sampler arithmetic stays float32. `x0_fn` refines the
-    clipped x0 prediction (inpainting re-imposes the known pixels, SPEC 1.7); its result is clipped again.
+    clipped x0 prediction (inpainting re-imposes the known pixels, as `_refine_xstart`); its result is clipped again.
     """
 
     def __init__(self, model: nn.Module, diffusion: Diffusion, clip: bool = True, autocast=None,
@@ -75,7 +75,7 @@ DenoiserFactory = Callable[[Diffusion], Denoiser]
 
 
 def ddim_step(pred: Prediction, abar, abar_prev, eta: float, noise: torch.Tensor | None) -> torch.Tensor:
-    """The DDIM update (Song et al. eq. 12) with DifFace's *raw* eps (SPEC 1.8); the only one in difface.
+    """The DDIM update (Song et al. eq. 12) with DifFace's *raw* eps (the official `ddim_sample`); the only one here.
 
     sigma = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev)
     x_prev = x0 sqrt(abar_prev) + sqrt(1 - abar_prev - sigma^2) eps + sigma noise
@@ -114,7 +114,7 @@ def sample_loop(
     noise_fn: NoiseFn,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """The official loop: respaced indices start-1, ..., 0 from x (SPEC 1.9: the first call uses index start-1).
+    """The official loop: respaced indices start-1, ..., 0 from x (as officially: the first call uses index start-1).
 
     One noise draw per step, after the network call (also on the last step, where it is unused),
     as the official loop does. `callback` receives {"i", "x", "pred", "sample"} after each step.

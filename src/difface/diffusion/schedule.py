@@ -1,6 +1,6 @@
 """Gaussian diffusion schedules (float64), timestep respacing and the forward process.
 
-Conventions (SPEC 1.2): every schedule array is float64 numpy; a lookup indexes it with an integer
+Conventions (as the official diffusion code): every schedule array is float64 numpy; a lookup indexes it with an integer
 timestep tensor and *then* casts to float32 (`extract`), and all tensor arithmetic is float32. This
 is what makes the official sampler reproducible bit for bit. Images live in [-1, 1].
 """
@@ -30,7 +30,7 @@ def get_betas(schedule: str, steps: int = 1000) -> np.ndarray:
 
 
 def space_timesteps(num_steps: int, spec: str | int) -> list[int]:
-    """Original timesteps kept by a respacing spec (SPEC 1.4), sorted ascending.
+    """Original timesteps kept by a respacing spec (as the official `space_timesteps`), sorted ascending.
 
     "ddimN": range(0, num_steps, s) with the smallest stride s giving exactly N steps.
     "a,b,c" (or an int): that many steps per equal section, each spread with Python rounding.

@@ -1,4 +1,4 @@
-"""Similarity alignment of faces to the FFHQ template (SPEC 2.4 step 3).
+"""Similarity alignment of faces to the FFHQ template (as the official `align_warp_face`).
 
 Convention: 2 x 3 affine matrices map (x, y, 1) in the source image to (x', y') in the target,
 pixel centres at integer coordinates (OpenCV's `warpAffine` convention, not inverted).
@@ -118,7 +118,7 @@ def _warp_one(img: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
 
 
 def warp_faces(rgb: np.ndarray, matrices: np.ndarray, face_size: int) -> np.ndarray:
-    """Warp aligned square crops out of an image (bilinear; gray outside the image, SPEC 2.4 step 3).
+    """Warp aligned square crops out of an image (bilinear; gray outside the image, as facexlib).
 
     Args: rgb (H, W, 3) float32 in [0, 1]; matrices (N, 2, 3) image -> crop.
     Returns (N, face_size, face_size, 3) float32 in [0, 1].

@@ -1,4 +1,4 @@
-"""Background upsamplers for whole photos: Real-ESRGAN x2 (RRDBNet, tiled; SPEC 2.5) or Lanczos.
+"""Background upsamplers for whole photos: Real-ESRGAN x2 (RRDBNet, tiled, as the official code) or Lanczos.
 
 An upsampler is a callable `(rgb, scale) -> rgb_up`: rgb (H, W, 3) float32 in [0, 1] ->
 (round(scale H), round(scale W), 3) float32 in [0, 1].
@@ -100,7 +100,7 @@ def tiled_forward(model: torch.nn.Module, x: torch.Tensor, scale: int, tile: int
 
 
 class RealESRGANUpsampler:
-    """Real-ESRGAN x2 background upsampler (SPEC 2.5): reflect-pad to even size, tiled RRDBNet,
+    """Real-ESRGAN x2 background upsampler (as the official `RealESRGANer`): reflect-pad to even size, tiled RRDBNet,
     crop, clamp; a Lanczos-4 resize afterwards when the requested scale is not the network's.
 
     `model` is an RRDBNet or the path of RealESRGAN_x2plus.pth; `dtype` float16 mirrors the

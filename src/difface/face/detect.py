@@ -72,7 +72,7 @@ def get_detector(name: str = DEFAULT_BACKEND, weights: str | os.PathLike | None 
 def detection_scale(height: int, width: int, min_side: int = 640, max_side: int = 2048) -> float:
     """Resize factor for the detector's copy of an image.
 
-    Small images are enlarged so that the short side reaches `min_side` (SPEC 2.4 step 2 uses 640),
+    Small images are enlarged so that the short side reaches `min_side` (the official helper uses 640),
     large ones shrunk so that the long side stays within `max_side`; the long-side limit wins.
     """
     s = max(1.0, min_side / min(height, width))

@@ -1,4 +1,4 @@
-"""Paste restored face crops back into an (upscaled) image (SPEC 2.4 steps 6-7).
+"""Paste restored face crops back into an (upscaled) image (as the official `paste_faces_to_input_image`).
 
 Convention: `matrices` are the (2, 3) image -> crop matrices of `align.align_faces`; the canvas is
 the input upscaled by `upscale`, and a pixel centre x of the input lands at upscale * x +
@@ -53,7 +53,7 @@ def _antialiased(face: np.ndarray, inv: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def soft_mask(inv: np.ndarray, size: int, out_wh: tuple[int, int], upscale: float) -> np.ndarray:
-    """Feathered paste mask (SPEC 2.4 step 7) in canvas pixels of a region `out_wh` (w, h).
+    """Feathered paste mask (the official soft mask) in canvas pixels of a region `out_wh` (w, h).
 
     A square of ones warped with `inv` and eroded by ceil(upscale) px; then with
     w_edge = int(sqrt(area)) // 20: eroded by w_edge px more and Gaussian-blurred with

@@ -1,5 +1,5 @@
 """Whole-photo restoration: detect, align, restore the crops, upscale the background, paste back
-(SPEC 2.4). The face restorer is injected, so this module knows nothing about diffusion.
+(the official `sample_func_ir_unaligned`). The face restorer is injected, so this module knows nothing about diffusion.
 
 Decisions (see docs/whole-photos.md): `upscale` is relative to the input as given (the official
 code first enlarges inputs whose short side is < 512 and scales the output from there; we only

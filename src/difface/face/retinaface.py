@@ -206,7 +206,7 @@ def load_retinaface(backbone: str, weights: str | os.PathLike) -> RetinaFace:
 class RetinaFaceDetector:
     """RetinaFace detector at the image's own size (facexlib's use_origin_size=True).
 
-    Defaults follow SPEC 2.4: score threshold 0.8, NMS IoU 0.4.
+    Defaults follow the official face helper: score threshold 0.8, NMS IoU 0.4.
     """
 
     def __init__(self, backbone: str, weights: str | os.PathLike | RetinaFace, device: str = "cpu",

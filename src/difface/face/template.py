@@ -1,4 +1,4 @@
-"""The FFHQ 5-point face template used by DifFace (SPEC 2.4 step 3) and helpers to scale it.
+"""The FFHQ 5-point face template used by DifFace (facexlib's 512 template) and helpers to scale it.
 
 Convention: points are (x, y) in pixels of a square crop, pixel centres at integer coordinates
 (OpenCV's convention), in the order left eye, right eye, nose tip, left mouth corner, right mouth
@@ -38,7 +38,7 @@ def eye_distance(landmarks: np.ndarray) -> np.ndarray:
     """Distance between the two eyes, norm(left_eye - right_eye).
 
     Args: landmarks (..., 5, 2). Returns (...) float. (The official filter used shifted indices,
-    SPEC 7 item 9; this is the intended quantity.)
+    a bug of the official code; this is the intended quantity.)
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     return np.linalg.norm(lm[..., 0, :] - lm[..., 1, :], axis=-1)

@@ -1,4 +1,4 @@
-"""Evaluation metrics for face restoration (SPEC section 6) and the registry of their names.
+"""Evaluation metrics for face restoration (those of the DifFace paper) and the registry of their names.
 
 Full-reference (need ground truth): psnr, ssim, psnr_y, ssim_y, lpips, lpips_vgg, ids, deg,
 ids_dlib, lmd. No-reference: niqe. Set-level: fid (restored set against reference statistics).

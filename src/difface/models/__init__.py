@@ -17,7 +17,7 @@ from difface.models.unet import UNetConfig, UNetModel
 
 NetConfig = UNetConfig | SwinIRConfig | LamaConfig
 
-# Official configurations (SPEC 4.1, 4.2, 4.3) and the small golden-test configurations.
+# Official configurations (those of the released checkpoints) and the small golden-test configurations.
 CONFIGS: dict[str, NetConfig] = {
     "unet_ffhq512": UNetConfig(),
     "unet_ffhq256": UNetConfig(
@@ -95,7 +95,7 @@ def config_from_dict(kind: str, d: Mapping) -> NetConfig:
 
 
 def fill_deterministic(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Fill weights by the `difface-fill-v1` rule (shared/reference/README.md, section 2).
+    """Fill weights by the `difface-fill-v1` rule, the one the reference vectors of the tests were made with.
 
     Keys in sorted order draw from one CPU generator: tensors with ndim >= 2 get
     randn / sqrt(fan_in); 1-D `weight`/`running_var` get 1 + 0.01 randn; others 0.01 randn.

@@ -4,7 +4,7 @@ Input (B, 4, H, W): `cat(lq, mask)` with lq in [0, 1] (missing pixels 0) and mas
 (1 = missing); H and W divisible by 2**n_downsampling (8 for the official model). Output
 (B, 3, H, W) in [0, 1] (sigmoid); `logits(x)` returns the values before the sigmoid.
 
-Layout (SPEC 4.3), all inside one `nn.Sequential` called `model`, so parameter and buffer names
+Layout (the official `FFCResNetGenerator`), all inside one `nn.Sequential` called `model`, so parameter and buffer names
 equal those of the official `lama_inpainting256.pth`:
 
     0  ReflectionPad2d(3)          1  FFC_BN_ACT(in -> ngf, k7)          local branch only

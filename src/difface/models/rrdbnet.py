@@ -1,4 +1,4 @@
-"""RRDBNet (ESRGAN, Wang et al. ECCV-W 2018) as configured for Real-ESRGAN x2 (SPEC 4.4).
+"""RRDBNet (ESRGAN, Wang et al. ECCV-W 2018) as configured for Real-ESRGAN x2 (RealESRGAN_x2plus.pth).
 
 Module names equal the BasicSR layout, so RealESRGAN_x2plus.pth (`params_ema`, fallback
 `params`) loads strictly. For scale 2 the input is pixel-unshuffled (3 -> 12 channels) and the

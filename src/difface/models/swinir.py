@@ -246,7 +246,7 @@ class SwinIR(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
         ws = self.config.window_size
-        # Official quirk (SPEC 7.7): padding is computed on the input size, not on the feature size.
+        # Official quirk, kept for its checkpoints: padding is computed on the input size, not on the feature size.
         x = F.pad(x, (0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws), mode="reflect")
         mean = self.mean.to(x.dtype)
         # residual=False (official): the head's output is added to the dataset mean, so the network

@@ -5,7 +5,7 @@ so their state dicts load strictly. Input x: (B, C_in, H, W) in diffusion space 
 t: (B,) integer (or float) timesteps of the *original* 1000-step chain; output (B, C_out, H, W)
 with C_out = 2 * C_in when sigma is learned ([eps | v]).
 
-Differences from guided-diffusion worth knowing (SPEC 4.1): `attention_resolutions` are feature-map
+Differences from guided-diffusion (official checkpoints rely on them): `attention_resolutions` are feature-map
 side lengths (not downsampling rates), `num_res_blocks` may be a per-level list, the timestep
 embedding puts cos before sin, and the output head is not zero-initialised.
 """

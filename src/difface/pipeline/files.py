@@ -7,11 +7,11 @@ difface.pipeline.inpaint); the commands and the app call these, no front end sub
     pipe = RestorePipeline.load(options)
     outcomes = run(pipe, [Path("faces/a.png")], Path("out"))    # never raises for a bad input
 
-Rules: the result for IN/name.ext is OUT/name.png (OUT/name.mp4 for a video, difface.pipeline.video); a name
-taken by an earlier input gets the input's extension appended (`name_jpg.png`) and the outcome says so; an
-output that would overwrite an input is refused; an input that cannot be read, is too large (from its header),
-gives a non-finite result or cannot be written fails on its own with a reason, and the others go on; every
-file is written atomically, the result last (after a photo's crops and comparison).
+Rules: the result for IN/name.ext is OUT/name.png (OUT/name.jpg or .webp with `ext`; OUT/name.mp4 for a video,
+difface.pipeline.video); a name taken by an earlier input gets the input's extension appended (`name_jpg.png`)
+and the outcome says so; an output that would overwrite an input is refused; an input that cannot be read, is
+too large (from its header), gives a non-finite result or cannot be written fails on its own with a reason, and
+the others go on; every file is written atomically, the result last (after a photo's crops and comparison).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from difface.config import OptionError
 from difface.data.masks import detect_mask
 from difface.face.photo import MAX_OUTPUT_PIXELS
 from difface.images import (
+    DEFAULT_QUALITY,
     ImageReadError,
     ImageTooLarge,
     LoadedImage,
@@ -50,17 +51,23 @@ log = logging.getLogger("difface")
 
 
 # -- planning and checking outputs -----------------------------------------------------------------------
-def output_suffix(src: Path) -> str:
-    """.mp4 for videos (difface.video), .png for images."""
-    return ".mp4" if is_video_path(src) else ".png"
+def output_suffix(src: Path, ext: str = "png") -> str:
+    """.mp4 for videos (difface.video), .`ext` for images (one of difface.images.OUTPUT_FORMATS)."""
+    return ".mp4" if is_video_path(src) else f".{ext}"
 
 
-def plan_outputs(inputs: list[Path], outdir: Path) -> tuple[list[Job], list[Outcome]]:
-    """Jobs for the inputs, and failed outcomes for those whose output would overwrite an input."""
+def output_format(options) -> tuple[str, int]:
+    """(ext, quality) of the images a run with `options` writes (RestoreOptions has them; others write PNG)."""
+    return getattr(options, "ext", "png"), getattr(options, "quality", DEFAULT_QUALITY)
+
+
+def plan_outputs(inputs: list[Path], outdir: Path, ext: str = "png") -> tuple[list[Job], list[Outcome]]:
+    """Jobs for the inputs (images written as .`ext`), and failed outcomes for those whose output would overwrite
+    an input."""
     jobs, refused, used = [], [], set()
     sources = {p.resolve() for p in inputs}
     for src in inputs:
-        suffix = output_suffix(src)
+        suffix = output_suffix(src, ext)
         name, note = f"{src.stem}{suffix}", ""
         if name in used:
             alt = f"{src.stem}_{src.suffix.lstrip('.').lower()}{suffix}"
@@ -180,7 +187,7 @@ def run(pipe: FacePipeline, inputs: Sequence[Path], outdir: Path, *, rank: int =
 
     skip_existing: an input whose output file exists is not restored again (its outcome is `kept`):
     how a killed batch is completed."""
-    jobs, outcomes = plan_outputs(list(inputs), outdir)
+    jobs, outcomes = plan_outputs(list(inputs), outdir, output_format(pipe.options)[0])
     pipe.new_run()
     if world_size > 1:  # results depend only on image and seed, so sharding changes nothing
         jobs, outcomes = jobs[rank::world_size], outcomes if rank == 0 else []
@@ -242,12 +249,14 @@ def _process(pipe: FacePipeline, loaded: list[_Loaded]) -> list[ImageResult]:
 
 
 # -- writing results --------------------------------------------------------------------------------------
-def save_result(dst: Path, image: LoadedImage, result: ImageResult) -> None:
-    """The one writer of a result file (the commands' output and the app's download): PNG at the result's size,
-    with the input's alpha when it has the result's size, 16-bit for a 16-bit input; atomic. OSError /
-    RuntimeError when it cannot be written."""
+def save_result(dst: Path, image: LoadedImage, result: ImageResult, quality: int = DEFAULT_QUALITY) -> None:
+    """The one writer of a result file (the commands' output and the app's download): at the result's size, in
+    the format of `dst`'s suffix (PNG; JPEG or WebP at `quality`), with the input's alpha when it has the result's
+    size, 16-bit for a 16-bit input (PNG), one channel for a one-channel input; atomic. OSError / RuntimeError
+    when it cannot be written."""
     alpha = result.alpha if result.alpha is not None and result.alpha.shape == result.image.shape[:2] else None
-    write_image(dst, result.image, alpha, bit_depth=16 if image.bit_depth == 16 else 8)
+    write_image(dst, result.image, alpha, bit_depth=16 if image.bit_depth == 16 else 8, quality=quality,
+                gray=image.channels == 1)
 
 
 def write_outputs(pipe: FacePipeline, job: Job, image: LoadedImage, result: ImageResult | str,
@@ -255,6 +264,7 @@ def write_outputs(pipe: FacePipeline, job: Job, image: LoadedImage, result: Imag
     """Write what a run makes of one input (whole photos: the aligned crops and their restorations; the
     comparison when asked; the result last) and say what became of it; a reason string is a failure."""
     notes = (job.note,) if job.note else ()
+    quality = output_format(pipe.options)[1]
     if isinstance(result, str):
         return Outcome(job.src, None, False, result, notes=notes, seconds=seconds)
     if pipe.start_step == "auto" and result.start_steps:
@@ -268,11 +278,13 @@ def write_outputs(pipe: FacePipeline, job: Job, image: LoadedImage, result: Imag
         if result.crops is not None:
             for k in range(result.faces):  # the aligned crops and their restorations, for inspection
                 name = f"{job.dst.stem}_{k:02d}.png"
-                write_image(outdir / "cropped_faces" / name, _face_view(result.face_crops, result.crops, k))
-                write_image(outdir / "restored_faces" / name, _face_view(result.face_restored, result.restored, k))
+                write_image(outdir / "cropped_faces" / name, _face_view(result.face_crops, result.crops, k),
+                            gray=image.channels == 1)
+                write_image(outdir / "restored_faces" / name, _face_view(result.face_restored, result.restored, k),
+                            gray=image.channels == 1)
         if pipe.options.save_comparison:
-            write_image(outdir / "comparisons" / job.dst.name, comparison(image, result))
-        save_result(job.dst, image, result)
+            write_image(outdir / "comparisons" / job.dst.name, comparison(image, result), quality=quality)
+        save_result(job.dst, image, result, quality)
     except (OSError, RuntimeError) as e:
         why = getattr(e, "strerror", None) or str(e)
         return Outcome(job.src, None, False, f"cannot write {job.dst}: {why}", notes=notes, seconds=seconds)

@@ -235,7 +235,7 @@ class RestorePipeline(FacePipeline):
         super().__init__(model, options, device)
         self.aligned = options.aligned
         mfs = options.photo.max_face_size
-        # Photos and videos: no limit by default (the band merge keeps a large face's own detail, issue 21)
+        # Photos and videos: no limit by default (the band merge keeps a large face's own detail)
         self.max_face_size = 0.0 if mfs is None else mfs
         self._detector, self._bg = detector, bg_upsampler
 

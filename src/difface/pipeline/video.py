@@ -22,7 +22,7 @@ from difface.video import VideoDependencyError, VideoError, VideoOptions, restor
 # Options that never change a pixel of a restored video; every other option of RestoreOptions (the detector
 # included) is in the resume key, so that a run is resumed only with the options that made its segments.
 NOT_PIXEL_OPTIONS = frozenset({"video.resume", "video.refuse_vfr", "video.max_seconds", "save_comparison",
-                               "max_pixels", "model.device"})
+                               "max_pixels", "model.device", "ext", "quality"})
 
 
 def video_resume_key(options: RestoreOptions, model_name: str, start_step, eta, device: str) -> str:

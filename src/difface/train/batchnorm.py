@@ -10,7 +10,7 @@ batch* of the step (all micro-batches of all processes):
     running = (1 - momentum) * running + momentum * stat, num_batches_tracked += 1
 
 which is what the official trainer's SyncBatchNorm did with one forward of the global batch per
-step (SPEC 5.1). The statistics used for *normalising* during training stay per micro-batch
+step. The statistics used for *normalising* during training stay per micro-batch
 (PyTorch's BatchNorm): the gradient depends on `optim.micro_batch`, not on the number of processes
 as long as each process's share is a whole number of micro-batches.
 

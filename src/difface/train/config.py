@@ -1,8 +1,8 @@
 """Training configuration: frozen dataclasses, official defaults, strict YAML load, overrides.
 
 A YAML file is a (partial) nested mapping over `TrainConfig`; it is merged onto the defaults of
-the task (`DEFAULTS["prior"]`, SPEC 5.2, `DEFAULTS["estimator"]`, SPEC 5.3, or
-`DEFAULTS["inpainter"]`, SPEC 5.4). Unknown keys
+the task (`DEFAULTS["prior"]`, `DEFAULTS["estimator"]` or
+`DEFAULTS["inpainter"]`: the official training configs). Unknown keys
 are an error naming the key and the file. Overrides use the same merge: `key.sub=value` with the
 value parsed as YAML (`optim.lr=2e-4`, `optim.betas=[0.9,0.99]`, `data.size=null`).
 
@@ -192,19 +192,19 @@ class TrainConfig:
 
 
 DEFAULTS: dict[str, TrainConfig] = {
-    # SPEC 5.2: unet_ffhq512, lr 1e-4, batch 64 / micro 8, 10k warm-up, EMA 0.999, 800k steps.
+    # Official diffusion_ffhq512.yaml: unet_ffhq512, lr 1e-4, batch 64 / micro 8, 10k warm-up, EMA 0.999, 800k steps.
     "prior": TrainConfig(
         model=CONFIGS["unet_ffhq512"],
         optim=OptimConfig(lr=1e-4, warmup_steps=10_000, batch_size=64, micro_batch=8, ema_rate=0.999),
     ),
-    # SPEC 5.3: swinir_restoration512, L1, lr 5e-5 cosine to 5e-6 over 300k, batch 32 / micro 8, no EMA.
+    # Official: swinir_restoration512, L1, lr 5e-5 cosine to 5e-6 over 300k, batch 32 / micro 8, no EMA.
     "estimator": TrainConfig(
         model=CONFIGS["swinir_restoration512"],
         data=DataConfig(flip=True),
         optim=OptimConfig(lr=5e-5, schedule="cosine", eta_min=5e-6, batch_size=32, micro_batch=8),
         max_steps=300_000,
     ),
-    # SPEC 5.4: lama_inpainting256 on 256 px faces, weighted L1 (holes x10), mixed masks, lr 1e-4 cosine
+    # Official: lama_inpainting256 on 256 px faces, weighted L1 (holes x10), mixed masks, lr 1e-4 cosine
     # to 5e-6 over 500k, batch 64 / micro 16, EMA 0.999. The official run normalised BatchNorm over
     # the 64 samples of a step (SyncBatchNorm on 4 GPUs x 16); here BatchNorm sees one micro-batch.
     "inpainter": TrainConfig(

@@ -1,4 +1,4 @@
-"""Exponential moving average of a network's weights (SPEC 5.1).
+"""Exponential moving average of a network's weights (as the official trainer).
 
 After every optimizer step: ema = rate * ema + (1 - rate) * param for every floating-point
 parameter and buffer, done as `ema.lerp_(param, 1 - rate)`; integer buffers (e.g. SwinIR's

@@ -224,7 +224,7 @@ def calibrate_ema_batchnorm(state: TrainState, step_fn: StepFn, dataset, cfg: Tr
                             samples: int = CALIBRATION_SAMPLES) -> bool:
     """Give the EMA weights BatchNorm statistics of their own (rank 0; networks with BatchNorm and an EMA).
 
-    The EMA copies the live network's running statistics after every step (SPEC 5.1), but those
+    The EMA copies the live network's running statistics after every step (as the official trainer), but those
     belong to the live weights: early in a run, or with a high lr, the averaged weights normalised
     by them give wrong outputs (measured on the 64 px inpainter at step 2000: 11.0 dB hole PSNR
     instead of 16.6 dB). Here the statistics are recomputed by running the step function (no grad,

@@ -36,7 +36,7 @@ log = logging.getLogger("difface.train")
 
 
 def init_swinir_(model: SwinIR, generator: torch.Generator) -> SwinIR:
-    """Training init of SwinIR (SPEC 4.2): Linear weights trunc-normal(0.02) and zero biases, LayerNorm
+    """Training init of SwinIR (official `_init_weights`): Linear weights trunc-normal(0.02) and zero biases, LayerNorm
     (1, 0), relative-position tables trunc-normal(0.02); convolutions keep PyTorch's defaults."""
     with torch.no_grad():
         for m in model.modules():

@@ -82,7 +82,7 @@ def draw_timesteps_and_noise(
 
 
 def make_diffusion_step(diffusion: Diffusion, sampler: TimestepSampler, seed: int) -> StepFn:
-    """Hybrid loss (eps MSE + rescaled VLB, SPEC 5.2) on batch["image"] (B, 3, H, W) in [-1, 1]."""
+    """Hybrid loss (eps MSE + rescaled VLB, as the official prior) on batch["image"] (B, 3, H, W) in [-1, 1]."""
 
     def diffusion_step(model: nn.Module, batch: dict, step: int) -> StepOutput:
         dev = _model_device(model)
@@ -117,7 +117,7 @@ def make_estimator_step(loss: str = "l1") -> StepFn:
 
 def weighted_pixel_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, hole_weight: float = 10.0,
                         loss: str = "l1") -> torch.Tensor:
-    """Per-sample weighted pixel loss of the inpainter (SPEC 5.4) -> (B,).
+    """Per-sample weighted pixel loss of the inpainter (the official LaMa trainer's) -> (B,).
 
     pred, gt: (B, 3, H, W); mask: (B, 1, H, W), 1 = missing. e = |pred - gt| (l1, official) or
     (pred - gt)^2 (l2); w = hole_weight * mask + (1 - mask); loss_b = sum_{c,h,w}(w e) / sum_{h,w} w.

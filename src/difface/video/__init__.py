@@ -1,4 +1,4 @@
-"""Video: restore the faces of a clip, stable from frame to frame, audio kept (issue 14).
+"""Video: restore the faces of a clip, stable from frame to frame, audio kept.
 
     from difface.video import restore_video, model_restorer
     from difface.face import get_detector

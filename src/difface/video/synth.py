@@ -1,5 +1,5 @@
 """Test clips with a known camera motion: a slow pan and zoom over a still photo, degraded, with a
-generated audio track (a sine sweep). `scripts/make_test_clip.py` and the tests both use this.
+generated audio track (a sine sweep). `scripts/maintainer/make_test_clip.py` and the tests both use this.
 
 The camera: a view of the output's aspect ratio; at zoom 1 it is the largest such rectangle inside
 the photo, at zoom z it is z times smaller. Its centre and zoom move from (center0, zoom0) to
