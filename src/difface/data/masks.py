@@ -80,6 +80,18 @@ def known_resize(image: torch.Tensor, known: torch.Tensor, size: tuple[int, int]
     return torch.where(den >= 0.5, num / den.clamp_min(0.5), torch.zeros_like(num))
 
 
+# Width, in model pixels, of the soft edge over which an enlarged inpainting fill is blended into a larger face
+FEATHER_MODEL_PX = 2
+
+
+def fill_mask(mask: torch.Tensor, model_size: int) -> torch.Tensor:
+    """Where an inpainting fill made at model_size pixels goes into a (B, 1, H, W) face with hole `mask`: the mask
+    itself when the face is no larger than the model, else `feathered_mask` over FEATHER_MODEL_PX model pixels
+    (known pixels beyond that soft edge are kept exactly)."""
+    h, w = mask.shape[-2:]
+    return feathered_mask(mask, FEATHER_MODEL_PX * max(h, w) / model_size) if max(h, w) > model_size else mask
+
+
 def feathered_mask(mask: torch.Tensor, width: float) -> torch.Tensor:
     """A soft edge around a mask: (B, 1, H, W) {0, 1} -> (B, 1, H, W) float32 in [0, 1] (same device).
 

@@ -45,11 +45,11 @@ def eye_distance(landmarks: np.ndarray) -> np.ndarray:
 
 
 # Bounds of a plausible five-point layout (`plausible_faces`), in eye distances in the face's own frame (x along
-# the eyes, y down). Each is wider than every true face of the shared real photos (scripts/check_detections.py:
-# every image of real-world/, 300 LFW and 200 CelebA faces; 625 MTCNN and 616 YuNet faces at their thresholds):
-# nose 0.16-1.28 below the eyes, mouth 0.81-2.57 below the eyes (the largest where a detector misplaced the
-# mouth) and at least 0.15 below the nose, mouth 0.65-1.19 wide, mouth line at most 8 degrees off the eye line,
-# template residual at most 0.42, eye distance 0.19-0.58 of the box width.
+# the eyes, y down). Each is wider than every true face of the shared real photos
+# (scripts/maintainer/check_detections.py: every image of real-world/, 300 LFW and 200 CelebA faces; 625 MTCNN and
+# 616 YuNet faces at their thresholds): nose 0.16-1.28 below the eyes, mouth 0.81-2.57 below the eyes (the largest
+# where a detector misplaced the mouth) and at least 0.15 below the nose, mouth 0.65-1.19 wide, mouth line at most
+# 8 degrees off the eye line, template residual at most 0.42, eye distance 0.19-0.58 of the box width.
 NOSE_BELOW_EYES = (0.05, 1.4)
 MOUTH_BELOW_EYES = (0.5, 2.8)
 MOUTH_BELOW_NOSE = 0.05

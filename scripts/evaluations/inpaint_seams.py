@@ -5,12 +5,12 @@ Each face (512 px, aligned) gets a rectangle drawn over its mouth, an eye and a 
 the mean gradient magnitude (Sobel, luma) on a 5 px ring along the rectangle's border divided by the mean over
 the rest of the face's middle: about 1 or below where the border cannot be seen, well above 1 for a step. The
 input's own ratio is printed beside it. difface is imported from PYTHONPATH, so the same command measures two
-trees (as scripts/hash_outputs.py):
+trees (as scripts/maintainer/hash_outputs.py):
 
-    PYTHONPATH=src python scripts/inpaint_seams.py FACE.png ... [--sheet seams.png] [--json out.json]
-    PYTHONPATH=src python scripts/inpaint_seams.py FACE.png ... --feather-px 0    # this tree, hard edge
+    PYTHONPATH=src python scripts/evaluations/inpaint_seams.py FACE.png ... [--sheet seams.png] [--json out.json]
+    PYTHONPATH=src python scripts/evaluations/inpaint_seams.py FACE.png ... --feather-px 0    # this tree, hard edge
 
---feather-px sets difface.restore.FEATHER_MODEL_PX (the soft edge's width in model pixels) for the run.
+--feather-px sets difface.data.masks.FEATHER_MODEL_PX (the soft edge's width in model pixels) for the run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-import difface.restore
+import difface.data.masks
 from difface.config import InpaintOptions, ModelOptions
 from difface.images import LoadedImage, read_image, write_image
 from difface.pipeline.inpaint import InpaintPipeline
@@ -47,12 +47,12 @@ def main() -> None:
     ap.add_argument("faces", nargs="+", type=Path)
     ap.add_argument("--prior")
     ap.add_argument("--estimator")
-    ap.add_argument("--feather-px", type=float, help="override difface.restore.FEATHER_MODEL_PX for this run")
+    ap.add_argument("--feather-px", type=float, help="override difface.data.masks.FEATHER_MODEL_PX for this run")
     ap.add_argument("--sheet", type=Path, help="write input | output crops around each rectangle here")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.feather_px is not None:
-        difface.restore.FEATHER_MODEL_PX = args.feather_px
+        difface.data.masks.FEATHER_MODEL_PX = args.feather_px
     model = ModelOptions(prior=args.prior, estimator=args.estimator) if args.prior else ModelOptions()
     pipe = InpaintPipeline.load(InpaintOptions(model=model))
     print(pipe.describe())

@@ -8,7 +8,7 @@ detector's likely non-faces: hands, ears, fabric, background) that the check wou
 detection's score and layout numbers are listed with --list; --crops DIR writes the aligned crop of every
 detection below the threshold or failing the check, to look at.
 
-    python scripts/check_detections.py -o docs/results/detection_plausibility.json [--crops /tmp/crops] [--list]
+    python scripts/maintainer/check_detections.py -o docs/results/detection_plausibility.json [--crops DIR] [--list]
 
 The research-only photos are read from ../shared/data beside the checkout; none is written into the repository
 (the JSON holds file names, counts and numbers only).
@@ -31,7 +31,7 @@ from difface.face.template import eye_distance, face_frame, plausible_faces, tem
 from difface.face.yunet import YuNetDetector
 from difface.images import IMAGE_EXTENSIONS, read_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
 CANDIDATE_SCORE = 0.3  # candidates are collected down to this score
 
@@ -126,7 +126,7 @@ def main() -> None:
         args.crops.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     report = check(images(args.lfw, args.celeba, args.seed), args.crops, args.list)
-    report["command"] = (f"python scripts/check_detections.py --lfw {args.lfw} --celeba {args.celeba} "
+    report["command"] = (f"python scripts/maintainer/check_detections.py --lfw {args.lfw} --celeba {args.celeba} "
                          f"--seed {args.seed}")
     report["candidate_score"] = CANDIDATE_SCORE
     report["seconds"] = round(time.time() - t0, 1)
