@@ -104,9 +104,11 @@ def test_select_faces_uses_the_eye_indices():
         [[10, 10], [40, 10], [25, 25], [15, 35], [35, 35]],
     ], np.float64)
     boxes = np.array([[80, 80, 150, 160], [0, 0, 50, 50]], np.float64)
-    assert select_faces(boxes, lm, (200, 200), min_eye_dist=5).tolist() == [1]
-    assert select_faces(boxes, lm, (200, 200), min_eye_dist=3).tolist() == [0, 1]
+    raw = {"plausible_only": False}  # face 0 is no face's layout (the layout check is tested in test_face_plausible)
+    assert select_faces(boxes, lm, (200, 200), min_eye_dist=5, **raw).tolist() == [1]
+    assert select_faces(boxes, lm, (200, 200), min_eye_dist=3, **raw).tolist() == [0, 1]
+    assert select_faces(boxes, lm, (200, 200), min_eye_dist=3).tolist() == [1]
     # centre face: box centres (115, 120) and (25, 25); image centre (100, 100)
-    assert select_faces(boxes, lm, (200, 200), min_eye_dist=0, only_center_face=True).tolist() == [0]
-    assert select_faces(boxes, lm, (200, 200), min_eye_dist=0, largest_face=True).tolist() == [1]
+    assert select_faces(boxes, lm, (200, 200), min_eye_dist=0, only_center_face=True, **raw).tolist() == [0]
+    assert select_faces(boxes, lm, (200, 200), min_eye_dist=0, largest_face=True, **raw).tolist() == [1]
     assert select_faces(boxes[:0], lm[:0], (200, 200)).tolist() == []

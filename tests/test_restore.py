@@ -110,11 +110,17 @@ def test_inpainting_with_an_explicit_mask_keeps_known_pixels(small_models):
     y = torch.rand(2, 3, 96, 80, generator=torch.Generator().manual_seed(4))
     mask = torch.zeros(2, 1, 96, 80)
     mask[:, :, 30:60, 20:50] = 1
-    out = model.inpaint(y, mask, start_step=4, seeds=[0, 1])
+    out = model.inpaint(y, mask, start_step=4, seeds=[0, 1], feather=False)
     keep = mask[:, 0] == 0
     assert torch.equal(out.result.permute(1, 0, 2, 3)[:, keep], y.permute(1, 0, 2, 3)[:, keep])
     hole = out.result.permute(1, 0, 2, 3)[:, ~keep]
     assert (hole - y.permute(1, 0, 2, 3)[:, ~keep]).abs().mean() > 0.05  # the hole was filled, not copied
+    # larger than the model: by default the fill is blended over a soft edge; beyond it known pixels are exact
+    soft = model.inpaint(y, mask, start_step=4, seeds=[0, 1])
+    assert model.image_size < 96 and torch.equal(soft.result.permute(1, 0, 2, 3)[:, ~keep], hole)
+    far = torch.ones_like(keep)
+    far[:, 30 - 4:60 + 4, 20 - 4:50 + 4] = False  # the edge is 2 model pixels = 3 px wide here
+    assert torch.equal(soft.result.permute(1, 0, 2, 3)[:, far], y.permute(1, 0, 2, 3)[:, far])
     with pytest.raises(ValueError, match="inpaint"):
         model.restore(y, start_step=2, seeds=[0, 1])
 

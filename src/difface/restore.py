@@ -25,7 +25,7 @@ from difface.autostart import AutoStart, estimate_change, steps_for_error
 from difface.backends import backend_network
 from difface.bundled import BUNDLED_DIR, BundledModelMissing, bundled_model_paths  # noqa: F401 (re-exported)
 from difface.config import BUNDLED_PRESETS, DEFAULT_STEPS, PRESETS, TASK_PRESETS, OptionError, check_eta, ref
-from difface.data.masks import detect_mask
+from difface.data.masks import FEATHER_MODEL_PX, detect_mask, fill_mask, known_resize  # noqa: F401 (re-exported)
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module, pick_device
 from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise
@@ -335,13 +335,15 @@ class DifFace:
         sampler: str | Sampler = OFFICIAL,
         nfe: int | None = None,
         callback: Callable[[dict], None] | None = None,
+        feather: bool = True,
     ) -> Restoration:
         """Fill the missing region of aligned faces lq (B, 3, H, W) in [0, 1] (DifFace's second task).
 
         mask (B, 1, H, W), 1 = missing; None: the official convention (pixels whose three channels are
         exactly 0 are missing). At every step the known pixels of the x0 prediction are replaced by
-        the input's (the masking regularizer with gamma 0.5 and one update); the result keeps the
-        input's known pixels exactly (mask_back). Defaults: start t = 480, eta 1 (official).
+        the input's (the masking regularizer with gamma 0.5 and one update); the result keeps the input's known
+        pixels exactly (mask_back; a face larger than the model: beyond the fill's soft edge, `masks.fill_mask`,
+        unless feather=False). Defaults: start t = 480, eta 1 (official).
         """
         if self.task != "inpainting":
             raise ValueError("this model restores; inpainting needs an inpainting estimator (e.g. LaMa)")
@@ -356,11 +358,9 @@ class DifFace:
             y0 = y0 * (1 - m0)
         s = self.image_size
         y = _resize(y0, (s, s))
-        if mask is None or y.shape == y0.shape:
-            m = detect_mask(y) if mask is None else m0
-        else:  # any missing pixel under a model pixel makes it missing
-            m = (F.interpolate(m0, size=(s, s), mode="area") > 0).float()
-            y = y * (1 - m)
+        m = m0 if y.shape == y0.shape else (F.interpolate(m0, size=(s, s), mode="area") > 0).float()
+        if y.shape != y0.shape:  # any missing pixel under a model pixel makes it missing; the rest from known pixels
+            y = known_resize(y0, 1 - m0, (s, s)) * (1 - m)
         est = self.estimate(y, m, dtype=dtype)
         yn = (y - 0.5) / 0.5
 
@@ -376,6 +376,7 @@ class DifFace:
         if (h, w) != (s, s):
             sample = _resize(sample, (h, w)).clamp(0, 1)
             est = _resize(est, (h, w)).clamp(0, 1)
+            m0 = fill_mask(m0, s) if feather else m0  # a larger face: the fill blended in over a soft edge
         result = sample * m0 + y0 * (1 - m0)
         return Restoration(result=result, estimate=est, start_steps=steps)
 

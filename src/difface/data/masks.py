@@ -12,6 +12,8 @@ Convention everywhere: a mask is float32 with 1 = missing (to be filled) and 0 =
   strokes), `box_mask` (rectangles), `outpainting_mask` (bands along the borders) and
   `mixed_mask` (one of the three, each with probability 1/3). `make_mask(kind, rng, size)`
   dispatches by name (`MASK_KINDS`).
+* Faces larger than the model (difface.restore.DifFace.inpaint): `known_resize` shrinks a face from its
+  known pixels only, and `feathered_mask` is the soft edge with which the enlarged fill is blended in.
 
 Other sizes: the official parameters are for 256 x 256. For an (H, W) mask the geometric
 parameters that are lengths in pixels (stroke length and width, box margin and sides) are drawn
@@ -62,6 +64,49 @@ def apply_mask(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The official masked input: image * (1 - mask). image (B, 3, H, W) in [0, 1], mask
     (B, 1, H, W) in {0, 1} -> (B, 3, H, W), exactly 0 in every channel of the holes."""
     return image * (1 - mask.to(image.dtype))
+
+
+def known_resize(image: torch.Tensor, known: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (B, C, H, W) images to `size` (h, w) from their known pixels only (known (B, 1, H, W), 1 = known).
+
+    The normalised convolution resize(image * known) / resize(known), with the bicubic antialiased resize of
+    the sampler: a plain resize of a face whose hole is zeros darkens the known pixels beside the hole (the
+    kernel spans two model pixels), and the model then fills the hole to match that dark rim. Pixels with
+    little known support (resize(known) < 0.5: in or at the hole) come out 0. Returns (B, C, h, w).
+    """
+    known = known.to(image.dtype)
+    num = torch.nn.functional.interpolate(image * known, size=size, mode="bicubic", antialias=True)
+    den = torch.nn.functional.interpolate(known, size=size, mode="bicubic", antialias=True)
+    return torch.where(den >= 0.5, num / den.clamp_min(0.5), torch.zeros_like(num))
+
+
+# Width, in model pixels, of the soft edge over which an enlarged inpainting fill is blended into a larger face
+FEATHER_MODEL_PX = 2
+
+
+def fill_mask(mask: torch.Tensor, model_size: int) -> torch.Tensor:
+    """Where an inpainting fill made at model_size pixels goes into a (B, 1, H, W) face with hole `mask`: the mask
+    itself when the face is no larger than the model, else `feathered_mask` over FEATHER_MODEL_PX model pixels
+    (known pixels beyond that soft edge are kept exactly)."""
+    h, w = mask.shape[-2:]
+    return feathered_mask(mask, FEATHER_MODEL_PX * max(h, w) / model_size) if max(h, w) > model_size else mask
+
+
+def feathered_mask(mask: torch.Tensor, width: float) -> torch.Tensor:
+    """A soft edge around a mask: (B, 1, H, W) {0, 1} -> (B, 1, H, W) float32 in [0, 1] (same device).
+
+    1 on the mask, then a smoothstep of the Euclidean distance d to it, 1 - (3 a^2 - 2 a^3) with a = d / width,
+    falling to exactly 0 at `width` pixels from the mask and beyond. width <= 0: the mask itself.
+    """
+    m = (mask > 0.5).float()
+    if width <= 0:
+        return m
+    out = []
+    for one in m[:, 0].cpu().numpy():
+        d = cv2.distanceTransform((one == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        a = np.clip(d / width, 0.0, 1.0)
+        out.append(1.0 - a * a * (3.0 - 2.0 * a))
+    return torch.from_numpy(np.stack(out)[:, None].astype(np.float32)).to(mask.device)
 
 
 # --------------------------------------------------------------------------- user masks

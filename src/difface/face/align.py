@@ -11,7 +11,7 @@ from itertools import combinations
 import cv2
 import numpy as np
 
-from difface.face.template import BORDER_GRAY_RGB, eye_distance, face_template
+from difface.face.template import BORDER_GRAY_RGB, eye_distance, face_template, plausible_faces
 
 
 def similarity_lstsq(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -153,15 +153,18 @@ def select_faces(
     only_center_face: bool = False,
     largest_face: bool = False,
     min_eye_dist: float = 5.0,
+    plausible_only: bool = True,
 ) -> np.ndarray:
-    """Indices of the faces to keep: eye distance >= min_eye_dist, then optionally one face.
+    """Indices of the faces to keep: eye distance >= min_eye_dist and (plausible_only) the five-point layout of
+    a face (`template.plausible_faces`, for every detector), then optionally one face.
 
     Args: boxes (N, 4) x1, y1, x2, y2; landmarks (N, 5, 2); image_size (H, W).
     `only_center_face` keeps the face whose box centre is nearest the image centre (as facexlib);
     `largest_face` keeps the face with the largest eye distance. Returns (K,) int64 indices.
     """
     lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
-    keep = np.flatnonzero(eye_distance(lm) >= min_eye_dist)
+    ok = eye_distance(lm) >= min_eye_dist
+    keep = np.flatnonzero(ok & plausible_faces(lm, boxes) if plausible_only and len(lm) else ok)
     if len(keep) <= 1 or not (only_center_face or largest_face):
         return keep
     if largest_face:

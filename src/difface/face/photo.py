@@ -28,7 +28,7 @@ from difface.face.background import (
     resize_to,
     target_size,
 )
-from difface.face.band import coarse_correction
+from difface.face.band import coarse_correction, merge_band, resize
 from difface.face.band import note as band_note
 from difface.face.detect import Detections, FaceDetector, detect_faces, get_detector
 from difface.face.paste import MaskFn, add_corrections, draw_crop_outlines, paste_faces
@@ -51,7 +51,10 @@ class PhotoResult:
     (N, S, S, 3) float32 in [0, 1]; boxes (N, 4), scores (N,), landmarks (N, 5, 2) in input pixels;
     matrices (N, 2, 3) input -> crop; bit_depth/gray describe the input; message is a
     human-readable note ("no face found", ...) or ""; skipped_large counts the detected faces left
-    as they were because they exceed `max_face_side` (they are not in crops/boxes/...).
+    as they were because they exceed `max_face_side` (they are not in crops/boxes/...);
+    face_crops / face_restored: each face's crop and its restoration at the face's own resolution
+    (`face_views`: lists of (n_i, n_i, 3) float32 in [0, 1]), what is written to cropped_faces/ and
+    restored_faces/.
     """
 
     image: np.ndarray
@@ -67,6 +70,8 @@ class PhotoResult:
     gray: bool = False
     message: str = ""
     skipped_large: int = 0
+    face_crops: list[np.ndarray] | None = None
+    face_restored: list[np.ndarray] | None = None
 
     @property
     def num_faces(self) -> int:
@@ -213,9 +218,51 @@ def restore_photo(
     message = "; ".join(notes)
     if gray:
         image = _to_gray(image)
-    out_alpha = None if alpha is None else resize_to(alpha, out_hw)
-    return PhotoResult(image, out_alpha, crops, restored, dets.boxes, dets.scores, dets.landmarks, mats,
-                       float(upscale), depth, gray, message, skipped)
+    views = face_views(img, crops, restored, mats, face_size, keep_detail, gray=gray)
+    return PhotoResult(image, None if alpha is None else resize_to(alpha, out_hw), crops, restored, dets.boxes,
+                       dets.scores, dets.landmarks, mats, float(upscale), depth, gray, message, skipped, *views)
+
+
+# Largest side of a face's crop at its own resolution (`face_views`): FFHQ's own resolution. A larger face's
+# crop is made at this size (about 25 MB of float32 for a crop and its restoration).
+MAX_VIEW_SIDE = 1024
+
+
+def view_sides(mats: np.ndarray, face_size: int, max_side: int = MAX_VIEW_SIDE) -> np.ndarray:
+    """Side of each face's crop at its own resolution: the side its aligned crop spans in input pixels
+    (`crop_sides`), rounded, at least `face_size` and at most max(max_side, face_size). (N, 2, 3) -> (N,) int."""
+    sides = np.round(crop_sides(mats, face_size)) if len(mats) else np.zeros(0)
+    return np.clip(sides, face_size, max(max_side, face_size)).astype(int)
+
+
+def face_views(img: np.ndarray, crops: np.ndarray, restored: np.ndarray, mats: np.ndarray, face_size: int,
+               keep_detail: bool = True, max_side: int = MAX_VIEW_SIDE, gray: bool = False
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each face's aligned crop at its own resolution (`view_sides`) and its restoration as it is pasted back.
+
+    A face whose crop spans n > face_size input pixels is warped again at n x n (the same template, scaled),
+    and its restoration is the band merge at that size, clamp(crop_n + up(restored - crop), 0, 1)
+    (`band.merge_band`: the restorer's coarse band, the face's own detail above it; keep_detail=False: the
+    restored crop enlarged, as it is then pasted). A face of face_size pixels or less keeps the model-size
+    crop and restoration as they are. Args: img (H, W, 3) float32 in [0, 1]; crops, restored (N, S, S, 3)
+    float32 in [0, 1]; mats (N, 2, 3) image -> crop of size S; gray: both as BT.601 luma (a gray photo's).
+    Returns two lists of (n_i, n_i, 3) float32.
+    """
+    out_crops, out_restored = [], []
+    for k, n in enumerate(view_sides(mats, face_size, max_side)):
+        if n == face_size:
+            out_crops.append(crops[k])
+            out_restored.append(restored[k])
+            continue
+        big = warp_faces(img, scale_alignment(mats[k], n / face_size)[None], int(n))[0]
+        y, x, big_t = (torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
+                       for a in (restored[k], crops[k], big))
+        merged = merge_band(big_t, y, x) if keep_detail else resize(y, (int(n), int(n))).clamp(0, 1)
+        out_crops.append(big)
+        out_restored.append(merged[0].permute(1, 2, 0).numpy())
+    if gray:
+        return [_to_gray(v) for v in out_crops], [_to_gray(v) for v in out_restored]
+    return out_crops, out_restored
 
 
 # Largest side (canvas pixels) at which a face's coarse-band correction is enlarged before it is pasted.

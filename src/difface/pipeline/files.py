@@ -278,8 +278,10 @@ def write_outputs(pipe: FacePipeline, job: Job, image: LoadedImage, result: Imag
         if result.crops is not None:
             for k in range(result.faces):  # the aligned crops and their restorations, for inspection
                 name = f"{job.dst.stem}_{k:02d}.png"
-                write_image(outdir / "cropped_faces" / name, result.crops[k], gray=image.channels == 1)
-                write_image(outdir / "restored_faces" / name, result.restored[k], gray=image.channels == 1)
+                write_image(outdir / "cropped_faces" / name, _face_view(result.face_crops, result.crops, k),
+                            gray=image.channels == 1)
+                write_image(outdir / "restored_faces" / name, _face_view(result.face_restored, result.restored, k),
+                            gray=image.channels == 1)
         if pipe.options.save_comparison:
             write_image(outdir / "comparisons" / job.dst.name, comparison(image, result), quality=quality)
         save_result(job.dst, image, result, quality)
@@ -288,6 +290,11 @@ def write_outputs(pipe: FacePipeline, job: Job, image: LoadedImage, result: Imag
         return Outcome(job.src, None, False, f"cannot write {job.dst}: {why}", notes=notes, seconds=seconds)
     return Outcome(job.src, job.dst, True, faces=result.faces, skipped=result.skipped, notes=notes,
                    seconds=seconds)
+
+
+def _face_view(views: list[np.ndarray] | None, crops: np.ndarray, k: int) -> np.ndarray:
+    """Face k of a photo as written: at its own resolution when the result has it, else the model-size crop."""
+    return crops[k] if views is None else views[k]
 
 
 def comparison(image: LoadedImage, result: ImageResult) -> np.ndarray:

@@ -8,7 +8,9 @@ Masks: the official convention (missing pixels exactly 0 in all three channels, 
 or user masks (white = missing), one file for every input or a folder paired by file stem (an input
 without a mask there follows the official convention). A mask that is unreadable, empty or covering
 everything, or an input with neither a mask nor missing pixels, fails that input only.
-The result keeps every known pixel of the input exactly.
+The result keeps every known pixel of the input exactly; on a face larger than the model, the enlarged fill
+is blended in over a soft edge two model pixels wide around the hole (difface.restore.DifFace.inpaint), and
+the known pixels beyond it are kept exactly.
 """
 
 from __future__ import annotations

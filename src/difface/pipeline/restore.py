@@ -62,6 +62,8 @@ class ImageResult:
     message: str = ""
     start_steps: list[int] = field(default_factory=list)
     shown_input: np.ndarray | None = None  # what comparisons show as the input (inpainting: with the hole)
+    face_crops: list[np.ndarray] | None = None  # whole photos: crops at each face's own resolution ...
+    face_restored: list[np.ndarray] | None = None  # ... and their restorations as pasted (face.photo.face_views)
 
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -342,7 +344,8 @@ class RestorePipeline(FacePipeline):
         if image.gray and len(restored):
             restored = np.stack([_to_gray(r) for r in restored])
         return ImageResult(out, res.alpha, crops=res.crops, restored=restored, faces=res.num_faces,
-                           skipped=res.skipped_large, message=res.message, start_steps=steps)
+                           skipped=res.skipped_large, message=res.message, start_steps=steps,
+                           face_crops=res.face_crops, face_restored=res.face_restored)
 
 
 def _resize(x: torch.Tensor, hw: tuple[int, int], clamp: bool = False) -> torch.Tensor:
