@@ -127,11 +127,41 @@ def apply_to_args(args) -> Resolved:
     res = resolve(name, explicit, machine, upscale=getattr(args, "upscale", None))
     for k, v in res.options.items():
         setattr(args, k, v)
+    if name == "official" and bundled_on_cpu(args, explicit):
+        args.backend = BUNDLED_CPU_BACKEND
+        logging.getLogger("difface").info("%s", BUNDLED_CPU_LINE)
     args.schedule_fallback = res.fallback
     args._preset_resolved = res
     if res.line:
         logging.getLogger("difface").info("%s", res.line)
     return res
+
+
+# The bundled small model's restorations on a CPU run through onnxruntime when it is installed and no backend,
+# precision or torch option is given: under the same threads it is the fastest backend measured for this
+# model, and its results stay within float32 rounding of torch's (docs/speed.md, "On a busy machine").
+# The Python API keeps torch unless asked; `--backend torch` gives the exact reference.
+BUNDLED_CPU_BACKEND = "onnxruntime"
+BUNDLED_CPU_LINE = ("backend onnxruntime for the bundled model on a CPU (results within 1e-6 of torch fp32; "
+                    "`backend` torch for the exact reference)")
+
+
+def bundled_on_cpu(args, explicit: dict) -> bool:
+    """Whether `difface restore` runs the bundled restoration model on a CPU with no backend, precision, channels-
+    last or compile option given, and BUNDLED_CPU_BACKEND installed: then the run uses that backend."""
+    named = getattr(args, "prior", None) is not None or getattr(args, "estimator", None) is not None
+    if named or hasattr(args, "mask"):
+        return False
+    if explicit.get("backend") is not None or explicit.get("dtype") not in (None, "fp32") or explicit.get("fast") \
+            or getattr(args, "compile", False):
+        return False
+    device = getattr(args, "device", "auto")
+    if device == "auto":
+        mps = getattr(torch.backends, "mps", None)
+        on_cpu = not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+    else:
+        on_cpu = device == "cpu"
+    return on_cpu and BUNDLED_CPU_BACKEND in available_backends()
 
 
 def app_networks(name: str, backend: str | None, dtype: str | None, device: str = "auto") -> tuple[str, str]:

@@ -25,7 +25,7 @@ from difface.presets import apply_to_args
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
     return ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
-                        args.backend)
+                        args.backend, getattr(args, "threads", None) or 0)
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
@@ -71,7 +71,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions | InpaintOptio
 # -- options -> arguments (only what differs from the defaults) -------------------------------------------
 # (attribute, flag) of the options whose value is written after the flag; booleans are below.
 _MODEL_VALUES = (("prior", "--prior"), ("estimator", "--estimator"), ("steps", "--steps"), ("device", "--device"),
-                 ("dtype", "--dtype"), ("backend", "--backend"))
+                 ("dtype", "--dtype"), ("backend", "--backend"), ("threads", "--threads"))
 _MODEL_FLAGS = (("fast", "--fast"), ("compile", "--compile"))
 _SAMPLING_VALUES = (("start_step", "--start-step"), ("eta", "--eta"), ("sampler", "--sampler"), ("nfe", "--nfe"),
                     ("seed", "--seed"), ("schedule", "--schedule"))
