@@ -127,7 +127,10 @@ def apply_to_args(args) -> Resolved:
     res = resolve(name, explicit, machine, upscale=getattr(args, "upscale", None))
     for k, v in res.options.items():
         setattr(args, k, v)
-    if name == "official" and bundled_on_cpu(args, explicit):
+    if name == "official" and explicit.get("backend") is None and bundled_cpu_backend(
+            getattr(args, "prior", None), getattr(args, "estimator", None), device=getattr(args, "device", "auto"),
+            dtype=explicit.get("dtype"), fast=explicit.get("fast"), compile=getattr(args, "compile", False),
+            inpainting=hasattr(args, "mask")):
         args.backend = BUNDLED_CPU_BACKEND
         logging.getLogger("difface").info("%s", BUNDLED_CPU_LINE)
     args.schedule_fallback = res.fallback
@@ -146,22 +149,18 @@ BUNDLED_CPU_LINE = ("backend onnxruntime for the bundled model on a CPU (results
                     "`backend` torch for the exact reference)")
 
 
-def bundled_on_cpu(args, explicit: dict) -> bool:
-    """Whether `difface restore` runs the bundled restoration model on a CPU with no backend, precision, channels-
-    last or compile option given, and BUNDLED_CPU_BACKEND installed: then the run uses that backend."""
-    named = getattr(args, "prior", None) is not None or getattr(args, "estimator", None) is not None
-    if named or hasattr(args, "mask"):
-        return False
-    if explicit.get("backend") is not None or explicit.get("dtype") not in (None, "fp32") or explicit.get("fast") \
-            or getattr(args, "compile", False):
-        return False
-    device = getattr(args, "device", "auto")
+def bundled_cpu_backend(prior: str | None, estimator: str | None, *, device: str = "auto", dtype: str | None = None,
+                       fast: bool | None = None, compile: bool = False, inpainting: bool = False) -> str | None:
+    """BUNDLED_CPU_BACKEND when a command line with these options runs the bundled restoration model on a CPU with
+    no precision other than fp32, no channels-last, no compile, and that backend is installed; else None (torch)."""
+    if prior is not None or estimator is not None or inpainting or dtype not in (None, "fp32") or fast or compile:
+        return None
     if device == "auto":
         mps = getattr(torch.backends, "mps", None)
         on_cpu = not torch.cuda.is_available() and not (mps is not None and mps.is_available())
     else:
         on_cpu = device == "cpu"
-    return on_cpu and BUNDLED_CPU_BACKEND in available_backends()
+    return BUNDLED_CPU_BACKEND if on_cpu and BUNDLED_CPU_BACKEND in available_backends() else None
 
 
 def app_networks(name: str, backend: str | None, dtype: str | None, device: str = "auto") -> tuple[str, str]:

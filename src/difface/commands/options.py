@@ -20,7 +20,7 @@ from difface.config import (
     SamplingOptions,
     VideoSettings,
 )
-from difface.presets import apply_to_args
+from difface.presets import apply_to_args, bundled_cpu_backend
 
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
@@ -113,6 +113,10 @@ def args_from_options(options: RestoreOptions | InpaintOptions) -> list[str]:
     tracking off, track seeds and smoothing are off too, as --no-tracking implies).
     """
     args = _changed(options.model, ModelOptions(), _MODEL_VALUES, _MODEL_FLAGS)
+    m = options.model
+    if m.backend == "torch" and bundled_cpu_backend(m.prior, m.estimator, device=m.device, dtype=m.dtype, fast=m.fast,
+                                                    compile=m.compile, inpainting=isinstance(options, InpaintOptions)):
+        args += ["--backend", "torch"]  # the command line's default for the bundled model on a CPU is not torch
     args += _changed(options.sampling, SamplingOptions(), _SAMPLING_VALUES)
     if isinstance(options, InpaintOptions):
         args += [] if options.mask is None else ["--mask", options.mask]
