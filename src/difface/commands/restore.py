@@ -128,8 +128,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
                    "per process; worth it for many faces)")
     p.add_argument("--backend", default=None, choices=list(BACKEND_NAMES),
-                   help="where the network forwards run: torch (default), onnxruntime or openvino (their ONNX "
-                   "graphs are exported once and cached; docs/onnx.md)")
+                   help="where the network forwards run: torch, onnxruntime or openvino (their ONNX "
+                   "graphs are exported once and cached; docs/onnx.md). Default torch; for the bundled model on a "
+                   "CPU onnxruntime when installed (within 1e-6 of torch fp32; --backend torch: the exact reference)")
     p.add_argument("--threads", type=threads_arg, default=0, metavar="N|auto",
                    help="CPU threads of the network forwards (torch, onnxruntime, OpenVINO). Default auto (0): the "
                    "cores this process may use less those busy with other programs when the run starts, at least "
