@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(runs)
     text = table(rows)
     print(text)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "started": started,
+    shown = [("OLD/src" if args.before_src and a == str(args.before_src) else a) for a in sys.argv]  # no local paths
+    result = {"command": " ".join([Path(sys.executable).name, *shown]), "started": started,
               "ended": {"time": time.strftime("%Y-%m-%d %H:%M:%S"), **load()},
               "machine": {"cpu": cpu_name(), "usable_cores": len(os.sched_getaffinity(0))
                           if hasattr(os, "sched_getaffinity") else os.cpu_count()},

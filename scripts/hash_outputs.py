@@ -9,6 +9,7 @@ says, so the same script hashes two trees:
 
 Items (each output file is one entry "item/relative/path"):
   a_aligned_bundled   a folder of aligned faces, `difface restore --aligned`, the bundled model, its defaults
+                      through torch (`--backend torch`: see TORCH; 2 threads: OMP_NUM_THREADS)
                       (and a_aligned_bundled_start12: start step 12, seed 5)
   b_aligned_official  the same faces with filler-weight checkpoints in the official .pth layout (start step 4)
   c_photos            two whole photos (the astronaut and a 2x2 group of it), bundled model, Lanczos background
