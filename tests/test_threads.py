@@ -77,19 +77,22 @@ def test_a_busy_program_beside_counts_as_busy():
         busy.wait()
 
 
-def test_wait_policy_is_passive_unless_the_user_set_one():
-    env: dict[str, str] = {}
-    threads.prepare_environment(env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"} and threads.passive(env)
+def test_wait_policy_is_passive_unless_the_user_set_one_or_torch_is_loaded():
     env = {"OMP_WAIT_POLICY": "active"}
-    threads.prepare_environment(env)
+    assert not threads.prepare_environment(env)
     assert env == {"OMP_WAIT_POLICY": "active"} and not threads.passive(env)
+    env = {}
+    assert not threads.prepare_environment(env)  # torch (and its OpenMP runtime) is loaded in this process
+    assert env == {} and not threads.passive(env)
+    assert threads.passive({"OMP_WAIT_POLICY": "passive"})
 
 
-def test_the_cli_sets_the_wait_policy_before_any_command_imports_torch(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert cli.main([]) == 2  # the help: no command ran
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+def test_the_cli_sets_the_wait_policy_before_any_command_imports_torch():
+    code = ("import os, sys; from difface import cli; status = cli.main([]); "
+            "print(status, os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split()[-3:] == ["2", "PASSIVE", "False"]  # the help: no command ran, no torch loaded
 
 
 def test_difface_threads_imports_no_torch():

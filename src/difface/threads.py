@@ -17,6 +17,7 @@ runtime, which reads its variables once, when it loads) is imported.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -105,11 +106,16 @@ def choose(requested: int | None = AUTO, env: MutableMapping[str, str] | None = 
     return ThreadChoice(auto_threads(usable, busy), usable, busy, "auto")
 
 
-def prepare_environment(env: MutableMapping[str, str] | None = None) -> None:
+def prepare_environment(env: MutableMapping[str, str] | None = None) -> bool:
     """Idle OpenMP threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE), unless the user set a policy.
-    Takes effect only when it runs before the OpenMP runtime loads (before `import torch`)."""
+    It can only take effect before the OpenMP runtime loads, with torch: in a process that has imported torch
+    already (a program calling the CLI in process) the environment is left as it is, so that what the run
+    says and what onnxruntime follows (`passive`) is the policy in force. Returns whether it set the policy."""
     env = os.environ if env is None else env
-    env.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    if "OMP_WAIT_POLICY" in env or "torch" in sys.modules:
+        return False
+    env["OMP_WAIT_POLICY"] = WAIT_POLICY
+    return True
 
 
 def passive(env: MutableMapping[str, str] | None = None) -> bool:
