@@ -34,9 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
+# Idle OpenMP threads sleep (set before torch loads its OpenMP runtime): on a shared machine the 2 pinned threads
+# would otherwise spin at every barrier for minutes (docs/speed.md, "On a busy machine"); outputs are the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut_lq.png"
