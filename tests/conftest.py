@@ -6,16 +6,23 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+from difface import threads
 
-from difface import hub
+# The CLI's rule for CPU threads (difface.threads), capped at 2 as before (the test networks are small), and idle
+# threads that sleep: set before torch loads its OpenMP runtime, and inherited by the commands the tests run
+# (in process: the CLI respects OMP_NUM_THREADS, so its results match the suite's; in subprocesses likewise).
+os.environ["OMP_NUM_THREADS"] = str(min(2, threads.choose().threads))
+threads.prepare_environment()
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from difface import hub  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True, scope="session")

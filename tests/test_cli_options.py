@@ -17,6 +17,7 @@ from difface.config import (
     SamplingOptions,
     VideoSettings,
 )
+from difface.presets import bundled_cpu_backend
 
 
 def _round_trip(command: str, options):
@@ -64,7 +65,9 @@ def test_inpaint_round_trip(options, tmp_path):
 
 
 def test_defaults_give_no_arguments():
-    assert args_from_options(RestoreOptions()) == []
+    # the one exception: the API's torch for the bundled model, where the command line would choose onnxruntime
+    torch_named = ["--backend", "torch"] if bundled_cpu_backend(None, None) else []
+    assert args_from_options(RestoreOptions()) == torch_named
     assert args_from_options(InpaintOptions()) == []
 
 

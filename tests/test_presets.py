@@ -12,7 +12,7 @@ from difface.config import say_options
 from difface.device import DTYPES
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
 from difface.fastplan import MEASURED_FALLBACK, plan_for
-from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, apply_to_args, resolve
+from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, apply_to_args, bundled_cpu_backend, resolve
 from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, prior_sha256, store_schedule
 
@@ -73,8 +73,28 @@ def test_apply_to_args_is_idempotent():
                             schedule=None, device="cpu")
     apply_to_args(ns)
     apply_to_args(ns)
-    assert (ns.backend, ns.dtype, ns.fast, ns.sampler, ns.nfe, ns.schedule) == ("torch", "fp32", False, "official",
+    backend = bundled_cpu_backend(None, None, device="cpu") or "torch"  # no prior given: the bundled model
+    assert (ns.backend, ns.dtype, ns.fast, ns.sampler, ns.nfe, ns.schedule) == (backend, "fp32", False, "official",
                                                                                 None, "even")
+
+
+def _official(**given) -> argparse.Namespace:
+    ns = argparse.Namespace(**{**dict(preset="official", backend=None, dtype=None, fast=None, sampler=None, nfe=None,
+                                      schedule=None, device="cpu", prior=None, estimator=None, compile=False), **given})
+    apply_to_args(ns)
+    return ns
+
+
+def test_bundled_model_on_a_cpu_runs_through_onnxruntime_unless_told_otherwise():
+    pytest.importorskip("onnxruntime")
+    assert _official().backend == "onnxruntime"
+    assert _official(backend="torch").backend == "torch"  # the exact reference
+    assert _official(backend="openvino").backend == "openvino"
+    for torch_only in (dict(dtype="bf16"), dict(fast=True), dict(compile=True)):  # torch options keep torch
+        assert _official(**torch_only).backend == "torch"
+    assert _official(prior="p.safetensors", estimator="e.safetensors").backend == "torch"  # other models: torch
+    assert _official(mask=None).backend == "torch"  # inpainting (has --mask): torch
+    assert bundled_cpu_backend(None, None, device="cuda") is None
 
 
 def test_solver_timesteps_where_rounding_collides():

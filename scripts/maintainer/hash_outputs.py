@@ -9,6 +9,7 @@ says, so the same script hashes two trees:
 
 Items (each output file is one entry "item/relative/path"):
   a_aligned_bundled   a folder of aligned faces, `difface restore --aligned`, the bundled model, its defaults
+                      through torch (`--backend torch`: see TORCH; 2 threads: OMP_NUM_THREADS)
                       (and a_aligned_bundled_start12: start step 12, seed 5)
   b_aligned_official  the same faces with filler-weight checkpoints in the official .pth layout (start step 4)
   c_photos            two whole photos (the astronaut and a 2x2 group of it), bundled model, Lanczos background
@@ -33,12 +34,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
+# Idle OpenMP threads sleep (set before torch loads its OpenMP runtime): on a shared machine the 2 pinned threads
+# would otherwise spin at every barrier for minutes (docs/speed.md, "On a busy machine"); outputs are the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ASTRONAUT = ROOT / "examples" / "astronaut_lq.png"
+# The bundled model's restorations name their backend: on a CPU the CLI would otherwise run them through
+# onnxruntime where it is installed (within float32 rounding of torch, not bit for bit), and the hashes would
+# say the backend changed, not the code. Trees from before that default accept the flag too.
+TORCH = ["--backend", "torch"]
 
 
 def sha(data: bytes) -> str:
@@ -170,9 +178,10 @@ def compute() -> dict[str, str]:
         tmp = Path(t)
         faces = faces_folder(tmp / "faces")
         ckpt = filler_checkpoints(tmp / "ckpt")
-        run_cli(["restore", str(faces), "-o", str(tmp / "a"), "--aligned"])
+        run_cli(["restore", str(faces), "-o", str(tmp / "a"), "--aligned", *TORCH])
         hashes.update(hash_folder("a_aligned_bundled", tmp / "a"))
-        run_cli(["restore", str(faces), "-o", str(tmp / "a2"), "--aligned", "--start-step", "12", "--seed", "5"])
+        run_cli(["restore", str(faces), "-o", str(tmp / "a2"), "--aligned", "--start-step", "12", "--seed", "5",
+                 *TORCH])
         hashes.update(hash_folder("a_aligned_bundled_start12", tmp / "a2"))
         lap("a")
         run_cli(["restore", str(faces), "-o", str(tmp / "b"), "--aligned", "--prior", str(ckpt["prior_pth"]),
@@ -183,7 +192,7 @@ def compute() -> dict[str, str]:
         photos.mkdir()
         cv2.imwrite(str(photos / "astronaut.png"), cv2.imread(str(ASTRONAUT)))
         group_photo(photos / "group.png")
-        run_cli(["restore", str(photos), "-o", str(tmp / "c"), "--bg-upsampler", "lanczos"])
+        run_cli(["restore", str(photos), "-o", str(tmp / "c"), "--bg-upsampler", "lanczos", *TORCH])
         hashes.update(hash_folder("c_photos", tmp / "c"))
         lap("c")
         run_cli(["inpaint", str(holed_faces(tmp / "holes")), "-o", str(tmp / "d")])
@@ -217,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", type=Path, metavar="FILE", help="compare with an earlier JSON; exit 1 on a difference")
     args = p.parse_args(argv)
     torch.set_num_threads(2)  # fixed, so reductions run the same way on any machine
+    os.environ["OMP_NUM_THREADS"] = "2"  # and for the commands, which otherwise choose their own count
     os.environ.setdefault("DIFFACE_HOME", tempfile.mkdtemp(prefix="difface-hash-home-"))  # no user cache read
     import difface
 

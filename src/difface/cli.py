@@ -11,7 +11,7 @@ import sys
 
 from tqdm import tqdm
 
-from difface import __version__
+from difface import __version__, threads
 from difface.commands import COMMANDS as COMMAND_HELP
 
 # Each name is a module of difface.commands with a `register(subparsers)` function (the one list:
@@ -144,6 +144,7 @@ def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    threads.prepare_environment()  # before the command's module imports torch (and its OpenMP runtime)
     parser = build_parser(argv)
     try:
         mistyped = unknown_option(parser, argv)

@@ -153,6 +153,11 @@ def check_nfe(value, sampler: str) -> None:
     _int("nfe", value, 1)
 
 
+def check_threads(value) -> None:
+    """threads: CPU threads of the network forwards, 0 (automatic: difface.threads.choose) or a count."""
+    _int("threads", value, 0, 4096)
+
+
 def check_max_pixels(value) -> None:
     """max_pixels: a pixel count of at least 1."""
     _int("max_pixels", value, 1)
@@ -202,7 +207,9 @@ class ModelOptions:
 
     prior/estimator: registry names or files (both None: the bundled small model); steps: timestep
     respacing of the chain; device: auto | cpu | cuda | cuda:N | mps; dtype: fp32 | bf16 | fp16;
-    backend: torch | onnxruntime | openvino (difface.backends: where the network forwards run).
+    backend: torch | onnxruntime | openvino (difface.backends: where the network forwards run); threads: CPU
+    threads of the forwards, applied by the front ends at the start of a run (0: automatic, the cores not busy
+    with other work: difface.threads).
     """
 
     prior: str | None = None
@@ -213,6 +220,7 @@ class ModelOptions:
     fast: bool = False
     compile: bool = False
     backend: str = "torch"
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if (self.prior is None) != (self.estimator is None):
@@ -224,6 +232,7 @@ class ModelOptions:
             raise OptionError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.backend != "torch":
             _check_backend(self.backend, self.dtype, self.fast or self.compile)
+        check_threads(self.threads)
 
 
 @dataclass(frozen=True)

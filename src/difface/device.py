@@ -8,6 +8,8 @@ import copy
 import torch
 from torch import nn
 
+from difface import threads
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -54,6 +56,25 @@ def pick_device(name: str = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise ValueError(f"--device {name}: unsupported device type; use auto, cpu, cuda, cuda:N or mps")
     return dev
+
+
+def set_cpu_threads(requested: int = threads.AUTO) -> str:
+    """Set torch's CPU threads for a run to `requested`, or (0) to the count difface.threads.choose finds (the
+    cores not busy with other work, or the user's OMP_NUM_THREADS); returns the line that says so. The
+    onnxruntime and OpenVINO runners take the same count (difface.backends)."""
+    choice = threads.choose(requested)
+    torch.set_num_threads(choice.threads)
+    return choice.line()
+
+
+@contextlib.contextmanager
+def kept_threads():
+    """torch's CPU thread count as it was before the block (a command run inside another program leaves it)."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

@@ -131,11 +131,40 @@ def apply_to_args(args) -> Resolved:
     res = resolve(name, explicit, machine, upscale=getattr(args, "upscale", None))
     for k, v in res.options.items():
         setattr(args, k, v)
+    if name == "official" and explicit.get("backend") is None and bundled_cpu_backend(
+            getattr(args, "prior", None), getattr(args, "estimator", None), device=getattr(args, "device", "auto"),
+            dtype=explicit.get("dtype"), fast=explicit.get("fast"), compile=getattr(args, "compile", False),
+            inpainting=hasattr(args, "mask")):
+        args.backend = BUNDLED_CPU_BACKEND
+        logging.getLogger("difface").info("%s", BUNDLED_CPU_LINE)
     args.schedule_fallback = res.fallback
     args._preset_resolved = res
     if res.line:
         logging.getLogger("difface").info("%s", res.line)
     return res
+
+
+# The bundled small model's restorations on a CPU run through onnxruntime when it is installed and no backend,
+# precision or torch option is given: under the same threads it is the fastest backend measured for this
+# model, and its results stay within float32 rounding of torch's (docs/speed.md, "On a busy machine").
+# The Python API keeps torch unless asked; `--backend torch` gives the exact reference.
+BUNDLED_CPU_BACKEND = "onnxruntime"
+BUNDLED_CPU_LINE = ("backend onnxruntime for the bundled model on a CPU (results within 1e-6 of torch fp32; "
+                    "`backend` torch for the exact reference)")
+
+
+def bundled_cpu_backend(prior: str | None, estimator: str | None, *, device: str = "auto", dtype: str | None = None,
+                       fast: bool | None = None, compile: bool = False, inpainting: bool = False) -> str | None:
+    """BUNDLED_CPU_BACKEND when a command line with these options runs the bundled restoration model on a CPU with
+    no precision other than fp32, no channels-last, no compile, and that backend is installed; else None (torch)."""
+    if prior is not None or estimator is not None or inpainting or dtype not in (None, "fp32") or fast or compile:
+        return None
+    if device == "auto":
+        mps = getattr(torch.backends, "mps", None)
+        on_cpu = not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+    else:
+        on_cpu = device == "cpu"
+    return BUNDLED_CPU_BACKEND if on_cpu and BUNDLED_CPU_BACKEND in available_backends() else None
 
 
 def app_networks(name: str, backend: str | None, dtype: str | None, device: str = "auto") -> tuple[str, str]:

@@ -25,6 +25,7 @@ from torch import nn
 
 from difface import weights
 from difface.backends.onnx_export import cached_export
+from difface.threads import passive as threads_wait_passively
 
 # Where the network forwards can run (difface.config re-exports this tuple as BACKEND_NAMES: the registry owns it)
 BACKENDS = ("torch", "onnxruntime", "openvino")
@@ -93,6 +94,8 @@ def ort_runner(path: str | os.PathLike, *, device: torch.device | str = "cpu", t
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())
     opts.inter_op_num_threads = 1
+    if threads_wait_passively():  # the OpenMP policy in force (difface.threads): waiting threads sleep
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     provs = list(providers) if providers is not None else ort_providers(device)
     sess = ort.InferenceSession(str(path), opts, providers=provs)

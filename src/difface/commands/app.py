@@ -19,9 +19,9 @@ from difface import app as web
 from difface.app.catalogue import ModelChoice, default_models
 from difface.commands import COMMANDS
 from difface.commands.options import option_message
-from difface.commands.restore import pixels_arg
+from difface.commands.restore import pixels_arg, threads_arg
 from difface.config import BACKEND_NAMES, DEFAULT_DEVICE, DEFAULT_RUN_PRESET, RUN_PRESETS
-from difface.device import DTYPES
+from difface.device import DTYPES, set_cpu_threads
 from difface.pipeline import DEFAULT_MAX_PIXELS, OptionError
 from difface.presets import app_networks
 
@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="network precision (default fp32)")
     p.add_argument("--backend", default=None, choices=list(BACKEND_NAMES),
                    help="where the network forwards run (default torch; docs/onnx.md)")
+    p.add_argument("--threads", type=threads_arg, default=0, metavar="N|auto",
+                   help="CPU threads of the network forwards; default auto: the cores not busy with other programs "
+                   "when the app starts, at least 1 (as `difface restore --threads`)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
                    help="refuse uploads with more pixels than this, from the file header (default 50M)")
     p.add_argument("--max-upload-mb", type=float, default=200.0, metavar="MB",
@@ -208,6 +211,7 @@ def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], a
     if args.inpaint_prior:
         inpaint_models = [_choice(args.inpaint_prior, args.inpaint_estimator)] + default_models("inpainting")
     args.backend, args.dtype = app_networks(args.preset, args.backend, args.dtype, args.device)
+    log.info("%s", set_cpu_threads(args.threads))
     log.info("loading the models ...")
     try:
         server = AppServer(device=args.device, dtype=args.dtype, backend=args.backend,

@@ -9,6 +9,7 @@ from pathlib import Path
 from difface.commands import COMMANDS
 from difface.commands.options import inpaint_options
 from difface.commands.restore import add_model_arguments, run_pipeline
+from difface.device import kept_threads
 from difface.pipeline import InpaintPipeline
 
 log = logging.getLogger("difface")
@@ -46,4 +47,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_pipeline(args, inpaint_options, InpaintPipeline, videos=False, what="inpainted")
+    with kept_threads():
+        return run_pipeline(args, inpaint_options, InpaintPipeline, videos=False, what="inpainted")

@@ -20,12 +20,12 @@ from difface.config import (
     SamplingOptions,
     VideoSettings,
 )
-from difface.presets import apply_to_args
+from difface.presets import apply_to_args, bundled_cpu_backend
 
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
     return ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
-                        args.backend)
+                        args.backend, getattr(args, "threads", None) or 0)
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
@@ -72,7 +72,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions | InpaintOptio
 # -- options -> arguments (only what differs from the defaults) -------------------------------------------
 # (attribute, flag) of the options whose value is written after the flag; booleans are below.
 _MODEL_VALUES = (("prior", "--prior"), ("estimator", "--estimator"), ("steps", "--steps"), ("device", "--device"),
-                 ("dtype", "--dtype"), ("backend", "--backend"))
+                 ("dtype", "--dtype"), ("backend", "--backend"), ("threads", "--threads"))
 _MODEL_FLAGS = (("fast", "--fast"), ("compile", "--compile"))
 _SAMPLING_VALUES = (("start_step", "--start-step"), ("eta", "--eta"), ("sampler", "--sampler"), ("nfe", "--nfe"),
                     ("seed", "--seed"), ("schedule", "--schedule"))
@@ -115,6 +115,10 @@ def args_from_options(options: RestoreOptions | InpaintOptions) -> list[str]:
     tracking off, track seeds and smoothing are off too, as --no-tracking implies).
     """
     args = _changed(options.model, ModelOptions(), _MODEL_VALUES, _MODEL_FLAGS)
+    m = options.model
+    if m.backend == "torch" and bundled_cpu_backend(m.prior, m.estimator, device=m.device, dtype=m.dtype, fast=m.fast,
+                                                    compile=m.compile, inpainting=isinstance(options, InpaintOptions)):
+        args += ["--backend", "torch"]  # the command line's default for the bundled model on a CPU is not torch
     args += _changed(options.sampling, SamplingOptions(), _SAMPLING_VALUES)
     if isinstance(options, InpaintOptions):
         args += [] if options.mask is None else ["--mask", options.mask]

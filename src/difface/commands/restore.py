@@ -33,7 +33,7 @@ from difface.config import (
     SCHEDULES,
     SOLVERS,
 )
-from difface.device import DTYPES
+from difface.device import DTYPES, kept_threads, set_cpu_threads
 from difface.images import IMAGE_EXTENSIONS, collect_inputs
 from difface.pipeline import OptionError, RestorePipeline, files
 from difface.video.io import VIDEO_EXTENSIONS
@@ -63,6 +63,19 @@ def start_step_arg(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
+def threads_arg(text: str) -> int:
+    """--threads: a count of at least 1, or 0 / 'auto' (the cores not busy with other work)."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a thread count or 'auto', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (auto) or more, got {value}")
+    return value
 
 
 def pixels_arg(text: str) -> int:
@@ -139,8 +152,14 @@ def add_model_arguments(p: argparse.ArgumentParser, auto_start: bool = True) -> 
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
                    "per process; worth it for many faces)")
     p.add_argument("--backend", default=None, choices=list(BACKEND_NAMES),
-                   help="where the network forwards run: torch (default), onnxruntime or openvino (their ONNX "
-                   "graphs are exported once and cached; docs/onnx.md)")
+                   help="where the network forwards run: torch, onnxruntime or openvino (their ONNX "
+                   "graphs are exported once and cached; docs/onnx.md). Default torch; for the bundled model on a "
+                   "CPU onnxruntime when installed (within 1e-6 of torch fp32; --backend torch: the exact reference)")
+    p.add_argument("--threads", type=threads_arg, default=0, metavar="N|auto",
+                   help="CPU threads of the network forwards (torch, onnxruntime, OpenVINO). Default auto (0): the "
+                   "cores this process may use less those busy with other programs when the run starts, at least "
+                   "1, or OMP_NUM_THREADS when set; idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE "
+                   "unless set). Printed at start; a fixed N gives the same bits on every run (docs/speed.md)")
     p.add_argument("--max-pixels", type=pixels_arg, default=None, metavar="N",
                    help="refuse inputs with more pixels than this, from the file header, before decoding "
                    "(default 50M: about 2 GB of memory)")
@@ -257,6 +276,7 @@ def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos
     before any input is touched; a problem is `error:` and exit 2), then the run and its report."""
     try:
         options = make_options(args)
+        log.info("%s", set_cpu_threads(options.model.threads))
         inputs = collect(args.inputs, videos=videos)
         dist_info = distributed.setup(args.device)  # under torchrun: one shard of the inputs per process
         files.check_output(args.output, options)  # before the models load
@@ -273,4 +293,5 @@ def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_pipeline(args, restore_options, RestorePipeline, videos=not args.aligned, what="restored")
+    with kept_threads():
+        return run_pipeline(args, restore_options, RestorePipeline, videos=not args.aligned, what="restored")
