@@ -1,7 +1,7 @@
 """Seconds of `difface restore` on one face and one whole photo, alone and beside one CPU-bound program, for two
 source trees (before and after a change), with the load average before every measurement.
 
-    python scripts/bench_busy.py --before-src OLD_TREE/src --json docs/results/busy_machine.json
+    python scripts/benchmarks/bench_busy.py --before-src OLD_TREE/src --json docs/results/busy_machine.json
 
 Each measurement runs `python -m difface restore` in a fresh process (PYTHONPATH = the tree's src) on
 examples/astronaut_lq.png: aligned (`--aligned`), and as a whole photo (detection, the band merge, Lanczos
@@ -39,7 +39,7 @@ from difface import threads
 from difface.backends import available_backends
 from difface.restore import DifFace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FACE = ROOT / "examples" / "astronaut_lq.png"
 START = ["--start-step", "20"]
 INPUTS = {"face": ["--aligned", *START], "photo": ["--bg-upsampler", "lanczos", "--upscale", "1", *START]}
