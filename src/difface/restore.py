@@ -347,7 +347,6 @@ class DifFace:
         """
         if self.task != "inpainting":
             raise ValueError("this model restores; inpainting needs an inpainting estimator (e.g. LaMa)")
-
         y0 = self._check_lq(lq)
         if mask is None:
             m0 = detect_mask(y0)
