@@ -37,9 +37,9 @@ def faces(tmp_path) -> Path:
 
 
 def test_unknown_option_shows_the_command_usage(tmp_path, capsys):
-    status, err = _run(["restore", PHOTO, "-o", tmp_path, "--strength", "2"], capsys)
+    status, err = _run(["restore", PHOTO, "-o", tmp_path, "--vigour", "2"], capsys)
     assert status == 2
-    assert "usage: difface restore" in err and "difface restore: error: unrecognized arguments: --strength 2" in err
+    assert "usage: difface restore" in err and "difface restore: error: unrecognized arguments: --vigour 2" in err
     status, err = _run(["weights", "list", "--bogus"], capsys)
     assert status == 2 and "usage: difface weights list" in err
 

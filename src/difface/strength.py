@@ -46,8 +46,7 @@ def strength_t(strength: float) -> int:
 
 def strength_start_step(model, strength: float | str | None) -> int | str | None:
     """The start step of `model` (a DifFace) for a strength: None for None/"auto" (the model's default), else the
-    respaced step nearest to strength_t(s) (0 for s = 0: the estimator alone)."""
+    respaced step nearest to strength_t(s); 0 only for s = 0 (the estimator alone): any s > 0 diffuses."""
     if strength is None or strength == AUTO:
         return None
-    t = strength_t(strength)
-    return 0 if t == 0 else max(1, model.step_for_t(t))
+    return 0 if strength == 0 else max(1, model.step_for_t(strength_t(strength)))

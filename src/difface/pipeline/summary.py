@@ -59,10 +59,11 @@ def face_summary(totals: Sequence[float], auto: bool = True) -> list[str]:
         parts.append(f"{diffused} restored by the diffusion model (mean change {t['change_diffused'] / diffused:.1f} "
                      "gray levels of 255)")
     if kept:
-        what = "needed" if auto else "got"
-        lead = "none" if not diffused else str(kept)
-        parts.append(f"{lead} {what} the diffusion model (start step 0): "
-                     f"left nearly as {'they were' if kept > 1 else 'it was'}, mean change "
+        if not auto:
+            lead = f"{kept} got the estimator alone"
+        else:
+            lead = "none needed the diffusion model" if not diffused else f"{kept} did not need it"
+        parts.append(f"{lead} (start step 0): left nearly as {'they were' if kept > 1 else 'it was'}, mean change "
                      f"{t['change_kept'] / kept:.1f} gray levels of 255")
     line = f"{n} face{'s' if n > 1 else ''}: " + "; ".join(parts)
     if not diffused and auto:
