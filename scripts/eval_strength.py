@@ -15,6 +15,8 @@ every row, so a run cut short keeps what it measured.
   python scripts/prepare_celeba64.py --work data64      # once: aligned faces from ../shared/data
   python scripts/eval_strength.py faces --val data64/val --count 100 --json docs/results/strength_faces.json
   python scripts/eval_strength.py photos --json docs/results/strength_real_photos.json
+  python scripts/eval_strength.py table --faces docs/results/strength_faces.json \
+      --photos docs/results/strength_real_photos.json
 """
 
 from __future__ import annotations
@@ -187,6 +189,40 @@ def cmd_photos(args) -> None:
             write(report, args.json)
 
 
+def _key(row: dict) -> float:
+    return -1.0 if row["strength"] == "auto" else float(row["strength"])
+
+
+def cmd_table(args) -> None:
+    """A Markdown table of the face rows of --faces reports (merged by strength), with the real photos' identity."""
+    rows: dict = {}
+    base = None
+    for path in args.faces:
+        report = json.loads(path.read_text())
+        for r in report["recipes"][args.recipe]:
+            if r["strength"] == "input":
+                base = base or r
+            else:
+                rows.setdefault(r["strength"], {**r, "count": report["count"]})
+    photos = {}
+    if args.photos:
+        for name, prow in json.loads(args.photos.read_text())["sets"].items():
+            for r in prow:
+                photos.setdefault(r["strength"], {})[name] = r["id_to_input"]["mean"]
+    print("| strength | start step (t) | faces | PSNR-Y gain | identity distance to truth (over 0.6) | "
+          "to input | real photos: to input (aligned / whole) |\n|---|---|---:|---:|---:|---:|---:|")
+    print(f"| degraded input | - | - | - | {base['id_to_truth']['mean']:.3f} ({base['id_to_truth']['over_0.6']:.0%}) "
+          "| - | - |")
+    for s in sorted(rows, key=lambda k: _key({"strength": k})):
+        r = rows[s]
+        step = f"auto: mean {r['steps_mean']:.1f}, max {r['steps_max']}" if s == "auto" else \
+            f"{r['start_step']} (t = {r['t']})"
+        ph = photos.get(s, {})
+        real = " / ".join(f"{ph[k]:.3f}" for k in ph) or "-"
+        print(f"| {s} | {step} | {r['count']} | {r['psnr_y_gain']:+.2f} | {r['id_to_truth']['mean']:.3f} "
+              f"({r['id_to_truth']['over_0.6']:.0%}) | {r['id_to_input']['mean']:.3f} | {real} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -206,7 +242,13 @@ def main() -> None:
         p.add_argument("--strengths", default=f"auto,{STRENGTHS}")
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--json", type=Path)
+    tb = sub.add_parser("table", help="the Markdown table of reports written by faces and photos")
+    tb.add_argument("--faces", type=Path, nargs="+", required=True)
+    tb.add_argument("--recipe", default="celeba-test")
+    tb.add_argument("--photos", type=Path)
     args = ap.parse_args()
+    if args.cmd == "table":
+        return cmd_table(args)
     torch.set_num_threads(args.threads)
     {"faces": cmd_faces, "photos": cmd_photos}[args.cmd](args)
 
