@@ -196,23 +196,18 @@ def _key(row: dict) -> float:
 def cmd_table(args) -> None:
     """A Markdown table of the face rows of --faces reports (merged by strength), with the real photos' identity."""
     rows: dict = {}
-    base = None
     for path in args.faces:
         report = json.loads(path.read_text())
-        for r in report["recipes"][args.recipe]:
-            if r["strength"] == "input":
-                base = base or r
-            else:
-                rows.setdefault(r["strength"], {**r, "count": report["count"]})
+        base = report["recipes"][args.recipe][0]  # the degraded inputs of these faces
+        for r in report["recipes"][args.recipe][1:]:
+            rows.setdefault(r["strength"], {**r, "count": report["count"], "base": base["id_to_truth"]["mean"]})
     photos = {}
     if args.photos:
         for name, prow in json.loads(args.photos.read_text())["sets"].items():
             for r in prow:
                 photos.setdefault(r["strength"], {})[name] = r["id_to_input"]["mean"]
-    print("| strength | start step (t) | faces | PSNR-Y gain | identity distance to truth (over 0.6) | "
+    print("| strength | start step (t) | faces | PSNR-Y gain | identity distance to truth (over 0.6) [input's] | "
           "to input | real photos: to input (aligned / whole) |\n|---|---|---:|---:|---:|---:|---:|")
-    print(f"| degraded input | - | - | - | {base['id_to_truth']['mean']:.3f} ({base['id_to_truth']['over_0.6']:.0%}) "
-          "| - | - |")
     for s in sorted(rows, key=lambda k: _key({"strength": k})):
         r = rows[s]
         step = f"auto: mean {r['steps_mean']:.1f}, max {r['steps_max']}" if s == "auto" else \
@@ -220,7 +215,7 @@ def cmd_table(args) -> None:
         ph = photos.get(s, {})
         real = " / ".join(f"{ph[k]:.3f}" for k in ph) or "-"
         print(f"| {s} | {step} | {r['count']} | {r['psnr_y_gain']:+.2f} | {r['id_to_truth']['mean']:.3f} "
-              f"({r['id_to_truth']['over_0.6']:.0%}) | {r['id_to_input']['mean']:.3f} | {real} |")
+              f"({r['id_to_truth']['over_0.6']:.0%}) [{r['base']:.3f}] | {r['id_to_input']['mean']:.3f} | {real} |")
 
 
 def main() -> None:
