@@ -200,7 +200,7 @@ def cmd_table(args) -> None:
         report = json.loads(path.read_text())
         base = report["recipes"][args.recipe][0]  # the degraded inputs of these faces
         for r in report["recipes"][args.recipe][1:]:
-            rows.setdefault(r["strength"], {**r, "count": report["count"], "base": base["id_to_truth"]["mean"]})
+            rows.setdefault(r["strength"], {**r, "count": report["count"], "base": base["id_to_truth"]})
     photos = {}
     if args.photos:
         for name, prow in json.loads(args.photos.read_text())["sets"].items():
@@ -214,8 +214,9 @@ def cmd_table(args) -> None:
             f"{r['start_step']} (t = {r['t']})"
         ph = photos.get(s, {})
         real = " / ".join(f"{ph[k]:.3f}" for k in ph) or "-"
+        inp = f"[{r['base']['mean']:.3f} ({r['base']['over_0.6']:.0%})]"
         print(f"| {s} | {step} | {r['count']} | {r['psnr_y_gain']:+.2f} | {r['id_to_truth']['mean']:.3f} "
-              f"({r['id_to_truth']['over_0.6']:.0%}) [{r['base']:.3f}] | {r['id_to_input']['mean']:.3f} | {real} |")
+              f"({r['id_to_truth']['over_0.6']:.0%}) {inp} | {r['id_to_input']['mean']:.3f} | {real} |")
 
 
 def main() -> None:
