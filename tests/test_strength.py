@@ -118,6 +118,7 @@ def test_summary_of_damaged_and_forced_faces(tmp_path, capsys):
     status, out = _run(["restore", FACE, FACE.parent / "astronaut_lq.png", "-o", tmp_path / "fixed", "--strength",
                         "0.05", "--aligned"], capsys)
     assert status == 0 and "2 faces: 2 restored by the diffusion model" in out and "needed" not in out
+    assert "far above" not in out  # a strength is a knowing choice: no warning that the start is high
 
 
 def test_large_faces_get_the_official_models_hint_once(tmp_path, capsys, monkeypatch):

@@ -214,6 +214,8 @@ class FacePipeline:
                             "output, with no diffusion to sample", given)
         if self.start_step == "auto" or not self.start_step or "far" in self._said or self.task != "restoration":
             return
+        if getattr(s, "strength", None) is not None:  # a strength asks for change knowingly; the summary says how much
+            return
         m = self.model
         if m.autostart == AutoStart() or tuple(x.shape[2:]) != (m.image_size, m.image_size):
             return  # no calibrated rule to compare with
@@ -221,14 +223,12 @@ class FacePipeline:
         top = steps_for_error(m.diffusion, np.array([np.inf]), m.autostart, m.t_max)[0]  # the rule's ceiling
         t_of = m.diffusion.timestep_map
         n = int(self.start_step)
-        given = f"`strength` {s.strength:g} (start step {n})" if getattr(s, "strength", None) is not None else \
-            f"`start_step` {n}"
         if int(t_of[n]) >= FAR_ABOVE_FACTOR * int(t_of[chosen]) + FAR_ABOVE_MARGIN_T or n > top:
             self._said.add("far")
-            log.warning("warning: %s (t = %d) is far above what this model's auto rule chooses: %d "
+            log.warning("warning: `start_step` %d (t = %d) is far above what this model's auto rule chooses: %d "
                         "(t = %d) for the most damaged of these %d face(s), and at most %d (t = %d) for any face; "
                         "diffusing from this high replaces more of a face than its damage calls for. "
-                        "`start_step` auto chooses per face (said once per run)", given, int(t_of[n]), chosen,
+                        "`start_step` auto chooses per face (said once per run)", n, int(t_of[n]), chosen,
                         int(t_of[chosen]), len(x), top, int(t_of[top]))
 
 
