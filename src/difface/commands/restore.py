@@ -148,7 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how far the model may move a face from the input, 0 to 1, instead of --start-step: 0 = the "
                    "estimator alone, 1 = t 400 (the paper's start; replaces people on the bundled model). auto "
                    "(default) = the model's own choice (the bundled model: per face, often 0 on sharp faces). On the "
-                   "bundled model identity holds up to about 0.1 and starts to drift at 0.2 (docs/strength.md)")
+                   "bundled model identity holds up to about 0.1 on damaged faces and starts to drift at 0.2; on sharp "
+                   "faces any strength costs likeness (docs/strength.md)")
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output file exists as "
                    "they are (outputs are written atomically, so an existing one is complete): rerun a killed "
                    "batch with this to finish it")

@@ -67,9 +67,9 @@ def face_summary(totals: Sequence[float], auto: bool = True) -> list[str]:
                      f"{t['change_kept'] / kept:.1f} gray levels of 255")
     line = f"{n} face{'s' if n > 1 else ''}: " + "; ".join(parts)
     if not diffused and auto:
-        line += (f". {'These faces' if n > 1 else 'The face'} looked sharp enough to the model; to let it change "
-                 f"{'them' if n > 1 else 'it'} more, give a `strength` (up to about 0.1 keeps the person on the "
-                 "bundled model: docs/strength.md)")
+        line += (f". {'These faces' if n > 1 else 'The face'} looked sharp enough to the model: little to restore. "
+                 f"A `strength` above 0 makes it change {'them' if n > 1 else 'it'} anyway, at a cost in likeness "
+                 "(docs/strength.md)")
     return [line]
 
 
