@@ -44,7 +44,7 @@ EPILOG = """examples:
   difface restore faces/ -o out --aligned                    # aligned face crops (FFHQ template)
   difface restore faces/ -o out --aligned --prior iddpm-ffhq512 --estimator swinir-ffhq512
   difface restore faces/ -o out --aligned --start-step 0     # estimator only, no diffusion
-  difface restore selfie.jpg -o out --strength 0.1           # let the model change faces more than auto does
+  difface restore old.jpg -o out --strength 0.1              # more change than auto (damaged faces; docs/strength.md)
   difface restore old.jpg -o out --strength 0                # the estimator alone: the least change
   difface restore faces/ -o out --aligned --preset fast      # fewer evaluations, faster backend (docs/speed.md)
   difface restore clip.mp4 -o out                            # a video: OUT/clip.mp4, audio kept (docs/video.md)
