@@ -25,6 +25,7 @@ from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SAMPLERS, SOLVERS  
 from difface.face.detect import BACKENDS as DETECTOR_NAMES
 from difface.face.detect import DEFAULT_BACKEND as DEFAULT_DETECTOR  # noqa: F401 (re-exported)
 from difface.images import DEFAULT_QUALITY, OUTPUT_FORMATS  # re-exported: the formats difface.images writes
+from difface.strength import strength_error
 
 DEFAULT_SEED = 12345
 DEFAULT_STEPS = "ddim250"
@@ -137,6 +138,16 @@ def check_start_step(value, allow_auto: bool = True) -> None:
         _int("start_step", value, 0)
 
 
+def check_strength(value, start_step=None) -> None:
+    """strength: None, "auto" or a number in [0, 1]; with an explicit start step only None (one sets the other)."""
+    problem = strength_error(value)
+    if problem:
+        raise OptionError("strength", problem)
+    if value is not None and start_step is not None:
+        raise OptionError("strength", f"give {ref('strength')} or {ref('start_step')}, not both: a strength sets the "
+                          "start step (difface.strength)")
+
+
 def check_eta(value) -> None:
     """eta: None or a number in [0, 1]."""
     if value is not None:
@@ -245,7 +256,8 @@ class SamplingOptions:
     network evaluations of the few-step samplers (None: DEFAULT_NFE); seed: every image draws from its own generator
     seeded from this and the image's content; schedule: the few-step samplers' timesteps, evenly spaced or
     fitted to the official loop for this prior (schedule_fallback "official": the official loop where none
-    is stored, None: an error).
+    is stored, None: an error); strength: None or "auto" (the model's default start), or a number in [0, 1]
+    that sets the start step instead (difface.strength; giving `start_step` too is an error).
     """
 
     start_step: int | str | None = None
@@ -255,8 +267,10 @@ class SamplingOptions:
     seed: int = DEFAULT_SEED
     schedule: str = "even"  # few-step timesteps: one of SCHEDULES
     schedule_fallback: str | None = None  # "fitted" without a stored schedule: "official" loop, None: an error
+    strength: float | str | None = None  # difface.strength: how far the prior may move a face, in [0, 1]
 
     def __post_init__(self) -> None:
+        check_strength(self.strength, self.start_step)
         if self.schedule not in SCHEDULES:
             raise OptionError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check_start_step(self.start_step)
@@ -364,6 +378,8 @@ class InpaintOptions:
         check_max_pixels(self.max_pixels)
         if self.mask is not None and not Path(self.mask).exists():
             raise OptionError("mask", f"{self.mask}: no such file or folder")
+        if self.sampling.strength is not None:
+            raise OptionError("strength", f"applies to restoration; for inpainting give {ref('start_step')}")
         if self.sampling.start_step == "auto":
             raise OptionError("start_step", "'auto' chooses a start from the damage of a restoration input; "
                               "for inpainting give a number (default: the model's)")

@@ -30,7 +30,7 @@ def model_options(args: argparse.Namespace) -> ModelOptions:
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
     return SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed, args.schedule,
-                           getattr(args, "schedule_fallback", None))
+                           getattr(args, "schedule_fallback", None), strength=getattr(args, "strength", None))
 
 
 def _max_pixels(args: argparse.Namespace) -> int:
@@ -75,7 +75,7 @@ _MODEL_VALUES = (("prior", "--prior"), ("estimator", "--estimator"), ("steps", "
                  ("dtype", "--dtype"), ("backend", "--backend"), ("threads", "--threads"))
 _MODEL_FLAGS = (("fast", "--fast"), ("compile", "--compile"))
 _SAMPLING_VALUES = (("start_step", "--start-step"), ("eta", "--eta"), ("sampler", "--sampler"), ("nfe", "--nfe"),
-                    ("seed", "--seed"), ("schedule", "--schedule"))
+                    ("seed", "--seed"), ("schedule", "--schedule"), ("strength", "--strength"))
 _PHOTO_VALUES = (("upscale", "--upscale"), ("detector", "--detector"), ("bg_upsampler", "--bg-upsampler"),
                  ("max_face_size", "--max-face-size"))
 _PHOTO_FLAGS = (("only_center_face", "--only-center-face"), ("draw_boxes", "--draw-boxes"))

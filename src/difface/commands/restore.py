@@ -35,7 +35,8 @@ from difface.config import (
 )
 from difface.device import DTYPES, kept_threads, set_cpu_threads
 from difface.images import IMAGE_EXTENSIONS, collect_inputs
-from difface.pipeline import OptionError, RestorePipeline, files
+from difface.pipeline import OptionError, RestorePipeline, files, summary
+from difface.strength import parse_strength
 from difface.video.io import VIDEO_EXTENSIONS
 
 log = logging.getLogger("difface")
@@ -45,6 +46,8 @@ EPILOG = """examples:
   difface restore faces/ -o out --aligned                    # aligned face crops (FFHQ template)
   difface restore faces/ -o out --aligned --prior iddpm-ffhq512 --estimator swinir-ffhq512
   difface restore faces/ -o out --aligned --start-step 0     # estimator only, no diffusion
+  difface restore old.jpg -o out --strength 0.1              # more change than auto (damaged faces; docs/strength.md)
+  difface restore old.jpg -o out --strength 0                # the estimator alone: the least change
   difface restore faces/ -o out --aligned --preset fast      # fewer evaluations, faster backend (docs/speed.md)
   difface restore clip.mp4 -o out                            # a video: OUT/clip.mp4, audio kept (docs/video.md)
 
@@ -76,6 +79,14 @@ def threads_arg(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (auto) or more, got {value}")
     return value
+
+
+def strength_arg(text: str) -> float | str:
+    """--strength: a number in [0, 1] or 'auto' (the range is checked with the other options)."""
+    try:
+        return parse_strength(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'auto', got {text!r}") from None
 
 
 def pixels_arg(text: str) -> int:
@@ -189,6 +200,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops (FFHQ template)")
     add_model_arguments(p)
+    p.add_argument("--strength", type=strength_arg, default=None, metavar="S|auto",
+                   help="how far the model may move a face from the input, 0 to 1, instead of --start-step: 0 = the "
+                   "estimator alone, 1 = t 400 (the paper's start; replaces people on the bundled model). auto "
+                   "(default) = the model's own choice (the bundled model: per face, often 0 on sharp faces). On the "
+                   "bundled model identity holds up to about 0.1 on damaged faces and starts to drift at 0.2; on sharp "
+                   "faces any strength costs likeness (docs/strength.md)")
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output file exists as "
                    "they are (outputs are written atomically, so an existing one is complete): rerun a killed "
                    "batch with this to finish it")
@@ -245,8 +262,9 @@ def collect(specs: list[str], videos: bool = False) -> list[Path]:
 
 
 def report(outcomes, elapsed: float, outdir: Path, what: str = "restored", world_size: int = 1,
-           is_main: bool = True) -> int:
-    """Log every failure and note, then one summary line that tells the truth; returns the exit status."""
+           is_main: bool = True, pipe=None) -> int:
+    """Log every failure and note, then one summary line that tells the truth, then what the model did to the
+    faces (difface.pipeline.summary, with `pipe`: the pipeline that ran); returns the exit status."""
     for o in outcomes:
         for note in o.notes:
             log.info("%s: %s", o.src, note)
@@ -268,7 +286,22 @@ def report(outcomes, elapsed: float, outdir: Path, what: str = "restored", world
         failed = total - done_all
         log.info("%s %d of %d inputs in %.1f s%s -> %s%s%s", what, done_all, total, elapsed, per, outdir, extra,
                  f"; {failed} failed" if failed else "")
+    if pipe is not None:
+        say_faces(outcomes, pipe, is_main)
     return 0 if done_all == total else 1
+
+
+def say_faces(outcomes, pipe, is_main: bool = True) -> None:
+    """The end-of-run lines on the faces: how many the model changed and how much; once per machine, what helps
+    faces far larger than the bundled model (difface.pipeline.summary)."""
+    size = pipe.model.image_size
+    local = summary.face_totals(outcomes, size)
+    totals = distributed.all_reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
+    totals[-1] = local[-1]  # the largest face: this process's (a sum of maxima means nothing)
+    if is_main:
+        for line in summary.face_summary(totals, auto=pipe.start_step == "auto"):
+            log.info("%s", line)
+        summary.note_large_faces(totals, size, bundled=pipe.options.model.prior is None)
 
 
 def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos: bool, what: str) -> int:
@@ -289,7 +322,7 @@ def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos
     outcomes = files.run(pipe, inputs, args.output, rank=dist_info.rank, world_size=dist_info.world_size,
                          skip_existing=args.skip_existing)
     return report(outcomes, time.perf_counter() - t0, args.output, what=what, world_size=dist_info.world_size,
-                  is_main=dist_info.is_main)
+                  is_main=dist_info.is_main, pipe=pipe)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -289,7 +289,8 @@ def write_outputs(pipe: FacePipeline, job: Job, image: LoadedImage, result: Imag
         why = getattr(e, "strerror", None) or str(e)
         return Outcome(job.src, None, False, f"cannot write {job.dst}: {why}", notes=notes, seconds=seconds)
     return Outcome(job.src, job.dst, True, faces=result.faces, skipped=result.skipped, notes=notes,
-                   seconds=seconds)
+                   seconds=seconds, start_steps=tuple(result.start_steps), changes=tuple(result.changes),
+                   face_sides=tuple(result.face_sides))
 
 
 def _face_view(views: list[np.ndarray] | None, crops: np.ndarray, k: int) -> np.ndarray:

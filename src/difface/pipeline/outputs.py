@@ -23,7 +23,8 @@ class Outcome:
     """What became of one input: ok (written) or failed with a reason; notes are for the user.
 
     faces: faces restored (whole photos; 1 for an aligned face); skipped: faces left as they were;
-    kept: the output existed and was kept, not remade (`skip_existing`).
+    kept: the output existed and was kept, not remade (`skip_existing`); start_steps, changes and face_sides: per
+    face restored, as ImageResult has them (difface.pipeline.summary sums them up for the run).
     """
 
     src: Path
@@ -35,6 +36,9 @@ class Outcome:
     notes: tuple[str, ...] = field(default_factory=tuple)
     seconds: float = 0.0
     kept: bool = False
+    start_steps: tuple[int, ...] = ()
+    changes: tuple[float, ...] = ()
+    face_sides: tuple[float, ...] = ()
 
 
 def failure_reason(e: Exception) -> str:

@@ -25,9 +25,10 @@ from difface.config import DEFAULT_NFE, OptionError, RestoreOptions
 from difface.device import DTYPES, cpu_has_native_bf16, pick_device
 from difface.face import band
 from difface.face.detect import get_detector
-from difface.face.photo import MAX_OUTPUT_PIXELS, make_bg_upsampler, restore_photo
+from difface.face.photo import MAX_OUTPUT_PIXELS, crop_sides, make_bg_upsampler, restore_photo
 from difface.images import LoadedImage, image_to_tensor, tensor_to_image
 from difface.restore import DifFace, Restoration, image_seed
+from difface.strength import strength_start_step
 
 log = logging.getLogger("difface")
 
@@ -49,7 +50,9 @@ class ImageResult:
     image (H', W', 3) float32 RGB in [0, 1] at the output size; alpha (H', W') or None; estimate (the
     estimator's output, aligned faces only) or None; crops / restored (N, S, S, 3) for whole photos;
     faces restored; skipped (faces left as they were); message: a note for the user or "";
-    start_steps: the start step used per face.
+    start_steps: the start step used per face; changes: per face, the mean absolute change the model made, in
+    gray levels of 255 (its output against its input, both at the model size); face_sides: per face, its side in
+    input pixels (an aligned input: its shorter side; a photo: the side of its aligned crop).
     """
 
     image: np.ndarray
@@ -64,6 +67,8 @@ class ImageResult:
     shown_input: np.ndarray | None = None  # what comparisons show as the input (inpainting: with the hole)
     face_crops: list[np.ndarray] | None = None  # whole photos: crops at each face's own resolution ...
     face_restored: list[np.ndarray] | None = None  # ... and their restorations as pasted (face.photo.face_views)
+    changes: list[float] = field(default_factory=list)
+    face_sides: list[float] = field(default_factory=list)
 
 
 def _to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -106,6 +111,9 @@ class FacePipeline:
         s = options.sampling
         self.eta = model.default_eta if s.eta is None else float(s.eta)
         self.start_step: int | str = model.default_start if s.start_step is None else s.start_step
+        by_strength = strength_start_step(model, getattr(s, "strength", None))
+        if by_strength is not None:  # a number in [0, 1] (difface.strength); config refuses it with start_step
+            self.start_step = by_strength
         self._check_against_model()
         self._said: set[str] = set()  # the run's one-time notices already logged (_note_start_steps)
 
@@ -167,6 +175,8 @@ class FacePipeline:
         else:
             t = int(m.diffusion.timestep_map[self.start_step]) if self.start_step else 0
             start = f"start step {self.start_step} of {self.options.model.steps} (t = {t} of 1000)"
+        if isinstance(getattr(s, "strength", None), (int, float)):
+            start = f"strength {s.strength:g}: {start}"
         sampler = "" if s.sampler == "official" else f", sampler {s.sampler} with {s.nfe or 10} evaluations"
         if sampler and self._measured():
             sampler = ", " + fastplan.describe(m, self.start_step, self.eta, with_eta=False)
@@ -216,6 +226,8 @@ class FacePipeline:
                 log.warning("warning: %s does nothing with `start_step` 0: every result is the estimator's "
                             "output, with no diffusion to sample", given)
         if self.start_step == "auto" or not self.start_step or "far" in self._said or self.task != "restoration":
+            return
+        if getattr(s, "strength", None) is not None:  # a strength asks for change knowingly; the summary says how much
             return
         m = self.model
         if m.autostart == AutoStart() or tuple(x.shape[2:]) != (m.image_size, m.image_size):
@@ -299,6 +311,7 @@ class RestorePipeline(FacePipeline):
         x = torch.cat([_resize(image_to_tensor(im.rgb), (s, s)) for im in images])
         _tell(callback, "faces", count=len(images))
         out = self.restore_faces(x, callback)
+        changes = (out.result.detach().float().cpu().clamp(0, 1) - x.float()).abs().mean(dim=(1, 2, 3)) * 255.0
         results = []
         for k, im in enumerate(images):
             h, w = im.rgb.shape[:2]
@@ -312,7 +325,8 @@ class RestorePipeline(FacePipeline):
                 est = tensor_to_image(_resize(out.estimate[k: k + 1], (h, w), clamp=True))
             if im.gray:
                 res, est = _to_gray(res), _to_gray(est)
-            results.append(ImageResult(res, im.alpha, estimate=est, faces=1, start_steps=out.start_steps[k:k + 1]))
+            results.append(ImageResult(res, im.alpha, estimate=est, faces=1, start_steps=out.start_steps[k:k + 1],
+                                       changes=[float(changes[k])], face_sides=[float(min(h, w))]))
         return results
 
     def _note_band(self, face_px: int | str) -> None:
@@ -343,8 +357,10 @@ class RestorePipeline(FacePipeline):
         restored = res.restored
         if image.gray and len(restored):
             restored = np.stack([_to_gray(r) for r in restored])
+        changes = [float(np.abs(r - c).mean() * 255.0) for r, c in zip(res.restored, res.crops)]
         return ImageResult(out, res.alpha, crops=res.crops, restored=restored, faces=res.num_faces,
-                           skipped=res.skipped_large, message=res.message, start_steps=steps,
+                           skipped=res.skipped_large, message=res.message, start_steps=steps, changes=changes,
+                           face_sides=[float(v) for v in crop_sides(res.matrices, self.model.image_size)],
                            face_crops=res.face_crops, face_restored=res.face_restored)
 
 
