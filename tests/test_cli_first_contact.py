@@ -122,7 +122,7 @@ def test_mistyped_names_get_one_line_and_the_closest_name(args, line, capsys):
 # -- inpaint --start-step ----------------------------------------------------------------------------------
 def test_inpaint_help_offers_what_inpaint_accepts(tmp_path, capsys):
     status, text = _run(["inpaint", "--help"], capsys)
-    assert status == 0 and "[--start-step N]" in text and "N|auto" not in text and "auto =" not in text
+    assert status == 0 and "[--start-step N]" in text and "--start-step N|auto" not in text and "auto =" not in text
     status, err = _run(["inpaint", FACE, "-o", tmp_path / "out", "--start-step", "auto"], capsys)
     assert status == 2 and "inpainting takes a number, got 'auto'" in err
     status, text = _run(["restore", "--help"], capsys)
