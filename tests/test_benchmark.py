@@ -57,6 +57,7 @@ def test_few_step_sampler_runs_nfe_evaluations(small_models):
     assert out.result.shape == y.shape and 0 <= out.result.min() and out.result.max() <= 1
 
 
+@pytest.mark.slow  # kept out of the default run for its time; .ci/run runs it
 def test_backend_table_runs_every_backend_against_eager_fp32(tmp_path):
     """In a process of its own: OpenVINO's and onnxruntime's thread pools loaded beside torch's made a later
     test of the same pytest process crash (SIGSEGV in a torch training step, seen on this 2-core machine)."""

@@ -130,13 +130,16 @@ def test_inpaint_help_offers_what_inpaint_accepts(tmp_path, capsys):
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # two subprocesses restoring a dozen faces
 def test_interrupt_says_how_to_finish_the_batch_and_that_finishes_it(tmp_path):
     faces, out = tmp_path / "faces", tmp_path / "out"
     faces.mkdir()
     face = cv2.imread(str(FACE))
     for k in range(12):
         cv2.imwrite(str(faces / f"f{k:02d}.png"), np.clip(face * (0.6 + k / 30), 0, 255).astype(np.uint8))
-    cmd = [sys.executable, "-m", "difface", "restore", str(faces), "-o", str(out), "--aligned", "--device", "cpu"]
+    # torch and 8 steps a face, one face a batch: slow enough that the interrupt lands mid-batch
+    cmd = [sys.executable, "-m", "difface", "restore", str(faces), "-o", str(out), "--aligned", "--device", "cpu",
+           "--backend", "torch", "--start-step", "8", "--batch-size", "1"]
     proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*.png"))) < 2 and proc.poll() is None:

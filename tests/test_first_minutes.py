@@ -104,6 +104,7 @@ def test_black_hole_doubts_on_made_masks():
     assert [d.split(" (")[0] for d in black_hole_doubts(dots)] == ["scattered"]
 
 
+@pytest.mark.slow  # kept out of the default run for its time; .ci/run runs it
 def test_realesrgan_is_suggested_once_and_not_where_it_cannot_help(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIFFACE_HOME", str(tmp_path / "home"))  # an empty weights cache
     args = ["restore", PHOTO, "-o", tmp_path / "out", "--start-step", "0"]

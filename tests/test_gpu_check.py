@@ -4,9 +4,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # kept out of the default run for its time; .ci/run runs it
 def test_gpu_check_dry_run_on_cpu_writes_json_and_table(tmp_path):
     script = ROOT / "scripts" / "benchmarks" / "gpu_check.sh"
     r = subprocess.run(["bash", str(script), "--device", "cpu", "--quick", "--out", str(tmp_path)],

@@ -94,7 +94,7 @@ def test_cache_key_holds_the_source_file_sha256(tmp_path):
     assert key["config"] == json.loads(json.dumps(net.config.to_dict())) and key["dtype"] == "fp32"
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=pytest.mark.slow)])
 def test_backend_matches_torch_on_filler_weights(small_models, onnx_cache, backend, request):
     if backend == "openvino":
         _openvino_or_skip()
@@ -234,6 +234,7 @@ def test_missing_backend_is_named_with_the_pip_command_before_any_input(tmp_path
     assert "does-not-exist" not in r.stderr  # the option is refused before the inputs are looked at
 
 
+@pytest.mark.slow  # kept out of the default run for its time; .ci/run runs it
 def test_app_server_runs_its_models_through_the_backend(onnx_cache, tmp_path):
     from difface.app import AppServer
 

@@ -95,6 +95,7 @@ def test_inpaint_takes_masks_in_memory_as_difface_inpaint_takes_a_mask_file(tmp_
         pipe.inpaint_image(image, np.ones((96, 96), bool))
 
 
+@pytest.mark.slow  # kept out of the default run for its time; .ci/run runs it
 def test_the_model_catalogue_imports_without_gradio():
     code = ("import sys, difface.app, difface.app.catalogue as c; import difface.cli; "
             "assert 'gradio' not in sys.modules, 'gradio imported'; "
