@@ -121,6 +121,7 @@ def test_summary_of_damaged_and_forced_faces(tmp_path, capsys):
     assert "far above" not in out  # a strength is a knowing choice: no warning that the start is high
 
 
+@pytest.mark.slow  # two whole-photo runs on a 1024 px face
 def test_large_faces_get_the_official_models_hint_once(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DIFFACE_HOME", str(tmp_path / "home"))
     big = tmp_path / "big.png"  # an aligned face of 256 px: 4x the bundled model
