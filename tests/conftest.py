@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from difface import hub  # noqa: E402
+from difface.cli import main  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -83,6 +84,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def run_cli(args, capsys) -> tuple[int, str]:
+    """`difface ARGS` in this process: (exit status, what it wrote to stderr and stdout)."""
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as e:
+        status = e.code
+    captured = capsys.readouterr()
+    return status, captured.err + captured.out
 
 
 def golden(name: str) -> dict[str, np.ndarray]:

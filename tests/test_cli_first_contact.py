@@ -19,21 +19,13 @@ import pytest
 import torch
 
 from difface import hub, models
-from difface.cli import main
+
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"  # public-domain astronaut
 FACE, PHOTO = EXAMPLES / "astronaut_face.png", EXAMPLES / "astronaut_lq.png"
 ENV = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-
-
-def _run(args, capsys) -> tuple[int, str]:
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    captured = capsys.readouterr()
-    return status, captured.err + captured.out
 
 
 def _gray_face() -> np.ndarray:
@@ -47,7 +39,7 @@ def test_gray_aligned_face_is_written_with_one_channel(tmp_path, capsys):
     gray = _gray_face()
     cv2.imwrite(str(src / "one.png"), gray)  # one channel
     cv2.imwrite(str(src / "three.png"), np.dstack([gray] * 3))  # the same pixels as RGB
-    status, err = _run(["restore", src, "-o", tmp_path / "out", "--aligned", "--save-comparison"], capsys)
+    status, err = run_cli(["restore", src, "-o", tmp_path / "out", "--aligned", "--save-comparison"], capsys)
     assert status == 0, err
     one = cv2.imread(str(tmp_path / "out" / "one.png"), cv2.IMREAD_UNCHANGED)
     three = cv2.imread(str(tmp_path / "out" / "three.png"), cv2.IMREAD_UNCHANGED)
@@ -61,7 +53,7 @@ def test_gray_whole_photo_and_its_faces_are_written_with_one_channel(tmp_path, c
     photo = tmp_path / "bw.png"
     padded = cv2.copyMakeBorder(_gray_face(), 32, 32, 32, 32, cv2.BORDER_REPLICATE)
     cv2.imwrite(str(photo), padded)  # 128 x 128, one channel, a face the default detector finds
-    status, err = _run(["restore", photo, "-o", tmp_path / "out", "--bg-upsampler", "lanczos"], capsys)
+    status, err = run_cli(["restore", photo, "-o", tmp_path / "out", "--bg-upsampler", "lanczos"], capsys)
     assert status == 0 and "1 face(s) restored" in err, err
     out = cv2.imread(str(tmp_path / "out" / "bw.png"), cv2.IMREAD_UNCHANGED)
     assert out.shape == (256, 256) and out.dtype == np.uint8
@@ -73,28 +65,28 @@ def test_gray_whole_photo_and_its_faces_are_written_with_one_channel(tmp_path, c
 def test_ext_and_quality_set_the_format_and_skip_existing_finds_it(tmp_path, capsys):
     out = tmp_path / "out"
     base = ["restore", PHOTO, "-o", out, "--bg-upsampler", "lanczos"]
-    assert _run([*base, "--ext", "jpg", "--quality", "90", "--save-comparison"], capsys)[0] == 0
+    assert run_cli([*base, "--ext", "jpg", "--quality", "90", "--save-comparison"], capsys)[0] == 0
     jpg = out / "astronaut_lq.jpg"
     assert jpg.read_bytes()[:3] == b"\xff\xd8\xff" and not list(out.glob("*.png"))
     assert cv2.imread(str(jpg)).shape == (384, 384, 3)
     assert (out / "comparisons" / "astronaut_lq.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
     small = out / "small"
-    assert _run(["restore", PHOTO, "-o", small, "--bg-upsampler", "lanczos", "--ext", "jpg", "--quality", "20"],
+    assert run_cli(["restore", PHOTO, "-o", small, "--bg-upsampler", "lanczos", "--ext", "jpg", "--quality", "20"],
                 capsys)[0] == 0
     assert (small / "astronaut_lq.jpg").stat().st_size < 0.6 * jpg.stat().st_size
-    assert _run([*base, "--ext", "webp"], capsys)[0] == 0
+    assert run_cli([*base, "--ext", "webp"], capsys)[0] == 0
     webp = (out / "astronaut_lq.webp").read_bytes()
     assert webp[:4] == b"RIFF" and webp[8:12] == b"WEBP"
     stamp = jpg.stat().st_mtime_ns
-    status, err = _run([*base, "--ext", "jpg", "--skip-existing"], capsys)
+    status, err = run_cli([*base, "--ext", "jpg", "--skip-existing"], capsys)
     assert status == 0 and "1 kept" in err and jpg.stat().st_mtime_ns == stamp, err
     assert not list(out.glob("*.png"))  # PNG only when asked (the default)
 
 
 def test_quality_is_checked_and_named_by_its_flag(tmp_path, capsys):
-    status, err = _run(["restore", PHOTO, "-o", tmp_path / "a", "--quality", "0", "--ext", "jpg"], capsys)
+    status, err = run_cli(["restore", PHOTO, "-o", tmp_path / "a", "--quality", "0", "--ext", "jpg"], capsys)
     assert status == 2 and "--quality: must be between 1 and 100, got 0" in err, err
-    status, err = _run(["restore", PHOTO, "-o", tmp_path / "b", "--quality", "80"], capsys)
+    status, err = run_cli(["restore", PHOTO, "-o", tmp_path / "b", "--quality", "80"], capsys)
     assert status == 2 and "--quality: applies to --ext jpg or webp; PNG is lossless" in err, err
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
 
@@ -115,17 +107,17 @@ def test_quality_is_checked_and_named_by_its_flag(tmp_path, capsys):
      "difface restore: --ext: invalid choice jpeg; did you mean jpg? (choose from png, jpg, webp)"),
 ])
 def test_mistyped_names_get_one_line_and_the_closest_name(args, line, capsys):
-    status, err = _run(args, capsys)
+    status, err = run_cli(args, capsys)
     assert status == 2 and err == line + "\n"
 
 
 # -- inpaint --start-step ----------------------------------------------------------------------------------
 def test_inpaint_help_offers_what_inpaint_accepts(tmp_path, capsys):
-    status, text = _run(["inpaint", "--help"], capsys)
+    status, text = run_cli(["inpaint", "--help"], capsys)
     assert status == 0 and "[--start-step N]" in text and "--start-step N|auto" not in text and "auto =" not in text
-    status, err = _run(["inpaint", FACE, "-o", tmp_path / "out", "--start-step", "auto"], capsys)
+    status, err = run_cli(["inpaint", FACE, "-o", tmp_path / "out", "--start-step", "auto"], capsys)
     assert status == 2 and "inpainting takes a number, got 'auto'" in err
-    status, text = _run(["restore", "--help"], capsys)
+    status, text = run_cli(["restore", "--help"], capsys)
     assert status == 0 and "[--start-step N|auto]" in text  # restore still takes auto
 
 
@@ -165,7 +157,7 @@ def test_weights_list_shows_every_model_with_its_size(tmp_path, monkeypatch, cap
     monkeypatch.setenv("DIFFACE_HOME", str(tmp_path))
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "RealESRGAN_x2plus.pth").write_bytes(b"\0" * 3000)
-    status, text = _run(["weights", "list"], capsys)
+    status, text = run_cli(["weights", "list"], capsys)
     assert status == 0
     rows = {line.split()[0]: line.split() for line in text.splitlines()[2:] if line.split()}
     assert rows["small64/prior"][2:6] == ["9.7", "MB", "bundled,", "offline"]
@@ -194,7 +186,7 @@ def test_offline_message_names_every_missing_file(tmp_path, monkeypatch, capsys)
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(hub, "_fetch", offline)
-    status, err = _run(["restore", FACE, "-o", tmp_path / "out", "--aligned", "--prior", "iddpm-ffhq512",
+    status, err = run_cli(["restore", FACE, "-o", tmp_path / "out", "--aligned", "--prior", "iddpm-ffhq512",
                         "--estimator", "swinir-ffhq512"], capsys)
     assert status == 2 and "Traceback" not in err
     assert "cannot be downloaded now (<urlopen error no network>): iddpm-ffhq512, swinir-ffhq512" in err, err

@@ -10,19 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from difface.cli import main
+from conftest import run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # public-domain astronaut
 FACE, PHOTO = EXAMPLES / "astronaut_face.png", EXAMPLES / "astronaut_lq.png"
-
-
-def _run(args, capsys) -> tuple[int, str]:
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    captured = capsys.readouterr()
-    return status, captured.err + captured.out
 
 
 @pytest.fixture
@@ -37,12 +28,12 @@ def faces(tmp_path) -> Path:
 
 
 def test_unknown_option_is_said_in_one_line_by_the_command(tmp_path, capsys):
-    status, err = _run(["restore", PHOTO, "-o", tmp_path, "--bogus", "2"], capsys)
+    status, err = run_cli(["restore", PHOTO, "-o", tmp_path, "--bogus", "2"], capsys)
     assert status == 2
     assert err == "difface restore: unknown option --bogus; `difface restore --help` lists the options\n"
-    status, err = _run(["weights", "list", "--bogus"], capsys)
+    status, err = run_cli(["weights", "list", "--bogus"], capsys)
     assert status == 2 and err.startswith("difface weights list: unknown option --bogus")
-    status, err = _run(["restore", PHOTO, "-o", tmp_path, "extra"], capsys)  # not an option: argparse says it
+    status, err = run_cli(["restore", PHOTO, "-o", tmp_path, "extra"], capsys)  # not an option: argparse says it
     assert status == 2 and "usage: difface restore" in err
 
 
@@ -52,13 +43,13 @@ def test_evaluate_without_ground_truth_counts_images_not_pairs(tmp_path, capsys)
     for k in range(2):
         im = cv2.resize(cv2.imread(str(PHOTO)), (256, 256))
         cv2.imwrite(str(d / f"{k}.png"), im if k == 0 else im[:, ::-1])
-    status, out = _run(["evaluate", "--pred", d, "--no-progress"], capsys)
+    status, out = run_cli(["evaluate", "--pred", d, "--no-progress"], capsys)
     assert status == 0, out
     assert f"2 of 2 image(s) scored from {d}" in out and "pair" not in out
 
 
 def test_sampler_with_start_step_zero_is_said_once(faces, tmp_path, capsys):
-    status, err = _run(["restore", faces, "-o", tmp_path / "out", "--aligned", "--sampler", "ddim",
+    status, err = run_cli(["restore", faces, "-o", tmp_path / "out", "--aligned", "--sampler", "ddim",
                         "--start-step", "0"], capsys)
     assert status == 0, err
     assert err.count("warning: --sampler ddim does nothing with --start-step 0") == 1
@@ -66,18 +57,18 @@ def test_sampler_with_start_step_zero_is_said_once(faces, tmp_path, capsys):
 
 def test_fixed_start_far_above_auto_is_said_once(faces, tmp_path, capsys):
     common = ["restore", faces, "-o", tmp_path / "out", "--aligned", "--sampler", "ddim", "--nfe", "1"]
-    status, err = _run([*common, "--start-step", "100"], capsys)
+    status, err = run_cli([*common, "--start-step", "100"], capsys)
     assert status == 0, err
     assert err.count("is far above what this model's auto rule chooses") == 1, err
     # the bundled rule's ceiling is its t_cap (400), step 100 of ddim250: derived from the rule, not the test
     assert "and at most 100 (t = 400) for any face" in err
-    status, err = _run([*common, "--start-step", "2"], capsys)  # auto chooses 0 for these faces: 2 is not far
+    status, err = run_cli([*common, "--start-step", "2"], capsys)  # auto chooses 0 for these faces: 2 is not far
     assert status == 0 and "far above" not in err and "does nothing" not in err
 
 
 def test_inpaint_reports_the_hole_and_doubts_black_cloth(tmp_path, capsys):
     # the astronaut's aligned face has 47 exactly black pixels: its suit, at the bottom edge
-    status, err = _run(["inpaint", FACE, "-o", tmp_path / "a", "--start-step", "0"], capsys)
+    status, err = run_cli(["inpaint", FACE, "-o", tmp_path / "a", "--start-step", "0"], capsys)
     assert status == 0, err
     assert f"{FACE}: hole: 47 pixel(s) (1.1 % of the face)" in err
     assert err.count("does not look like a drawn hole") == 1
@@ -86,7 +77,7 @@ def test_inpaint_reports_the_hole_and_doubts_black_cloth(tmp_path, capsys):
     drawn[20:30, 18:44] = 0  # a box across the eyes, as someone draws a hole
     drawn[40:] = np.maximum(drawn[40:], 1)  # and no black suit
     cv2.imwrite(str(tmp_path / "drawn.png"), drawn)
-    status, err = _run(["inpaint", tmp_path / "drawn.png", "-o", tmp_path / "b", "--start-step", "0"], capsys)
+    status, err = run_cli(["inpaint", tmp_path / "drawn.png", "-o", tmp_path / "b", "--start-step", "0"], capsys)
     assert status == 0, err
     assert "hole: 260 pixel(s) (6.3 % of the face)" in err and "does not look like" not in err
 
@@ -108,15 +99,15 @@ def test_black_hole_doubts_on_made_masks():
 def test_realesrgan_is_suggested_once_and_not_where_it_cannot_help(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIFFACE_HOME", str(tmp_path / "home"))  # an empty weights cache
     args = ["restore", PHOTO, "-o", tmp_path / "out", "--start-step", "0"]
-    status, first = _run(args, capsys)
+    status, first = run_cli(args, capsys)
     assert status == 0, first
     assert first.count("difface weights download realesrgan-x2") == 1
     assert str(tmp_path / "home" / "weights" / "RealESRGAN_x2plus.pth") in first  # where to put it offline
-    status, second = _run(args, capsys)
+    status, second = run_cli(args, capsys)
     assert status == 0 and "weights download" not in second
     assert "background: Lanczos (Real-ESRGAN x2 weights not cached)" in second
     monkeypatch.setenv("DIFFACE_HOME", str(tmp_path / "home2"))
-    status, one = _run([*args, "--upscale", "1"], capsys)  # no enlargement: nothing to suggest
+    status, one = run_cli([*args, "--upscale", "1"], capsys)  # no enlargement: nothing to suggest
     assert status == 0 and "Real-ESRGAN" not in one and "weights download" not in one
 
 
@@ -143,7 +134,7 @@ def test_gray_clip_stays_exactly_gray(tmp_path, capsys):
               degradation=None, sidecar=False, audio=False)
     frames_in = [f.rgb for f in read_frames(clip, probe_video(clip))]
     assert all((f[..., 0] == f[..., 1]).all() and (f[..., 1] == f[..., 2]).all() for f in frames_in)
-    status, err = _run(["restore", clip, "-o", tmp_path / "out", *_small_nets(tmp_path)], capsys)
+    status, err = run_cli(["restore", clip, "-o", tmp_path / "out", *_small_nets(tmp_path)], capsys)
     assert status == 0, err
     assert "0 faces in" not in err and " 0 faces" not in err  # faces were found and restored
     out = tmp_path / "out" / "gray.mp4"

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from difface.cli import main
 from difface.config import InpaintOptions, OptionError, RestoreOptions, SamplingOptions
 from difface.images import LoadedImage
 from difface.pipeline import Outcome, RestorePipeline
@@ -20,17 +19,10 @@ from difface.restore import DifFace
 from difface.strength import parse_strength, strength_start_step
 from difface.weights import cache_dir
 
+from conftest import run_cli
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # public-domain astronaut
 FACE, PHOTO = EXAMPLES / "astronaut_face.png", EXAMPLES / "astronaut_lq.png"
-
-
-def _run(args, capsys) -> tuple[int, str]:
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as e:
-        status = e.code
-    captured = capsys.readouterr()
-    return status, captured.err + captured.out
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +74,12 @@ def test_pipeline_takes_the_start_step_from_the_strength():
 
 
 def test_cli_refuses_a_bad_strength_before_any_work(tmp_path, capsys):
-    status, err = _run(["restore", FACE, "-o", tmp_path / "a", "--aligned", "--strength", "1.5"], capsys)
+    status, err = run_cli(["restore", FACE, "-o", tmp_path / "a", "--aligned", "--strength", "1.5"], capsys)
     assert status == 2 and "--strength: must lie in [0, 1]" in err
-    status, err = _run(["restore", FACE, "-o", tmp_path / "b", "--aligned", "--strength", "0.1", "--start-step",
+    status, err = run_cli(["restore", FACE, "-o", tmp_path / "b", "--aligned", "--strength", "0.1", "--start-step",
                         "3"], capsys)
     assert status == 2 and "--strength: give --strength or --start-step, not both" in err
-    status, err = _run(["restore", FACE, "-o", tmp_path / "c", "--aligned", "--strength", "some"], capsys)
+    status, err = run_cli(["restore", FACE, "-o", tmp_path / "c", "--aligned", "--strength", "some"], capsys)
     assert status == 2 and "expected a number in [0, 1] or 'auto'" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -97,7 +89,7 @@ def _said_change(text: str) -> float:
 
 
 def test_summary_of_a_sharp_face_says_the_model_left_it(tmp_path, capsys):
-    status, out = _run(["restore", FACE, "-o", tmp_path / "out", "--aligned"], capsys)
+    status, out = run_cli(["restore", FACE, "-o", tmp_path / "out", "--aligned"], capsys)
     assert status == 0, out
     assert "1 face: none needed the diffusion model (start step 0): left nearly as it was" in out
     assert "--strength" in out  # what to do for more
@@ -107,7 +99,7 @@ def test_summary_of_a_sharp_face_says_the_model_left_it(tmp_path, capsys):
 
 
 def test_summary_of_damaged_and_forced_faces(tmp_path, capsys):
-    status, out = _run(["restore", PHOTO, "-o", tmp_path / "auto", "--upscale", "1"], capsys)
+    status, out = run_cli(["restore", PHOTO, "-o", tmp_path / "auto", "--upscale", "1"], capsys)
     steps = [int(k) for k in re.search(r"start step auto: ([0-9, ]+)", out)[1].split(",")]
     assert status == 0 and steps[0] > 0  # the damaged photo: auto diffuses its face
     assert "1 face: 1 restored by the diffusion model (mean change" in out
@@ -115,7 +107,7 @@ def test_summary_of_damaged_and_forced_faces(tmp_path, capsys):
     a, b = (cv2.imread(str(p)).astype(np.float64) for p in (crops[0], tmp_path / "auto" / "restored_faces" /
                                                              crops[0].name))
     assert _said_change(out) == pytest.approx(np.abs(a - b).mean(), abs=0.3)
-    status, out = _run(["restore", FACE, FACE.parent / "astronaut_lq.png", "-o", tmp_path / "fixed", "--strength",
+    status, out = run_cli(["restore", FACE, FACE.parent / "astronaut_lq.png", "-o", tmp_path / "fixed", "--strength",
                         "0.05", "--aligned"], capsys)
     assert status == 0 and "2 faces: 2 restored by the diffusion model" in out and "needed" not in out
     assert "far above" not in out  # a strength is a knowing choice: no warning that the start is high
@@ -127,12 +119,12 @@ def test_large_faces_get_the_official_models_hint_once(tmp_path, capsys, monkeyp
     big = tmp_path / "big.png"  # an aligned face of 256 px: 4x the bundled model
     cv2.imwrite(str(big), cv2.resize(cv2.imread(str(FACE)), (256, 256), interpolation=cv2.INTER_CUBIC))
     hint = "difface weights download iddpm-ffhq512 swinir-ffhq512"
-    status, out = _run(["restore", big, "-o", tmp_path / "o1", "--aligned"], capsys)
+    status, out = run_cli(["restore", big, "-o", tmp_path / "o1", "--aligned"], capsys)
     assert status == 0 and hint in out and "up to 256 px" in out
     assert (cache_dir() / MARKER).is_file()
-    status, out = _run(["restore", big, "-o", tmp_path / "o2", "--aligned"], capsys)
+    status, out = run_cli(["restore", big, "-o", tmp_path / "o2", "--aligned"], capsys)
     assert status == 0 and hint not in out and "1 face:" in out  # the summary stays, the hint does not
-    status, out = _run(["restore", FACE, "-o", tmp_path / "o3", "--aligned"], capsys)
+    status, out = run_cli(["restore", FACE, "-o", tmp_path / "o3", "--aligned"], capsys)
     assert hint not in out
 
 
