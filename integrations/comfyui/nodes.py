@@ -345,7 +345,7 @@ class DifFaceInpaint:
     RETURN_NAMES = ("image", "report")
     FUNCTION = "inpaint"
     DESCRIPTION = ("Inpaints aligned faces with DifFace: the masked region (or the exactly black pixels) is filled, "
-                   "every other pixel kept.")
+                   "every pixel beyond the fill's soft edge kept.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
