@@ -198,10 +198,10 @@ def test_pipeline_whole_photo_path(tmp_path, small_models):
     calls = []
     restore = model.restore
 
-    def spy(x, **kw):
+    def spy(x, plan, **kw):
         seeded = list(kw["seeds"]) == [image_seed(7, im) for im in x]
-        calls.append((tuple(x.shape), kw["start_step"], kw["eta"], seeded))
-        return restore(x, **kw)
+        calls.append((tuple(x.shape), plan.start, plan.eta, seeded))
+        return restore(x, plan, **kw)
 
     model.restore = spy
     opts = RestoreOptions(sampling=SamplingOptions(start_step=3, eta=0.0, seed=7), photo=PhotoOptions(upscale=2))

@@ -11,7 +11,7 @@ import torch
 from difface.diffusion.sampling import Prediction, ddim_step
 from difface.diffusion.schedule import Diffusion
 from difface.diffusion.solvers import SOLVERS, FewStepSampler, solve
-from difface.fastplan import FITTED, MEASURED, MEASURED_FALLBACK, describe, plan_for
+from difface.fastplan import FITTED, MEASURED, describe, plan_for
 from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, generic_schedule, store_schedule, timesteps_from_fractions
 from difface.weights import save_network
@@ -141,13 +141,12 @@ def test_plan_for_the_bundled_prior_and_a_prior_without_a_fit(tmp_path, small_mo
 def test_fast_plan_is_what_restore_runs(tmp_path, small_models):
     bundled = DifFace.load(None, None)
     save_network(small_models[0], tmp_path / "prior.safetensors")
-    other = replace(bundled, sources={**bundled.sources, "prior": tmp_path / "prior.safetensors"},
-                    schedule="fitted", schedule_fallback=MEASURED_FALLBACK)
+    other = replace(bundled, sources={**bundled.sources, "prior": tmp_path / "prior.safetensors"})
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     for eta in (0.0, 0.5):
         p = plan_for(other, 60, eta)
         seen = []
-        got = other.restore(x, start_step=60, eta=eta, seeds=[9], sampler="dpmpp2m", nfe=6,
+        got = other.restore(x, start_step=60, eta=eta, seeds=[9], sampler="dpmpp2m", nfe=6, schedule="fast",
                             callback=lambda d, seen=seen: seen.append(d["t"])).result
         assert tuple(seen) == p.timesteps
         want = bundled.restore(x, start_step=60, eta=eta, seeds=[9],

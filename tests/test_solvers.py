@@ -86,8 +86,10 @@ def test_sampler_names_come_from_the_one_table():
     assert list(sampler_arg.choices) == list(solvers.SAMPLERS)
 
 
-def test_a_new_sampler_is_one_function_and_one_entry(setup, monkeypatch):
-    """A step function entered in SOLVERS is a sampler: solve, make_sampler and DifFace's samplers run it."""
+def test_a_new_sampler_is_one_function_and_one_entry(setup, monkeypatch, small_models):
+    """A step function entered in SOLVERS is a sampler: solve and DifFace's sampling plans run it."""
+    from difface.restore import DifFace
+
     base, den, x = setup
     calls = []
 
@@ -99,8 +101,10 @@ def test_a_new_sampler_is_one_function_and_one_entry(setup, monkeypatch):
     ts = solver_timesteps(400, 5)
     ref = solve(den, base, x, ts, method="ddim")
     assert torch.equal(solve(den, base, x, ts, method="mine"), ref) and len(calls) == 5
-    sampler = solvers.make_sampler(base, 400, sampler="mine", nfe=5)
+    model = DifFace.from_modules(*small_models)
+    n = model.step_for_t(400)
+    sampler = model.plan(start_step=n, eta=0.0, sampler="mine", nfe=5).sampler_at(model, n)
     assert sampler.timesteps == tuple(ts) and sampler.method == "mine"
     assert torch.equal(sampler(lambda d: den, x, noise_fn=None), ref) and len(calls) == 10
     with pytest.raises(ValueError, match="sampler must be one of official, ddim, dpmpp2m, dpmpp2m_sde, mine"):
-        solvers.make_sampler(base, 400, sampler="theirs")
+        model.plan(start_step=n, sampler="theirs")

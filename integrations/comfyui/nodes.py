@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -82,16 +82,15 @@ class DifFaceModel:
 
     def restore_pipeline(self, options: RestoreOptions) -> RestorePipeline:
         """A restoration pipeline over these networks with `options` (OptionError as `RestorePipeline`)."""
-        model = _with_schedule(self.model, options.sampling)
-        if self.pipeline is None or self.pipeline.model is not model:
-            self.pipeline = RestorePipeline(model, options, self.device)
+        if self.pipeline is None:
+            self.pipeline = RestorePipeline(self.model, options, self.device)
         else:  # the same networks: the detector and background upsampler are kept where their options are
             self.pipeline = self.pipeline.with_options(options)
         return self.pipeline
 
     def inpaint_pipeline(self, options: InpaintOptions) -> InpaintPipeline:
         """An inpainting pipeline over these networks with `options` (OptionError as `InpaintPipeline`)."""
-        return InpaintPipeline(_with_schedule(self.model, options.sampling), options, self.device)
+        return InpaintPipeline(self.model, options, self.device)
 
 
 # -- options: ComfyUI's widget values -> difface's option classes ----------------------------------------------
@@ -112,13 +111,6 @@ def sampling_options(start_step: str, eta: float, sampler: str, nfe: int, seed: 
     """SamplingOptions from the widgets: eta -1 = the model's, nfe 0 = the sampler's default (OptionError)."""
     return SamplingOptions(start_step=start_step_value(start_step), eta=None if eta == MODEL_ETA else eta,
                            sampler=sampler, nfe=None if nfe == 0 else nfe, seed=seed, schedule=schedule)
-
-
-def _with_schedule(model: DifFace, sampling: SamplingOptions) -> DifFace:
-    """The model with the few-step samplers' timesteps of `sampling` (as RestorePipeline.load sets them)."""
-    if sampling.schedule == "even":
-        return model
-    return replace(model, schedule=sampling.schedule, schedule_fallback=sampling.schedule_fallback)
 
 
 def _device(name: str) -> torch.device:

@@ -92,7 +92,7 @@ def main() -> None:
         t1 = time.perf_counter()
         api = api_output(enh, crop)
         t2 = time.perf_counter()
-        restored = pipe.restore_aligned([LoadedImage(crop, None, 8, False)])[0].rgb
+        restored = pipe.restore_aligned([LoadedImage(crop, None, 8, False)])[0].image
         t3 = time.perf_counter()
         truth = read_image(hq_dir / f.name).rgb
         s = truth.shape[0]

@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,16 +110,20 @@ def main() -> None:
     _write(args.json, report)
     for spec in args.settings.split(","):
         method, nfe, schedule = spec.split(":")
-        few = replace(model, schedule=schedule, schedule_fallback=None)
         t0 = time.perf_counter()
-        out, _ = run(few, args.task, lq, masks, start, args.eta, args.batch, sampler=method, nfe=int(nfe))
-        used = [_nfe(few.sampler(s, eta=args.eta, sampler=method, nfe=int(nfe))) for s in steps if s]
+        out, _ = run(model, args.task, lq, masks, start, args.eta, args.batch, sampler=method, nfe=int(nfe),
+                     schedule=schedule)
+
+        def sampler_at(s: int, method=method, nfe=nfe, schedule=schedule):
+            plan = model.plan(start_step=s, eta=args.eta, sampler=method, nfe=int(nfe), schedule=schedule)
+            return plan.sampler_at(model, s)
+
+        used = [_nfe(sampler_at(s)) for s in steps if s]
         rows.append({"setting": spec, "method": method, "nfe": int(nfe), "schedule": schedule,
                      "nfe_mean": float(np.sum(used) / len(steps)), "seconds": time.perf_counter() - t0,
                      "psnr_vs_official": _psnr_vs(out, ref), **metrics(out, hq)})
         _gates(rows[-1], rows[0], args)
-        few_faces = [k for k, s in enumerate(steps) if s and not hasattr(few.sampler(s, eta=args.eta, sampler=method,
-                                                                                    nfe=int(nfe)), "start")]
+        few_faces = [k for k, s in enumerate(steps) if s and not hasattr(sampler_at(s), "start")]
         if 0 < len(few_faces) < len(steps):  # automatic starts: the faces that ran few steps, against the official
             rows[-1]["few_step_faces"] = {"count": len(few_faces), "official": metrics(ref[few_faces], hq[few_faces]),
                                           "psnr_vs_official": _psnr_vs(out[few_faces], ref[few_faces]),

@@ -37,10 +37,11 @@ from difface import hub
 from difface.atomic import atomic_write_bytes
 from difface.backends.onnx_export import DEFAULT_OPSET, file_sha256, parameters_sha256
 from difface.bundled import BUNDLED_DIR
-from difface.config import DEFAULT_NFE, OptionError, SamplingOptions, ref
+from difface.config import DEFAULT_NFE, OptionError, SamplingOptions
 from difface.diffusion.sampling import replay_noise
-from difface.diffusion.solvers import OFFICIAL, SOLVERS
+from difface.diffusion.solvers import OFFICIAL
 from difface.face import band
+from difface.plan import SamplingPlan
 from difface.restore import DifFace
 
 SIZE = 512  # the hosts' crop (FFHQ 512 template)
@@ -65,28 +66,19 @@ def default_sampling(model: DifFace) -> SamplingOptions:
                            nfe=min(DEFAULT_NFE, t0 + 1) if t0 else None)
 
 
-def resolve_sampling(model: DifFace, sampling: SamplingOptions | None) -> SamplingOptions:
-    """The settings the enhancer runs: `sampling` with its start step and eta filled from the model, checked against
-    it (OptionError naming the option: `start_step` auto or outside the chain, `nfe` that does not fit)."""
+def resolve_sampling(model: DifFace, sampling: SamplingOptions | None) -> tuple[SamplingOptions, SamplingPlan]:
+    """The settings the enhancer runs and their plan: `sampling` with its start step, eta and evaluations filled from
+    the model, checked against it once (difface.plan; OptionError naming the option: `start_step` auto or outside
+    the chain, `nfe` that does not fit)."""
     if sampling is None:
         sampling = default_sampling(model)
     if sampling.start_step == "auto":
         raise OptionError("start_step", "auto chooses a start per image; an enhancer file runs one fixed start: "
                           f"give a number (the model's default fixed start is {model.default_start_step})")
-    start = model.default_start_step if sampling.start_step is None else sampling.start_step
-    try:
-        model.check_start_step(start)
-    except ValueError as e:
-        raise OptionError("start_step", str(e).removeprefix("start_step ")) from None
-    eta = model.default_eta if sampling.eta is None else float(sampling.eta)
-    nfe = sampling.nfe
-    if sampling.sampler in SOLVERS and start:
-        t0 = int(model.diffusion.timestep_map[start])
-        nfe = DEFAULT_NFE if nfe is None else nfe
-        if nfe > t0 + 1:
-            raise OptionError("nfe", f"{nfe} evaluations do not fit between t = {t0} ({ref('start_step')} {start}) "
-                              f"and 0; use at most {t0 + 1}")
-    return replace(sampling, start_step=start, eta=eta, nfe=nfe)
+    if sampling.start_step is None:  # the model's fixed default, also where its default is "auto"
+        sampling = replace(sampling, start_step=model.default_start_step)
+    plan = SamplingPlan.from_options(model, sampling)
+    return replace(sampling, eta=plan.eta, nfe=plan.nfe if plan.start else sampling.nfe), plan
 
 
 def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -106,22 +98,21 @@ class _ZeroPrior(nn.Module):
         return x.new_zeros(x.shape[0], 2 * self.channels, *x.shape[2:])
 
 
-def fixed_noise(model: DifFace, sampling: SamplingOptions) -> list[torch.Tensor]:
-    """The noise one enhancement draws, in order (q_sample's first), from the generator seeded with
-    `sampling.seed`: the draws the sampler makes, found by running it once with a zero-predicting prior."""
+def fixed_noise(model: DifFace, plan: SamplingPlan, seed: int) -> list[torch.Tensor]:
+    """The noise one enhancement draws, in order (q_sample's first), from the generator seeded with `seed`: the
+    draws the plan's sampler makes, found by running it once with a zero-predicting prior."""
     s = model.image_size
-    gen = torch.Generator().manual_seed(int(sampling.seed))
+    gen = torch.Generator().manual_seed(int(seed))
     drawn: list[torch.Tensor] = []
 
     def draw(x: torch.Tensor) -> torch.Tensor:
         drawn.append(torch.randn(x.shape[1:], generator=gen, dtype=torch.float32).unsqueeze(0))
         return drawn[-1]
 
-    if sampling.start_step:
+    if plan.start:
         dry = replace(model, prior=_ZeroPrior(3))
         with torch.no_grad():
-            dry.diffuse_from(torch.zeros(1, 3, s, s), sampling.start_step, draw, eta=sampling.eta,
-                             sampler=sampling.sampler, nfe=sampling.nfe)
+            dry.diffuse_from(torch.zeros(1, 3, s, s), plan.start, draw, plan)
     return drawn
 
 
@@ -134,9 +125,7 @@ class Enhancer(nn.Module):
         super().__init__()
         if model.task != "restoration":
             raise OptionError("estimator", f"an enhancer restores faces; {model.name} is a {model.task} model")
-        self.settings = resolve_sampling(model, sampling)
-        if self.settings.schedule != "even":
-            model = replace(model, schedule=self.settings.schedule, schedule_fallback=self.settings.schedule_fallback)
+        self.settings, self.plan = resolve_sampling(model, sampling)
         self.model = model
         self.prior, self.estimator = model.prior, model.estimator  # registered: the traced graph's weights
         s = model.image_size
@@ -144,7 +133,7 @@ class Enhancer(nn.Module):
         if self.band:
             self.register_buffer("down", resize_matrix(SIZE, s), persistent=False)
             self.register_buffer("up", resize_matrix(s, SIZE), persistent=False)
-        self.noise = fixed_noise(model, self.settings)
+        self.noise = fixed_noise(model, self.plan, self.settings.seed)
 
     def resize(self, x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
         return mat @ x @ mat.T
@@ -156,8 +145,7 @@ class Enhancer(nn.Module):
         st = self.settings
         sample = est
         if st.start_step:
-            sample = self.model.diffuse_from(est, st.start_step, replay_noise(self.noise), eta=st.eta,
-                                             sampler=st.sampler, nfe=st.nfe)
+            sample = self.model.diffuse_from(est, st.start_step, replay_noise(self.noise), self.plan)
         if not self.band:
             return sample
         return (face + self.resize(sample - seen, self.up)).clamp(0, 1)
@@ -172,7 +160,7 @@ class Enhancer(nn.Module):
         st, m = self.settings, self.model
         t = int(m.diffusion.timestep_map[st.start_step]) if st.start_step else 0
         how = "estimator only" if not st.start_step else (
-            f"{st.sampler} with {st.nfe or DEFAULT_NFE} evaluations" if st.sampler != OFFICIAL
+            f"{st.sampler} with {self.plan.nfe} evaluations" if st.sampler != OFFICIAL
             else f"the official loop, {st.start_step} evaluations")
         return (f"{m.name} at {m.image_size} px, start step {st.start_step} (t = {t}), eta {st.eta:g}, {how}, "
                 f"seed {st.seed}, {len(self.noise)} noise draws")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, make_sampler
+from difface.diffusion.solvers import OFFICIAL
 from difface.schedules import (
     fitted_timesteps,
     generic_schedule,
@@ -29,7 +29,7 @@ from difface.schedules import (
     timesteps_from_fractions,
 )
 
-MEASURED_FALLBACK = "measured"  # DifFace.schedule_fallback of the fast preset: follow this module's plan
+MEASURED_FALLBACK = "measured"  # SamplingOptions.schedule_fallback of the fast preset: follow this module's plan
 # (task, starts, eta) -> (solver, NFE) measured to meet the gates, or None where every few-step setting missed
 # them; starts "fixed" (one start step for all faces, any t: the schedule maps to it) or "auto" (per face)
 # a schedule fitted for the prior with this solver and NFE, at the start and eta, comes first (the fast preset's
@@ -79,25 +79,6 @@ def plan_for(model, start_step: int, eta: float, auto: bool = False) -> Plan:
     if g is None:
         return Plan(OFFICIAL, None, f"official loop: {why}")
     return Plan(method, generic_timesteps(model, start_step, nfe), generic_source(g))
-
-
-def planned_sampler(model, start_step: int, eta: float, sampler: str, nfe: int | None, method: str,
-                    auto: bool = False):
-    """The sampler of DifFace.sampler when the model's schedule is "generic" (the generic schedule alone, for
-    measurements) or "fitted" with schedule_fallback MEASURED_FALLBACK (the fast preset: plan_for); else None.
-    Either runs the official loop from a start where it makes no more evaluations."""
-    if sampler not in SOLVERS:
-        return None
-    if model.schedule == "generic":
-        ts = generic_timesteps(model, model.check_start_step(start_step), DEFAULT_NFE if nfe is None else nfe)
-        few = len(ts) < start_step
-        return make_sampler(model.diffusion, start_step, sampler=sampler if few else OFFICIAL, eta=eta,
-                            timesteps=ts if few else None, method=method)
-    if model.schedule == "fitted" and model.schedule_fallback == MEASURED_FALLBACK:
-        plan = plan_for(model, model.check_start_step(start_step), eta, auto)
-        return make_sampler(model.diffusion, start_step, sampler=plan.sampler, eta=eta, timesteps=plan.timesteps,
-                            method=method)
-    return None
 
 
 def generic_timesteps(model, start_step: int, nfe: int) -> tuple[int, ...]:

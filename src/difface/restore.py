@@ -24,15 +24,13 @@ from difface import models, weights
 from difface.autostart import AutoStart, estimate_change, steps_for_error
 from difface.backends import backend_network
 from difface.bundled import BUNDLED_DIR, BundledModelMissing, bundled_model_paths  # noqa: F401 (re-exported)
-from difface.config import BUNDLED_PRESETS, DEFAULT_STEPS, PRESETS, TASK_PRESETS, OptionError, check_eta, ref
+from difface.config import BUNDLED_PRESETS, DEFAULT_STEPS, PRESETS, TASK_PRESETS, OptionError, ref
 from difface.data.masks import FEATHER_MODEL_PX, detect_mask, fill_mask, known_resize  # noqa: F401 (re-exported)
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module, pick_device
-from difface.diffusion.sampling import EpsDenoiser, NoiseFn, Sampler, X0Fn, generator_noise
+from difface.diffusion.sampling import EpsDenoiser, NoiseFn, X0Fn, generator_noise
 from difface.diffusion.schedule import Diffusion
-from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, make_sampler
-from difface.fastplan import planned_sampler
-from difface.schedules import fitted_timesteps
+from difface.plan import SamplingPlan
 from difface.weights import trained_t_max
 
 # The defaults of the official models (difface.config.PRESETS), kept under these names for callers
@@ -102,11 +100,6 @@ class DifFace:
     autostart: AutoStart = field(default_factory=AutoStart)
     default_auto: bool = False
     sources: dict[str, Path] = field(default_factory=dict)  # weights files of "prior" / "estimator", when known
-    # timesteps of the few-step samplers: "even" (solver_timesteps) or "fitted" (difface.schedules: the schedule
-    # stored for this prior file, start, solver and NFE); where none is stored, "fitted" runs the official loop
-    # when schedule_fallback is "official", or raises ValueError when it is None; "measured": difface.fastplan
-    schedule: str = "even"
-    schedule_fallback: str | None = None
 
     @classmethod
     def from_modules(
@@ -238,33 +231,10 @@ class DifFace:
                              f"trained on; use a start step of at most {top}")
         return int(start_step)
 
-    def sampler(self, start_step: int, *, eta: float | None = None, sampler: str = OFFICIAL,
-                nfe: int | None = None, method: str = "ddim", auto: bool = False) -> Sampler:
-        """The sampler from respaced `start_step` (difface.diffusion.solvers.make_sampler); auto: a per-face start."""
-        eta = self.default_eta if eta is None else eta
-        if (planned := planned_sampler(self, start_step, eta, sampler, nfe, method, auto)) is not None:
-            return planned  # schedule "generic" (measurements), or the fast preset's plan (difface.fastplan)
-        if self.schedule == "fitted" and sampler in SOLVERS:
-            ts = self.fitted_schedule(start_step, sampler, DEFAULT_NFE if nfe is None else nfe, eta)
-            if ts is not None:
-                return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=sampler, eta=eta,
-                                    timesteps=ts)
-            return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=OFFICIAL, eta=eta,
-                                method=method)
-        return make_sampler(self.diffusion, self.check_start_step(start_step), sampler=sampler, eta=eta, nfe=nfe,
-                            method=method)
-
-    def fitted_schedule(self, start_step: int, method: str, nfe: int, eta: float) -> tuple[int, ...] | None:
-        """The timesteps fitted on this model's prior file for this start (difface.schedules); None when none is
-        stored and schedule_fallback is set; ValueError naming the prior file when neither."""
-        t = int(self.diffusion.timestep_map[self.check_start_step(start_step)])
-        prior = self.sources.get("prior")
-        ts = fitted_timesteps(prior, method=method, nfe=nfe, t_start=t, eta=eta)
-        if ts is None and self.schedule_fallback is None:
-            where = prior.name if prior is not None else "this prior (its weights file is not known)"
-            raise ValueError(f"no {method} schedule with {nfe} evaluations from t = {t}, eta {eta:g} was fitted on "
-                             f"{where}; fit one with scripts/maintainer/fit_schedule.py or use the even schedule")
-        return ts
+    def plan(self, **settings) -> SamplingPlan:
+        """The sampling plan for this model (difface.plan.SamplingPlan.make): settings start_step, eta, sampler, nfe,
+        method, schedule, strength; None or absent: this model's defaults. Validated here, once."""
+        return SamplingPlan.make(self, **settings)
 
     @torch.inference_mode()
     def estimate(self, y: torch.Tensor, mask: torch.Tensor | None = None,
@@ -276,45 +246,28 @@ class DifFace:
         return out.float().clamp_(0, 1)
 
     @torch.inference_mode()
-    def restore(
-        self,
-        lq: torch.Tensor,
-        *,
-        start_step: int | Sequence[int] | str | None = None,
-        eta: float | None = None,
-        seeds: Sequence[int] | None = None,
-        noise_fn: NoiseFn | None = None,
-        dtype: torch.dtype = torch.float32,
-        sampler: str | Sampler = OFFICIAL,
-        nfe: int | None = None,
-        method: str = "ddim",
-        callback: Callable[[dict], None] | None = None,
-    ) -> Restoration:
+    def restore(self, lq: torch.Tensor, plan: SamplingPlan | None = None, *, seeds: Sequence[int] | None = None,
+                noise_fn: NoiseFn | None = None, dtype: torch.dtype = torch.float32,
+                callback: Callable[[dict], None] | None = None, **settings) -> Restoration:
         """Restore aligned faces lq (B, 3, H, W) in [0, 1].
 
-        Randomness: either `seeds` (one per image; image b draws from its own generator, so its result
-        does not depend on the batch) or an explicit `noise_fn` (replays). `start_step` is the respaced
-        index N the estimate is diffused to (one per image allowed; default: the model's); 0 returns
-        the estimator's output; "auto" chooses N per image (difface.autostart). `sampler`: a name of
-        difface.diffusion.solvers.SAMPLERS ("official": the respaced loop, N evaluations; a few-step solver:
-        `nfe` evaluations from the same start state), or a Sampler callable.
+        Sampling: a `plan` (difface.plan.SamplingPlan, made once for a run), or its settings as keywords
+        (`start_step`: the respaced index N the estimate is diffused to, one per image allowed, "auto" per image
+        (difface.autostart), 0: the estimator's output; `eta`; `sampler`: "official" (the respaced loop, N
+        evaluations), a few-step solver of difface.diffusion.solvers.SOLVERS (`nfe` evaluations from the same start
+        state) or a Sampler callable; `nfe`; `method`; `schedule`); absent: the model's defaults.
+        Randomness: either `seeds` (one per image; image b draws from its own generator, so its result does not
+        depend on the batch) or an explicit `noise_fn` (replays).
         """
         if self.task != "restoration":
             raise ValueError("this model inpaints; call inpaint()")
+        plan = _plan(self, plan, settings)
         y0 = self._check_lq(lq)
         s = self.image_size
         y = _resize(y0, (s, s))
         est = self.estimate(y, dtype=dtype)
-        if start_step is None:
-            start_step = self.default_start
-        auto = isinstance(start_step, str) and start_step == "auto"
-        if auto:
-            start_step = self.auto_start_steps(y, est)
-        elif isinstance(start_step, str):
-            raise ValueError(f"start_step must be an integer, a sequence of integers or 'auto', got {start_step!r}")
-        steps = self._start_steps(start_step, len(y))
-        sample = self._diffuse_back(est, steps, eta=eta, seeds=seeds, noise_fn=noise_fn, dtype=dtype, sampler=sampler,
-                                    nfe=nfe, method=method, callback=callback, fit_nfe=auto)
+        steps = self.auto_start_steps(y, est) if plan.auto else plan.starts(len(y))
+        sample = self._diffuse_back(est, steps, plan, _Draws(seeds, noise_fn, dtype, callback))
         h, w = y0.shape[2:]
         if (h, w) != (s, s):
             sample = _resize(sample, (h, w)).clamp(0, 1)
@@ -322,31 +275,24 @@ class DifFace:
         return Restoration(result=sample, estimate=est, start_steps=steps)
 
     @torch.inference_mode()
-    def inpaint(
-        self,
-        lq: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        start_step: int | Sequence[int] | None = None,
-        eta: float | None = None,
-        seeds: Sequence[int] | None = None,
-        noise_fn: NoiseFn | None = None,
-        dtype: torch.dtype = torch.float32,
-        sampler: str | Sampler = OFFICIAL,
-        nfe: int | None = None,
-        callback: Callable[[dict], None] | None = None,
-        feather: bool = True,
-    ) -> Restoration:
+    def inpaint(self, lq: torch.Tensor, mask: torch.Tensor | None = None, plan: SamplingPlan | None = None, *,
+                seeds: Sequence[int] | None = None, noise_fn: NoiseFn | None = None,
+                dtype: torch.dtype = torch.float32, callback: Callable[[dict], None] | None = None,
+                feather: bool = True, **settings) -> Restoration:
         """Fill the missing region of aligned faces lq (B, 3, H, W) in [0, 1] (DifFace's second task).
 
         mask (B, 1, H, W), 1 = missing; None: the official convention (pixels whose three channels are
         exactly 0 are missing). At every step the known pixels of the x0 prediction are replaced by
         the input's (the masking regularizer with gamma 0.5 and one update); the result keeps the input's known
         pixels exactly (mask_back; a face larger than the model: beyond the fill's soft edge, `masks.fill_mask`,
-        unless feather=False). Defaults: start t = 480, eta 1 (official).
+        unless feather=False). Sampling and randomness as `restore` (no "auto" start); defaults: start t = 480,
+        eta 1 (official).
         """
         if self.task != "inpainting":
             raise ValueError("this model restores; inpainting needs an inpainting estimator (e.g. LaMa)")
+        plan = _plan(self, plan, settings)
+        if plan.auto:
+            raise ValueError("start_step 'auto' chooses a start from the damage of a restoration input; give a number")
         y0 = self._check_lq(lq)
         if mask is None:
             m0 = detect_mask(y0)
@@ -368,9 +314,8 @@ class DifFace:
             # one gradient step (gamma 0.5) on sum((x0 - yn)^2 (1 - m)), written as autograd computes it
             return lambda x0: x0 - 0.5 * (known * (2 * (x0 - target)))
 
-        steps = self._start_steps(start_step, len(y))
-        sample = self._diffuse_back(est, steps, eta=eta, seeds=seeds, noise_fn=noise_fn, dtype=dtype, sampler=sampler,
-                                    nfe=nfe, method="ddim", callback=callback, x0_fn_for=keep_known)
+        steps = plan.starts(len(y))
+        sample = self._diffuse_back(est, steps, plan, _Draws(seeds, noise_fn, dtype, callback), keep_known)
         h, w = y0.shape[2:]
         if (h, w) != (s, s):
             sample = _resize(sample, (h, w)).clamp(0, 1)
@@ -393,58 +338,59 @@ class DifFace:
             raise ValueError(f"expected lq of shape (B, 3, H, W), got {tuple(lq.shape)}")
         return lq.to(self.device, torch.float32)
 
-    def _start_steps(self, start_step: int | Sequence[int] | None, n: int) -> list[int]:
-        if start_step is None:
-            steps = [self.default_start_step] * n
-        elif isinstance(start_step, (int, np.integer)) and not isinstance(start_step, bool):
-            steps = [int(start_step)] * n
-        else:
-            steps = list(start_step)
-            if len(steps) != n:
-                raise ValueError(f"start_step: {len(steps)} values for a batch of {n}")
-        return [self.check_start_step(k) for k in steps]
-
-    def _diffuse_back(self, est, steps, *, eta, seeds, noise_fn, dtype, sampler, nfe, method, callback,
-                      x0_fn_for: Callable[[list[int]], X0Fn] | None = None, fit_nfe: bool = False) -> torch.Tensor:
-        """q_sample the estimate to each image's start step and run the sampler; (B, 3, S, S) in [0, 1].
+    def _diffuse_back(self, est: torch.Tensor, steps: list[int], plan: SamplingPlan, draws: _Draws,
+                      x0_fn_for: Callable[[list[int]], X0Fn] | None = None) -> torch.Tensor:
+        """q_sample the estimate to each image's start step and run the plan's sampler; (B, 3, S, S) in [0, 1].
 
         Images sharing a start step run as one batch (a result never depends on the batch);
-        `x0_fn_for(indices)` gives the x0 refinement for those images of the batch; `fit_nfe` (automatic
-        starts): nfe lowered to what fits below each start, and the fast preset's plan for automatic starts."""
-        eta = self.default_eta if eta is None else eta
-        check_eta(eta)
-        if noise_fn is None and any(steps):
-            if seeds is None or len(seeds) != est.shape[0]:
+        `x0_fn_for(indices)` gives the x0 refinement for those images of the batch."""
+        if draws.noise_fn is None and any(steps):
+            if draws.seeds is None or len(draws.seeds) != est.shape[0]:
                 raise ValueError("give one seed per image (seeds) or an explicit noise_fn")
-        if noise_fn is not None and len(set(steps)) > 1:
+        if draws.noise_fn is not None and len(set(steps)) > 1:
             raise ValueError("a replayed noise source needs one start step for the whole batch")
         out = est.clone()
         for n in sorted(set(steps)):
             if n == 0:
                 continue
             idx = [b for b, k in enumerate(steps) if k == n]
-            nf = noise_fn or generator_noise([torch.Generator().manual_seed(int(seeds[b])) for b in idx])
-            nfe_n = nfe if not (fit_nfe and sampler in SOLVERS) else \
-                min(DEFAULT_NFE if nfe is None else nfe, int(self.diffusion.timestep_map[n]) + 1)
-            out[idx] = self.diffuse_from(est[idx], n, nf, eta=eta, sampler=sampler, nfe=nfe_n, method=method,
-                                         dtype=dtype, callback=callback, auto=fit_nfe,
+            nf = draws.noise_fn or generator_noise([torch.Generator().manual_seed(int(draws.seeds[b])) for b in idx])
+            out[idx] = self.diffuse_from(est[idx], n, nf, plan, dtype=draws.dtype, callback=draws.callback,
                                          x0_fn=None if x0_fn_for is None else x0_fn_for(idx))
         return out
 
-    def diffuse_from(self, est: torch.Tensor, start_step: int, noise_fn: NoiseFn, *, eta: float,
-                     sampler: str | Sampler = OFFICIAL, nfe: int | None = None, method: str = "ddim",
+    def diffuse_from(self, est: torch.Tensor, start_step: int, noise_fn: NoiseFn, plan: SamplingPlan, *,
                      dtype: torch.dtype = torch.float32, callback: Callable[[dict], None] | None = None,
-                     x0_fn: X0Fn | None = None, auto: bool = False) -> torch.Tensor:
+                     x0_fn: X0Fn | None = None) -> torch.Tensor:
         """The reverse process of DifFace from one start: est (B, 3, S, S) in [0, 1] is q_sampled to respaced
-        `start_step` (> 0) with noise_fn's first draw, and the sampler runs to the clean image, drawing the rest of
-        its noise from noise_fn. Returns (B, 3, S, S) in [0, 1]. Tensor code only (no inference mode of its own):
-        difface.enhancer traces it into an ONNX graph. auto: the start was chosen for these faces."""
+        `start_step` (> 0) with noise_fn's first draw, and the plan's sampler runs to the clean image, drawing the
+        rest of its noise from noise_fn. Returns (B, 3, S, S) in [0, 1]. Tensor code only (no inference mode of its
+        own): difface.enhancer traces it into an ONNX graph."""
         amp = (lambda: autocast_ctx(est.device, dtype)) if dtype != torch.float32 else None
         x0 = (est - 0.5) / 0.5
         t = torch.full((est.shape[0],), int(start_step), dtype=torch.long, device=est.device)
         x = self.diffusion.q_sample(x0, t, noise_fn(x0))
-        run = self.sampler(start_step, eta=eta, sampler=sampler, nfe=nfe, method=method, auto=auto) \
-            if isinstance(sampler, str) else sampler
+        run = plan.sampler_at(self, int(start_step), auto=plan.auto)
         x = run(lambda d: EpsDenoiser(self.prior, d, clip=True, autocast=amp, x0_fn=x0_fn), x, noise_fn=noise_fn,
                 callback=callback)
         return (x * 0.5 + 0.5).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """Where a call's noise comes from (one seed per image, or a replayed noise_fn), its precision and its per-step
+    callback: what `restore` / `inpaint` hand down with the plan."""
+
+    seeds: Sequence[int] | None
+    noise_fn: NoiseFn | None
+    dtype: torch.dtype
+    callback: Callable[[dict], None] | None
+
+
+def _plan(model: DifFace, plan: SamplingPlan | None, settings: dict) -> SamplingPlan:
+    """The call's plan: the one given, or one made from the keyword settings (not both)."""
+    if plan is None:
+        return model.plan(**settings)
+    if settings:
+        raise ValueError(f"give a plan or its settings ({', '.join(settings)}), not both")
+    return plan

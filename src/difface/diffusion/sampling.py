@@ -6,9 +6,9 @@ x0 = the clipped (and, for inpainting, refined) prediction of the clean image; a
 A *sampler* is a callable `sampler(denoiser_for, x, noise_fn=..., callback=...) -> x_0`: it receives
 the start state and a factory `denoiser_for(diffusion) -> Denoiser` (the network wrapped for the
 chain the sampler indexes), and returns the clean sample. This module holds the official loop
-(`RespacedSampler`); the few-step solvers and the registry of sampler names (`SAMPLERS`, `make_sampler`:
-a sampler from its name) are in difface.diffusion.solvers. `difface.restore.DifFace` takes any sampler,
-so the restoration code has no sampler branches.
+(`RespacedSampler`); the few-step solvers and the registry of sampler names (`SAMPLERS`) are in
+difface.diffusion.solvers; difface.plan.SamplingPlan builds the one sampler a run uses, and `difface.restore.DifFace`
+takes any sampler, so the restoration code has no sampler branches.
 """
 
 from __future__ import annotations

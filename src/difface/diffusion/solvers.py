@@ -1,5 +1,6 @@
 """Few-step samplers for DifFace's partial reverse process (start at t_start < T, not at pure noise), and
-the sampler registry: `SOLVERS` (name -> solver step), `SAMPLERS` (every --sampler name) and `make_sampler`.
+the sampler registry: `SOLVERS` (name -> solver step) and `SAMPLERS` (every --sampler name); which sampler a run
+uses, from which timesteps, is settled by difface.plan.SamplingPlan.
 
 They run on the *original* 1000-step chain: the estimate is diffused to `t_start` (400 by default,
 the same state the official loop starts from) and the network is evaluated at `nfe` timesteps
@@ -30,8 +31,6 @@ from difface.diffusion.sampling import (
     DenoiserFactory,
     NoiseFn,
     Prediction,
-    RespacedSampler,
-    Sampler,
     ddim_step,
 )
 from difface.diffusion.schedule import Diffusion
@@ -47,11 +46,9 @@ Solver = Callable[..., torch.Tensor]
 
 def ddim(x: torch.Tensor, pred: Prediction, a_now: float, a_next: float, *, eta: float, noise_fn: NoiseFn | None,
          state: dict) -> torch.Tensor:
-    """DDIM between consecutive timesteps, with `eta` noise (needs noise_fn when eta > 0; noise is drawn only on
-    steps whose sigma > 0)."""
+    """DDIM between consecutive timesteps, with `eta` noise (noise_fn: given whenever eta > 0, `solve` checks it;
+    noise is drawn only on steps whose sigma > 0)."""
     sigma = eta * math.sqrt((1 - a_next) / (1 - a_now)) * math.sqrt(1 - a_now / a_next)
-    if sigma > 0 and noise_fn is None:
-        raise ValueError("eta > 0 needs a noise source")
     return ddim_step(pred, a_now, a_next, eta, noise_fn(x) if sigma > 0 else None)
 
 
@@ -79,8 +76,6 @@ def dpmpp2m_sde(x: torch.Tensor, pred: Prediction, a_now: float, a_next: float, 
     state["x0"], state["h"] = pred.x0, h
     if not np.isfinite(h):
         return d
-    if eta > 0 and noise_fn is None:
-        raise ValueError("eta > 0 needs a noise source")
     sig_ratio = math.sqrt((1 - a_next) / (1 - a_now))
     out = sig_ratio * math.exp(-eta * h) * x + math.sqrt(a_next) * (-math.expm1(-(1 + eta) * h)) * d
     if eta > 0:
@@ -129,6 +124,8 @@ def solve(
     """
     if method not in SOLVERS:
         raise ValueError(f"unknown solver {method!r}; choose from {', '.join(SOLVERS)}")
+    if eta > 0 and noise_fn is None and method != "dpmpp2m":  # dpmpp2m is deterministic: it ignores eta
+        raise ValueError("eta > 0 needs a noise source (noise_fn)")
     step, state = SOLVERS[method], {}
     ac = base.alphas_cumprod
     abar = [float(ac[t]) for t in timesteps] + [1.0]
@@ -177,28 +174,3 @@ def _dpmpp2m(x, x0, prev_x0, prev_h, a_now: float, a_next: float):
         return d, h
     sig_ratio = math.sqrt((1 - a_next) / (1 - a_now))
     return sig_ratio * x + math.sqrt(a_next) * (-math.expm1(-h)) * d, h
-
-
-def make_sampler(diffusion: Diffusion, start_step: int, *, sampler: str = OFFICIAL, eta: float = 0.0,
-                 nfe: int | None = None, method: str = "ddim", timesteps: tuple[int, ...] | None = None) -> Sampler:
-    """The sampler named `sampler` (one of SAMPLERS) for a start at respaced index `start_step` of `diffusion`.
-
-    OFFICIAL: the respaced loop (start_step evaluations; `method` ddim or ddpm). A few-step solver of SOLVERS:
-    `nfe` evaluations (default DEFAULT_NFE) evenly spaced on the original 1000-step chain from the same start
-    state (original timestep timestep_map[start_step]), or the given `timesteps` (e.g. a fitted schedule).
-    Raises ValueError naming the argument for values that cannot work.
-    """
-    if sampler != OFFICIAL and sampler not in SOLVERS:
-        raise ValueError(f"sampler must be one of {', '.join((OFFICIAL, *SOLVERS))}, got {sampler!r}")
-    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0.0 <= eta <= 1.0):
-        raise ValueError(f"eta must lie in [0, 1], got {eta}")
-    if not 0 <= start_step < diffusion.num_timesteps:
-        raise ValueError(f"start_step must be in [0, {diffusion.num_timesteps - 1}], got {start_step}")
-    if sampler == OFFICIAL:
-        if nfe is not None or timesteps is not None:
-            raise ValueError(f"nfe applies to the few-step samplers ({', '.join(SOLVERS)}), not to the official loop")
-        return RespacedSampler(diffusion, start_step, eta, method)
-    if timesteps is None:
-        t_start = int(diffusion.timestep_map[start_step])
-        timesteps = tuple(solver_timesteps(t_start, DEFAULT_NFE if nfe is None else nfe))
-    return FewStepSampler(diffusion.base(), tuple(timesteps), sampler, eta)

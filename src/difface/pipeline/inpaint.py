@@ -114,8 +114,7 @@ class InpaintPipeline(FacePipeline):
         s = self.options.sampling
         seeds = [image_seed(s.seed, im) for im in x]
         _tell(callback, "face_start", count=len(x))
-        out = self.model.inpaint(x, mask, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
-                                 sampler=s.sampler, nfe=s.nfe, callback=_steps(callback))
+        out = self.model.inpaint(x, mask, self.plan, seeds=seeds, dtype=self.dtype, callback=_steps(callback))
         if not (torch.isfinite(out.result).all() and torch.isfinite(out.estimate).all()):
             raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
         self._note_start_steps(x, out)

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from difface import fastplan
 from difface.autostart import AutoStart, steps_for_error
-from difface.config import DEFAULT_NFE, OptionError, RestoreOptions
+from difface.config import OptionError, RestoreOptions
 from difface.device import DTYPES, cpu_has_native_bf16, pick_device
 from difface.face import band
 from difface.face.detect import get_detector
 from difface.face.photo import MAX_OUTPUT_PIXELS, crop_sides, make_bg_upsampler, restore_photo
 from difface.images import LoadedImage, image_to_tensor, tensor_to_image
+from difface.plan import SamplingPlan
 from difface.restore import DifFace, Restoration, image_seed
-from difface.strength import strength_start_step
 
 log = logging.getLogger("difface")
 
@@ -108,13 +108,8 @@ class FacePipeline:
         self.model, self.options = model, options
         self.device = device or model.device
         self.dtype = DTYPES[options.model.dtype]
-        s = options.sampling
-        self.eta = model.default_eta if s.eta is None else float(s.eta)
-        self.start_step: int | str = model.default_start if s.start_step is None else s.start_step
-        by_strength = strength_start_step(model, getattr(s, "strength", None))
-        if by_strength is not None:  # a number in [0, 1] (difface.strength); config refuses it with start_step
-            self.start_step = by_strength
-        self._check_against_model()
+        self.plan = SamplingPlan.from_options(model, options.sampling)  # settled once: start, eta, sampler, nfe
+        self.eta, self.start_step = self.plan.eta, self.plan.start
         self._said: set[str] = set()  # the run's one-time notices already logged (_note_start_steps)
 
     # -- construction ------------------------------------------------------------------------------
@@ -135,9 +130,6 @@ class FacePipeline:
         model = DifFace.from_pretrained(prior=m.prior, estimator=m.estimator, task=cls.task, device=dev,
                                         dtype=m.dtype, backend=m.backend, steps=m.steps, channels_last=m.fast,
                                         compile=m.compile)
-        s = options.sampling
-        if s.schedule != "even":
-            model = replace(model, schedule=s.schedule, schedule_fallback=s.schedule_fallback)
         pipe = cls(model, options, dev)
         if pipe._measured():  # the fast preset's choice needs the model: said once it is loaded
             log.info("preset fast: %s", fastplan.describe(model, pipe.start_step, pipe.eta))
@@ -145,42 +137,22 @@ class FacePipeline:
 
     def _measured(self) -> bool:
         """Whether the few-step setting follows difface.fastplan (the fast preset without explicit sampling)."""
-        s = self.options.sampling
-        return s.sampler != "official" and s.schedule == "fitted" and s.schedule_fallback == fastplan.MEASURED_FALLBACK
-
-    def _check_against_model(self) -> None:
-        m, s = self.model, self.options.sampling
-        if self.start_step != "auto":
-            try:
-                m.check_start_step(self.start_step)
-            except ValueError as e:
-                raise OptionError("start_step", str(e).removeprefix("start_step ")) from None
-            if s.sampler != "official" and self.start_step > 0 and not self._measured():
-                t0 = int(m.diffusion.timestep_map[self.start_step])
-                nfe = DEFAULT_NFE if s.nfe is None else s.nfe
-                if nfe > t0 + 1:
-                    raise OptionError("nfe", f"{nfe} evaluations do not fit between t = {t0} (start step "
-                                      f"{self.start_step}) and 0; use at most {t0 + 1}")
-                if m.schedule == "fitted":
-                    try:
-                        m.fitted_schedule(self.start_step, s.sampler, nfe, self.eta)
-                    except ValueError as e:
-                        raise OptionError("schedule", str(e)) from None
+        return self.plan.sampler != "official" and self.plan.schedule == "fast"
 
     def describe(self) -> str:
         """One line for the log: model, size, precision, device and the sampling settings in force."""
-        m, s = self.model, self.options.sampling
+        m, p = self.model, self.plan
         if self.start_step == "auto":
             start = "start step auto (per image)"
         else:
             t = int(m.diffusion.timestep_map[self.start_step]) if self.start_step else 0
             start = f"start step {self.start_step} of {self.options.model.steps} (t = {t} of 1000)"
-        if isinstance(getattr(s, "strength", None), (int, float)):
-            start = f"strength {s.strength:g}: {start}"
-        sampler = "" if s.sampler == "official" else f", sampler {s.sampler} with {s.nfe or 10} evaluations"
+        if isinstance(p.strength, (int, float)):
+            start = f"strength {p.strength:g}: {start}"
+        sampler = "" if p.sampler == "official" else f", sampler {p.sampler} with {p.nfe} evaluations"
         if sampler and self._measured():
             sampler = ", " + fastplan.describe(m, self.start_step, self.eta, with_eta=False)
-        elif sampler and m.schedule == "fitted":
+        elif sampler and p.schedule in ("fitted", "fitted-or-official"):
             sampler += " (fitted schedule where stored for the start; otherwise the official loop)"
         backend = getattr(self.options.model, "backend", "torch")
         on = f" on {self.device}" if backend == "torch" else f" through {m.prior.extra_repr()}"
@@ -201,8 +173,7 @@ class FacePipeline:
         s = self.options.sampling
         seeds = [image_seed(s.seed, im) for im in x]
         _tell(callback, "face_start", count=len(x))
-        out = self.model.restore(x, start_step=self.start_step, eta=self.eta, seeds=seeds, dtype=self.dtype,
-                                 sampler=s.sampler, nfe=s.nfe, callback=_steps(callback))
+        out = self.model.restore(x, self.plan, seeds=seeds, dtype=self.dtype, callback=_steps(callback))
         if not (torch.isfinite(out.result).all() and torch.isfinite(out.estimate).all()):
             raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
         self._note_start_steps(x, out)

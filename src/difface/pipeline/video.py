@@ -61,8 +61,7 @@ def restore_video_file(pipe: FacePipeline, job: Job, progress: bool = True) -> O
                         max_pixels=pipe.options.max_pixels)
 
     def restore_faces(x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        out = pipe.model.restore(x, start_step=pipe.start_step, eta=pipe.eta, seeds=seeds, dtype=pipe.dtype,
-                                 sampler=s.sampler, nfe=s.nfe)
+        out = pipe.model.restore(x, pipe.plan, seeds=seeds, dtype=pipe.dtype)
         if not torch.isfinite(out.result).all():
             raise NonFiniteResult("the networks produced non-finite values (NaN or inf); nothing was written")
         pipe._note_start_steps(x, out)
