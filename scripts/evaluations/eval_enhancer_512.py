@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from eval_enhancer import RAW, api_output, at_model_size, make_faces, q8  # noqa: E402  (same folder)
 
 from difface import models
 from difface.atomic import atomic_write_bytes
@@ -35,8 +36,6 @@ from difface.metrics.psnr_ssim import psnr
 from difface.pipeline import RestorePipeline
 from difface.restore import DifFace
 from difface.weights import save_network
-
-from eval_enhancer import RAW, api_output, at_model_size, make_faces, q8  # noqa: E402  (same folder)
 
 
 def prepare(work: Path, count: int, threads: int) -> tuple[Path, Path, Path]:

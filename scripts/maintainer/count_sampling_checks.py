@@ -10,7 +10,8 @@ Static part, from the AST of every module under --src/difface:
   - a call of config's range checks (`_int` / `_number`) whose first argument is the option's name;
   - the places that read DEFAULT_NFE, and integer literals passed as `nfe=`.
 Dynamic part: runs `difface restore` in this process (default: two calls on the example photo, one with the
-defaults and one with `--preset fast --start-step 100 --eta 0.5`, each into a temporary folder) under sys.settrace and counts how many times each site's line ran. Prints one table; exit status 0.
+defaults and one with `--preset fast --start-step 100 --eta 0.5`, each into a temporary folder) under sys.settrace
+and counts how many times each site's line ran. Prints one table per call (--sites: and each site); exit status 0.
 """
 
 from __future__ import annotations
