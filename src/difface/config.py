@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from difface.backends import BACKENDS as BACKEND_NAMES  # re-exported: where the network forwards run
-from difface.backends import BackendUnavailable, check_backend
+from difface.backends import RUNTIMES, BackendUnavailable, check_backend
 from difface.device import DTYPES
 from difface.diffusion.schedule import space_timesteps
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SAMPLERS, SOLVERS  # noqa: F401 (re-exported: the registry owns them)
@@ -197,19 +197,20 @@ def respaced_length(steps: str) -> int:
 
 def _check_backend(backend: str, dtype: str, torch_only: bool) -> None:
     """OptionError("backend") for an unknown or missing backend (with the pip command) or a combination
-    it cannot run (difface.backends)."""
-    if backend not in BACKEND_NAMES:
+    it cannot run on any device (its entry of difface.backends.RUNTIMES)."""
+    if backend not in RUNTIMES:
         raise OptionError("backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
     try:
         check_backend(backend)
     except BackendUnavailable as e:
         raise OptionError("backend", str(e)) from None
-    if torch_only:
+    runtime = RUNTIMES[backend]
+    if torch_only and runtime.build is not None:
         raise OptionError("backend", f"{ref('fast')} and {ref('compile')} are torch options; leave them out with "
                           f"{backend}")
-    if backend == "onnxruntime" and dtype == "bf16":
-        raise OptionError("backend", f"onnxruntime runs fp32 (fp16 on a GPU); for bf16 use {ref('backend')} "
-                          "openvino or torch")
+    why = runtime.refusal(dtype)
+    if why:
+        raise OptionError("backend", why)
 
 
 @dataclass(frozen=True)
@@ -241,8 +242,7 @@ class ModelOptions:
         respaced_length(self.steps)
         if self.dtype not in DTYPES:
             raise OptionError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.backend != "torch":
-            _check_backend(self.backend, self.dtype, self.fast or self.compile)
+        _check_backend(self.backend, self.dtype, self.fast or self.compile)
         check_threads(self.threads)
 
 
