@@ -127,12 +127,12 @@ def decoded_frames(path: Path) -> str:
 
 
 def item_clip(tmp: Path, ckpt: dict[str, Path]) -> dict[str, str]:
-    from difface.video.synth import make_clip
+    from difface.video.synth import ClipSpec, make_clip
 
     face = cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
     clip = tmp / "clip_in" / "clip.mov"
     clip.parent.mkdir()
-    make_clip(face, clip, size=(192, 192), fps=10, seconds=0.6, degradation=None, sidecar=False)
+    make_clip(face, clip, ClipSpec(size=(192, 192), fps=10, seconds=0.6, degradation=None), sidecar=False)
     out = tmp / "e"
     run_cli(["restore", str(clip), "-o", str(out), "--prior", str(ckpt["prior"]), "--estimator", str(ckpt["est"]),
              "--start-step", "2", "--bg-upsampler", "lanczos", "--upscale", "1"])
