@@ -144,20 +144,21 @@ def item_clip(tmp: Path, ckpt: dict[str, Path]) -> dict[str, str]:
 
 def item_app(tmp: Path) -> dict[str, str]:
     from difface.app import AppServer
+    from difface.app.handlers import InpaintForm, RestoreForm
 
     s = AppServer(device="cpu", work_dir=tmp / "app-work")
     try:
         label = next(iter(s.restore_models))
-        common = dict(start="model default", start_custom=None, eta=None, sampler="official", nfe=None, seed=12345)
-        face = s.restore(str(ASTRONAUT), "aligned face", label, upscale=2, **common)
-        photo = s.restore(str(group_photo(tmp / "app_group.png")), "whole photo", label, upscale=2, **common)
+        face = s.restore(str(ASTRONAUT), RestoreForm(label, seed=12345, mode="aligned face", upscale=2))
+        photo = s.restore(str(group_photo(tmp / "app_group.png")), RestoreForm(label, seed=12345, mode="whole photo",
+                                                                                upscale=2))
         hashes = {"f_app/restore_aligned.png": sha(Path(face["file"]).read_bytes()),
                   "f_app/restore_photo.png": sha(Path(photo["file"]).read_bytes())}
         if s.inpaint_models:
             painted = np.zeros((96, 96), bool)
             painted[30:50, 20:70] = True
-            out = s.inpaint(str(ASTRONAUT), painted, None, next(iter(s.inpaint_models)), "custom", 10, None,
-                            "official", None, 7)
+            out = s.inpaint(str(ASTRONAUT), painted, None, InpaintForm(next(iter(s.inpaint_models)), "custom", 10,
+                                                                       seed=7))
             hashes["f_app/inpaint.png"] = sha(Path(out["file"]).read_bytes())
         return hashes
     finally:
