@@ -31,6 +31,7 @@ gr = pytest.importorskip("gradio", reason="the app needs Gradio: pip install 'di
 
 from difface import cli  # noqa: E402
 from difface.app import AppServer, ModelChoice, build_app, mask_from_editor  # noqa: E402
+from difface.app.handlers import InpaintForm, RestoreForm  # noqa: E402
 from difface.data.masks import feathered_mask  # noqa: E402
 from difface.images import read_image  # noqa: E402
 
@@ -360,10 +361,11 @@ def server(tmp_path_factory):
 
 
 def _restore(server, path, mode="aligned face", **kw):
-    args = dict(label=next(iter(server.restore_models)), start="model default", start_custom=None, eta=None,
+    args = dict(model=next(iter(server.restore_models)), start="model default", start_custom=None, eta=None,
                 sampler="official", nfe=None, seed=12345, upscale=2)
     args.update(kw)
-    return server.restore(str(path), mode, args.pop("label"), **args)
+    report = args.pop("report", lambda f, t: None)
+    return server.restore(str(path), RestoreForm(mode=mode, **args), report=report)
 
 
 @contextlib.contextmanager
@@ -404,8 +406,7 @@ def test_bad_inputs_give_readable_messages(server, tmp_path):
     with says(r"huge.png: image is 100000x100000"):
         _restore(server, huge)
     with says("Upload a photo or an aligned face first"):
-        server.restore(None, "aligned face", next(iter(server.restore_models)), "model default", None, None,
-                       "official", None, 12345, 2)
+        server.restore(None, RestoreForm(next(iter(server.restore_models)), mode="aligned face", seed=12345))
     with says(r"^start step: "):
         _restore(server, ASTRONAUT, start="custom", start_custom=100000)
     with says(r"^NFE: "):
@@ -452,7 +453,7 @@ def test_inpaint_tab_says_why_it_is_not_available(tmp_path):
     assert s.inpaint_unavailable.startswith("broken: ")
     assert not s.inpaint_models
     with says("Inpainting is not available: broken: "):
-        s.inpaint(str(ASTRONAUT), None, None, "broken", "model default", None, None, "official", None, 1)
+        s.inpaint(str(ASTRONAUT), None, None, InpaintForm("broken", seed=1))
     demo = build_app(s)
     texts = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
     assert any("Inpainting is not available" in t for t in texts)
@@ -487,7 +488,7 @@ def test_inpaint_handler_keeps_known_pixels_and_matches_difface_inpaint(filler_i
                   inpaint_models=[ModelChoice("filled", str(prior), str(lama))])
     painted = np.zeros((96, 96), bool)  # painted on a canvas of another size: resized nearest to the face
     painted[30:50, 20:70] = True
-    out = s.inpaint(str(ASTRONAUT), painted, None, "filled", "custom", 10, None, "official", None, 7)
+    out = s.inpaint(str(ASTRONAUT), painted, None, InpaintForm("filled", "custom", 10, seed=7))
     x, r = read_image(ASTRONAUT).rgb, read_image(out["file"]).rgb
     missing = out["missing"]
     assert missing.shape == (192, 192) and abs(missing.mean() - 20 * 50 / 96**2) < 1e-6
@@ -498,7 +499,7 @@ def test_inpaint_handler_keeps_known_pixels_and_matches_difface_inpaint(filler_i
     lifted = tmp_path / "lifted.png"  # no pixel is exactly black: nothing painted means nothing missing
     cv2.imwrite(str(lifted), np.maximum(cv2.imread(str(ASTRONAUT)), 1))
     with says("lifted.png: no missing pixels .* paint the missing region"):
-        s.inpaint(str(lifted), None, None, "filled", "model default", None, None, "official", None, 7)
+        s.inpaint(str(lifted), None, None, InpaintForm("filled", seed=7))
 
 
 def test_port_taken_is_a_clear_error(capsys):

@@ -18,13 +18,13 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut_lq.png" 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from difface.video.synth import make_clip
+    from difface.video.synth import ClipSpec, make_clip
 
     d = tmp_path_factory.mktemp("video")
     save_network(fill_deterministic(build("unet_small")), d / "prior.safetensors")
     save_network(fill_deterministic(build("swinir_small")), d / "est.safetensors")
     face = cv2.cvtColor(cv2.imread(str(EXAMPLE)), cv2.COLOR_BGR2RGB)
-    make_clip(face, d / "clip.mov", size=(192, 192), fps=10, seconds=0.6, degradation=None, sidecar=False)
+    make_clip(face, d / "clip.mov", ClipSpec(size=(192, 192), fps=10, seconds=0.6, degradation=None), sidecar=False)
     (d / "broken.mp4").write_bytes(b"this is not a video at all")
     return d
 

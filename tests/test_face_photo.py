@@ -10,7 +10,7 @@ import torch
 from difface.face.background import lanczos_upsampler
 from difface.face.detect import Detections
 from difface.face.paste import inverse_affine, paste_faces, soft_mask
-from difface.face.photo import MAX_OUTPUT_PIXELS, as_float_image, crop_sides, restore_photo
+from difface.face.photo import MAX_OUTPUT_PIXELS, PhotoSettings, as_float_image, crop_sides, restore_photo
 from difface.face.template import FFHQ_TEMPLATE_512
 
 
@@ -63,7 +63,8 @@ def _face_regions(res, shape, upscale):
 
 def test_round_trip_identity_restorer():
     img = _smooth_image(300, 400)
-    res = restore_photo(img, _identity, detector=_FixedDetector(FACES), face_size=256, upscale=2)
+    res = restore_photo(img, _identity, detector=_FixedDetector(FACES), face_size=256,
+                        settings=PhotoSettings(upscale=2))
     bg = lanczos_upsampler(img, 2)
     assert res.image.shape == (600, 800, 3) and res.num_faces == 2 and res.message == ""
     inner, touched = _face_regions(res, bg.shape, 2)
@@ -89,7 +90,8 @@ def test_faces_cut_by_the_border_and_many_faces_batched():
         seen.append(x.shape[0])
         return x
 
-    res = restore_photo(img, restorer, detector=_FixedDetector(faces), face_size=64, upscale=1, batch_size=4)
+    res = restore_photo(img, restorer, detector=_FixedDetector(faces), face_size=64,
+                        settings=PhotoSettings(upscale=1, batch_size=4))
     assert seen == [4, 2] and res.num_faces == 6
     assert np.abs(res.image - img).max() < 0.02  # including the face half outside the image
     gray_fill = np.isclose(res.crops[0, :, 0], np.array([132, 133, 135]) / 255, atol=1e-6).all(axis=-1)
@@ -99,9 +101,9 @@ def test_faces_cut_by_the_border_and_many_faces_batched():
 def test_overlapping_faces_do_not_depend_on_order():
     img = _smooth_image(240, 240, seed=2)
     a = restore_photo(img, lambda x: 1 - x, detector=_FixedDetector([(0.42, 0.5, 0.15, 0), (0.6, 0.5, 0.15, 0.1)]),
-                      face_size=128, upscale=1)
+                      face_size=128, settings=PhotoSettings(upscale=1))
     b = restore_photo(img, lambda x: 1 - x, detector=_FixedDetector([(0.6, 0.5, 0.15, 0.1), (0.42, 0.5, 0.15, 0)]),
-                      face_size=128, upscale=1)
+                      face_size=128, settings=PhotoSettings(upscale=1))
     np.testing.assert_allclose(a.image, b.image, atol=1e-6)
     # at each face centre the pixel comes from that face's own crop (inverted colours)
     for cx in (0.42, 0.6):
@@ -111,7 +113,7 @@ def test_overlapping_faces_do_not_depend_on_order():
 
 def test_no_face_still_upscaled():
     img = _smooth_image(50, 80)
-    res = restore_photo(img, _identity, detector=_FixedDetector([]), face_size=64, upscale=2)
+    res = restore_photo(img, _identity, detector=_FixedDetector([]), face_size=64, settings=PhotoSettings(upscale=2))
     assert res.num_faces == 0 and "no face" in res.message
     np.testing.assert_array_equal(res.image, lanczos_upsampler(img, 2))
     assert res.crops.shape == (0, 64, 64, 3) and res.matrices.shape == (0, 2, 3)
@@ -125,7 +127,7 @@ def test_no_face_with_the_real_detector():
 def test_tiny_faces_are_skipped():
     img = _smooth_image(400, 400)
     res = restore_photo(img, _identity, detector=_FixedDetector([(0.5, 0.5, 0.01, 0)]), face_size=64,
-                        min_eye_dist=5)
+                        settings=PhotoSettings(min_eye_dist=5))
     assert res.num_faces == 0  # eye distance 4 px < 5
 
 
@@ -133,7 +135,7 @@ def test_rgba_gray_and_16bit_inputs():
     img = _smooth_image(60, 80)
     rgba = np.concatenate([img, np.linspace(0, 1, 80, dtype=np.float32)[None, :, None].repeat(60, 0)], 2)
     res = restore_photo((rgba * 65535).astype(np.uint16), _identity, detector=_FixedDetector(FACES),
-                        face_size=64, upscale=2)
+                        face_size=64, settings=PhotoSettings(upscale=2))
     assert res.bit_depth == 16 and res.alpha is not None and res.alpha.shape == (120, 160)
     np.testing.assert_allclose(res.alpha[:, 0], 0, atol=0.01)
     np.testing.assert_allclose(res.alpha[:, -1], 1, atol=0.01)
@@ -152,7 +154,7 @@ def test_input_validation_and_size_limit():
     side = int(np.sqrt(MAX_OUTPUT_PIXELS)) // 2 + 10
     with pytest.raises(ValueError, match="exceeds"):
         restore_photo(np.zeros((side, side, 3), np.uint8), _identity, detector=_FixedDetector([]),
-                      face_size=64, upscale=2)
+                      face_size=64, settings=PhotoSettings(upscale=2))
     with pytest.raises(ValueError, match="returned shape"):
         restore_photo(_smooth_image(60, 60), lambda x: x[:, :, :10], detector=_FixedDetector(FACES),
                       face_size=64)
@@ -167,7 +169,7 @@ def test_parsing_mask_hook_limits_the_paste():
         return m
 
     res = restore_photo(img, lambda x: torch.zeros_like(x), detector=_FixedDetector([(0.5, 0.5, 0.2, 0)]),
-                        face_size=128, upscale=1, mask_fn=top_half)
+                        face_size=128, settings=PhotoSettings(upscale=1), mask_fn=top_half)
     centre_top, centre_bottom = res.image[50, 100], res.image[140, 100]  # crop rows ~2..84 are its top half
     assert centre_top.max() < 0.05  # pasted (black) face
     np.testing.assert_allclose(centre_bottom, img[140, 100], atol=1e-6)  # masked out by parsing
@@ -176,7 +178,7 @@ def test_parsing_mask_hook_limits_the_paste():
 def test_draw_boxes_draws_green():
     img = np.zeros((100, 100, 3), np.float32)
     res = restore_photo(img, _identity, detector=_FixedDetector([(0.5, 0.5, 0.2, 0)]), face_size=64,
-                        upscale=1, draw_boxes=True)
+                        settings=PhotoSettings(upscale=1, draw_boxes=True))
     g = res.image[..., 1] - res.image[..., 0]
     assert (g > 0.5).sum() > 50
 
@@ -218,12 +220,13 @@ def test_pipeline_whole_photo_path(tmp_path, small_models):
 
 def test_faces_larger_than_max_face_side_are_left_as_they_were():
     img = _smooth_image(300, 400)
-    full = restore_photo(img, lambda x: 1 - x, detector=_FixedDetector(FACES), face_size=64, upscale=1)
+    full = restore_photo(img, lambda x: 1 - x, detector=_FixedDetector(FACES), face_size=64,
+                         settings=PhotoSettings(upscale=1))
     sides = crop_sides(full.matrices, 64)
     assert sides[0] > sides[1] * 1.4
     limit = float(sides.mean())
-    res = restore_photo(img, lambda x: 1 - x, detector=_FixedDetector(FACES), face_size=64, upscale=1,
-                        max_face_side=limit)
+    res = restore_photo(img, lambda x: 1 - x, detector=_FixedDetector(FACES), face_size=64,
+                        settings=PhotoSettings(upscale=1, max_face_side=limit))
     assert res.num_faces == 1 and res.skipped_large == 1 and "1 face(s) larger than" in res.message
     np.testing.assert_array_equal(res.matrices, full.matrices[1:])
     # the large face's centre keeps the input; the small one's is restored (inverted)
@@ -231,7 +234,8 @@ def test_faces_larger_than_max_face_side_are_left_as_they_were():
         x, y = round(cx * 400), round(cy * 400)
         expect = 1 - img[y, x] if restored else img[y, x]
         np.testing.assert_allclose(res.image[y, x], expect, atol=0.03)
-    none = restore_photo(img, _identity, detector=_FixedDetector(FACES), face_size=64, upscale=1, max_face_side=1)
+    none = restore_photo(img, _identity, detector=_FixedDetector(FACES), face_size=64,
+                         settings=PhotoSettings(upscale=1, max_face_side=1))
     assert none.num_faces == 0 and none.skipped_large == 2 and "no face restored" in none.message
 
 

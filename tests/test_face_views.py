@@ -11,7 +11,7 @@ from difface.face.align import estimate_alignment
 from difface.face.background import lanczos_upsampler
 from difface.face.detect import Detections
 from difface.face.paste import inverse_affine, soft_mask
-from difface.face.photo import MAX_VIEW_SIDE, crop_sides, restore_photo, scale_alignment, view_sides
+from difface.face.photo import MAX_VIEW_SIDE, PhotoSettings, crop_sides, restore_photo, scale_alignment, view_sides
 from difface.face.template import FFHQ_TEMPLATE_512
 from difface.images import write_image
 from difface.pipeline import RestoreOptions, RestorePipeline, SamplingOptions, files
@@ -61,7 +61,8 @@ def test_view_sides_follow_the_face_and_are_capped():
 
 def test_large_face_crops_at_their_own_resolution_keep_the_detail():
     img = _textured(300, 400)
-    res = restore_photo(img, lambda x: x.clone(), detector=_Faces([(0.5, 0.45, 0.15)]), face_size=64, upscale=1)
+    res = restore_photo(img, lambda x: x.clone(), detector=_Faces([(0.5, 0.45, 0.15)]), face_size=64,
+                        settings=PhotoSettings(upscale=1))
     n = int(round(crop_sides(res.matrices, 64)[0]))
     assert n > 200 and res.crops.shape == (1, 64, 64, 3)
     crop, restored = res.face_crops[0], res.face_restored[0]
@@ -79,7 +80,8 @@ def test_large_face_crops_at_their_own_resolution_keep_the_detail():
 
 def test_the_restored_view_is_what_is_pasted_back():
     img = _textured(300, 400, seed=1)
-    res = restore_photo(img, _invert, detector=_Faces([(0.5, 0.45, 0.15)]), face_size=64, upscale=1)
+    res = restore_photo(img, _invert, detector=_Faces([(0.5, 0.45, 0.15)]), face_size=64,
+                        settings=PhotoSettings(upscale=1))
     n = res.face_restored[0].shape[0]
     big = scale_alignment(res.matrices[0], n / 64)
     inv = inverse_affine(big, 1)
@@ -99,7 +101,7 @@ def test_the_restored_view_is_what_is_pasted_back():
 def test_small_faces_keep_the_model_size_crops():
     img = _textured(120, 160, seed=2)
     res = restore_photo(img, _invert, detector=_Faces([(0.3, 0.4, 0.05), (0.7, 0.4, 0.06)]), face_size=64,
-                        upscale=2)
+                        settings=PhotoSettings(upscale=2))
     assert res.num_faces == 2 and (crop_sides(res.matrices, 64) < 64).all()
     for k in range(2):
         np.testing.assert_array_equal(res.face_crops[k], res.crops[k])

@@ -507,11 +507,11 @@ def face_clip(tmp_path_factory):
     av = pytest.importorskip("av", reason="PyAV is the optional 'video' extra")
     from skimage import data
 
-    from difface.video.synth import group_photo_from, make_clip
+    from difface.video.synth import ClipSpec, group_photo_from, make_clip
 
     path = tmp_path_factory.mktemp("clip") / "pan.mp4"
     # 2 frames/s for 16 s: the first 10 s segment (20 frames) is finished well before the end (32 frames)
-    make_clip(group_photo_from(data.astronaut(), 2, 200), path, size=(192, 108), fps=2, seconds=16.0, seed=3)
+    make_clip(group_photo_from(data.astronaut(), 2, 200), path, ClipSpec(size=(192, 108), fps=2, seconds=16.0, seed=3))
     assert av
     return path
 
@@ -623,11 +623,11 @@ def _claims_16k(tiny_avi: Path, dst: Path) -> Path:
 def broken_videos(tmp_path_factory):
     """A folder of clips broken the ways real files are, beside one good clip with faces and audio."""
     av = pytest.importorskip("av", reason="PyAV is the optional 'video' extra")
-    from difface.video.synth import make_clip
+    from difface.video.synth import ClipSpec, make_clip
 
     d = tmp_path_factory.mktemp("broken")
     face = cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
-    make_clip(face, d / "good.mp4", size=(192, 192), fps=10, seconds=0.6, degradation=None, sidecar=False)
+    make_clip(face, d / "good.mp4", ClipSpec(size=(192, 192), fps=10, seconds=0.6, degradation=None), sidecar=False)
     data = (d / "good.mp4").read_bytes()
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
     _write_frames(d / "zero_frames.avi", [], fmt="avi", codec="mpeg4")
@@ -638,14 +638,14 @@ def broken_videos(tmp_path_factory):
         out.mux(s.encode(f))
         out.mux(s.encode(None))
     _write_frames(d / "vfr.mp4", [0, 40, 80, 200, 240, 400, 440, 480])
-    make_clip(face, d / "rotated.mp4", size=(96, 64), fps=10, seconds=0.5, degradation=None, audio=False,
-              rotation=90, sidecar=False)
+    make_clip(face, d / "rotated.mp4", ClipSpec(size=(96, 64), fps=10, seconds=0.5, degradation=None, audio=False,
+              rotation=90), sidecar=False)
     _write_frames(tmp_path_factory.mktemp("tiny") / "tiny.avi", [0], size=(64, 48), fmt="avi", codec="mjpeg")
     _claims_16k(next(iter(d.parent.glob("tiny*/tiny.avi"))), d / "claims_16k.avi")
     _copy_streams(d / "good.mp4", d / "two_video_streams.mkv", "matroska", video_twice=True)
     cv2.imwrite(str(d / "wall.png"), np.full((64, 96, 3), 128, np.uint8))
-    make_clip(np.full((120, 160, 3), 128, np.uint8), d / "no_faces.mp4", size=(96, 64), fps=10, seconds=0.5,
-              degradation=None, audio=False, sidecar=False)
+    make_clip(np.full((120, 160, 3), 128, np.uint8), d / "no_faces.mp4", ClipSpec(size=(96, 64), fps=10, seconds=0.5,
+              degradation=None, audio=False), sidecar=False)
     (d / "wall.png").unlink()
     _write_frames(d / "ten_minutes.mp4", [0, 600_000])  # two frames, the second after ten minutes
     shutil.copy(ASTRONAUT, d / "photo_renamed.mp4")

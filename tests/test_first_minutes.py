@@ -126,12 +126,12 @@ def test_gray_clip_stays_exactly_gray(tmp_path, capsys):
     from skimage import data
 
     from difface.video.io import probe_video, read_frames
-    from difface.video.synth import group_photo_from, make_clip
+    from difface.video.synth import ClipSpec, group_photo_from, make_clip
 
     gray = cv2.cvtColor(group_photo_from(data.astronaut(), 3, 240), cv2.COLOR_RGB2GRAY)
     clip = tmp_path / "gray.mp4"
-    make_clip(np.repeat(gray[:, :, None], 3, axis=2), clip, size=(256, 144), fps=10, seconds=0.2,
-              degradation=None, sidecar=False, audio=False)
+    make_clip(np.repeat(gray[:, :, None], 3, axis=2), clip, ClipSpec(size=(256, 144), fps=10, seconds=0.2,
+              degradation=None, audio=False), sidecar=False)
     frames_in = [f.rgb for f in read_frames(clip, probe_video(clip))]
     assert all((f[..., 0] == f[..., 1]).all() and (f[..., 1] == f[..., 2]).all() for f in frames_in)
     status, err = run_cli(["restore", clip, "-o", tmp_path / "out", *_small_nets(tmp_path)], capsys)
@@ -152,11 +152,12 @@ def test_clip_without_faces_is_said_early_and_searched_sparsely(tmp_path, caplog
     from skimage import data
 
     from difface.face import get_detector
-    from difface.video import VideoOptions, restore_video
-    from difface.video.synth import make_clip
+    from difface.video import FaceParts, VideoOptions, restore_video
+    from difface.video.synth import ClipSpec, make_clip
 
     clip = tmp_path / "coffee.mp4"
-    make_clip(data.coffee(), clip, size=(160, 96), fps=10, seconds=4, degradation=None, sidecar=False, audio=False)
+    make_clip(data.coffee(), clip, ClipSpec(size=(160, 96), fps=10, seconds=4, degradation=None, audio=False),
+              sidecar=False)
 
     class Counting:
         name = "mtcnn"
@@ -174,7 +175,7 @@ def test_clip_without_faces_is_said_early_and_searched_sparsely(tmp_path, caplog
         raise AssertionError("no face should reach the restorer")
 
     with caplog.at_level(logging.INFO, logger="difface"):
-        res = restore_video(clip, tmp_path / "out.mp4", restore_faces=never, detector=det, face_size=64, upscale=1,
+        res = restore_video(clip, tmp_path / "out.mp4", FaceParts(never, det, 64), upscale=1,
                             options=VideoOptions(det_min_side=160), progress=False)  # detect at the clip's size
     said = [r.getMessage() for r in caplog.records if "0 faces in the first" in r.getMessage()]
     assert said == [f"{clip}: 0 faces in the first 20 frames (2.0 s); looking for faces in every 5th frame until "

@@ -18,7 +18,7 @@ from difface.face import band
 from difface.face.align import align_faces
 from difface.face.background import lanczos_upsampler
 from difface.face.detect import Detections, get_detector
-from difface.face.photo import crop_sides, find_faces, restore_photo
+from difface.face.photo import PhotoSettings, crop_sides, find_faces, restore_photo
 from difface.images import LoadedImage, image_to_tensor, read_image, tensor_to_image
 from difface.metrics.sharpness import changed_mask, detail_ratio
 from difface.pipeline import PhotoOptions, RestoreOptions, RestorePipeline
@@ -133,7 +133,7 @@ def test_whole_photo_at_upscale_1_keeps_its_detail(photo_pipe, astronaut, known)
         assert changed_mask(out, photo).mean() > 0.005
         assert detail_ratio(out, photo) >= 0.9
         old = restore_photo(photo, lambda x: photo_pipe.restore_faces(x).result, detector=known, face_size=64,
-                            upscale=1, bg_upsampler=lanczos_upsampler, keep_detail=False)
+                            settings=PhotoSettings(upscale=1, keep_detail=False), bg_upsampler=lanczos_upsampler)
         assert detail_ratio(_q8(old.image), photo) < 0.6  # the face pasted from 64 px, as before
 
 
@@ -143,18 +143,19 @@ def test_photo_faces_of_any_size_lose_nothing_to_the_paste(astronaut, known):
     for scale in (0.3, 1.0):
         photo = _q8(cv2.resize(astronaut, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
         for up in (1, 2):
-            kw = dict(detector=known, face_size=64, upscale=up, bg_upsampler=lanczos_upsampler)
-            merged = restore_photo(photo, lambda x: x.clone(), **kw)
+            kw = dict(detector=known, face_size=64, bg_upsampler=lanczos_upsampler)
+            merged = restore_photo(photo, lambda x: x.clone(), settings=PhotoSettings(upscale=up), **kw)
             assert merged.num_faces == 1
             np.testing.assert_array_equal(merged.image, lanczos_upsampler(photo, up))
             if up == 1:
-                whole = restore_photo(photo, lambda x: x.clone(), keep_detail=False, **kw)
+                whole = restore_photo(photo, lambda x: x.clone(),
+                                      settings=PhotoSettings(upscale=1, keep_detail=False), **kw)
                 assert detail_ratio(_q8(whole.image), photo) < 0.7
     # a parsing mask of zeros keeps the background; the outlines are drawn on top of the corrections
-    kw = dict(detector=known, face_size=64, upscale=1, bg_upsampler=lanczos_upsampler)
+    kw = dict(detector=known, face_size=64, settings=PhotoSettings(upscale=1), bg_upsampler=lanczos_upsampler)
     masked = restore_photo(astronaut, lambda x: 1 - x, mask_fn=lambda f: np.zeros(f.shape[:2], np.float32), **kw)
     np.testing.assert_array_equal(masked.image, astronaut)
-    boxed = restore_photo(astronaut, lambda x: 1 - x, draw_boxes=True, **kw)
+    boxed = restore_photo(astronaut, lambda x: 1 - x, **{**kw, "settings": PhotoSettings(upscale=1, draw_boxes=True)})
     assert np.abs(boxed.image - restore_photo(astronaut, lambda x: 1 - x, **kw).image).max() > 0.5
 
 

@@ -12,7 +12,7 @@ from difface.config import say_options
 from difface.device import DTYPES
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
 from difface.fastplan import MEASURED_FALLBACK, plan_for
-from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, apply_to_args, bundled_cpu_backend, resolve
+from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, bundled_cpu_backend, resolve, resolve_args
 from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, prior_sha256, store_schedule
 
@@ -68,21 +68,22 @@ def test_explicit_options_replace_the_presets_parts():
         resolve("quick", {}, AVX2)
 
 
-def test_apply_to_args_is_idempotent():
+def test_resolve_args_reads_the_arguments_and_never_writes_them():
     ns = argparse.Namespace(preset="official", backend=None, dtype=None, fast=None, sampler=None, nfe=None,
                             schedule=None, device="cpu")
-    apply_to_args(ns)
-    apply_to_args(ns)
+    before = dict(vars(ns))
+    first, second = resolve_args(ns), resolve_args(ns)
+    assert vars(ns) == before and first == second
     backend = bundled_cpu_backend(None, None, device="cpu") or "torch"  # no prior given: the bundled model
-    assert (ns.backend, ns.dtype, ns.fast, ns.sampler, ns.nfe, ns.schedule) == (backend, "fp32", False, "official",
-                                                                                None, "even")
+    o = first.options
+    assert (o["backend"], o["dtype"], o["fast"], o["sampler"], o["nfe"], o["schedule"]) == (backend, "fp32", False,
+                                                                                          "official", None, "even")
 
 
 def _official(**given) -> argparse.Namespace:
     ns = argparse.Namespace(**{**dict(preset="official", backend=None, dtype=None, fast=None, sampler=None, nfe=None,
                                       schedule=None, device="cpu", prior=None, estimator=None, compile=False), **given})
-    apply_to_args(ns)
-    return ns
+    return argparse.Namespace(**resolve_args(ns).options)
 
 
 def test_bundled_model_on_a_cpu_runs_through_onnxruntime_unless_told_otherwise():

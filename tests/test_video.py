@@ -23,6 +23,7 @@ from difface.face.detect import Detections  # noqa: E402
 from difface.video import (  # noqa: E402
     CorruptVideoError,
     EmptyVideoError,
+    FaceParts,
     FaceTracker,
     NotAVideoError,
     NoVideoStreamError,
@@ -33,7 +34,7 @@ from difface.video import (  # noqa: E402
     restore_video,
     smooth_landmarks,
 )
-from difface.video.synth import CameraPath, Degradation, group_photo_from, make_clip  # noqa: E402
+from difface.video.synth import CameraPath, ClipSpec, Degradation, group_photo_from, make_clip  # noqa: E402
 
 SIZE = (256, 144)
 OPTS = dict(det_min_side=144, segment_seconds=0.4, preset="ultrafast")
@@ -62,7 +63,7 @@ def detector():
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, photo) -> Path:
     path = tmp_path_factory.mktemp("clips") / "pan.mp4"
-    make_clip(photo, path, size=SIZE, fps=25, seconds=1.2, seed=3)
+    make_clip(photo, path, ClipSpec(size=SIZE, fps=25, seconds=1.2, seed=3))
     return path
 
 
@@ -93,7 +94,7 @@ def test_restore_keeps_frames_rate_duration_and_audio(clip, detector, tmp_path):
     src = probe_video(clip)
     assert (src.width, src.height, src.frames, src.fps) == (*SIZE, 30, 25) and src.audio
     log: list = []
-    res = restore_video(clip, tmp_path / "out.mp4", restore_faces=invert, detector=detector, face_size=64,
+    res = restore_video(clip, tmp_path / "out.mp4", FaceParts(invert, detector, 64),
                         upscale=2, options=VideoOptions(**OPTS), progress=False, on_frame=log.append)
     out = probe_video(tmp_path / "out.mp4")
     assert (out.width, out.height) == (2 * SIZE[0], 2 * SIZE[1])
@@ -120,8 +121,8 @@ def test_restore_keeps_frames_rate_duration_and_audio(clip, detector, tmp_path):
                     reason="writing a display matrix needs PyAV >= 17 (reading it works from 16)")
 def test_rotation_is_applied_to_the_pixels(photo, detector, tmp_path):
     kw = dict(size=(96, 64), fps=10, seconds=0.5, degradation=None, audio=False, crf=0)
-    make_clip(photo, tmp_path / "plain.mp4", **kw)
-    make_clip(photo, tmp_path / "rot.mp4", rotation=90, **kw)
+    make_clip(photo, tmp_path / "plain.mp4", ClipSpec(**kw))
+    make_clip(photo, tmp_path / "rot.mp4", ClipSpec(rotation=90, **kw))
     info = probe_video(tmp_path / "rot.mp4")
     assert info.rotation == 90 and (info.coded_width, info.coded_height) == (64, 96)
     assert (info.width, info.height) == (96, 64)
@@ -129,7 +130,7 @@ def test_rotation_is_applied_to_the_pixels(photo, detector, tmp_path):
     rot = [f.rgb for f in read_frames(tmp_path / "rot.mp4", info)]
     assert rot[0].shape == (64, 96, 3)
     assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(plain, rot)) < 2.0
-    restore_video(tmp_path / "rot.mp4", tmp_path / "out.mp4", restore_faces=invert, detector=detector, face_size=64,
+    restore_video(tmp_path / "rot.mp4", tmp_path / "out.mp4", FaceParts(invert, detector, 64),
                   upscale=1, options=VideoOptions(det_min_side=64), progress=False)
     out = probe_video(tmp_path / "out.mp4")
     assert (out.width, out.height, out.rotation) == (96, 64, 0)
@@ -152,17 +153,17 @@ def test_interrupted_run_leaves_no_output_and_resumes(clip, detector, tmp_path):
     opts = VideoOptions(**OPTS, batch_frames=2)
     dst = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        restore_video(clip, dst, restore_faces=_Fails(fail_at=12), detector=detector, face_size=64, upscale=1,
+        restore_video(clip, dst, FaceParts(_Fails(fail_at=12), detector, 64), upscale=1,
                       options=opts, progress=False)
     assert not dst.exists()
     manifest = json.loads((tmp_path / ".out.mp4.parts" / "manifest.json").read_text())
     assert manifest["segments"]  # complete segments were kept for the rerun
     second = _Fails()
-    res = restore_video(clip, dst, restore_faces=second, detector=detector, face_size=64, upscale=1,
+    res = restore_video(clip, dst, FaceParts(second, detector, 64), upscale=1,
                         options=opts, progress=False)
     assert res.resumed_frames == manifest["segments"][-1]["end"] > 0
     fresh = _Fails()
-    restore_video(clip, tmp_path / "fresh.mp4", restore_faces=fresh, detector=detector, face_size=64, upscale=1,
+    restore_video(clip, tmp_path / "fresh.mp4", FaceParts(fresh, detector, 64), upscale=1,
                   options=opts, progress=False)
     assert second.calls < fresh.calls
     # Resuming gives the same video as an uninterrupted run (tracker state restored at the segment).
@@ -174,9 +175,9 @@ def test_interrupted_run_leaves_no_output_and_resumes(clip, detector, tmp_path):
 def test_changed_options_start_over(clip, detector, tmp_path):
     dst = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError):
-        restore_video(clip, dst, restore_faces=_Fails(fail_at=12), detector=detector, face_size=64, upscale=1,
+        restore_video(clip, dst, FaceParts(_Fails(fail_at=12), detector, 64), upscale=1,
                       options=VideoOptions(**OPTS, batch_frames=2), progress=False)
-    res = restore_video(clip, dst, restore_faces=_Fails(), detector=detector, face_size=64, upscale=1,
+    res = restore_video(clip, dst, FaceParts(_Fails(), detector, 64), upscale=1,
                         options=VideoOptions(**OPTS, batch_frames=2, seed=7), progress=False)
     assert res.resumed_frames == 0 and probe_video(dst).frames == 30
 
@@ -247,7 +248,7 @@ def test_other_containers_and_audio_mp4_cannot_hold(photo, detector, tmp_path):
     """MKV (H.264 + AAC): audio copied. AVI (MPEG-4 part 2 + MS ADPCM): ADPCM cannot go into MP4,
     so it is re-encoded to AAC of the same length."""
     mp4 = tmp_path / "a.mp4"
-    make_clip(photo, mp4, size=(96, 64), fps=10, seconds=0.6, degradation=None)
+    make_clip(photo, mp4, ClipSpec(size=(96, 64), fps=10, seconds=0.6, degradation=None))
     mkv = tmp_path / "a.mkv"
     with av.open(str(mp4)) as c, av.open(str(mkv), "w", format="matroska") as out:
         ins = [c.streams.video[0], c.streams.audio[0]]
@@ -256,7 +257,7 @@ def test_other_containers_and_audio_mp4_cannot_hold(photo, detector, tmp_path):
             if p.size:
                 p.stream = outs[p.stream.index]
                 out.mux(p)
-    res = restore_video(mkv, tmp_path / "mkv.mp4", restore_faces=invert, detector=detector, face_size=64, upscale=1,
+    res = restore_video(mkv, tmp_path / "mkv.mp4", FaceParts(invert, detector, 64), upscale=1,
                         options=VideoOptions(det_min_side=64), progress=False)
     assert res.audio["audio_copied"] == ["aac"] and probe_video(tmp_path / "mkv.mp4").frames == 6
     assert [b for _, b in audio_packets(tmp_path / "mkv.mp4")] == [b for _, b in audio_packets(mkv)]
@@ -275,7 +276,7 @@ def test_other_containers_and_audio_mp4_cannot_hold(photo, detector, tmp_path):
         af.sample_rate, af.pts = 22050, 0
         out.mux(a.encode(af))
         out.mux(a.encode(None))
-    res = restore_video(avi, tmp_path / "avi.mp4", restore_faces=invert, detector=detector, face_size=64, upscale=1,
+    res = restore_video(avi, tmp_path / "avi.mp4", FaceParts(invert, detector, 64), upscale=1,
                         options=VideoOptions(det_min_side=64), progress=False)
     assert res.audio["audio_reencoded"] == ["adpcm_ms"]
     with av.open(str(tmp_path / "avi.mp4")) as c:
@@ -289,9 +290,9 @@ def test_variable_frame_rate_keeps_timestamps_or_is_refused(detector, tmp_path):
     info = probe_video(src)
     assert info.variable_frame_rate and info.frames == 8
     with pytest.raises(VariableFrameRateError, match="vfr.mp4: variable frame rate"):
-        restore_video(src, tmp_path / "a.mp4", restore_faces=invert, detector=detector, face_size=64, upscale=1,
+        restore_video(src, tmp_path / "a.mp4", FaceParts(invert, detector, 64), upscale=1,
                       options=VideoOptions(refuse_vfr=True), progress=False)
-    restore_video(src, tmp_path / "b.mp4", restore_faces=invert, detector=detector, face_size=64, upscale=1,
+    restore_video(src, tmp_path / "b.mp4", FaceParts(invert, detector, 64), upscale=1,
                   options=VideoOptions(det_min_side=48), progress=False)
     assert video_times(tmp_path / "b.mp4") == video_times(src)
     assert probe_video(tmp_path / "b.mp4").duration == pytest.approx(info.duration, abs=1e-6)
@@ -308,13 +309,13 @@ def test_one_seed_per_track_and_fresh_seeds_without(clip, detector, tmp_path):
         for tid, s in zip(ff.track_ids, ff.seeds):
             seeds_of.setdefault(tid, set()).add(s)
 
-    restore_video(clip, tmp_path / "a.mp4", restore_faces=invert, detector=detector, face_size=64, upscale=1,
+    restore_video(clip, tmp_path / "a.mp4", FaceParts(invert, detector, 64), upscale=1,
                   options=VideoOptions(**OPTS), progress=False, on_frame=on_frame)
     assert seeds_of and all(len(s) == 1 for s in seeds_of.values())
     assert len({next(iter(s)) for s in seeds_of.values()}) == len(seeds_of)  # tracks differ
     assert max(sum(ff.index in range(30) for ff in log if tid in ff.track_ids) for tid in seeds_of) >= 20
     indep: list = []
-    restore_video(clip, tmp_path / "b.mp4", restore_faces=invert, detector=detector, face_size=64, upscale=1,
+    restore_video(clip, tmp_path / "b.mp4", FaceParts(invert, detector, 64), upscale=1,
                   options=VideoOptions.independent(**OPTS), progress=False, on_frame=indep.append)
     seeds = [s for ff in indep for s in ff.seeds]
     assert len(seeds) > 20 and len(set(seeds)) == len(seeds)
@@ -328,12 +329,11 @@ def test_batching_groups_faces_of_several_frames(clip, detector, tmp_path):
         sizes.append(len(x))
         return 1.0 - x
 
-    restore_video(clip, tmp_path / "a.mp4", restore_faces=restorer, detector=detector, face_size=64, upscale=1,
+    restore_video(clip, tmp_path / "a.mp4", FaceParts(restorer, detector, 64), upscale=1,
                   options=VideoOptions(**OPTS, batch_frames=8, batch_size=64), progress=False)
     per_frame: list[int] = []
-    restore_video(clip, tmp_path / "b.mp4", restore_faces=lambda x, s: per_frame.append(len(x)) or 1.0 - x,
-                  detector=detector, face_size=64, upscale=1, options=VideoOptions(**OPTS, batch_frames=1),
-                  progress=False)
+    restore_video(clip, tmp_path / "b.mp4", FaceParts(lambda x, s: per_frame.append(len(x)) or 1.0 - x, detector, 64),
+                  upscale=1, options=VideoOptions(**OPTS, batch_frames=1), progress=False)
     assert sum(sizes) == sum(per_frame) and max(sizes) > max(per_frame) and len(sizes) < len(per_frame)
 
 
@@ -382,21 +382,21 @@ def test_bounded_memory_on_a_long_clip(photo, tmp_path):
         import re, sys, torch
         torch.set_num_threads(1)
         from difface.face import get_detector
-        from difface.video import VideoOptions, restore_video
+        from difface.video import FaceParts, VideoOptions, restore_video
         def mib(field):
             return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
         rss = {}
         def on_frame(ff):
             if ff.index == 100:
                 rss["warm"] = mib("VmRSS")
-        restore_video(sys.argv[1], sys.argv[2], restore_faces=lambda x, s: 1.0 - x, detector=get_detector("mtcnn"),
-                      face_size=64, upscale=1, progress=False, on_frame=on_frame,
+        restore_video(sys.argv[1], sys.argv[2], FaceParts(lambda x, s: 1.0 - x, get_detector("mtcnn"), 64),
+                      upscale=1, progress=False, on_frame=on_frame,
                       options=VideoOptions(det_max_side=160, segment_seconds=2, preset="ultrafast"))
         print(rss["warm"], mib("VmHWM"))
     """)
     src, dst = tmp_path / "long.mp4", tmp_path / "out.mp4"
-    make_clip(photo, src, size=size, fps=25, seconds=frames / 25, camera=CameraPath(zoom0=1.0, zoom1=1.1),
-              degradation=Degradation(noise=2), crf=30)
+    make_clip(photo, src, ClipSpec(size=size, fps=25, seconds=frames / 25, camera=CameraPath(zoom0=1.0, zoom1=1.1),
+              degradation=Degradation(noise=2), crf=30))
     r = subprocess.run([sys.executable, "-c", script, str(src), str(dst)], capture_output=True, text=True, check=True)
     warm, peak = (float(v) for v in r.stdout.split()[-2:])
     assert probe_video(dst).frames == frames
@@ -412,14 +412,15 @@ def test_real_model_same_noise_per_track_steadies_a_still_shot(photo, detector, 
 
     still = CameraPath(center0=(0.5, 0.3), center1=(0.5, 0.3), zoom0=2.2, zoom1=2.2)
     src = tmp_path / "still.mp4"
-    make_clip(photo, src, size=(128, 96), fps=10, seconds=0.4, camera=still, degradation=None, audio=False, crf=0)
+    make_clip(photo, src, ClipSpec(size=(128, 96), fps=10, seconds=0.4, camera=still, degradation=None, audio=False,
+                                   crf=0))
     model = DifFace.load()
     rf = model_restorer(model, start_step=5)
     outs = {}
     for name, opts in {"track": VideoOptions(det_min_side=96, crf=0),
                        "indep": VideoOptions.independent(det_min_side=96, crf=0)}.items():
-        res = restore_video(src, tmp_path / f"{name}.mp4", restore_faces=rf, detector=detector,
-                            face_size=model.image_size, upscale=1, options=opts, progress=False)
+        res = restore_video(src, tmp_path / f"{name}.mp4", FaceParts(rf, detector, model.image_size),
+                            upscale=1, options=opts, progress=False)
         assert res.faces >= 4
         fr = [f.rgb.astype(float) for f in read_frames(tmp_path / f"{name}.mp4")]
         outs[name] = np.mean([np.abs(a - b).mean() for a, b in zip(fr, fr[1:])])

@@ -34,7 +34,7 @@ import torch
 
 from difface.face import band
 from difface.face.align import align_faces
-from difface.face.photo import crop_sides, find_faces, restore_photo
+from difface.face.photo import PhotoSettings, crop_sides, find_faces, restore_photo
 from difface.images import IMAGE_EXTENSIONS, LoadedImage, collect_inputs, image_to_tensor, read_image, write_image
 from difface.metrics.sharpness import CHANGE_THRESHOLD, changed_mask, detail_ratio
 from difface.pipeline import ModelOptions, PhotoOptions, RestoreOptions, RestorePipeline
@@ -144,8 +144,8 @@ def eval_photos(pipe: RestorePipeline, files: list[Path], save: Path | None, ups
                     "merge_128": dict(keep_detail=True, max_face_side=2.0 * s),
                     "merge_all": dict(keep_detail=True, max_face_side=None)}
         for key, kw in variants.items():
-            r = restore_photo(im.rgb, restorer, detector=detector, face_size=s, upscale=upscale, bg_upsampler=bg,
-                              batch_size=16, **kw)
+            r = restore_photo(im.rgb, restorer, detector=detector, face_size=s, bg_upsampler=bg,
+                              settings=PhotoSettings(upscale=upscale, batch_size=16, **kw))
             out = q8(r.image)
             row[f"ratio_{key}"] = detail_ratio(out, ref)
             row[f"faces_{key}"] = r.num_faces

@@ -20,6 +20,7 @@ no-smoothing and no-track-seeds (ablations). The restorer is `difface.restore.Di
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -30,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from difface.video import VideoOptions, model_restorer, read_frames, restore_video
+from difface.video import FaceParts, VideoOptions, model_restorer, read_frames, restore_video
 
 MODES = {
     "independent": lambda: VideoOptions.independent(),
@@ -153,10 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         if mode != "input":
             path = out_dir / f"{args.clip.stem}_{mode}.mp4"
             if not args.reuse:
-                opts = MODES[mode]()
-                opts.seed = args.seed
-                res = restore_video(args.clip, path, restore_faces=restorer, detector=detector,
-                                    face_size=model.image_size, upscale=args.upscale, options=opts, progress=True)
+                opts = dataclasses.replace(MODES[mode](), seed=args.seed)
+                res = restore_video(args.clip, path, FaceParts(restorer, detector, model.image_size),
+                                    upscale=args.upscale, options=opts, progress=True)
                 run = {"frames": res.frames, "faces": res.faces, "tracks": res.tracks,
                        "seconds": round(res.seconds, 2), "frames_per_s": round(res.frames_per_second, 4),
                        "faces_per_s": round(res.faces_per_second, 3)}

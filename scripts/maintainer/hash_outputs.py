@@ -127,12 +127,12 @@ def decoded_frames(path: Path) -> str:
 
 
 def item_clip(tmp: Path, ckpt: dict[str, Path]) -> dict[str, str]:
-    from difface.video.synth import make_clip
+    from difface.video.synth import ClipSpec, make_clip
 
     face = cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
     clip = tmp / "clip_in" / "clip.mov"
     clip.parent.mkdir()
-    make_clip(face, clip, size=(192, 192), fps=10, seconds=0.6, degradation=None, sidecar=False)
+    make_clip(face, clip, ClipSpec(size=(192, 192), fps=10, seconds=0.6, degradation=None), sidecar=False)
     out = tmp / "e"
     run_cli(["restore", str(clip), "-o", str(out), "--prior", str(ckpt["prior"]), "--estimator", str(ckpt["est"]),
              "--start-step", "2", "--bg-upsampler", "lanczos", "--upscale", "1"])
@@ -144,20 +144,21 @@ def item_clip(tmp: Path, ckpt: dict[str, Path]) -> dict[str, str]:
 
 def item_app(tmp: Path) -> dict[str, str]:
     from difface.app import AppServer
+    from difface.app.handlers import InpaintForm, RestoreForm
 
     s = AppServer(device="cpu", work_dir=tmp / "app-work")
     try:
         label = next(iter(s.restore_models))
-        common = dict(start="model default", start_custom=None, eta=None, sampler="official", nfe=None, seed=12345)
-        face = s.restore(str(ASTRONAUT), "aligned face", label, upscale=2, **common)
-        photo = s.restore(str(group_photo(tmp / "app_group.png")), "whole photo", label, upscale=2, **common)
+        face = s.restore(str(ASTRONAUT), RestoreForm(label, seed=12345, mode="aligned face", upscale=2))
+        photo = s.restore(str(group_photo(tmp / "app_group.png")), RestoreForm(label, seed=12345, mode="whole photo",
+                                                                                upscale=2))
         hashes = {"f_app/restore_aligned.png": sha(Path(face["file"]).read_bytes()),
                   "f_app/restore_photo.png": sha(Path(photo["file"]).read_bytes())}
         if s.inpaint_models:
             painted = np.zeros((96, 96), bool)
             painted[30:50, 20:70] = True
-            out = s.inpaint(str(ASTRONAUT), painted, None, next(iter(s.inpaint_models)), "custom", 10, None,
-                            "official", None, 7)
+            out = s.inpaint(str(ASTRONAUT), painted, None, InpaintForm(next(iter(s.inpaint_models)), "custom", 10,
+                                                                       seed=7))
             hashes["f_app/inpaint.png"] = sha(Path(out["file"]).read_bytes())
         return hashes
     finally:

@@ -22,7 +22,7 @@ from skimage import data
 from difface.data.degrade import degrade_fixed
 from difface.face import band
 from difface.face.align import align_faces
-from difface.face.photo import find_faces, restore_photo
+from difface.face.photo import PhotoSettings, find_faces, restore_photo
 from difface.images import LoadedImage, image_to_tensor, tensor_to_image, write_image
 from difface.metrics.sharpness import detail_ratio
 from difface.pipeline import PhotoOptions, RestoreOptions, RestorePipeline
@@ -68,7 +68,7 @@ def main() -> None:
                      label(big(now), "now: band merge")])
     now = q8(whole.restore_image(LoadedImage(photo, None, 8, False)).image)
     was = q8(restore_photo(photo, lambda x: whole.restore_faces(x).result, detector=whole._photo_parts()[0],
-                           face_size=s, upscale=1, keep_detail=False).image)
+                           face_size=s, settings=PhotoSettings(upscale=1, keep_detail=False)).image)
     print(f"whole photo at --upscale 1: detail ratio before (--max-face-size 0) {detail_ratio(was, photo):.3f}, "
           f"now {detail_ratio(now, photo):.3f}")
     y0, x0 = 20, 120  # the face region of the 512x512 photo

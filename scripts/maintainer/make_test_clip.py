@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from difface.images import read_image
-from difface.video.synth import CameraPath, Degradation, make_clip
+from difface.video.synth import CameraPath, ClipSpec, Degradation, make_clip
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 DEFAULT_PHOTO = SHARED / "real-world" / "difface-testdata" / "Solvay_conference_1927.png"
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         extra["faces"] = dets.to_json()  # boxes and landmarks in photo pixels
     deg = None if args.clean else Degradation(args.blur, args.scale, args.noise, args.jpeg)
     cam = CameraPath(tuple(args.center0), tuple(args.center1), args.zoom0, args.zoom1)
-    meta = make_clip(photo, args.output, size=(w, h), fps=args.fps, seconds=args.seconds, camera=cam,
-                     degradation=deg, audio=not args.no_audio, seed=args.seed, crf=args.crf, extra=extra)
+    meta = make_clip(photo, args.output, ClipSpec(size=(w, h), fps=args.fps, seconds=args.seconds, camera=cam,
+                     degradation=deg, audio=not args.no_audio, seed=args.seed, crf=args.crf), extra=extra)
     visible = _visible_faces(meta)
     print(f"{args.output}: {w}x{h}, {meta['frames']} frames at {args.fps:g} fps, {meta['seconds']:.2f} s, "
           f"{len(meta.get('faces', []))} faces on the photo, {visible} fully in every frame; "

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from difface import models
-from difface.backends import BackendUnavailable, backend_network, check_backend
+from difface.backends import RUNTIMES, BackendUnavailable, backend_network, check_backend
 from difface.device import DTYPES, autocast, fast_module
 
 
@@ -244,14 +244,15 @@ def benchmark_backends(
             continue
         _reset_peak_rss()
         t0 = time.perf_counter()
-        if backend == "torch":
+        own = RUNTIMES[backend].build is None  # torch runs the modules themselves
+        if own:
             net_p, net_e = fast_module(prior, channels_last=cl), fast_module(estimator, channels_last=cl)
             runtime = f"torch {torch.__version__}"
         else:
             net_p = backend_network(prior, backend, dtype=dtype, image_size=size)
             net_e = backend_network(estimator, backend, dtype=dtype, image_size=size)
             runtime = net_p.description
-        dt = DTYPES[dtype] if backend == "torch" else torch.float32
+        dt = DTYPES[dtype] if own else torch.float32
 
         def run_p(net=net_p, dt=dt) -> torch.Tensor:
             with torch.inference_mode(), autocast(device, dt):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from difface.backends import BACKENDS as BACKEND_NAMES  # re-exported: where the network forwards run
-from difface.backends import BackendUnavailable, check_backend
+from difface.backends import RUNTIMES, BackendUnavailable, check_backend
 from difface.device import DTYPES
 from difface.diffusion.schedule import space_timesteps
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SAMPLERS, SOLVERS  # noqa: F401 (re-exported: the registry owns them)
@@ -42,6 +42,7 @@ DEFAULT_UPSCALE = 2
 DEFAULT_CRF = 18
 DEFAULT_BATCH_FRAMES = 8
 DEFAULT_MAX_VIDEO_SECONDS = 300.0  # longer clips are refused from the header (0: no limit)
+DEFAULT_X264_PRESET = "medium"  # libx264 speed/size preset of the videos written (difface.video.encode)
 SCHEDULES = ("even", "fitted")  # timesteps of the few-step samplers (difface.schedules: fitted ones)
 DEFAULT_RUN_PRESET = "official"
 RUN_PRESETS = (DEFAULT_RUN_PRESET, "fast")  # --preset (difface.presets): what runs where, on top of the model presets
@@ -197,19 +198,20 @@ def respaced_length(steps: str) -> int:
 
 def _check_backend(backend: str, dtype: str, torch_only: bool) -> None:
     """OptionError("backend") for an unknown or missing backend (with the pip command) or a combination
-    it cannot run (difface.backends)."""
-    if backend not in BACKEND_NAMES:
+    it cannot run on any device (its entry of difface.backends.RUNTIMES)."""
+    if backend not in RUNTIMES:
         raise OptionError("backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
     try:
         check_backend(backend)
     except BackendUnavailable as e:
         raise OptionError("backend", str(e)) from None
-    if torch_only:
+    runtime = RUNTIMES[backend]
+    if torch_only and runtime.build is not None:
         raise OptionError("backend", f"{ref('fast')} and {ref('compile')} are torch options; leave them out with "
                           f"{backend}")
-    if backend == "onnxruntime" and dtype == "bf16":
-        raise OptionError("backend", f"onnxruntime runs fp32 (fp16 on a GPU); for bf16 use {ref('backend')} "
-                          "openvino or torch")
+    why = runtime.refusal(dtype)
+    if why:
+        raise OptionError("backend", why)
 
 
 @dataclass(frozen=True)
@@ -241,8 +243,7 @@ class ModelOptions:
         respaced_length(self.steps)
         if self.dtype not in DTYPES:
             raise OptionError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.backend != "torch":
-            _check_backend(self.backend, self.dtype, self.fast or self.compile)
+        _check_backend(self.backend, self.dtype, self.fast or self.compile)
         check_threads(self.threads)
 
 
@@ -310,14 +311,22 @@ class PhotoOptions:
 
 @dataclass(frozen=True)
 class VideoSettings:
-    """Videos (difface.video): the temporal-consistency parts (each can be switched off for comparison)
-    and the encoder.
+    """Videos (difface.video.restore_video takes this whole): the temporal-consistency parts (each can be switched
+    off for comparison), face finding, the encoder and the limits.
 
-    tracking: follow faces across frames; track_seeds: one noise seed per track (the same noise for the
-    same face in every frame); smoothing: landmarks smoothed over time (needs tracking); batch_frames:
-    frames whose faces are restored together; crf: H.264 quality (0-51, lower is better); resume: reuse
-    the finished segments of an interrupted run; refuse_vfr: refuse a variable frame rate instead of
-    keeping every frame's timestamp.
+    tracking: follow faces across frames (off: every frame on its own); track_seeds: one noise seed per track
+    (the same noise for the same face in every frame; off: a new seed for every face in every frame); smoothing:
+    landmarks smoothed over +-smooth_radius frames (needs tracking; also fills frames where the detector missed
+    a tracked face); batch_frames: frames whose faces are restored together (1: frame by frame), at most
+    batch_size faces per call; crf: H.264 quality (0-51, lower is better) at x264 `preset`; resume: reuse the
+    finished segments (segment_seconds long) of an interrupted run; refuse_vfr: refuse a variable frame rate
+    instead of keeping every frame's timestamp; max_seconds / max_pixels: clips longer / frames larger are
+    refused from the header (None or 0: no limit). robust_alignment: LMedS alignment (the photo default) or
+    least squares; None picks least squares with smoothing (LMedS can switch inlier sets between frames, a
+    jump) and LMedS without. min_eye_dist, det_min_side, det_max_side: face finding; max_face_side: faces whose
+    aligned crop spans more input pixels are left as they are; max_missing: frames a track survives unseen.
+    Within RestoreOptions, seed, batch_size, max_face_side and max_pixels are set from the other options
+    (sampling.seed, batch_size (at least 16), photo.max_face_size, max_pixels) by difface.pipeline.video.
     """
 
     tracking: bool = True
@@ -327,12 +336,30 @@ class VideoSettings:
     crf: int = DEFAULT_CRF
     resume: bool = True
     refuse_vfr: bool = False
-    max_seconds: float = DEFAULT_MAX_VIDEO_SECONDS  # difface.video.io
+    max_seconds: float | None = DEFAULT_MAX_VIDEO_SECONDS  # difface.video.io
+    smooth_radius: int = 4
+    batch_size: int = 16
+    seed: int = DEFAULT_SEED
+    min_eye_dist: float = 5.0
+    max_face_side: float | None = None
+    max_missing: int = 5
+    det_min_side: int = 640
+    det_max_side: int = 2048
+    robust_alignment: bool | None = None
+    preset: str = DEFAULT_X264_PRESET
+    segment_seconds: float = 10.0
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         _int("batch_frames", self.batch_frames, 1, 256)
         _int("crf", self.crf, 0, 51)
-        _number("max_seconds", self.max_seconds, 0)
+        if self.max_seconds is not None:
+            _number("max_seconds", self.max_seconds, 0)
+
+    @classmethod
+    def independent(cls, **kw) -> VideoSettings:
+        """Per-frame independent restoration: no tracking, no smoothing, per-frame seeds, no batching."""
+        return cls(tracking=False, track_seeds=False, smoothing=False, batch_frames=1, **kw)
 
 
 @dataclass(frozen=True)

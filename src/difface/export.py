@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +93,27 @@ def schedule_of(model: DifFace) -> dict:
             "timestep_map": d.timestep_map.tolist(), "respaced_alphas_cumprod": d.alphas_cumprod.tolist()}
 
 
-def export_model(model: DifFace, outdir: str | os.PathLike, *, start_step: int | None = None, eta: float | None = None,
-                 sampler: str = OFFICIAL, nfe: int | None = None, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
+@dataclass(frozen=True)
+class ExportSettings:
+    """What `export_model` writes: the sampling plan from respaced `start_step` (None: the model's default) at
+    `eta` (None: the model's) with `sampler` (one of EXPORT_SAMPLERS; nfe: evaluations of ddim, None:
+    DEFAULT_NFE), graphs at precision `dtype` (fp32 | fp16) and ONNX `opset`."""
+
+    start_step: int | None = None
+    eta: float | None = None
+    sampler: str = OFFICIAL
+    nfe: int | None = None
+    dtype: str = "fp32"
+    opset: int = DEFAULT_OPSET
+
+
+def export_model(model: DifFace, outdir: str | os.PathLike, settings: ExportSettings | None = None, *,
                  cache_root: str | os.PathLike | None = None, log=print) -> dict:
-    """Write the model's graphs (through the export cache) and manifest.json into `outdir`; returns the manifest."""
+    """Write the model's graphs (through the export cache) and manifest.json into `outdir` as `settings` say
+    (None: the defaults); returns the manifest."""
+    settings = settings or ExportSettings()
+    start_step, eta, sampler, nfe = settings.start_step, settings.eta, settings.sampler, settings.nfe
+    dtype, opset = settings.dtype, settings.opset
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     est_name = "inpainter" if model.task == "inpainting" else "estimator"

@@ -22,11 +22,12 @@ Options given explicitly replace the preset's parts (`explicit`), and the line n
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
-from difface.backends import available_backends
+from difface.backends import RUNTIMES, available_backends
 from difface.config import DEFAULT_NFE, DEFAULT_RUN_PRESET, RUN_PRESETS, ModelOptions, PhotoOptions, SamplingOptions
 from difface.device import cpu_has_native_bf16
 from difface.fastplan import MEASURED_FALLBACK
@@ -66,6 +67,38 @@ class Resolved:
     line: str | None
 
 
+# (condition on the machine, the networks' settings: backend / dtype / fast, why): the first row that holds applies
+NetworkRule = tuple[Callable[[Machine], bool], Mapping[str, object], str]
+
+
+@dataclass(frozen=True)
+class RunPreset:
+    """One `--preset`: networks, rows of (condition, settings, why) per machine kind, the first that holds is used
+    (none: the official networks and nothing said); settings: the other options it sets (keys of OFFICIAL)."""
+
+    networks: tuple[NetworkRule, ...] = ()
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+
+FAST_NETWORKS: tuple[NetworkRule, ...] = (
+    (lambda m: m.device == "cuda", {"backend": "torch", "dtype": "fp32", "fast": False},
+     "CUDA: GPU precisions not measured yet"),
+    (lambda m: bool(m.native_bf16), {"backend": "torch", "dtype": "bf16", "fast": True},
+     "this CPU has bf16 instructions"),
+    (lambda m: "onnxruntime" in m.backends, {"backend": "onnxruntime", "dtype": "fp32", "fast": False},
+     "no bf16 instructions on this CPU"),
+    (lambda m: True, {"backend": "torch", "dtype": "fp32", "fast": True},
+     "no bf16 instructions on this CPU, onnxruntime not installed"),
+)
+# Every run preset: adding one is an entry here (its name in difface.config.RUN_PRESETS too).
+RUN_PRESET_TABLE: dict[str, RunPreset] = {
+    DEFAULT_RUN_PRESET: RunPreset(),
+    "fast": RunPreset(FAST_NETWORKS, {"sampler": FAST_SAMPLER, "nfe": FAST_NFE, "schedule": "fitted",
+                                      "bg_upsampler": "lanczos"}),
+}
+assert tuple(RUN_PRESET_TABLE) == RUN_PRESETS, "difface.config.RUN_PRESETS names the presets of the table"
+
+
 def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None = None) -> Resolved:
     """Options (keys of OFFICIAL) for preset `name` with `explicit` (option -> value given on the command line,
     None entries ignored) replacing its parts. ValueError for an unknown preset. line: None for "official"
@@ -73,30 +106,20 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     --upscale (only for the line). The fast preset upscales the background with Lanczos (at --upscale 1: keeps
     it as it is) unless --bg-upsampler is given: Real-ESRGAN x2 of a 1.1 MP photo costs about as much as 4 faces
     of the fast preset, and no backend makes it cheaper on a CPU (docs/speed.md, whole photos)."""
-    if name not in RUN_PRESETS:
+    if name not in RUN_PRESET_TABLE:
         raise ValueError(f"`preset` must be one of {', '.join(RUN_PRESETS)}, got {name!r}")
+    preset = RUN_PRESET_TABLE[name]
     given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL}
-    if name == "official":
-        return Resolved({**OFFICIAL, **given}, None, None)
-    if machine.device == "cuda":
-        nets = {"backend": "torch", "dtype": "fp32", "fast": False}
-        why = "CUDA: GPU precisions not measured yet"
-    elif machine.native_bf16:
-        nets = {"backend": "torch", "dtype": "bf16", "fast": True}
-        why = "this CPU has bf16 instructions"
-    elif "onnxruntime" in machine.backends:
-        nets = {"backend": "onnxruntime", "dtype": "fp32", "fast": False}
-        why = "no bf16 instructions on this CPU"
-    else:
-        nets = {"backend": "torch", "dtype": "fp32", "fast": True}
-        why = "no bf16 instructions on this CPU, onnxruntime not installed"
-    lanczos = "bg_upsampler" not in given
-    opts = {**nets, "sampler": FAST_SAMPLER, "nfe": FAST_NFE, "schedule": "fitted",
-            "bg_upsampler": "lanczos" if lanczos else given["bg_upsampler"]}
+    if not preset.networks:
+        return Resolved({**OFFICIAL, **preset.settings, **given}, None, None)
+    nets, why = next((dict(settings), why) for holds, settings, why in preset.networks if holds(machine))
+    lanczos = preset.settings.get("bg_upsampler") == "lanczos" and "bg_upsampler" not in given
+    opts = {**OFFICIAL, **nets, **preset.settings}
     if "backend" in given and "fast" not in given:  # channels-last is a torch option, and pays on a CPU
         opts["fast"] = given["backend"] == "torch" and machine.device == "cpu"
-    if "backend" in given and given["backend"] != "openvino" and "dtype" not in given and opts["dtype"] == "bf16":
-        opts["dtype"] = "bf16" if given["backend"] == "torch" else "fp32"  # onnxruntime runs fp32 on a CPU
+    if "backend" in given and "dtype" not in given and opts["dtype"] == "bf16" and \
+            RUNTIMES[given["backend"]].refusal("bf16") is not None:
+        opts["dtype"] = "fp32"  # onnxruntime runs fp32 on a CPU
     if given.get("sampler") == "official":
         opts.update(nfe=None, schedule="even")
     opts.update(given)
@@ -110,7 +133,7 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
         steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (fitted schedule)"
     else:
         steps = f"{opts['sampler']} {opts['nfe'] or DEFAULT_NFE} NFE (even schedule)"
-    line = f"preset fast: backend {backend} ({why}), {steps}"
+    line = f"preset {name}: backend {backend} ({why}), {steps}"
     if lanczos:
         line += (", background kept as it is (`upscale` 1)" if upscale == 1 else ", background Lanczos") + \
             " (Real-ESRGAN x2 costs about 20 UNet forwards a megapixel: `bg_upsampler` realesrgan)"
@@ -119,29 +142,26 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     return Resolved(opts, fallback, line)
 
 
-def apply_to_args(args) -> Resolved:
-    """Fill the preset's options into parsed arguments (argparse.Namespace) whose preset-controlled options are
-    None when not given; logs the preset's line (fast). Idempotent: a second call returns the first result."""
-    done = getattr(args, "_preset_resolved", None)
-    if done is not None:
-        return done
+def resolve_args(args) -> Resolved:
+    """The preset's options for parsed arguments (argparse.Namespace, whose preset-controlled options are None when
+    not given): `resolve` on this machine, and for the bundled model on a CPU its backend (bundled_cpu_backend);
+    logs the preset's line. Reads the arguments and never writes them: the caller builds its options from them
+    with these values (difface.commands.options)."""
     explicit = {k: getattr(args, k, None) for k in OFFICIAL}
     name = getattr(args, "preset", None) or DEFAULT_RUN_PRESET
-    machine = Machine.detect(getattr(args, "device", "auto")) if name == "fast" else Machine()
+    preset = RUN_PRESET_TABLE.get(name)
+    machine = Machine.detect(getattr(args, "device", "auto")) if preset and preset.networks else Machine()
     res = resolve(name, explicit, machine, upscale=getattr(args, "upscale", None))
-    for k, v in res.options.items():
-        setattr(args, k, v)
-    if name == "official" and explicit.get("backend") is None and bundled_cpu_backend(
+    options = dict(res.options)
+    if not preset.networks and explicit.get("backend") is None and bundled_cpu_backend(
             getattr(args, "prior", None), getattr(args, "estimator", None), device=getattr(args, "device", "auto"),
             dtype=explicit.get("dtype"), fast=explicit.get("fast"), compile=getattr(args, "compile", False),
             inpainting=hasattr(args, "mask")):
-        args.backend = BUNDLED_CPU_BACKEND
+        options["backend"] = BUNDLED_CPU_BACKEND
         logging.getLogger("difface").info("%s", BUNDLED_CPU_LINE)
-    args.schedule_fallback = res.fallback
-    args._preset_resolved = res
     if res.line:
         logging.getLogger("difface").info("%s", res.line)
-    return res
+    return Resolved(options, res.fallback, res.line)
 
 
 # The bundled small model's restorations on a CPU run through onnxruntime when it is installed and no backend,
@@ -170,9 +190,10 @@ def bundled_cpu_backend(prior: str | None, estimator: str | None, *, device: str
 def app_networks(name: str, backend: str | None, dtype: str | None, device: str = "auto") -> tuple[str, str]:
     """(backend, dtype) of `difface app --preset NAME`: the preset's networks (channels-last and the sampler are
     not options of the app), the explicit ones replacing them; logs the preset's line for "fast"."""
-    machine = Machine.detect(device) if name == "fast" else Machine()
+    preset = RUN_PRESET_TABLE.get(name)
+    machine = Machine.detect(device) if preset and preset.networks else Machine()
     res = resolve(name, {"backend": backend, "dtype": dtype}, machine)
     if res.line:
         nets = f"backend {res.options['backend']} {res.options['dtype']}"
-        logging.getLogger("difface").info("preset fast: %s (the sampler is chosen on the page)", nets)
+        logging.getLogger("difface").info("preset %s: %s (the sampler is chosen on the page)", name, nets)
     return res.options["backend"], res.options["dtype"]

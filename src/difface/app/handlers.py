@@ -1,8 +1,8 @@
 """The work behind the app's buttons: `AppServer.restore` / `AppServer.inpaint` (usable without a browser).
 
     server = AppServer(device="cpu")
-    out = server.restore("face.png", "aligned face", next(iter(server.restore_models)), "model default", None,
-                         None, "official", None, 12345, 2, report=lambda fraction, text: print(fraction, text))
+    form = RestoreForm(next(iter(server.restore_models)), mode="aligned face", seed=12345)
+    out = server.restore("face.png", form, report=lambda fraction, text: print(fraction, text))
     out["file"]   # the PNG written: byte for byte what `difface restore` writes; out["log"] names that command
 
 Each request builds its options through `difface.config` (so every option is checked as on the command line),
@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -64,6 +64,33 @@ MODES = ("whole photo", "aligned face")
 KEEP_RESULTS_S = 3600
 
 Report = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class SamplingForm:
+    """The sampling controls of a tab as the page gives them: model label, start choice (START_CHOICES), custom
+    start step, eta, sampler, NFE, seed (numbers as floats or None; checked when the options are built)."""
+
+    model: str
+    start: str = "model default"
+    start_custom: float | None = None
+    eta: float | None = None
+    sampler: str = "official"
+    nfe: float | None = None
+    seed: float | None = SEED
+
+
+@dataclass(frozen=True)
+class RestoreForm(SamplingForm):
+    """The Restore tab's values: the sampling controls, the input mode (MODES) and the upscale of whole photos."""
+
+    mode: str = MODES[0]
+    upscale: float = 2
+
+
+@dataclass(frozen=True)
+class InpaintForm(SamplingForm):
+    """The Inpaint tab's values: the sampling controls."""
 
 
 class _Progress:
@@ -133,19 +160,18 @@ class AppServer(ModelCatalogue):
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
     # -- requests ----------------------------------------------------------------------------------
-    def restore(self, path: str | None, mode: str, label: str, start: str, start_custom: float | None,
-                eta: float | None, sampler: str, nfe: float | None, seed: float | None, upscale: float,
-                report: Report = lambda f, t: None) -> dict:
+    def restore(self, path: str | None, form: RestoreForm, report: Report = lambda f, t: None) -> dict:
         """Restore an uploaded file as `difface restore` would; gr.Error (a message for the page) for a bad input
         or option. Returns {"slider": (before, after), "faces": gallery items, "file": the PNG written,
         "log": the log line, "message": a note such as "no face found ..." or "", "seconds", "result"}."""
         if not path:
             raise refuse("Upload a photo or an aligned face first.")
         src = Path(path)
-        sampling = _sampling(start, start_custom, eta, sampler, nfe, seed, self.auto)
+        label = form.model
+        sampling = _sampling(form, self.auto)
         options = _options(lambda: RestoreOptions(
-            model=self._model_options(label, "restoration"), sampling=sampling, aligned=mode == MODES[1],
-            photo=PhotoOptions(upscale=_integer(upscale, "upscale")), max_pixels=self.max_pixels))
+            model=self._model_options(label, "restoration"), sampling=sampling, aligned=form.mode == MODES[1],
+            photo=PhotoOptions(upscale=_integer(form.upscale, "upscale")), max_pixels=self.max_pixels))
         report(0.0, "loading the model")
         pipe = self._restore_pipeline(self._load(label, "restoration"), options)
         report(0.0, "reading the image")
@@ -175,9 +201,8 @@ class AppServer(ModelCatalogue):
         return {"slider": (_display(image.rgb, result.image.shape[:2]), after), "faces": faces, "file": str(dst),
                 "log": log_line, "message": result.message, "seconds": seconds, "result": result}
 
-    def inpaint(self, path: str | None, painted: np.ndarray | None, mask_path: str | None, label: str,
-                start: str, start_custom: float | None, eta: float | None, sampler: str, nfe: float | None,
-                seed: float | None, report: Report = lambda f, t: None) -> dict:
+    def inpaint(self, path: str | None, painted: np.ndarray | None, mask_path: str | None, form: InpaintForm,
+                report: Report = lambda f, t: None) -> dict:
         """Inpaint an uploaded face; the missing region is the painted area (an (H, W) bool array, any
         size), and/or a mask file (white = missing), else the official convention (black pixels). The mask is
         passed to the pipeline in memory; it is also written, for the page's download and the log's command."""
@@ -186,7 +211,8 @@ class AppServer(ModelCatalogue):
         if not path:
             raise refuse("Upload an aligned face first.")
         src = Path(path)
-        sampling = _sampling(start, start_custom, eta, sampler, nfe, seed, auto=False)
+        label = form.model
+        sampling = _sampling(form, auto=False)
         options = _options(lambda: InpaintOptions(model=self._model_options(label, "inpainting"), sampling=sampling,
                                                   max_pixels=self.max_pixels))
         req = self._request_dir()
@@ -274,7 +300,9 @@ def _integer(value, name: str) -> int:
     return int(value)
 
 
-def _sampling(start: str, start_custom, eta, sampler: str, nfe, seed, auto: bool) -> SamplingOptions:
+def _sampling(form: SamplingForm, auto: bool) -> SamplingOptions:
+    start, start_custom, eta, sampler, nfe, seed = (form.start, form.start_custom, form.eta, form.sampler, form.nfe,
+                                                    form.seed)
     if start == "auto" and not auto:
         raise refuse("start step 'auto' is not available in this copy of difface; choose a number")
     if start == "custom":

@@ -20,6 +20,8 @@ from difface.app.handlers import (
     SEED,
     START_CHOICES,
     AppServer,
+    InpaintForm,
+    RestoreForm,
     check_upload,
     mask_from_editor,
     payload_path,
@@ -115,8 +117,8 @@ def _restore_tab(server: AppServer) -> None:
 
     def on_restore(image, mode_v, model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v, upscale_v,
                    progress=gr.Progress()):
-        out = server.restore(payload_path(image), mode_v, model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v,
-                             upscale_v, report=_progress_reporter(progress))
+        form = RestoreForm(model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v, mode=mode_v, upscale=upscale_v)
+        out = server.restore(payload_path(image), form, report=_progress_reporter(progress))
         if out["message"]:
             gr.Warning(out["message"])
         return out["slider"], out["log"], gr.update(value=out["file"], interactive=True), out["faces"]
@@ -133,8 +135,9 @@ def _restore_tab(server: AppServer) -> None:
                 eta=None, sampler="official", nfe=None, seed=SEED, upscale=2, progress=gr.Progress()):
         """Restore a photo (mode "whole photo") or an aligned face (mode "aligned face") as `difface restore`
         would: returns (the restored PNG, the log line naming the same command)."""
-        out = server.restore(payload_path(image), mode, model or labels[0], start_step, custom_start_step, eta, sampler,
-                             nfe, seed, upscale, report=_progress_reporter(progress))
+        form = RestoreForm(model or labels[0], start_step, custom_start_step, eta, sampler, nfe, seed, mode=mode,
+                           upscale=upscale)
+        out = server.restore(payload_path(image), form, report=_progress_reporter(progress))
         return out["file"], out["log"]
 
     gr.Button(visible=False).click(restore, inputs, [api_file, api_log], api_name="restore", concurrency_id="model",
@@ -194,8 +197,9 @@ def _inpaint_tab(server: AppServer) -> None:
             painted = mask_from_editor(edited)
         except ImageReadError as e:
             raise refuse(f"the painted layer cannot be read: {e}") from None
-        out = server.inpaint(payload_path(image), painted, payload_path(mask_v), model_v, start_v, custom, eta_v,
-                             sampler_v, nfe_v, seed_v, report=_progress_reporter(progress))
+        form = InpaintForm(model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v)
+        out = server.inpaint(payload_path(image), painted, payload_path(mask_v), form,
+                             report=_progress_reporter(progress))
         mask_btn = gr.update(value=out["mask"], interactive=out["mask"] is not None)
         return out["slider"], out["log"], gr.update(value=out["file"], interactive=True), mask_btn, out["faces"]
 
@@ -211,8 +215,8 @@ def _inpaint_tab(server: AppServer) -> None:
                 sampler="official", nfe=None, seed=SEED, progress=gr.Progress()):
         """Inpaint an aligned face as `difface inpaint` would; the missing region is the white area of `mask`
         (optional: without one, the black pixels of the image). Returns (the PNG, the mask PNG or None, the log)."""
-        out = server.inpaint(payload_path(image), None, payload_path(mask), model or labels[0], start_step,
-                             custom_start_step, eta, sampler, nfe, seed, report=_progress_reporter(progress))
+        form = InpaintForm(model or labels[0], start_step, custom_start_step, eta, sampler, nfe, seed)
+        out = server.inpaint(payload_path(image), None, payload_path(mask), form, report=_progress_reporter(progress))
         return out["file"], out["mask"], out["log"]
 
     gr.Button(visible=False).click(inpaint, [upload, mask_upload, model, start, start_custom, eta, sampler, nfe, seed],

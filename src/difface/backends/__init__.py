@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,42 +28,12 @@ from difface import weights
 from difface.backends.onnx_export import cached_export
 from difface.threads import passive as threads_wait_passively
 
-# Where the network forwards can run (difface.config re-exports this tuple as BACKEND_NAMES: the registry owns it)
-BACKENDS = ("torch", "onnxruntime", "openvino")
-
-PIP = {
-    "onnxruntime": "pip install onnxruntime  (NVIDIA GPUs: pip install onnxruntime-gpu)",
-    "openvino": "pip install openvino  (or: pip install 'difface[openvino]')",
-}
 # onnxruntime execution providers, most preferred first, used when present (DIFFACE_ORT_PROVIDERS overrides)
 ORT_PREFERENCE = ("CUDAExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider", "CPUExecutionProvider")
 
 
 class BackendUnavailable(RuntimeError):
     """A backend that is not installed or cannot run here; the message says how to get it."""
-
-
-def check_backend(name: str) -> None:
-    """Raise ValueError for an unknown backend, BackendUnavailable (with the pip command) for a missing one."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-    if name == "torch":
-        return
-    try:
-        importlib.import_module(name)
-    except ImportError as e:
-        raise BackendUnavailable(f"the {name} backend is not installed here ({e}): {PIP[name]}") from None
-
-
-def available_backends() -> list[str]:
-    out = []
-    for b in BACKENDS:
-        try:
-            check_backend(b)
-        except BackendUnavailable:
-            continue
-        out.append(b)
-    return out
 
 
 def ort_providers(device: torch.device | str = "cpu") -> list[str]:
@@ -128,6 +99,83 @@ def ov_runner(path: str | os.PathLike, *, dtype: str = "fp32", threads: int | No
     return run, f"openvino {ov.__version__} (CPU, inference precision {actual})"
 
 
+# (ONNX graph path, dtype, device) -> (run(inputs) -> first output, description)
+RunnerBuilder = Callable[[Path, str, "torch.device | str"], tuple[Runner, str]]
+
+
+def _ort_build(path: Path, dtype: str, device: torch.device | str) -> tuple[Runner, str]:
+    return ort_runner(path, device=device)
+
+
+def _ov_build(path: Path, dtype: str, device: torch.device | str) -> tuple[Runner, str]:
+    return ov_runner(path, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One place the network forwards can run (the `backend` option names it).
+
+    build: the runner of its exported ONNX graph (None: torch runs the module itself, so channels-last and
+    compile apply); module: the import it needs (None: nothing beyond torch); pip: how to install it;
+    dtypes: the precisions it runs on any device (the fp32 graph); gpu_dtypes: precisions it runs only when the
+    tensors are on a GPU, from a graph exported at that precision; refusals: precision -> why it is refused,
+    written after "`backend` " (field names in backticks, difface.config.say_options).
+    """
+
+    build: RunnerBuilder | None
+    module: str | None = None
+    pip: str = ""
+    dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")
+    gpu_dtypes: tuple[str, ...] = ()
+    refusals: Mapping[str, str] = field(default_factory=dict)
+
+    def refusal(self, dtype: str, device: torch.device | str | None = None) -> str | None:
+        """Why this runtime cannot run `dtype` (on `device`; None: on some device), or None when it can."""
+        if dtype in self.dtypes or (dtype in self.gpu_dtypes and (device is None
+                                                                 or torch.device(device).type != "cpu")):
+            return None
+        return self.refusals.get(dtype, f"{dtype} is not a precision it runs")
+
+
+# Where the network forwards can run: adding one is a runner builder and an entry here.
+RUNTIMES: dict[str, Runtime] = {
+    "torch": Runtime(build=None),
+    "onnxruntime": Runtime(
+        _ort_build, "onnxruntime", "pip install onnxruntime  (NVIDIA GPUs: pip install onnxruntime-gpu)",
+        dtypes=("fp32",), gpu_dtypes=("fp16",),
+        refusals={"fp16": "onnxruntime `dtype` fp16 needs a GPU (CUDA execution provider); use fp32 on a CPU",
+                  "bf16": "onnxruntime runs fp32 (or fp16 on a GPU); for bf16 use `backend` torch or openvino"}),
+    "openvino": Runtime(_ov_build, "openvino", "pip install openvino  (or: pip install 'difface[openvino]')"),
+}
+# the names (difface.config re-exports this tuple as BACKEND_NAMES: the table owns it)
+BACKENDS = tuple(RUNTIMES)
+
+
+def check_backend(name: str) -> None:
+    """Raise ValueError for an unknown backend, BackendUnavailable (with the pip command) for a missing one."""
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    rt = RUNTIMES[name]
+    if rt.module is None:
+        return
+    try:
+        importlib.import_module(rt.module)
+    except ImportError as e:
+        raise BackendUnavailable(f"the {name} backend is not installed here ({e}): {rt.pip}") from None
+
+
+def available_backends() -> list[str]:
+    """The backends that can run here, in table order."""
+    out = []
+    for b in BACKENDS:
+        try:
+            check_backend(b)
+        except BackendUnavailable:
+            continue
+        out.append(b)
+    return out
+
+
 class RuntimeNet(nn.Module):
     """An `nn.Module` stand-in for a network whose forward runs elsewhere (onnxruntime, openvino).
 
@@ -156,20 +204,15 @@ def backend_network(net: nn.Module, backend: str, *, dtype: str = "fp32", device
     """`net` running through `backend` ("torch": net itself). The graph comes from the export cache
     (exported on first use; `source`: the weights file, for the cache key)."""
     check_backend(backend)
-    if backend == "torch":
+    rt = RUNTIMES[backend]
+    if rt.build is None:
         return net
-    graph_dtype = "fp16" if (backend == "onnxruntime" and dtype == "fp16") else "fp32"
-    if backend == "onnxruntime" and dtype == "fp16" and torch.device(device).type == "cpu":
-        raise BackendUnavailable("`backend` onnxruntime `dtype` fp16 needs a GPU (CUDA execution provider); "
-                                 "use fp32 on a CPU")
-    if backend == "onnxruntime" and dtype == "bf16":
-        raise BackendUnavailable("`backend` onnxruntime runs fp32 (or fp16 on a GPU); for bf16 use `backend` torch "
-                                 "or openvino")
+    why = rt.refusal(dtype, device)
+    if why:
+        raise BackendUnavailable(f"`backend` {why}")
+    graph_dtype = dtype if dtype in rt.gpu_dtypes else "fp32"
     path, _ = cached_export(net, source=source, dtype=graph_dtype, image_size=image_size, root=cache_root)
-    if backend == "onnxruntime":
-        run, desc = ort_runner(path, device=device)
-    else:
-        run, desc = ov_runner(path, dtype=dtype)
+    run, desc = rt.build(path, dtype, device)
     stand_in = RuntimeNet(run, net.config, desc, np.float16 if graph_dtype == "fp16" else np.float32)
     return stand_in.to(device)
 
@@ -184,6 +227,7 @@ def source_file(name_or_path: str | os.PathLike | None) -> Path | None:
         return None
 
 
-__all__ = ["BACKENDS", "BackendUnavailable", "RuntimeNet", "available_backends", "backend_network", "check_backend",
+__all__ = ["BACKENDS", "RUNTIMES", "BackendUnavailable", "Runtime", "RuntimeNet",
+           "available_backends", "backend_network", "check_backend",
            "ort_providers", "ort_runner", "ov_runner", "source_file"]
 

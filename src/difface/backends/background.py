@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from difface.atomic import atomic_write_bytes
-from difface.backends import BACKENDS, check_backend, ort_runner, ov_runner
+from difface.backends import RUNTIMES, check_backend
 from difface.backends.onnx_export import DEFAULT_OPSET, cache_dir, file_sha256, key_digest, parameters_sha256
 from difface.models.rrdbnet import RRDBNet
 
@@ -63,19 +63,22 @@ def cached_background_export(net: RRDBNet, *, opset: int = DEFAULT_OPSET,
 
 
 class RuntimeRRDBNet(nn.Module):
-    """An RRDBNet stand-in whose forward runs through onnxruntime or OpenVINO; keeps `scale` and `unshuffle`.
+    """An RRDBNet stand-in whose forward runs through a runtime of difface.backends.RUNTIMES (onnxruntime,
+    OpenVINO); keeps `scale` and `unshuffle`.
 
     forward(x (B, 3, H, W) float32 in [0, 1]) -> (B, 3, scale H, scale W) float32 on the CPU.
     """
 
     def __init__(self, net: RRDBNet, backend: str, *, root: str | os.PathLike | None = None):
         super().__init__()
-        if backend not in BACKENDS or backend == "torch":
-            raise ValueError(f"backend must be onnxruntime or openvino, got {backend!r}")
+        build = RUNTIMES[backend].build if backend in RUNTIMES else None
+        if build is None:
+            runners = " or ".join(name for name, rt in RUNTIMES.items() if rt.build is not None)
+            raise ValueError(f"backend must be {runners}, got {backend!r}")
         check_backend(backend)
         self.scale, self.unshuffle = net.scale, net.unshuffle
         path, _ = cached_background_export(net, root=root)
-        self._run, self.description = ort_runner(path) if backend == "onnxruntime" else ov_runner(path)
+        self._run, self.description = build(path, "fp32", "cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._run([np.ascontiguousarray(x.detach().float().cpu().numpy())])

@@ -210,11 +210,11 @@ def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], a
         restore_models = [_choice(args.prior, args.estimator)] + default_models("restoration")
     if args.inpaint_prior:
         inpaint_models = [_choice(args.inpaint_prior, args.inpaint_estimator)] + default_models("inpainting")
-    args.backend, args.dtype = app_networks(args.preset, args.backend, args.dtype, args.device)
+    backend, dtype = app_networks(args.preset, args.backend, args.dtype, args.device)
     log.info("%s", set_cpu_threads(args.threads))
     log.info("loading the models ...")
     try:
-        server = AppServer(device=args.device, dtype=args.dtype, backend=args.backend,
+        server = AppServer(device=args.device, dtype=dtype, backend=backend,
                            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, restore_models=restore_models,
                            inpaint_models=inpaint_models)
     except (OptionError, ValueError, FileNotFoundError) as e:

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from difface.atomic import atomic_write_bytes
-from difface.backends import BACKENDS
+from difface.backends import BACKENDS, RUNTIMES
 from difface.benchmark import Setting, as_dicts, backend_table, benchmark, benchmark_backends, results_table
 from difface.commands import COMMANDS
 from difface.device import pick_device
@@ -54,7 +54,7 @@ def run_backends(args: argparse.Namespace) -> int:
         print(f"error: --backend: unknown {', '.join(unknown)}; choose from all, {', '.join(BACKENDS)}")
         return 2
     settings = [(b, d, False) for b in names for d in args.dtype.split(",")
-                if not (b == "onnxruntime" and d != "fp32") and d != "fp16"]
+                if RUNTIMES[b].refusal(d, "cpu") is None and d != "fp16"]
     results = benchmark_backends(args.prior, args.estimator, settings, batch=int(args.batch.split(",")[0]),
                                  rounds=max(1, args.reps))
     print(backend_table(results))

@@ -14,7 +14,7 @@ from difface.commands.restore import start_step_arg
 from difface.config import DEFAULT_NFE, DEFAULT_SEED, DEFAULT_STEPS, SAMPLERS, SCHEDULES, OptionError, SamplingOptions
 from difface.diffusion.solvers import OFFICIAL
 from difface.enhancer import DEFAULT_SAMPLER, Enhancer, export_enhancer
-from difface.export import EXPORT_SAMPLERS, export_model
+from difface.export import EXPORT_SAMPLERS, ExportSettings, export_model
 from difface.restore import DifFace
 
 log = logging.getLogger("difface")
@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args)
         if args.nfe is not None and args.sampler != "ddim":
             raise ValueError("--nfe applies to --sampler ddim")
-        manifest = export_model(model, args.output, start_step=args.start_step, eta=args.eta, sampler=args.sampler,
-                                nfe=args.nfe, dtype=args.dtype, opset=args.opset, log=log.info)
+        settings = ExportSettings(args.start_step, args.eta, args.sampler, args.nfe, args.dtype, args.opset)
+        manifest = export_model(model, args.output, settings, log=log.info)
     except (ValueError, FileNotFoundError, KeyError, BackendUnavailable) as e:
         log.error("error: %s", e.args[0] if isinstance(e, KeyError) and e.args else e)
         return 2

@@ -20,17 +20,21 @@ from difface.config import (
     SamplingOptions,
     VideoSettings,
 )
-from difface.presets import apply_to_args, bundled_cpu_backend
+from difface.presets import Resolved, bundled_cpu_backend, resolve_args
 
 
-def model_options(args: argparse.Namespace) -> ModelOptions:
-    return ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
-                        args.backend, getattr(args, "threads", None) or 0)
+def model_options(args: argparse.Namespace, preset: Resolved) -> ModelOptions:
+    """The ModelOptions of parsed arguments, the run preset's values (`preset.options`) for what it sets."""
+    p = preset.options
+    return ModelOptions(args.prior, args.estimator, args.steps, args.device, p["dtype"], p["fast"], args.compile,
+                        p["backend"], getattr(args, "threads", None) or 0)
 
 
-def sampling_options(args: argparse.Namespace) -> SamplingOptions:
-    return SamplingOptions(args.start_step, args.eta, args.sampler, args.nfe, args.seed, args.schedule,
-                           getattr(args, "schedule_fallback", None), strength=getattr(args, "strength", None))
+def sampling_options(args: argparse.Namespace, preset: Resolved) -> SamplingOptions:
+    """The SamplingOptions of parsed arguments, the run preset's values for what it sets."""
+    p = preset.options
+    return SamplingOptions(args.start_step, args.eta, p["sampler"], p["nfe"], args.seed, p["schedule"],
+                           preset.fallback, strength=getattr(args, "strength", None))
 
 
 def _max_pixels(args: argparse.Namespace) -> int:
@@ -38,17 +42,19 @@ def _max_pixels(args: argparse.Namespace) -> int:
 
 
 def restore_options(args: argparse.Namespace) -> RestoreOptions:
-    """The validated RestoreOptions of parsed `difface restore` arguments (OptionError for a bad value)."""
-    apply_to_args(args)
+    """The validated RestoreOptions of parsed `difface restore` arguments (OptionError for a bad value), built once
+    with their run preset's values (difface.presets.resolve_args; the arguments are never written)."""
+    preset = resolve_args(args)
     tracking = not args.no_tracking
     return RestoreOptions(
-        model=model_options(args),
-        sampling=sampling_options(args),
-        photo=PhotoOptions(args.upscale, args.detector, args.only_center_face, args.bg_upsampler, args.draw_boxes,
-                           args.max_face_size),
-        video=VideoSettings(tracking, tracking and not args.no_track_seeds, tracking and not args.no_smoothing,
-                            args.batch_frames, args.crf, not args.no_resume, args.refuse_vfr,
-                            args.max_video_seconds),
+        model=model_options(args, preset),
+        sampling=sampling_options(args, preset),
+        photo=PhotoOptions(args.upscale, args.detector, args.only_center_face, preset.options["bg_upsampler"],
+                           args.draw_boxes, args.max_face_size),
+        video=VideoSettings(tracking=tracking, track_seeds=tracking and not args.no_track_seeds,
+                            smoothing=tracking and not args.no_smoothing, batch_frames=args.batch_frames,
+                            crf=args.crf, resume=not args.no_resume, refuse_vfr=args.refuse_vfr,
+                            max_seconds=args.max_video_seconds),
         aligned=args.aligned, batch_size=args.batch_size, save_comparison=args.save_comparison,
         max_pixels=_max_pixels(args),
         ext=args.ext, quality=args.quality,
@@ -57,8 +63,8 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
 
 def inpaint_options(args: argparse.Namespace) -> InpaintOptions:
     """The validated InpaintOptions of parsed `difface inpaint` arguments (OptionError for a bad value)."""
-    apply_to_args(args)
-    return InpaintOptions(model=model_options(args), sampling=sampling_options(args), mask=args.mask,
+    preset = resolve_args(args)
+    return InpaintOptions(model=model_options(args, preset), sampling=sampling_options(args, preset), mask=args.mask,
                           batch_size=args.batch_size, save_comparison=args.save_comparison,
                           max_pixels=_max_pixels(args))
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from difface.backends import RUNTIMES
 from difface.backends.background import RuntimeRRDBNet
 from difface.models.rrdbnet import RRDBNet
 from difface.weights import cache_dir, entry, load_weights, local_path
@@ -112,7 +113,8 @@ class RealESRGANUpsampler:
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  progress: bool = False, backend: str = "torch") -> None:
         net = model if isinstance(model, RRDBNet) else load_rrdbnet(str(model))
-        if backend != "torch":  # the same tiles through onnxruntime / openvino (outputs within ~1e-5 of torch)
+        # the same tiles through onnxruntime / openvino (outputs within ~1e-5 of torch)
+        if backend not in RUNTIMES or RUNTIMES[backend].build is not None:
             device, dtype = "cpu", torch.float32
             net = RuntimeRRDBNet(net.eval(), backend)
         self.device, self.dtype = torch.device(device), dtype

@@ -141,53 +141,69 @@ def find_faces(rgb: np.ndarray, detector: FaceDetector | str, *, only_center_fac
     return dets.subset(keep)
 
 
-def restore_photo(
-    rgb: np.ndarray,
-    restore_faces: RestoreFn,
-    *,
-    detector: FaceDetector | str,
-    face_size: int,
-    upscale: float = 2,
-    only_center_face: bool = False,
-    min_eye_dist: float = 5,
-    bg_upsampler: Upsampler | None = None,
-    draw_boxes: bool = False,
-    batch_size: int = 16,
-    alpha: np.ndarray | None = None,
-    mask_fn: MaskFn | None = None,
-    det_max_side: int = 2048,
-    progress: bool = False,
-    max_face_side: float | None = None,
-    keep_detail: bool = True,
-    callback: Callable[[dict], None] | None = None,
-) -> PhotoResult:
-    """Restore every face of a whole photo and return the photo upscaled by `upscale`.
+@dataclass(frozen=True)
+class PhotoSettings:
+    """How `restore_photo` restores a whole photo (the face layer's settings; difface.config.PhotoOptions are
+    the user's, which the pipeline maps onto these).
 
-    Args: rgb (H, W), (H, W, 1..4) uint8/uint16/float [0, 1] RGB(A) image; restore_faces maps
-    (n, 3, S, S) float32 [0, 1] -> same (S = face_size); detector a FaceDetector or backend name;
-    bg_upsampler `(rgb, scale) -> rgb` (None: Lanczos); mask_fn optional face-parsing hook of
-    `paste.paste_faces`. Faces with eye distance < min_eye_dist input pixels are skipped; so are
-    faces whose aligned crop spans more than `max_face_side` input pixels (None or 0: no limit): they
-    keep the upscaled background.
+    upscale: output / input size; only_center_face: restore only the face nearest the centre; min_eye_dist:
+    faces with a smaller eye distance (input pixels) are skipped; max_face_side: so are faces whose aligned
+    crop spans more input pixels (None or 0: no limit): they keep the upscaled background; draw_boxes: draw
+    the faces' crop outlines; batch_size: crops per restorer call; det_max_side: photos are detected on a copy
+    at most this large; progress: a progress bar over the batches.
     keep_detail (the band merge of `difface.face.band`, in photo coordinates): each face gets the
     restorer's correction of its crop, up(restored - crop) at about the face's canvas size, added to the
     upscaled background (`paste.add_corrections`) instead of the restored crop pasted whole. A face
     larger than `face_size` keeps its own detail above the restorer's band, and no face loses detail to
     the warp into the crop and back (two bilinear resamplings: with a restorer that changes nothing, a
     whole paste keeps about a third of a photo's Laplacian energy at upscale 1, the merge all of it).
-    `message` names the faces larger than the model. keep_detail=False: the restored crops pasted whole.
+    keep_detail=False: the restored crops pasted whole.
+    """
+
+    upscale: float = 2
+    only_center_face: bool = False
+    min_eye_dist: float = 5
+    max_face_side: float | None = None
+    draw_boxes: bool = False
+    batch_size: int = 16
+    det_max_side: int = 2048
+    progress: bool = False
+    keep_detail: bool = True
+
+
+def restore_photo(
+    rgb: np.ndarray,
+    restore_faces: RestoreFn,
+    *,
+    detector: FaceDetector | str,
+    face_size: int,
+    settings: PhotoSettings | None = None,
+    bg_upsampler: Upsampler | None = None,
+    alpha: np.ndarray | None = None,
+    mask_fn: MaskFn | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> PhotoResult:
+    """Restore every face of a whole photo and return the photo upscaled by `settings.upscale`.
+
+    Args: rgb (H, W), (H, W, 1..4) uint8/uint16/float [0, 1] RGB(A) image; restore_faces maps
+    (n, 3, S, S) float32 [0, 1] -> same (S = face_size); detector a FaceDetector or backend name;
+    settings: PhotoSettings (None: the defaults); bg_upsampler `(rgb, scale) -> rgb` (None: Lanczos); alpha:
+    (H, W) float in [0, 1] (None: the image's own, if any); mask_fn optional face-parsing hook of
+    `paste.paste_faces`. `message` names the faces larger than the model.
     callback: given {"event": "faces", "count": faces to restore, "skipped": faces left} before any is restored.
     Returns a PhotoResult; with no face the image is just the upscaled background and
     `message` says so.
     """
+    st = settings or PhotoSettings()
+    upscale, max_face_side, keep_detail, draw_boxes = st.upscale, st.max_face_side, st.keep_detail, st.draw_boxes
     img, alpha, depth, gray = as_float_image(rgb, alpha)
     h, w = img.shape[:2]
     out_hw = target_size(h, w, upscale)
     if out_hw[0] * out_hw[1] > MAX_OUTPUT_PIXELS:
         raise ValueError(f"output {out_hw[1]}x{out_hw[0]} exceeds {MAX_OUTPUT_PIXELS / 1e6:.0f} MP; "
                          "lower the upscale factor or split the photo")
-    dets = find_faces(img, detector, only_center_face=only_center_face, min_eye_dist=min_eye_dist,
-                      det_max_side=det_max_side)
+    dets = find_faces(img, detector, only_center_face=st.only_center_face, min_eye_dist=st.min_eye_dist,
+                      det_max_side=st.det_max_side)
     mats = estimate_alignment(np.asarray(dets.landmarks, np.float64).reshape(-1, 5, 2), face_size)
     skipped = 0
     if max_face_side and len(dets):  # decide before warping: skipped faces are never cropped
@@ -198,7 +214,7 @@ def restore_photo(
     if callback is not None:
         callback({"event": "faces", "count": len(dets), "skipped": skipped})
     crops = warp_faces(img, mats, face_size)
-    restored = run_restorer(restore_faces, crops, batch_size, progress)
+    restored = run_restorer(restore_faces, crops, st.batch_size, st.progress)
     bg = resize_to((bg_upsampler or lanczos_upsampler)(img, upscale), out_hw)
     notes = []
     if skipped:

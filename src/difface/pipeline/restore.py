@@ -25,7 +25,7 @@ from difface.config import OptionError, RestoreOptions
 from difface.device import DTYPES, cpu_has_native_bf16, pick_device
 from difface.face import band
 from difface.face.detect import get_detector
-from difface.face.photo import MAX_OUTPUT_PIXELS, crop_sides, make_bg_upsampler, restore_photo
+from difface.face.photo import MAX_OUTPUT_PIXELS, PhotoSettings, crop_sides, make_bg_upsampler, restore_photo
 from difface.images import LoadedImage, image_to_tensor, tensor_to_image
 from difface.plan import SamplingPlan
 from difface.restore import DifFace, Restoration, image_seed
@@ -321,9 +321,10 @@ class RestorePipeline(FacePipeline):
             return out.result
 
         res = restore_photo(image.rgb, restorer, detector=detector, face_size=self.model.image_size,
-                            upscale=p.upscale, only_center_face=p.only_center_face, bg_upsampler=bg,
-                            draw_boxes=p.draw_boxes, batch_size=self.options.batch_size, alpha=image.alpha,
-                            max_face_side=self.max_face_size, callback=callback)
+                            settings=PhotoSettings(upscale=p.upscale, only_center_face=p.only_center_face,
+                                                   draw_boxes=p.draw_boxes, batch_size=self.options.batch_size,
+                                                   max_face_side=self.max_face_size),
+                            bg_upsampler=bg, alpha=image.alpha, callback=callback)
         out = _to_gray(res.image) if image.gray else res.image
         restored = res.restored
         if image.gray and len(restored):

@@ -17,12 +17,14 @@ import torch
 from difface.config import RestoreOptions
 from difface.pipeline.outputs import Job, Outcome, failure_reason
 from difface.pipeline.restore import FacePipeline, NonFiniteResult, RestorePipeline
-from difface.video import VideoDependencyError, VideoError, VideoOptions, restore_video
+from difface.video import FaceParts, VideoDependencyError, VideoError, restore_video
 
 # Options that never change a pixel of a restored video; every other option of RestoreOptions (the detector
 # included) is in the resume key, so that a run is resumed only with the options that made its segments.
 NOT_PIXEL_OPTIONS = frozenset({"video.resume", "video.refuse_vfr", "video.max_seconds", "save_comparison",
                                "max_pixels", "model.device", "ext", "quality"})
+# Video settings the job sets from the other options (restore_video_file): in the key through those.
+SET_FROM_OTHER_OPTIONS = frozenset({"video.seed", "video.batch_size", "video.max_face_side", "video.max_pixels"})
 
 
 def video_resume_key(options: RestoreOptions, model_name: str, start_step, eta, device: str) -> str:
@@ -38,7 +40,7 @@ def video_resume_key(options: RestoreOptions, model_name: str, start_step, eta, 
             else:
                 yield f"{prefix}{f.name}", v
 
-    key = {k: v for k, v in flat(options) if k not in NOT_PIXEL_OPTIONS}
+    key = {k: v for k, v in flat(options) if k not in NOT_PIXEL_OPTIONS | SET_FROM_OTHER_OPTIONS}
     key.update({"resolved.model": model_name, "resolved.start": start_step, "resolved.eta": eta,
                 "resolved.device": device})
     return json.dumps(key, sort_keys=True, default=str)
@@ -54,11 +56,9 @@ def restore_video_file(pipe: FacePipeline, job: Job, progress: bool = True) -> O
         return Outcome(job.src, None, False, "a video is restored in whole-photo mode: leave out `aligned`")
     v, s = pipe.options.video, pipe.options.sampling
     detector, bg = pipe._photo_parts()
-    opts = VideoOptions(tracking=v.tracking, track_seeds=v.track_seeds, smoothing=v.smoothing,
-                        batch_frames=v.batch_frames, batch_size=max(pipe.options.batch_size, 16), seed=s.seed,
-                        max_face_side=pipe.max_face_size or None, crf=v.crf, resume=v.resume,
-                        refuse_vfr=v.refuse_vfr, max_seconds=v.max_seconds or None,
-                        max_pixels=pipe.options.max_pixels)
+    opts = dataclasses.replace(v, batch_size=max(pipe.options.batch_size, 16), seed=s.seed,
+                               max_face_side=pipe.max_face_size or None, max_seconds=v.max_seconds or None,
+                               max_pixels=pipe.options.max_pixels)
 
     def restore_faces(x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         out = pipe.model.restore(x, pipe.plan, seeds=seeds, dtype=pipe.dtype)
@@ -70,9 +70,8 @@ def restore_video_file(pipe: FacePipeline, job: Job, progress: bool = True) -> O
     key = video_resume_key(pipe.options, pipe.model.name, pipe.start_step, pipe.eta, str(pipe.model.device))
     t0 = time.perf_counter()
     try:
-        res = restore_video(job.src, job.dst, restore_faces=restore_faces, detector=detector,
-                            face_size=pipe.model.image_size, upscale=pipe.options.photo.upscale, bg_upsampler=bg,
-                            options=opts, key=key, progress=progress)
+        res = restore_video(job.src, job.dst, FaceParts(restore_faces, detector, pipe.model.image_size, bg),
+                            upscale=pipe.options.photo.upscale, options=opts, key=key, progress=progress)
     except VideoDependencyError as e:
         return Outcome(job.src, None, False, str(e))
     except VideoError as e:

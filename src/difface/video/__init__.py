@@ -28,11 +28,20 @@ from difface.video.io import (
     probe_video,
     read_frames,
 )
-from difface.video.process import FrameFaces, RestoreFaces, VideoOptions, VideoResult, model_restorer, restore_video
+from difface.video.process import (
+    FaceParts,
+    FrameFaces,
+    RestoreFaces,
+    VideoOptions,
+    VideoResult,
+    model_restorer,
+    restore_video,
+)
 from difface.video.track import FaceTracker, frame_seed, smooth_landmarks, track_seed
 
 __all__ = [
-    "VIDEO_EXTENSIONS", "CorruptVideoError", "EmptyVideoError", "EncoderSettings", "FaceTracker", "FrameFaces",
+    "VIDEO_EXTENSIONS", "CorruptVideoError", "EmptyVideoError", "EncoderSettings", "FaceParts", "FaceTracker",
+    "FrameFaces",
     "NoVideoStreamError", "NotAVideoError", "RestoreFaces", "VariableFrameRateError", "VideoDependencyError",
     "VideoError", "VideoInfo", "VideoOptions", "VideoResult", "VideoTooLargeError", "frame_seed", "is_video_path",
     "model_restorer", "probe_video", "read_frames", "restore_video", "smooth_landmarks", "track_seed",

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from difface.config import DEFAULT_CRF
+from difface.config import DEFAULT_CRF, DEFAULT_X264_PRESET
 from difface.video.errors import require_av
-
-DEFAULT_X264_PRESET = "medium"
 
 log = logging.getLogger(__name__)
 

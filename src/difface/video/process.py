@@ -34,13 +34,12 @@ import torch
 from tqdm import tqdm
 
 from difface.atomic import atomic_write_bytes
-from difface.config import DEFAULT_BATCH_FRAMES, DEFAULT_CRF, DEFAULT_MAX_VIDEO_SECONDS, DEFAULT_SEED
+from difface.config import VideoSettings
 from difface.face.align import estimate_alignment, select_faces, warp_faces
 from difface.face.background import Upsampler, lanczos_upsampler, resize_to, target_size
 from difface.face.detect import Detections, FaceDetector, detect_faces
 from difface.face.paste import MaskFn
 from difface.face.photo import paste_corrections
-from difface.video.encode import DEFAULT_X264_PRESET
 from difface.video.io import (
     EncoderSettings,
     Frame,
@@ -61,46 +60,23 @@ log = logging.getLogger(__name__)
 RestoreFaces = Callable[[torch.Tensor, list[int]], torch.Tensor]
 
 
-@dataclass
-class VideoOptions:
-    """Options of `restore_video`; the first four switch the temporal-consistency parts off for comparison.
+VideoOptions = VideoSettings  # the options of `restore_video`: difface.config's one video options class
 
-    tracking: follow faces across frames (off: every frame on its own); track_seeds: one noise seed
-    per track (off: a new seed for every face in every frame); smoothing: temporal landmark smoothing
-    over +-smooth_radius frames (needs tracking; also fills frames where the detector missed a
-    tracked face); batch_frames: frames whose faces go to the restorer together (1: frame by frame),
-    at most batch_size faces per call. robust_alignment: LMedS alignment (the photo default) or
-    least squares; None picks least squares with smoothing (LMedS can switch inlier sets between
-    frames, a jump) and LMedS without. Encoding: crf, preset (libx264). segment_seconds: length of
-    the resumable segments; resume: reuse the segments of an interrupted run. refuse_vfr: raise on a
-    variable frame rate instead of keeping every frame's timestamp.
+
+@dataclass(frozen=True)
+class FaceParts:
+    """The injected parts of `restore_video`.
+
+    restore_faces(crops (n, 3, S, S) float32 in [0, 1], seeds list[int]) -> (n, 3, S, S) with S = face_size;
+    detector: a FaceDetector (`difface.face.get_detector`); bg_upsampler(rgb, scale): the background (None:
+    Lanczos); mask_fn: optional face-parsing hook of `paste.paste_faces`.
     """
 
-    tracking: bool = True
-    track_seeds: bool = True
-    smoothing: bool = True
-    smooth_radius: int = 4
-    batch_frames: int = DEFAULT_BATCH_FRAMES
-    batch_size: int = 16
-    seed: int = DEFAULT_SEED
-    min_eye_dist: float = 5.0
-    max_face_side: float | None = None
-    max_missing: int = 5
-    det_min_side: int = 640
-    det_max_side: int = 2048
-    robust_alignment: bool | None = None
-    crf: int = DEFAULT_CRF
-    preset: str = DEFAULT_X264_PRESET
-    segment_seconds: float = 10.0
-    resume: bool = True
-    refuse_vfr: bool = False
-    max_seconds: float | None = DEFAULT_MAX_VIDEO_SECONDS  # clips longer than this are refused (None or 0: no limit)
-    max_pixels: int | None = None  # frames with more pixels are refused from the header (None: no limit)
-
-    @classmethod
-    def independent(cls, **kw) -> VideoOptions:
-        """Per-frame independent restoration: no tracking, no smoothing, per-frame seeds, no batching."""
-        return cls(tracking=False, track_seeds=False, smoothing=False, batch_frames=1, **kw)
+    restore_faces: RestoreFaces
+    detector: FaceDetector
+    face_size: int
+    bg_upsampler: Upsampler | None = None
+    mask_fn: MaskFn | None = None
 
 
 @dataclass
@@ -168,48 +144,41 @@ class _Ready:
 def restore_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
+    parts: FaceParts,
     *,
-    restore_faces: RestoreFaces,
-    detector: FaceDetector,
-    face_size: int,
     upscale: float = 2,
-    bg_upsampler: Upsampler | None = None,
-    options: VideoOptions | None = None,
-    mask_fn: MaskFn | None = None,
+    options: VideoSettings | None = None,
     key: str = "",
     progress: bool = True,
     on_frame: Callable[[FrameFaces], None] | None = None,
 ) -> VideoResult:
     """Restore every face of the clip `src` and write `dst` (H.264 MP4, audio carried over).
 
-    Args: restore_faces(crops (n, 3, S, S) float32 [0, 1], seeds list[int]) -> (n, 3, S, S) with
-    S = face_size; detector a FaceDetector (`difface.face.get_detector`); upscale: output / input
-    size (the background goes through `bg_upsampler(rgb, scale)`, Lanczos when None); options:
-    VideoOptions; mask_fn: optional face-parsing hook of `paste.paste_faces`; key: a string naming
-    everything else that changes the result (model, sampler, ...): an interrupted run is resumed
-    only when source, options and key are the same; on_frame: called with each frame's FrameFaces.
+    Args: parts: the face restorer, detector and background upsampler (FaceParts); upscale: output / input
+    size (the background goes through `parts.bg_upsampler(rgb, scale)`, Lanczos when None); options:
+    VideoSettings (difface.config); key: a string naming everything else that changes the result (model,
+    sampler, ...): an interrupted run is resumed only when source, options and key are the same; on_frame:
+    called with each frame's FrameFaces.
     Output size: round(upscale * H) x round(upscale * W) of the displayed (rotation-applied) input,
     padded by one repeated row/column when odd. Returns a VideoResult.
     Raises difface.video.io.VideoError subclasses naming the file for unusable inputs.
     """
-    job = _VideoJob(src, dst, restore_faces, detector, face_size, upscale, bg_upsampler, options or VideoOptions(),
-                    mask_fn, progress, on_frame)
+    job = _VideoJob(src, dst, parts, upscale, options or VideoSettings(), progress, on_frame)
     return job.run(key)
 
 
 class _VideoJob:
     """One run of `restore_video`: the clip's settings, the open segment and the frames in flight."""
 
-    def __init__(self, src, dst, restore_faces: RestoreFaces, detector: FaceDetector, face_size: int, upscale: float,
-                 bg_upsampler: Upsampler | None, opts: VideoOptions, mask_fn: MaskFn | None, progress: bool,
+    def __init__(self, src, dst, parts: FaceParts, upscale: float, opts: VideoSettings, progress: bool,
                  on_frame: Callable[[FrameFaces], None] | None) -> None:
         src, dst = Path(src), Path(dst)
         if dst.exists() and src.exists() and dst.resolve() == src.resolve():
             raise ValueError(f"{dst}: the output would overwrite the input")
         self.t0 = time.perf_counter()
         self.src, self.dst, self.opts = src, dst, opts
-        self.restore_faces, self.detector, self.face_size, self.upscale = restore_faces, detector, face_size, upscale
-        self.mask_fn, self.progress, self.on_frame = mask_fn, progress, on_frame
+        self.restore_faces, self.detector, self.face_size = parts.restore_faces, parts.detector, parts.face_size
+        self.upscale, self.mask_fn, self.progress, self.on_frame = upscale, parts.mask_fn, progress, on_frame
         info = probe_video(src, max_pixels=opts.max_pixels, max_seconds=opts.max_seconds)
         check_frame_rate(info, refuse=opts.refuse_vfr)
         log.info("%s: %s", src, info.describe())
@@ -220,7 +189,7 @@ class _VideoJob:
         self.radius = max(0, int(opts.smooth_radius)) if self.smoothing else 0
         self.robust = (not self.smoothing) if opts.robust_alignment is None else opts.robust_alignment
         self.seg_len = max(1, int(round(opts.segment_seconds * float(info.fps))))
-        self.bg_up = bg_upsampler or lanczos_upsampler
+        self.bg_up = parts.bg_upsampler or lanczos_upsampler
         self.settings = EncoderSettings(opts.crf, opts.preset)
         self.work = dst.parent / f".{dst.name}.parts"
         self.stats = {"faces": 0, "frames": 0}
@@ -392,7 +361,7 @@ class _VideoJob:
                         else "")
 
 
-def _faces_of(p: _Pending, state: _State, opts: VideoOptions, smoothing: bool, radius: int, face_size: int,
+def _faces_of(p: _Pending, state: _State, opts: VideoSettings, smoothing: bool, radius: int, face_size: int,
               robust: bool) -> FrameFaces:
     """The faces to restore in one frame: ids, seeds, landmarks (smoothed / filled) and matrices."""
     t = p.frame.index

@@ -19,7 +19,7 @@ MANIFEST_VERSION = 1
 class _State:
     """Tracker + landmark history, serialisable (exact floats) for the resume manifest."""
 
-    def __init__(self, opts) -> None:  # opts: difface.video.process.VideoOptions
+    def __init__(self, opts) -> None:  # opts: difface.config.VideoSettings
         self.tracker = FaceTracker(opts.seed, max_missing=opts.max_missing)
         self.history: dict[int, dict[int, np.ndarray]] = {}  # track id -> frame -> raw landmarks
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -108,31 +108,36 @@ def sine_sweep(seconds: float, rate: int = 44100, f0: float = 220.0, f1: float =
     return (0.3 * np.sin(phase)).astype(np.float32)[None]
 
 
-def make_clip(
-    photo: np.ndarray,
-    dst: str | os.PathLike,
-    *,
-    size: tuple[int, int] = (640, 360),
-    fps: float | Fraction = 25,
-    seconds: float = 4.0,
-    camera: CameraPath | None = None,
-    degradation: Degradation | None = Degradation(),
-    audio: bool = True,
-    seed: int = 0,
-    crf: int = 18,
-    rotation: int = 0,
-    sidecar: bool = True,
-    extra: dict | None = None,
-) -> dict:
-    """Write a pan-and-zoom clip over `photo` ((H, W, 3) uint8 RGB) to `dst` (MP4, H.264 yuv420p,
-    AAC sine sweep when `audio`), streaming frame by frame; degradation None renders clean frames.
+@dataclass(frozen=True)
+class ClipSpec:
+    """What `make_clip` renders: size (width, height), even; fps; seconds; camera (None: CameraPath());
+    degradation (None: clean frames); audio: an AAC sine sweep; seed: of the per-frame degradation; crf: H.264
+    quality; rotation: a display rotation (ccw degrees) recorded in the file, with the pixels stored rotated
+    the other way (so the clip displays as rendered; for tests)."""
 
-    size: (width, height), even; rotation: a display rotation (ccw degrees) to record in the file,
-    with the pixels stored rotated the other way (so the clip displays as rendered; for tests).
+    size: tuple[int, int] = (640, 360)
+    fps: float | Fraction = 25
+    seconds: float = 4.0
+    camera: CameraPath | None = None
+    degradation: Degradation | None = field(default_factory=Degradation)
+    audio: bool = True
+    seed: int = 0
+    crf: int = 18
+    rotation: int = 0
+
+
+def make_clip(photo: np.ndarray, dst: str | os.PathLike, spec: ClipSpec | None = None, *, sidecar: bool = True,
+              extra: dict | None = None) -> dict:
+    """Write a pan-and-zoom clip over `photo` ((H, W, 3) uint8 RGB) to `dst` (MP4, H.264 yuv420p,
+    AAC sine sweep when `spec.audio`), streaming frame by frame, as `spec` (ClipSpec; None: the defaults) says.
+
     Writes `dst` with the suffix .json beside it (the sidecar) unless sidecar=False, and returns
     its content: size, fps, frames, seconds, camera, degradation, seed, and `matrices` (photo ->
     displayed frame, one (2, 3) per frame); `extra` entries are added.
     """
+    spec = spec or ClipSpec()
+    size, fps, seconds, camera, audio, seed, crf, rotation = (spec.size, spec.fps, spec.seconds, spec.camera,
+                                                              spec.audio, spec.seed, spec.crf, spec.rotation)
     av = require_av()
     dst = Path(dst)
     w, h = size
@@ -141,7 +146,7 @@ def make_clip(
     rate = Fraction(fps).limit_denominator(1001)
     frames = max(1, int(round(seconds * float(rate))))
     camera = camera or CameraPath()
-    deg = degradation
+    deg = spec.degradation
     mats = camera.matrices(photo.shape[:2], (h, w), frames)
     rng = np.random.default_rng(seed)
     dst.parent.mkdir(parents=True, exist_ok=True)
