@@ -111,7 +111,8 @@ def load_model(args: argparse.Namespace):
                                     task=task)
     if (args.prior is None) != (args.estimator is None):
         raise ValueError("give both --prior and --estimator (or neither, for the bundled model)")
-    return DifFace.load(args.prior, args.estimator, respacing=args.steps, task=args.task)
+    return DifFace.from_pretrained(prior=args.prior, estimator=args.estimator, steps=args.steps, task=args.task,
+                                   device="cpu")
 
 
 def run(args: argparse.Namespace) -> int:
