@@ -12,6 +12,7 @@ import argparse
 
 from difface.config import (
     DEFAULT_MAX_PIXELS,
+    MODELS,
     InpaintOptions,
     ModelOptions,
     OptionError,
@@ -25,7 +26,21 @@ from difface.presets import apply_to_args, bundled_cpu_backend
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
     return ModelOptions(args.prior, args.estimator, args.steps, args.device, args.dtype, args.fast, args.compile,
-                        args.backend, getattr(args, "threads", None) or 0)
+                        args.backend, getattr(args, "threads", None) or 0, model=getattr(args, "model", None))
+
+
+def _apply_preset(args: argparse.Namespace) -> None:
+    """difface.presets.apply_to_args, with a named model's weights seen as its --prior/--estimator while the preset
+    resolves (its choice for the bundled model on a CPU reads those two)."""
+    entry = MODELS.get(getattr(args, "model", None) or "")
+    if entry is None or entry.bundled or args.prior is not None or args.estimator is not None:
+        apply_to_args(args)
+        return
+    args.prior, args.estimator = entry.prior, entry.estimator
+    try:
+        apply_to_args(args)
+    finally:
+        args.prior = args.estimator = None
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
@@ -39,7 +54,7 @@ def _max_pixels(args: argparse.Namespace) -> int:
 
 def restore_options(args: argparse.Namespace) -> RestoreOptions:
     """The validated RestoreOptions of parsed `difface restore` arguments (OptionError for a bad value)."""
-    apply_to_args(args)
+    _apply_preset(args)
     tracking = not args.no_tracking
     return RestoreOptions(
         model=model_options(args),
@@ -57,7 +72,7 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
 
 def inpaint_options(args: argparse.Namespace) -> InpaintOptions:
     """The validated InpaintOptions of parsed `difface inpaint` arguments (OptionError for a bad value)."""
-    apply_to_args(args)
+    _apply_preset(args)
     return InpaintOptions(model=model_options(args), sampling=sampling_options(args), mask=args.mask,
                           batch_size=args.batch_size, save_comparison=args.save_comparison,
                           max_pixels=_max_pixels(args))
@@ -71,7 +86,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions | InpaintOptio
 
 # -- options -> arguments (only what differs from the defaults) -------------------------------------------
 # (attribute, flag) of the options whose value is written after the flag; booleans are below.
-_MODEL_VALUES = (("prior", "--prior"), ("estimator", "--estimator"), ("steps", "--steps"), ("device", "--device"),
+_MODEL_VALUES = (("model", "--model"), ("prior", "--prior"), ("estimator", "--estimator"), ("steps", "--steps"), ("device", "--device"),
                  ("dtype", "--dtype"), ("backend", "--backend"), ("threads", "--threads"))
 _MODEL_FLAGS = (("fast", "--fast"), ("compile", "--compile"))
 _SAMPLING_VALUES = (("start_step", "--start-step"), ("eta", "--eta"), ("sampler", "--sampler"), ("nfe", "--nfe"),
@@ -116,7 +131,7 @@ def args_from_options(options: RestoreOptions | InpaintOptions) -> list[str]:
     """
     args = _changed(options.model, ModelOptions(), _MODEL_VALUES, _MODEL_FLAGS)
     m = options.model
-    if m.backend == "torch" and bundled_cpu_backend(m.prior, m.estimator, device=m.device, dtype=m.dtype, fast=m.fast,
+    if m.backend == "torch" and bundled_cpu_backend(*m.files(), device=m.device, dtype=m.dtype, fast=m.fast,
                                                     compile=m.compile, inpainting=isinstance(options, InpaintOptions)):
         args += ["--backend", "torch"]  # the command line's default for the bundled model on a CPU is not torch
     args += _changed(options.sampling, SamplingOptions(), _SAMPLING_VALUES)
