@@ -86,8 +86,8 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions | InpaintOptio
 
 # -- options -> arguments (only what differs from the defaults) -------------------------------------------
 # (attribute, flag) of the options whose value is written after the flag; booleans are below.
-_MODEL_VALUES = (("model", "--model"), ("prior", "--prior"), ("estimator", "--estimator"), ("steps", "--steps"), ("device", "--device"),
-                 ("dtype", "--dtype"), ("backend", "--backend"), ("threads", "--threads"))
+_MODEL_VALUES = (("model", "--model"), ("prior", "--prior"), ("estimator", "--estimator"), ("steps", "--steps"),
+                 ("device", "--device"), ("dtype", "--dtype"), ("backend", "--backend"), ("threads", "--threads"))
 _MODEL_FLAGS = (("fast", "--fast"), ("compile", "--compile"))
 _SAMPLING_VALUES = (("start_step", "--start-step"), ("eta", "--eta"), ("sampler", "--sampler"), ("nfe", "--nfe"),
                     ("seed", "--seed"), ("schedule", "--schedule"), ("strength", "--strength"))
