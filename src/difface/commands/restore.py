@@ -129,7 +129,8 @@ def add_model_argument(p: argparse.ArgumentParser, task: str | None = "restorati
     the table when the parser is built."""
     names = list(MODELS) if task is None else models_of(task)
     about = "; ".join(f"{n}: {MODELS[n].description}" for n in names)
-    default = "" if task is None else f" Default: {DEFAULT_MODEL[task]}, unless --prior/--estimator are given."
+    default = f" Default: {DEFAULT_MODEL[task] if task else 'the bundled model of the task'}, unless " \
+        "--prior/--estimator are given."
     p.add_argument("--model", default=None, choices=names, metavar="NAME",
                    help="a named model: its weights and its own defaults (start, eta, automatic start) in one word, "
                    f"instead of --prior/--estimator (not together with them). {about}.{default} `difface weights "
