@@ -17,22 +17,53 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from difface.backends import BACKENDS as BACKEND_NAMES  # re-exported: where the network forwards run
-from difface.backends import BackendUnavailable, check_backend
-from difface.device import DTYPES
-from difface.diffusion.schedule import space_timesteps
-from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SAMPLERS, SOLVERS  # noqa: F401 (re-exported: the registry owns them)
-from difface.face.detect import BACKENDS as DETECTOR_NAMES
-from difface.face.detect import DEFAULT_BACKEND as DEFAULT_DETECTOR  # noqa: F401 (re-exported)
-from difface.images import DEFAULT_QUALITY, OUTPUT_FORMATS  # re-exported: the formats difface.images writes
+from difface.names import BACKENDS as BACKEND_NAMES  # re-exported: where the network forwards run
+from difface.names import DEFAULT_DETECTOR, DEFAULT_NFE, DEFAULT_QUALITY, OFFICIAL, OUTPUT_FORMATS  # noqa: F401
+from difface.names import DTYPE_NAMES as DTYPES
 from difface.strength import strength_error
+
+# This module imports no torch, OpenCV or numpy (a test checks it): the names it shares with the heavy modules
+# live in difface.names, and the tables owned by heavy modules are read on first use: `SAMPLERS` and `SOLVERS`
+# (difface.diffusion.solvers, the sampler table) and `DETECTORS` (difface.face.detect) are module attributes
+# that import their table when first asked for (`__getattr__` below), and the checks that need them import it then.
+_LAZY = {"SAMPLERS": ("difface.diffusion.solvers", "SAMPLERS"), "SOLVERS": ("difface.diffusion.solvers", "SOLVERS"),
+         "DETECTORS": ("difface.face.detect", "DETECTORS")}
+
+
+def __getattr__(name: str):
+    """SAMPLERS, SOLVERS (the sampler table's) and DETECTORS (the detector names), imported on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    return tuple(value) if name == "DETECTORS" else value
+
+
+def _samplers() -> tuple[str, ...]:
+    from difface.diffusion.solvers import SAMPLERS
+
+    return SAMPLERS
+
+
+def _solvers() -> tuple[str, ...]:
+    from difface.diffusion.solvers import SOLVERS
+
+    return tuple(SOLVERS)
+
+
+def _detectors() -> tuple[str, ...]:
+    from difface.face.detect import DETECTORS
+
+    return tuple(DETECTORS)
+
 
 DEFAULT_SEED = 12345
 DEFAULT_STEPS = "ddim250"
 # Inputs above this many pixels are refused from the image header, before decoding: a 50 MP photo
 # takes about 2 GB to decode and resize. Raise it with --max-pixels.
 DEFAULT_MAX_PIXELS = 50_000_000
-DETECTORS = DETECTOR_NAMES  # re-exported: difface.face.detect.DETECTORS is the table (name -> builder)
 BG_UPSAMPLERS = ("auto", "realesrgan", "lanczos")
 DEFAULT_BG_UPSAMPLER = "auto"
 DEFAULT_DEVICE = "auto"  # difface.device.pick_device: CUDA, else MPS, else the CPU
@@ -211,7 +242,7 @@ def check_nfe(value, sampler: str) -> None:
     if value is None:
         return
     if sampler == OFFICIAL:
-        raise OptionError("nfe", f"applies to {ref('sampler')} {' or '.join(SOLVERS)}; the official loop makes one "
+        raise OptionError("nfe", f"applies to {ref('sampler')} {' or '.join(_solvers())}; the official loop makes one "
                           f"evaluation per respaced step (see {ref('steps')} and {ref('start_step')})")
     _int("nfe", value, 1)
 
@@ -237,6 +268,8 @@ def check_output_format(ext, quality) -> None:
 
 def respaced_length(steps: str) -> int:
     """Number of steps of a respacing spec ("ddim250", "250", "100,50"); OptionError when invalid."""
+    from difface.diffusion.schedule import space_timesteps
+
     try:
         n = len(space_timesteps(1000, steps))
     except (ValueError, TypeError) as e:
@@ -252,6 +285,8 @@ def _check_backend(backend: str, dtype: str, torch_only: bool) -> None:
     it cannot run (difface.backends)."""
     if backend not in BACKEND_NAMES:
         raise OptionError("backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
+    from difface.backends import BackendUnavailable, check_backend
+
     try:
         check_backend(backend)
     except BackendUnavailable as e:
@@ -347,8 +382,8 @@ class SamplingOptions:
             raise OptionError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check_start_step(self.start_step)
         check_eta(self.eta)
-        if self.sampler not in SAMPLERS:
-            raise OptionError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.sampler not in _samplers():
+            raise OptionError("sampler", f"must be one of {', '.join(_samplers())}, got {self.sampler!r}")
         check_nfe(self.nfe, self.sampler)
         _int("seed", self.seed)
 
@@ -371,8 +406,8 @@ class PhotoOptions:
 
     def __post_init__(self) -> None:
         _int("upscale", self.upscale, 1, MAX_UPSCALE)
-        if self.detector not in DETECTORS:
-            raise OptionError("detector", f"must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
+        if self.detector not in _detectors():
+            raise OptionError("detector", f"must be one of {', '.join(_detectors())}, got {self.detector!r}")
         if self.bg_upsampler not in BG_UPSAMPLERS and not Path(self.bg_upsampler).is_file():
             raise OptionError("bg_upsampler", f"must be one of {', '.join(BG_UPSAMPLERS)} or an existing "
                               f"weights file, got {self.bg_upsampler!r}")

@@ -25,10 +25,10 @@ from torch import nn
 
 from difface import weights
 from difface.backends.onnx_export import cached_export
+from difface.names import BACKENDS
 from difface.threads import passive as threads_wait_passively
 
-# Where the network forwards can run (difface.config re-exports this tuple as BACKEND_NAMES: the registry owns it)
-BACKENDS = ("torch", "onnxruntime", "openvino")
+# Where the network forwards can run: difface.names.BACKENDS (difface.config re-exports it as BACKEND_NAMES)
 
 PIP = {
     "onnxruntime": "pip install onnxruntime  (NVIDIA GPUs: pip install onnxruntime-gpu)",
