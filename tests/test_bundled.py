@@ -15,7 +15,7 @@ def test_bundled_files_are_small_safetensors_with_configs():
     files = [BUNDLED_DIR / "prior.safetensors", BUNDLED_DIR / "estimator.safetensors"]
     assert all(f.is_file() for f in files)
     assert sum(f.stat().st_size for f in files) < 40 * 2**20
-    model = DifFace.load()
+    model = DifFace.from_pretrained(device="cpu")
     assert model.image_size == 64 and "bundled" in model.name
     # v2 (docs/model-card.md): start step chosen per image, eta 0; 20 is the fixed start shown beside it
     assert (model.default_start, model.default_start_step, model.default_eta) == ("auto", 20, 0.0)
@@ -34,7 +34,7 @@ def test_bundled_training_configs_parse_and_match_the_weights():
     """The *_train_config.yaml beside the weights are real training configs of these networks."""
     from difface.train.config import load_config
 
-    model = DifFace.load()
+    model = DifFace.from_pretrained(device="cpu")
     est = load_config(BUNDLED_DIR / "estimator_train_config.yaml", "estimator")
     assert est.loss == "l2" and est.data.degradation == "range64-wide"
     shipped = model.estimator.config.to_dict()
@@ -48,7 +48,7 @@ def test_auto_default_leaves_a_nearly_clean_face_to_the_estimator_and_diffuses_a
     noisy one a start step above 0; a call without start_step uses the rule."""
     from difface.images import image_to_tensor, read_image
 
-    model = DifFace.load()
+    model = DifFace.from_pretrained(device="cpu")
     face = image_to_tensor(read_image(EXAMPLE.parent / "astronaut_face.png").rgb)
     g = torch.Generator().manual_seed(0)
     small = torch.nn.functional.interpolate(face, size=(16, 16), mode="area")

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from difface.cli import _command_parser, build_parser
+from difface.cli import UsageError, _command_parser, build_parser
 from difface.commands.options import FLAGS, args_from_options, option_message, options_from_args
 from difface.config import (
     InpaintOptions,
@@ -41,6 +41,8 @@ RESTORE_CASES = [
                    model=ModelOptions(compile=True, steps="100")),
     RestoreOptions(ext="webp", quality=80),
     RestoreOptions(aligned=True, ext="jpg"),
+    RestoreOptions(model=ModelOptions(model="official-512", device="cpu")),  # --model: a named model
+    RestoreOptions(model=ModelOptions(model="bundled-64")),
 ]
 
 
@@ -55,6 +57,7 @@ def test_restore_round_trip(options):
     InpaintOptions(sampling=SamplingOptions(start_step=37, eta=1.0, seed=99), batch_size=5, save_comparison=True),
     InpaintOptions(model=ModelOptions("a", "b", device="cuda:1", dtype="fp16"),
                    sampling=SamplingOptions(sampler="ddim", nfe=4), max_pixels=10**6),
+    InpaintOptions(model=ModelOptions(model="official-256-inpaint")),
 ])
 def test_inpaint_round_trip(options, tmp_path):
     mask = tmp_path / "hole.png"
@@ -120,3 +123,23 @@ def test_library_texts_name_options_by_field_and_the_cli_writes_flags():
     assert say_options(text, FLAGS) == ("use a smaller --upscale or --dtype bf16; run `difface weights list` "
                                         "(`not_an_option` stays)")
     assert say_options(text, {}) == text  # a caller of the Python API reads the field names
+
+
+def test_a_named_model_is_one_word_and_not_with_files():
+    """--model NAME gives the named model's weights; with --prior/--estimator it is an error naming both flags;
+    a model of the other task is refused by the parser (its choices are the task's models)."""
+    parsed = build_parser().parse_args(["restore", "in.png", "-o", "out", "--model", "official-512"])
+    options = options_from_args(parsed)
+    assert options.model.model == "official-512" and options.model.prior is None
+    assert options.model.files() == ("iddpm-ffhq512", "swinir-ffhq512") and not options.model.bundled
+    both = build_parser().parse_args(["restore", "in.png", "-o", "out", "--model", "official-512",
+                                      "--prior", "p.pth", "--estimator", "e.pth"])
+    with pytest.raises(OptionError) as e:
+        options_from_args(both)
+    assert option_message(e.value).startswith("--model: give --model or --prior and --estimator, not both")
+    with pytest.raises(UsageError, match="--model: invalid choice official-512; did you mean official-256-inpaint"):
+        build_parser().parse_args(["inpaint", "in.png", "-o", "out", "--model", "official-512"])
+    with pytest.raises(OptionError, match="^model: official-512 is a model for restoration; for inpainting"):
+        InpaintOptions(model=ModelOptions(model="official-512"))
+    with pytest.raises(OptionError, match="^model: must be one of official-512, "):
+        ModelOptions(model="nope")

@@ -43,7 +43,7 @@ MAD_LIMIT = 1 / 255  # mean absolute difference, [0, 1] scale, the file against 
 
 @pytest.fixture(scope="module")
 def bundled():
-    return DifFace.load()
+    return DifFace.from_pretrained(device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,7 @@ def test_stochastic_few_steps_do_not_depend_on_the_batch(small_models, method):
 
 
 def test_inpainting_reimposes_the_known_pixels_at_each_few_step(tmp_path):
-    model = DifFace.load(None, None, task="inpainting")
+    model = DifFace.from_pretrained(task="inpainting", device="cpu")
     truth = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., 16:40, 20:48] = 1
@@ -113,7 +113,7 @@ def test_inpainting_reimposes_the_known_pixels_at_each_few_step(tmp_path):
 
 
 def test_plan_for_the_bundled_prior_and_a_prior_without_a_fit(tmp_path, small_models):
-    bundled = DifFace.load(None, None)
+    bundled = DifFace.from_pretrained(device="cpu")
     p = plan_for(bundled, 100, 0.0)  # t = 400, eta 0: the schedule stored with the bundled prior
     assert p.source == "fitted for this prior" and (p.sampler, p.nfe) == FITTED
     assert p.timesteps == fitted_timesteps(bundled.sources["prior"], method=p.sampler, nfe=p.nfe, t_start=400)
@@ -139,7 +139,7 @@ def test_plan_for_the_bundled_prior_and_a_prior_without_a_fit(tmp_path, small_mo
 
 
 def test_fast_plan_is_what_restore_runs(tmp_path, small_models):
-    bundled = DifFace.load(None, None)
+    bundled = DifFace.from_pretrained(device="cpu")
     save_network(small_models[0], tmp_path / "prior.safetensors")
     other = replace(bundled, sources={**bundled.sources, "prior": tmp_path / "prior.safetensors"})
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))

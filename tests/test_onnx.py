@@ -122,12 +122,12 @@ def test_backend_matches_torch_on_the_bundled_model(onnx_cache, backend, request
         if _ran_in_own_process(request):
             return
     y = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    model = DifFace.load()
+    model = DifFace.from_pretrained(device="cpu")
     ref = model.restore(y, start_step=20, eta=0.5, seeds=[4, 5]).result
     out = model.with_backend(backend).restore(y, start_step=20, eta=0.5, seeds=[4, 5]).result
     assert (out - ref).abs().max() < BACKEND_ATOL
     # inpainting: LaMa's FFTs run as DFT matrix products in the graph
-    inp = DifFace.load(task="inpainting")
+    inp = DifFace.from_pretrained(task="inpainting", device="cpu")
     hole = y.clone()
     hole[:, :, 20:44, 16:48] = 0
     ref = inp.inpaint(hole, start_step=10, seeds=[4, 5]).result
@@ -153,7 +153,7 @@ def exported(tmp_path_factory):
 
 def test_export_writes_graphs_and_a_complete_manifest(exported):
     m = json.loads((exported / "manifest.json").read_text())
-    model = DifFace.load()
+    model = DifFace.from_pretrained(device="cpu")
     assert m["task"] == "restoration" and m["image_size"] == 64
     for role in ("prior", "estimator"):
         f = m["files"][role]
@@ -208,7 +208,7 @@ def test_standalone_script_restores_without_torch(exported, tmp_path):
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "out.npy")
     # the torch pipeline with the same q_sample noise (eta 0: no other noise is used)
-    model = DifFace.load()
+    model = DifFace.from_pretrained(device="cpu")
     y = torch.from_numpy(face.astype(np.float32) / 255).permute(2, 0, 1)[None]
     draws = iter([torch.from_numpy(noise)[None]])
     ref = model.restore(y, start_step=20, eta=0.0, noise_fn=lambda x: next(draws, torch.zeros_like(x))).result[0]

@@ -171,7 +171,7 @@ def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd, monkeypatch, 
     err = capfd.readouterr().err
     line, said = [ln for ln in err.splitlines() if ln.startswith("preset fast:")]
     assert "--backend torch" in line
-    plan = plan_for(DifFace.load(None, None), 100, 0.0)  # what difface.fastplan measured for eta 0
+    plan = plan_for(DifFace.from_pretrained(device="cpu"), 100, 0.0)  # what difface.fastplan measured for eta 0
     assert plan.source == "fitted for this prior" or plan.source.startswith("generic, validated on")
     assert said == f"preset fast: sampler {plan.sampler} with {plan.nfe} evaluations from t = 400, eta 0 " \
         f"({plan.source})"

@@ -414,7 +414,7 @@ def test_real_model_same_noise_per_track_steadies_a_still_shot(photo, detector, 
     src = tmp_path / "still.mp4"
     make_clip(photo, src, ClipSpec(size=(128, 96), fps=10, seconds=0.4, camera=still, degradation=None, audio=False,
                                    crf=0))
-    model = DifFace.load()
+    model = DifFace.from_pretrained(device="cpu")
     rf = model_restorer(model, start_step=5)
     outs = {}
     for name, opts in {"track": VideoOptions(det_min_side=96, crf=0),

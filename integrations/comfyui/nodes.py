@@ -27,8 +27,8 @@ from difface.config import (
     DEFAULT_STEPS,
     DETECTORS,
     MAX_UPSCALE,
+    MODELS,
     OFFICIAL,
-    PRESETS,
     SAMPLERS,
     SCHEDULES,
     InpaintOptions,
@@ -56,8 +56,9 @@ log = logging.getLogger("difface")
 
 CATEGORY = "difface"
 CUSTOM = "custom (prior + estimator)"
-# the model presets of difface.config (the bundled ones first: they work offline), then files or names of one's own
-MODEL_CHOICES = (*sorted(PRESETS, key=lambda name: PRESETS[name].prior is not None), CUSTOM)
+# the named models of difface.config.MODELS (the bundled ones first: they work offline), then files or names of
+# one's own
+MODEL_CHOICES = (*sorted(MODELS, key=lambda name: not MODELS[name].bundled), CUSTOM)
 DEFAULT_MODEL = "bundled-64"
 MODEL_DEFAULT = "default"  # start_step: the model's default start (auto for the bundled model)
 MODEL_ETA = -1.0  # eta: the model's default eta
@@ -122,20 +123,20 @@ def _device(name: str) -> torch.device:
 
 def model_options(model: str, prior: str, estimator: str, steps: str, device: str, dtype: str, backend: str,
                   fast: bool, compile: bool) -> tuple[str | None, ModelOptions]:
-    """(preset or None, ModelOptions) of the loader's widgets; OptionError for a bad value or combination."""
+    """(a name of MODELS or None, ModelOptions) of the loader's widgets; OptionError for a bad value or
+    combination."""
     prior, estimator = (prior or "").strip() or None, (estimator or "").strip() or None
     if model == CUSTOM:
         if prior is None and estimator is None:
             raise OptionError("prior", f"model {CUSTOM!r} loads the files (or registry names) given as "
                               f"{ref('prior')} and {ref('estimator')}: give both")
         return None, ModelOptions(prior, estimator, steps, device, dtype, fast, compile, backend)
-    if model not in PRESETS:
+    if model not in MODELS:
         raise OptionError("model", f"must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
     if prior is not None or estimator is not None:
         raise OptionError("prior", f"{ref('prior')} and {ref('estimator')} are read with model {CUSTOM!r} only; "
                           f"leave them empty with {model!r}")
-    preset = PRESETS[model]
-    return model, ModelOptions(preset.prior, preset.estimator, steps, device, dtype, fast, compile, backend)
+    return model, ModelOptions(None, None, steps, device, dtype, fast, compile, backend, model=model)
 
 
 # -- images: ComfyUI's tensors <-> difface's decoded images -------------------------------------------------------
@@ -219,7 +220,7 @@ def _report(describe: str, results: list[ImageResult], aligned: bool, notes: lis
 
 # -- the nodes ---------------------------------------------------------------------------------------------------
 class DifFaceModelLoader:
-    """Load a DifFace model once (a preset of difface, or a prior and an estimator of one's own) for the other
+    """Load a DifFace model once (a named model of difface, or a prior and an estimator of one's own) for the other
     nodes. The official models are downloaded into difface's weights cache on first use."""
 
     CATEGORY = CATEGORY
@@ -250,12 +251,12 @@ class DifFaceModelLoader:
     def load(self, model: str, device: str = "auto", dtype: str = "fp32", prior: str = "", estimator: str = "",
              steps: str = DEFAULT_STEPS, backend: str = "torch", fast: bool = False,
              compile: bool = False) -> tuple[DifFaceModel]:
-        preset, options = model_options(model, prior, estimator, steps, device, dtype, backend, fast, compile)
+        name, options = model_options(model, prior, estimator, steps, device, dtype, backend, fast, compile)
         dev = _device(options.device)
         kwargs = dict(device=dev, dtype=options.dtype, backend=options.backend, steps=options.steps,
                       channels_last=options.fast, compile=options.compile)
-        if preset is not None:
-            loaded = DifFace.from_pretrained(preset, **kwargs)
+        if name is not None:  # the named model's weights and its own defaults
+            loaded = DifFace.from_pretrained(name, **kwargs)
         else:  # the task follows the estimator's kind
             loaded = DifFace.from_pretrained(prior=options.prior, estimator=options.estimator, **kwargs)
         return (DifFaceModel(loaded, options, dev),)
@@ -314,11 +315,11 @@ class DifFaceRestore:
                 upscale: int = 1, detector: str = DEFAULT_DETECTOR, schedule: str = "even",
                 bg_upsampler: str = DEFAULT_BG_UPSAMPLER, only_center_face: bool = False, draw_boxes: bool = False,
                 max_face_size: float = 0.0, batch_size: int = 1) -> tuple[torch.Tensor, str]:
+        _check_task(model, "restoration", "DifFaceRestore")
         sampling = sampling_options(start_step, eta, sampler, nfe, seed, schedule)
         photo = PhotoOptions(upscale, detector, only_center_face, bg_upsampler, draw_boxes, max_face_size)
         options = RestoreOptions(model=model.options, sampling=sampling, photo=photo, aligned=aligned,
                                  batch_size=batch_size)
-        _check_task(model, "restoration", "DifFaceRestore")
         pipe = model.restore_pipeline(options)
         images = loaded_images(image)
         progress = Progress(len(images))
@@ -354,9 +355,9 @@ class DifFaceInpaint:
                 eta: float = MODEL_ETA, sampler: str = OFFICIAL, nfe: int = 0, seed: int = DEFAULT_SEED,
                 mask: torch.Tensor | None = None, schedule: str = "even",
                 batch_size: int = 1) -> tuple[torch.Tensor, str]:
+        _check_task(model, "inpainting", "DifFaceInpaint")
         sampling = sampling_options(start_step, eta, sampler, nfe, seed, schedule)
         options = InpaintOptions(model=model.options, sampling=sampling, batch_size=batch_size)
-        _check_task(model, "inpainting", "DifFaceInpaint")
         pipe = model.inpaint_pipeline(options)
         images = loaded_images(image)
         masks, holes = masks_for(images, mask)

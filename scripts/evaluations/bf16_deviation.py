@@ -17,7 +17,7 @@ ap.add_argument("--lq", type=Path, required=True)
 ap.add_argument("--count", type=int, default=8)
 ap.add_argument("--start-step", type=int, default=100)
 args = ap.parse_args()
-model = DifFace.load()
+model = DifFace.from_pretrained(device="cpu")
 names = sorted(p.name for p in args.lq.glob("*.png"))[: args.count]
 x = torch.cat([image_to_tensor(read_image(args.lq / n).rgb) for n in names])
 seeds = list(range(len(x)))

@@ -47,7 +47,7 @@ def faces(folder: Path, skip: int, count: int) -> tuple[list[str], np.ndarray]:
 
 def load(prior: str | None, estimator: str | None) -> DifFace:
     p, e = bundled_model_paths()
-    return DifFace.load(prior or str(p), estimator or str(e))
+    return DifFace.from_pretrained(prior=prior or str(p), estimator=estimator or str(e), device="cpu")
 
 
 def restore(model: DifFace, lq: np.ndarray, start, seed: int, batch: int) -> tuple[np.ndarray, np.ndarray, list[int],

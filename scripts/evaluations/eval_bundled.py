@@ -126,7 +126,7 @@ def main() -> None:
                     "estimator, each setting, truth")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = DifFace.load(args.prior, args.estimator)
+    model = DifFace.from_pretrained(prior=args.prior, estimator=args.estimator, device="cpu")
     names, lq, hq = load_pairs(args.lq, args.hq, args.count)
     emb = dlib_embedder()
     gt_emb = [emb.embed(cv2.resize(g, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC).clip(0, 1))

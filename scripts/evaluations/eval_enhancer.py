@@ -121,7 +121,7 @@ def pipeline_seconds(model: DifFace, st: SamplingOptions, crops: list[np.ndarray
 def eval_bundled(work: Path, crops_dir: Path, hq_dir: Path) -> dict:
     path = work / "bundled.onnx"
     export_s = difface("export", "enhancer", "-o", str(path))
-    model = DifFace.load()
+    model = DifFace.from_pretrained(device="cpu")
     enh = Enhancer(model, SamplingOptions(None, None, "ddim", None, DEFAULT_SEED))
     st = enh.settings
     out = work / "restored"
@@ -176,7 +176,8 @@ def eval_official_filler(work: Path, crops_dir: Path, count: int, parity: bool =
     names = ["--prior", str(files / "prior.safetensors"), "--estimator", str(files / "estimator.safetensors")]
     path = work / "filler512.onnx"
     export_s = difface("export", "enhancer", *names, "-o", str(path))
-    model = DifFace.load(str(files / "prior.safetensors"), str(files / "estimator.safetensors"))
+    model = DifFace.from_pretrained(prior=str(files / "prior.safetensors"),
+                                    estimator=str(files / "estimator.safetensors"), device="cpu")
     enh = Enhancer(model, SamplingOptions(None, None, "ddim", None, DEFAULT_SEED))
     st = enh.settings
     few = work / "crops512_few"

@@ -51,7 +51,7 @@ def prepare(work: Path, count: int, threads: int) -> tuple[Path, Path, Path]:
     onnx_path = work / "filler512.onnx"
     if not onnx_path.is_file():
         t0 = time.perf_counter()
-        model = DifFace.load(str(prior_f), str(est_f))
+        model = DifFace.from_pretrained(prior=str(prior_f), estimator=str(est_f), device="cpu")
         export_enhancer(Enhancer(model, SamplingOptions(None, None, "ddim", None, DEFAULT_SEED)), onnx_path)
         (work / "export_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
     return work / "crops512", work / "deg" / "hq", onnx_path
@@ -71,7 +71,8 @@ def main() -> None:
     os.environ.setdefault("DIFFACE_HOME", str(args.work / "home"))
     crops_dir, hq_dir, onnx_path = prepare(args.work, args.count, args.threads)
     files = args.work / "filler512"
-    model = DifFace.load(str(files / "prior.safetensors"), str(files / "estimator.safetensors"))
+    model = DifFace.from_pretrained(prior=str(files / "prior.safetensors"),
+                                    estimator=str(files / "estimator.safetensors"), device="cpu")
     enh = Enhancer(model, SamplingOptions(None, None, "ddim", None, DEFAULT_SEED))
     st = enh.settings
     so = ort.SessionOptions()

@@ -110,7 +110,7 @@ def run_difface(prior: str | None, estimator: str, lq: np.ndarray, start: int, e
         prior = str(bundled_model_paths()[0])
     if estimator == "bundled":
         estimator = str(bundled_model_paths()[1])
-    model = DifFace.load(prior, estimator)
+    model = DifFace.from_pretrained(prior=prior, estimator=estimator, device="cpu")
     out, t0 = [], time.perf_counter()
     for i in range(0, len(lq), batch):
         x = torch.cat([image_to_tensor(a) for a in lq[i: i + batch]])

@@ -79,7 +79,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     task = "inpainting" if args.task == "inpaint" else "restoration"
     prior, estimator = (str(p) for p in bundled_model_paths(task))
-    model = DifFace.load(args.prior or prior, estimator)
+    model = DifFace.from_pretrained(prior=args.prior or prior, estimator=estimator, device="cpu")
     start = args.start if args.start == "auto" else int(args.start)
     names = split_names(args.lq, "val")[: args.count]
     lq, hq = load_faces(args.lq, args.hq, names)

@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = DifFace.load(None, None)
+    model = DifFace.from_pretrained(device="cpu")
     names = split_names(args.lq, "val")
     lq, hq = load_faces(args.lq, args.hq, names)
     emb = dlib_embedder()

@@ -80,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.prior is None:
         args.prior, args.estimator = (str(p) for p in bundled_model_paths("inpainting"))
-    model = DifFace.load(args.prior, args.estimator)
+    model = DifFace.from_pretrained(prior=args.prior, estimator=args.estimator, device="cpu")
     names = sorted(p.name for p in args.val.iterdir() if p.suffix == ".png")[: args.count]
     truth = np.stack([read_image(args.val / n).rgb for n in names])
     size = truth.shape[1:3]

@@ -117,7 +117,7 @@ def cmd_faces(args) -> None:
     names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".png")[args.skip: args.skip + args.count]
     truth = np.stack([read_image(folder / n).rgb for n in names])
     p, e = bundled_model_paths()
-    model, emb = DifFace.load(str(p), str(e)), embedder()
+    model, emb = DifFace.from_pretrained(prior=str(p), estimator=str(e), device="cpu"), embedder()
     gt_ids = embed_all(emb, truth)
     report = {"faces": f"{folder.name} {args.skip}..{args.skip + len(names) - 1}", "count": len(names),
               "seed": args.seed, "metric": "dlib descriptor distance of x4 upscales", "recipes": {}}

@@ -67,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = DifFace.load(args.prior, args.estimator)
+    model = DifFace.from_pretrained(prior=args.prior, estimator=args.estimator, device="cpu")
     samples = prior_samples(model, 16)
     write_image(args.out / "prior_samples.png", grid([samples[:8], samples[8:]]))
     names = sorted(p.name for p in args.lq.glob("*.png"))[: args.count]

@@ -1,5 +1,5 @@
 """The one home of configuration: every option dataclass of the inference pipelines, every default and
-choice list, one validator per option, and the model presets (`PRESETS`).
+choice list, one validator per option, and the table of named models (`MODELS`).
 
 The CLI (difface.commands), the app and the API build options only through these classes.
 
@@ -17,22 +17,54 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from difface.backends import BACKENDS as BACKEND_NAMES  # re-exported: where the network forwards run
-from difface.backends import RUNTIMES, BackendUnavailable, check_backend
-from difface.device import DTYPES
-from difface.diffusion.schedule import space_timesteps
-from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SAMPLERS, SOLVERS  # noqa: F401 (re-exported: the registry owns them)
-from difface.face.detect import BACKENDS as DETECTOR_NAMES
-from difface.face.detect import DEFAULT_BACKEND as DEFAULT_DETECTOR  # noqa: F401 (re-exported)
-from difface.images import DEFAULT_QUALITY, OUTPUT_FORMATS  # re-exported: the formats difface.images writes
+from difface.names import DEFAULT_DETECTOR, DEFAULT_NFE, DEFAULT_QUALITY, OFFICIAL, OUTPUT_FORMATS  # noqa: F401
+from difface.names import DTYPE_NAMES as DTYPES
 from difface.strength import strength_error
+
+# This module imports no torch, OpenCV or numpy (a test checks it): the names it shares with the heavy modules
+# live in difface.names, and the tables owned by heavy modules are read on first use: `SAMPLERS` and `SOLVERS`
+# (difface.diffusion.solvers, the sampler table), `DETECTORS` (difface.face.detect) and `BACKEND_NAMES` (the names
+# of difface.backends.RUNTIMES) are module attributes
+# that import their table when first asked for (`__getattr__` below), and the checks that need them import it then.
+_LAZY = {"SAMPLERS": ("difface.diffusion.solvers", "SAMPLERS"), "SOLVERS": ("difface.diffusion.solvers", "SOLVERS"),
+         "DETECTORS": ("difface.face.detect", "DETECTORS"), "BACKEND_NAMES": ("difface.backends", "BACKENDS")}
+
+
+def __getattr__(name: str):
+    """SAMPLERS, SOLVERS (the sampler table's), DETECTORS (the detector names) and BACKEND_NAMES (the runtime
+    table's names, difface.backends.RUNTIMES), imported on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    return tuple(value) if name == "DETECTORS" else value
+
+
+def _samplers() -> tuple[str, ...]:
+    from difface.diffusion.solvers import SAMPLERS
+
+    return SAMPLERS
+
+
+def _solvers() -> tuple[str, ...]:
+    from difface.diffusion.solvers import SOLVERS
+
+    return tuple(SOLVERS)
+
+
+def _detectors() -> tuple[str, ...]:
+    from difface.face.detect import DETECTORS
+
+    return tuple(DETECTORS)
+
 
 DEFAULT_SEED = 12345
 DEFAULT_STEPS = "ddim250"
 # Inputs above this many pixels are refused from the image header, before decoding: a 50 MP photo
 # takes about 2 GB to decode and resize. Raise it with --max-pixels.
 DEFAULT_MAX_PIXELS = 50_000_000
-DETECTORS = DETECTOR_NAMES  # re-exported: difface.face.detect.DETECTORS is the table (name -> builder)
 BG_UPSAMPLERS = ("auto", "realesrgan", "lanczos")
 DEFAULT_BG_UPSAMPLER = "auto"
 DEFAULT_DEVICE = "auto"  # difface.device.pick_device: CUDA, else MPS, else the CPU
@@ -49,34 +81,86 @@ RUN_PRESETS = (DEFAULT_RUN_PRESET, "fast")  # --preset (difface.presets): what r
 
 
 @dataclass(frozen=True)
-class ModelPreset:
-    """A model the tool knows by name: its weights (registry names; None: the bundled files of `task`) and
-    its defaults. start_t: the default start as an original timestep of 1000 (the same on any respacing);
-    eta: default DDIM eta; t_max: largest timestep the prior was trained on (None: read from the weights'
-    metadata, or unlimited); auto: a call without a start step chooses one per image (difface.autostart)."""
+class ModelEntry:
+    """A model the tool knows by name (`MODELS`, `--model NAME`): its weights (registry names of
+    difface.hub.REGISTRY; None: the bundled files of `task`) and its defaults.
+
+    start_t: the default start as an original timestep of 1000 (the same on any respacing); eta: default DDIM
+    eta; t_max: largest timestep the prior was trained on (None: read from the weights' metadata, or
+    unlimited); auto: a call without a start step chooses one per image (difface.autostart); image_size: the
+    faces the networks see (pixels a side); licence: the terms of the weights; label: the app's menu entry;
+    description: one line for `--help` and `difface weights list`."""
 
     prior: str | None
     estimator: str | None
     task: str
+    image_size: int
     start_t: int
     eta: float
     t_max: int | None = None
     auto: bool = False
+    licence: str = ""
+    label: str = ""
+    description: str = ""
+
+    @property
+    def bundled(self) -> bool:
+        """True for the bundled files (shipped in the package, offline)."""
+        return self.prior is None and self.estimator is None
+
+    @property
+    def weights(self) -> tuple[str, ...]:
+        """The weights registry entries this model needs (none for the bundled files: they are in the package)."""
+        return tuple(name for name in (self.prior, self.estimator) if name is not None)
 
 
-# The official defaults: restoration starts at step 100 of "ddim250" (t = 400), eta 0.5; inpainting at
-# step 120 (t = 480), eta 1.0. The bundled prior is small and CPU-trained: it helps near the clean end of
-# the chain and harms from t = 400 on, so its fixed start is t = 80 with eta 0 (docs/model-card.md), and
+_BUNDLED_LICENCE = "research and non-commercial use only (trained on CelebA; docs/model-card.md)"
+_OFFICIAL_LICENCE = "non-commercial (the DifFace project's NTU S-Lab License 1.0)"
+
+# The one table of named models: `--model NAME`, `DifFace.from_pretrained(NAME)`, the app's menu and `difface
+# weights list` read it. The official defaults: restoration starts at step 100 of "ddim250" (t = 400), eta 0.5;
+# inpainting at step 120 (t = 480), eta 1.0. The bundled prior is small and CPU-trained: it helps near the clean
+# end of the chain and harms from t = 400 on, so its fixed start is t = 80 with eta 0 (docs/model-card.md), and
 # its estimator carries a calibrated auto rule that is used by default ("Version 2").
-PRESETS: dict[str, ModelPreset] = {
-    "official-512": ModelPreset("iddpm-ffhq512", "swinir-ffhq512", "restoration", start_t=400, eta=0.5),
-    "official-256-inpaint": ModelPreset("iddpm-ffhq256", "lama-inpainting256", "inpainting", start_t=480, eta=1.0),
-    "bundled-64": ModelPreset(None, None, "restoration", start_t=80, eta=0.0, auto=True),
-    "bundled-64-inpaint": ModelPreset(None, None, "inpainting", start_t=480, eta=1.0),
+MODELS: dict[str, ModelEntry] = {
+    "official-512": ModelEntry(
+        "iddpm-ffhq512", "swinir-ffhq512", "restoration", 512, start_t=400, eta=0.5, licence=_OFFICIAL_LICENCE,
+        label="official DifFace 512 px (iddpm-ffhq512 + swinir-ffhq512)",
+        description="the paper's restoration models: FFHQ prior and SwinIR estimator, 512 px (downloaded, ~700 MB)"),
+    "official-256-inpaint": ModelEntry(
+        "iddpm-ffhq256", "lama-inpainting256", "inpainting", 256, start_t=480, eta=1.0, licence=_OFFICIAL_LICENCE,
+        label="official DifFace 256 px (iddpm-ffhq256 + lama-inpainting256)",
+        description="the paper's inpainting models: FFHQ prior and LaMa estimator, 256 px (downloaded)"),
+    "bundled-64": ModelEntry(
+        None, None, "restoration", 64, start_t=80, eta=0.0, auto=True, licence=_BUNDLED_LICENCE,
+        label="bundled small model (64 px)",
+        description="the bundled small model (difface-small64, CelebA), 64 px, offline; start chosen per face"),
+    "bundled-64-inpaint": ModelEntry(
+        None, None, "inpainting", 64, start_t=480, eta=1.0, licence=_BUNDLED_LICENCE,
+        label="bundled small inpainter (64 px)",
+        description="the bundled small inpainter (difface-small64, CelebA), 64 px, offline"),
 }
-# The defaults of a pair of named files that is no preset: the official ones of its task.
-TASK_PRESETS = {"restoration": "official-512", "inpainting": "official-256-inpaint"}
-BUNDLED_PRESETS = {"restoration": "bundled-64", "inpainting": "bundled-64-inpaint"}
+TASKS = ("restoration", "inpainting")
+# The model of each task when none is named and no files are given: the bundled one (offline).
+DEFAULT_MODEL = {"restoration": "bundled-64", "inpainting": "bundled-64-inpaint"}
+# The official model of each task: its defaults (start, eta) are those of files given without a model name.
+OFFICIAL_MODEL = {"restoration": "official-512", "inpainting": "official-256-inpaint"}
+
+
+def models_of(task: str) -> list[str]:
+    """The names of MODELS for `task`, the task's default first, then in the table's order."""
+    return sorted((name for name, e in MODELS.items() if e.task == task), key=lambda n: n != DEFAULT_MODEL[task])
+
+
+def check_model(name, task: str | None = None) -> None:
+    """model: None or a name of MODELS (of `task`, when given)."""
+    if name is None:
+        return
+    if name not in MODELS:
+        raise OptionError("model", f"must be one of {', '.join(MODELS)}, got {name!r}")
+    if task is not None and MODELS[name].task != task:
+        raise OptionError("model", f"{name} is a model for {MODELS[name].task}; for {task} choose one of "
+                          f"{', '.join(models_of(task))}")
 
 
 _REF = "\x1f"  # brackets an option named inside an OptionError's message (see `ref`)
@@ -160,7 +244,7 @@ def check_nfe(value, sampler: str) -> None:
     if value is None:
         return
     if sampler == OFFICIAL:
-        raise OptionError("nfe", f"applies to {ref('sampler')} {' or '.join(SOLVERS)}; the official loop makes one "
+        raise OptionError("nfe", f"applies to {ref('sampler')} {' or '.join(_solvers())}; the official loop makes one "
                           f"evaluation per respaced step (see {ref('steps')} and {ref('start_step')})")
     _int("nfe", value, 1)
 
@@ -186,6 +270,8 @@ def check_output_format(ext, quality) -> None:
 
 def respaced_length(steps: str) -> int:
     """Number of steps of a respacing spec ("ddim250", "250", "100,50"); OptionError when invalid."""
+    from difface.diffusion.schedule import space_timesteps
+
     try:
         n = len(space_timesteps(1000, steps))
     except (ValueError, TypeError) as e:
@@ -199,8 +285,11 @@ def respaced_length(steps: str) -> int:
 def _check_backend(backend: str, dtype: str, torch_only: bool) -> None:
     """OptionError("backend") for an unknown or missing backend (with the pip command) or a combination
     it cannot run on any device (its entry of difface.backends.RUNTIMES)."""
+    from difface.backends import RUNTIMES, BackendUnavailable, check_backend
+
     if backend not in RUNTIMES:
-        raise OptionError("backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
+        raise OptionError("backend", f"must be one of {', '.join(RUNTIMES)}, got {backend!r}")
+
     try:
         check_backend(backend)
     except BackendUnavailable as e:
@@ -218,7 +307,9 @@ def _check_backend(backend: str, dtype: str, torch_only: bool) -> None:
 class ModelOptions:
     """Which networks, on which device, at which precision.
 
-    prior/estimator: registry names or files (both None: the bundled small model); steps: timestep
+    model: a name of MODELS (its weights and its defaults); prior/estimator: registry names or files instead
+    (defaults: those of the official model of their task); none of the three: the task's DEFAULT_MODEL (the
+    bundled small model); steps: timestep
     respacing of the chain; device: auto | cpu | cuda | cuda:N | mps; dtype: fp32 | bf16 | fp16;
     backend: torch | onnxruntime | openvino (difface.backends: where the network forwards run); threads: CPU
     threads of the forwards, applied by the front ends at the start of a run (0: automatic, the cores not busy
@@ -234,8 +325,13 @@ class ModelOptions:
     compile: bool = False
     backend: str = "torch"
     threads: int = 0
+    model: str | None = None
 
     def __post_init__(self) -> None:
+        check_model(self.model)
+        if self.model is not None and (self.prior is not None or self.estimator is not None):
+            raise OptionError("model", f"give {ref('model')} or {ref('prior')} and {ref('estimator')}, not both: "
+                              f"{self.model} names its own weights")
         if (self.prior is None) != (self.estimator is None):
             which = "estimator" if self.estimator is None else "prior"
             raise OptionError(which, f"give both {ref('prior')} and {ref('estimator')} (or neither, for the bundled "
@@ -245,6 +341,19 @@ class ModelOptions:
             raise OptionError("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         _check_backend(self.backend, self.dtype, self.fast or self.compile)
         check_threads(self.threads)
+
+    @property
+    def bundled(self) -> bool:
+        """True when these options load the bundled files (no files given, and no model or a bundled one)."""
+        if self.model is not None:
+            return MODELS[self.model].bundled
+        return self.prior is None and self.estimator is None
+
+    def files(self) -> tuple[str | None, str | None]:
+        """(prior, estimator) that load: the named model's registry names, or those given (None: bundled)."""
+        if self.model is not None:
+            return MODELS[self.model].prior, MODELS[self.model].estimator
+        return self.prior, self.estimator
 
 
 @dataclass(frozen=True)
@@ -276,8 +385,8 @@ class SamplingOptions:
             raise OptionError("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         check_start_step(self.start_step)
         check_eta(self.eta)
-        if self.sampler not in SAMPLERS:
-            raise OptionError("sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.sampler not in _samplers():
+            raise OptionError("sampler", f"must be one of {', '.join(_samplers())}, got {self.sampler!r}")
         check_nfe(self.nfe, self.sampler)
         _int("seed", self.seed)
 
@@ -300,8 +409,8 @@ class PhotoOptions:
 
     def __post_init__(self) -> None:
         _int("upscale", self.upscale, 1, MAX_UPSCALE)
-        if self.detector not in DETECTORS:
-            raise OptionError("detector", f"must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
+        if self.detector not in _detectors():
+            raise OptionError("detector", f"must be one of {', '.join(_detectors())}, got {self.detector!r}")
         if self.bg_upsampler not in BG_UPSAMPLERS and not Path(self.bg_upsampler).is_file():
             raise OptionError("bg_upsampler", f"must be one of {', '.join(BG_UPSAMPLERS)} or an existing "
                               f"weights file, got {self.bg_upsampler!r}")
@@ -379,6 +488,7 @@ class RestoreOptions:
     quality: int = DEFAULT_QUALITY  # of ext jpg and webp
 
     def __post_init__(self) -> None:
+        check_model(self.model.model, "restoration")
         _int("batch_size", self.batch_size, 1, 4096)
         check_max_pixels(self.max_pixels)
         check_output_format(self.ext, self.quality)
@@ -401,6 +511,7 @@ class InpaintOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
+        check_model(self.model.model, "inpainting")
         _int("batch_size", self.batch_size, 1, 4096)
         check_max_pixels(self.max_pixels)
         if self.mask is not None and not Path(self.mask).exists():

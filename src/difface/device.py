@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from difface import threads
+from difface.names import DTYPE_NAMES
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))  # precision name -> dtype
 
 
 def cpu_has_native_bf16() -> bool | None:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from difface.atomic import atomic_write_bytes
+from difface.names import DEFAULT_QUALITY, OUTPUT_FORMATS  # noqa: F401 (re-exported)
 
 log = logging.getLogger("difface")
 
@@ -48,8 +49,7 @@ def _opencv_silent():
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # What a result can be written as (`write_image`: the file's suffix says which): PNG is lossless and keeps
 # 16 bits and alpha; JPEG and WebP are 8-bit and lossy at `quality` (WebP keeps alpha, JPEG drops it).
-OUTPUT_FORMATS = ("png", "jpg", "webp")
-DEFAULT_QUALITY = 95  # JPEG / WebP quality, 1 to 100
+# (the names live in difface.names, which difface.config reads without importing this module)
 
 
 class ImageReadError(ValueError):

@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 import torch
 
 from difface.backends import RUNTIMES, available_backends
-from difface.config import DEFAULT_NFE, DEFAULT_RUN_PRESET, RUN_PRESETS, ModelOptions, PhotoOptions, SamplingOptions
+from difface.config import (
+    DEFAULT_NFE,
+    DEFAULT_RUN_PRESET,
+    MODELS,
+    RUN_PRESETS,
+    ModelOptions,
+    PhotoOptions,
+    SamplingOptions,
+)
 from difface.device import cpu_has_native_bf16
 from difface.fastplan import MEASURED_FALLBACK
 
@@ -153,8 +161,12 @@ def resolve_args(args) -> Resolved:
     machine = Machine.detect(getattr(args, "device", "auto")) if preset and preset.networks else Machine()
     res = resolve(name, explicit, machine, upscale=getattr(args, "upscale", None))
     options = dict(res.options)
+    prior, estimator = getattr(args, "prior", None), getattr(args, "estimator", None)
+    named = MODELS.get(getattr(args, "model", None) or "")
+    if named is not None and not named.bundled:  # a named model's weights, as if given as files
+        prior, estimator = named.prior, named.estimator
     if not preset.networks and explicit.get("backend") is None and bundled_cpu_backend(
-            getattr(args, "prior", None), getattr(args, "estimator", None), device=getattr(args, "device", "auto"),
+            prior, estimator, device=getattr(args, "device", "auto"),
             dtype=explicit.get("dtype"), fast=explicit.get("fast"), compile=getattr(args, "compile", False),
             inpainting=hasattr(args, "mask")):
         options["backend"] = BUNDLED_CPU_BACKEND

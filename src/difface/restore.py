@@ -24,7 +24,7 @@ from difface import models, weights
 from difface.autostart import AutoStart, estimate_change, steps_for_error
 from difface.backends import backend_network
 from difface.bundled import BUNDLED_DIR, BundledModelMissing, bundled_model_paths  # noqa: F401 (re-exported)
-from difface.config import BUNDLED_PRESETS, DEFAULT_STEPS, PRESETS, TASK_PRESETS, OptionError, ref
+from difface.config import DEFAULT_MODEL, DEFAULT_STEPS, MODELS, OFFICIAL_MODEL, OptionError, ref
 from difface.data.masks import FEATHER_MODEL_PX, detect_mask, fill_mask, known_resize  # noqa: F401 (re-exported)
 from difface.device import autocast as autocast_ctx
 from difface.device import fast_module, pick_device
@@ -33,9 +33,9 @@ from difface.diffusion.schedule import Diffusion
 from difface.plan import SamplingPlan
 from difface.weights import trained_t_max
 
-# The defaults of the official models (difface.config.PRESETS), kept under these names for callers
-DEFAULT_START_T, DEFAULT_ETA = PRESETS["official-512"].start_t, PRESETS["official-512"].eta
-INPAINT_START_T, INPAINT_ETA = PRESETS["official-256-inpaint"].start_t, PRESETS["official-256-inpaint"].eta
+# The defaults of the official models (difface.config.MODELS), kept under these names for callers
+DEFAULT_START_T, DEFAULT_ETA = MODELS["official-512"].start_t, MODELS["official-512"].eta
+INPAINT_START_T, INPAINT_ETA = MODELS["official-256-inpaint"].start_t, MODELS["official-256-inpaint"].eta
 DEFAULT_RESPACING = DEFAULT_STEPS
 
 
@@ -108,23 +108,26 @@ class DifFace:
     ) -> DifFace:
         size = prior.config.image_size if hasattr(prior, "config") else 512
         model = cls(prior, estimator, Diffusion.create(1000, "linear", respacing), size, name, task=task)
-        model.apply_preset(TASK_PRESETS[task])
+        model.apply_defaults(OFFICIAL_MODEL[task])
         return model
 
-    def apply_preset(self, preset: str) -> None:
-        """Take the defaults (start, eta, auto rule; t_max when the preset fixes one) of `PRESETS[preset]`."""
-        p = PRESETS[preset]
+    def apply_defaults(self, name: str) -> None:
+        """Take the defaults (start, eta, auto rule; t_max when the entry fixes one) of the named model
+        `MODELS[name]` (difface.config)."""
+        p = MODELS[name]
         self.default_start_t, self.default_eta, self.default_auto = p.start_t, p.eta, p.auto
         if p.t_max is not None:
             self.t_max = p.t_max
 
     @classmethod
-    def load(
+    def _load(
         cls, prior: str | None = None, estimator: str | None = None, respacing: str = DEFAULT_RESPACING,
-        task: str = "restoration",
+        task: str = "restoration", model: str | None = None,
     ) -> DifFace:
-        """Load from registry names or files; with neither given, the bundled small model for `task`
-        ("restoration" or "inpainting"). With named files the task follows the estimator's kind."""
+        """Load from registry names or files (with the official defaults of their task); with neither given, the
+        bundled small model for `task` ("restoration" or "inpainting"). With named files the task follows the
+        estimator's kind. `model`: a name of MODELS whose defaults replace those (the bundled files: the task's
+        DEFAULT_MODEL)."""
         bundled = prior is None and estimator is None
         if bundled:
             prior, estimator = bundled_model_paths(task)
@@ -138,42 +141,45 @@ class DifFace:
         _check_role(e, estimator, "estimator", "a diffused estimator (SwinIR, or LaMa for inpainting)",
                     ("estimator", "inpainter"))
         task = "inpainting" if models.role_of(e) == "inpainter" else "restoration"
-        model = cls.from_modules(p, e, respacing, name=name, task=task)
-        model.sources = {"prior": weights.resolve(prior, allow_download=False),
-                         "estimator": weights.resolve(estimator, allow_download=False)}
-        model.t_max = trained_t_max(model.sources["prior"])
-        model.autostart = AutoStart.from_json(weights.autostart_rule(model.sources["estimator"]))
-        if bundled:
-            model.apply_preset(BUNDLED_PRESETS[task])
-        return model
+        net = cls.from_modules(p, e, respacing, name=name, task=task)
+        net.sources = {"prior": weights.resolve(prior, allow_download=False),
+                       "estimator": weights.resolve(estimator, allow_download=False)}
+        net.t_max = trained_t_max(net.sources["prior"])
+        net.autostart = AutoStart.from_json(weights.autostart_rule(net.sources["estimator"]))
+        if model is None and bundled:
+            model = DEFAULT_MODEL[task]
+        if model is not None:
+            net.apply_defaults(model)
+        return net
 
     @classmethod
     def from_pretrained(
-        cls, preset: str | None = None, *, prior: str | None = None, estimator: str | None = None,
+        cls, model: str | None = None, *, prior: str | None = None, estimator: str | None = None,
         task: str = "restoration", device: torch.device | str | None = None, dtype: str = "fp32",
         backend: str = "torch", steps: str = DEFAULT_STEPS, channels_last: bool = False, compile: bool = False,
     ) -> DifFace:
-        """The one entry to a ready model: a preset name of difface.config.PRESETS, or files / registry names
-        (prior and estimator; neither: the bundled model of `task`), moved to `device` (None: the best
+        """The one entry to a ready model: a name of difface.config.MODELS (its weights and its own defaults:
+        start, eta, t_max, auto rule), or files / registry names (prior and estimator, with the official defaults
+        of their task; neither: the bundled model of `task`, DEFAULT_MODEL), moved to `device` (None: the best
         available), optionally optimized, its networks run through `backend`.
 
         Raises ValueError naming the weights file that cannot be used (or the device that is not usable)."""
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        if model is not None:
+            if model not in MODELS:
+                raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
             if prior is not None or estimator is not None:
-                raise ValueError("give a preset or the prior and estimator files, not both")
-            prior, estimator, task = PRESETS[preset].prior, PRESETS[preset].estimator, PRESETS[preset].task
+                raise ValueError("give a model name or the prior and estimator files, not both")
+            prior, estimator, task = MODELS[model].prior, MODELS[model].estimator, MODELS[model].task
         try:
-            model = cls.load(prior, estimator, respacing=steps, task=task)
+            net = cls._load(prior, estimator, respacing=steps, task=task, model=model)
         except weights.WeightsError as e:
             raise ValueError(str(e)) from None
         except (OSError, RuntimeError, KeyError) as e:
             raise ValueError(str(e).strip("'\"")) from None
-        model = model.to(device if isinstance(device, torch.device) else pick_device(device or "auto"))
+        net = net.to(device if isinstance(device, torch.device) else pick_device(device or "auto"))
         if channels_last or compile:
-            model = model.optimized(channels_last=channels_last, compile=compile)
-        return model.with_backend(backend, dtype=dtype)
+            net = net.optimized(channels_last=channels_last, compile=compile)
+        return net.with_backend(backend, dtype=dtype)
 
     def optimized(self, *, channels_last: bool = False, compile: bool = False) -> DifFace:
         """A copy running faster stand-ins of both networks (difface.device.fast_module); self is unchanged.

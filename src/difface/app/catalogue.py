@@ -1,6 +1,6 @@
 """The models a web app offers, by menu label, and their loading (no Gradio here: usable without the app's extra).
 
-    models = ModelCatalogue(device="cpu")                 # the bundled models plus the cached official ones
+    models = ModelCatalogue(device="cpu")                 # the named models (difface.config.MODELS) it can load
     label = next(iter(models.restore_models))
     model = models.model(label, "restoration")            # a DifFace, loaded once (DifFace.from_pretrained)
     eta, start, about = models.defaults(label, "restoration")
@@ -16,40 +16,51 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from difface.config import ModelOptions, OptionError
+from difface.config import DEFAULT_MODEL, MODELS, ModelOptions, OptionError
 from difface.restore import DifFace, bundled_model_paths
 from difface.weights import local_path
 
-BUNDLED = {"restoration": "bundled small model (64 px)", "inpainting": "bundled small inpainter (64 px)"}
-# The official models of each task: (menu label, prior, estimator), offered when both files are cached.
-OFFICIAL = {"restoration": [("official DifFace 512 px (iddpm-ffhq512 + swinir-ffhq512)", "iddpm-ffhq512",
-                             "swinir-ffhq512")],
-            "inpainting": [("official DifFace 256 px (iddpm-ffhq256 + lama-inpainting256)", "iddpm-ffhq256",
-                            "lama-inpainting256")]}
+# The bundled model of each task: its menu label (difface.config.MODELS)
+BUNDLED = {task: MODELS[name].label for task, name in DEFAULT_MODEL.items()}
 
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """A model the app offers: a label for the menu and the weights (both None: the bundled model)."""
+    """A model the app offers: a label for the menu and the weights (both None: the bundled model); `model`: the
+    name in difface.config.MODELS when it is a named model (its own defaults apply)."""
 
     label: str
     prior: str | None = None
     estimator: str | None = None
+    model: str | None = None
 
 
 class UnknownModel(ValueError):
     """A menu label the catalogue does not offer; the message lists those it does."""
 
 
+def named_choice(name: str) -> ModelChoice:
+    """The menu entry of a named model of MODELS."""
+    e = MODELS[name]
+    return ModelChoice(e.label or name, e.prior, e.estimator, model=name)
+
+
+def _cached(name: str) -> bool:
+    return all(local_path(w).is_file() for w in MODELS[name].weights)
+
+
 def official_models(task: str) -> list[ModelChoice]:
-    """The official models whose files are in the weights cache (never downloaded by the app)."""
-    return [ModelChoice(label, p, e) for label, p, e in OFFICIAL[task]
-            if local_path(p).is_file() and local_path(e).is_file()]
+    """The named models of `task` with downloadable weights that are all in the weights cache (never downloaded
+    by the app), in the table's order."""
+    return [named_choice(n) for n, e in MODELS.items() if e.task == task and not e.bundled and _cached(n)]
 
 
 def default_models(task: str) -> list[ModelChoice]:
-    """The bundled model of `task` and the official models found in the weights cache."""
-    return [ModelChoice(BUNDLED[task])] + official_models(task)
+    """The menu of `task`, from difface.config.MODELS: the task's default model (the bundled one) first, then the
+    other bundled ones and those whose weights are in the weights cache, in the table's order."""
+    names = sorted((n for n, e in MODELS.items() if e.task == task and (e.bundled or _cached(n))),
+                   key=lambda n: n != DEFAULT_MODEL[task])
+    return [named_choice(n) for n in names]
 
 
 def autostart_available() -> bool:
@@ -94,7 +105,7 @@ class ModelCatalogue:
         choices = self.choices(task)
         reasons = []
         for label, m in list(choices.items()):
-            if m.prior is None:
+            if m.prior is None and m.estimator is None:
                 try:
                     bundled_model_paths(task)
                 except FileNotFoundError as e:
@@ -116,18 +127,20 @@ class ModelCatalogue:
         if label not in choices:
             raise UnknownModel(f"unknown model {label!r}; choose one of: {', '.join(choices)}")
         m = choices[label]
+        if m.model is not None and m.model != DEFAULT_MODEL[task]:  # the default: the options' own default (None)
+            return ModelOptions(device=self.device, dtype=self.dtype, backend=self.backend, model=m.model)
         return ModelOptions(m.prior, m.estimator, device=self.device, dtype=self.dtype, backend=self.backend)
 
     def model(self, label: str, task: str) -> DifFace:
         """The loaded model of a menu label (loaded on first use; ValueError/FileNotFoundError if it cannot)."""
         mo = self.model_options(label, task)
-        key = (task, mo.prior, mo.estimator)
+        key = (task, mo.model, mo.prior, mo.estimator)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            model = DifFace.from_pretrained(prior=mo.prior, estimator=mo.estimator, task=task, device=mo.device,
-                                            dtype=mo.dtype, backend=mo.backend, steps=mo.steps)
+            model = DifFace.from_pretrained(mo.model, prior=mo.prior, estimator=mo.estimator, task=task,
+                                            device=mo.device, dtype=mo.dtype, backend=mo.backend, steps=mo.steps)
             self._models[key] = model
             same_task = [k for k in self._models if k[0] == task]
             while len(same_task) > self.keep_models:  # free the least recently used model of this task

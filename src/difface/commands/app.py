@@ -16,11 +16,11 @@ import tempfile
 from pathlib import Path
 
 from difface import app as web
-from difface.app.catalogue import ModelChoice, default_models
+from difface.app.catalogue import ModelChoice, default_models, named_choice
 from difface.commands import COMMANDS
 from difface.commands.options import option_message
 from difface.commands.restore import pixels_arg, threads_arg
-from difface.config import BACKEND_NAMES, DEFAULT_DEVICE, DEFAULT_RUN_PRESET, RUN_PRESETS
+from difface.config import BACKEND_NAMES, DEFAULT_DEVICE, DEFAULT_RUN_PRESET, MODELS, RUN_PRESETS
 from difface.device import DTYPES, set_cpu_threads
 from difface.pipeline import DEFAULT_MAX_PIXELS, OptionError
 from difface.presets import app_networks
@@ -73,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="refuse uploads with more pixels than this, from the file header (default 50M)")
     p.add_argument("--max-upload-mb", type=float, default=200.0, metavar="MB",
                    help="refuse uploads larger than this many MB before storing them (default 200: a 50 MP PNG)")
+    p.add_argument("--model", default=None, choices=list(MODELS), metavar="NAME",
+                   help="a named model to serve first on its task's tab (its weights and its own defaults), instead "
+                   f"of --prior/--estimator for that task: {', '.join(MODELS)} (`difface weights list`). Default: "
+                   "the bundled models first, then the official ones found in the weights cache")
     p.add_argument("--prior", help="restoration prior to serve (with --estimator): registry name or file; it "
                    "becomes the first model of the Restore tab")
     p.add_argument("--estimator", help="restoration estimator to serve (with --prior)")
@@ -177,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         _pair(args.prior, args.estimator, ("--prior", "--estimator"))
         _pair(args.inpaint_prior, args.inpaint_estimator, ("--inpaint-prior", "--inpaint-estimator"))
+        if args.model is not None and (args.inpaint_prior if MODELS[args.model].task == "inpainting" else args.prior):
+            given = "--inpaint-prior/--inpaint-estimator" if MODELS[args.model].task == "inpainting" else \
+                "--prior/--estimator"
+            raise ValueError(f"give --model or {given}, not both: {args.model} names its own weights")
         logins = read_logins(args.auth, args.auth_file)
         access = check_access(args.host, logins, args.no_auth)
         if not args.max_upload_mb > 0:
@@ -210,6 +218,11 @@ def _serve(args: argparse.Namespace, port: int, logins: list[tuple[str, str]], a
         restore_models = [_choice(args.prior, args.estimator)] + default_models("restoration")
     if args.inpaint_prior:
         inpaint_models = [_choice(args.inpaint_prior, args.inpaint_estimator)] + default_models("inpainting")
+    if args.model is not None:  # the named model first on its tab
+        task = MODELS[args.model].task
+        first = named_choice(args.model)
+        menu = [first] + [c for c in default_models(task) if c.model != args.model]
+        restore_models, inpaint_models = (menu, inpaint_models) if task == "restoration" else (restore_models, menu)
     backend, dtype = app_networks(args.preset, args.backend, args.dtype, args.device)
     log.info("%s", set_cpu_threads(args.threads))
     log.info("loading the models ...")

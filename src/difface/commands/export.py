@@ -10,7 +10,7 @@ from difface import models
 from difface.backends import BackendUnavailable
 from difface.commands import COMMANDS
 from difface.commands.options import option_message
-from difface.commands.restore import start_step_arg
+from difface.commands.restore import add_model_argument, start_step_arg
 from difface.config import DEFAULT_NFE, DEFAULT_SEED, DEFAULT_STEPS, SAMPLERS, SCHEDULES, OptionError, SamplingOptions
 from difface.diffusion.solvers import OFFICIAL
 from difface.enhancer import DEFAULT_SAMPLER, Enhancer, export_enhancer
@@ -21,7 +21,7 @@ log = logging.getLogger("difface")
 
 EPILOG = """examples:
   difface export onnx -o difface-onnx                                  # the bundled small model
-  difface export onnx --prior iddpm-ffhq512 --estimator swinir-ffhq512 -o difface512
+  difface export onnx --model official-512 -o difface512                # the paper's 512 px models
   difface export onnx --filler -o filler512       # official 512 networks with the deterministic filler weights
   difface export onnx --sampler ddim --nfe 10 -o fast       # the manifest writes out the 10-step DDIM instead
   python examples/onnx_restore.py difface-onnx face.png -o restored.png   # numpy + onnxruntime, no torch
@@ -31,7 +31,7 @@ the network config, the dtype and the opset, and reused while the key matches (d
 
 ENHANCER_EPILOG = """examples:
   difface export enhancer -o difface-enhancer.onnx                  # the bundled small model (64 px, band merge)
-  difface export enhancer --prior iddpm-ffhq512 --estimator swinir-ffhq512 -o difface512-enhancer.onnx
+  difface export enhancer --model official-512 -o difface512-enhancer.onnx
   difface export enhancer --start-step 40 --nfe 5 --seed 7 -o stronger.onnx
 
 One self-contained file a host program runs as its face enhancer (facefusion, ComfyUI's ReActor node, plain
@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o = fmt.add_parser("onnx", help="ONNX graphs + manifest.json", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     o.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="output folder")
+    add_model_argument(o, task=None)
     o.add_argument("--prior", help="diffusion prior: registry name or file (default: the bundled small model)")
     o.add_argument("--estimator", help="estimator: registry name or file (default: bundled)")
     o.add_argument("--task", default="restoration", choices=["restoration", "inpainting"],
@@ -74,6 +75,7 @@ def register_enhancer(fmt: argparse._SubParsersAction) -> None:
     e = fmt.add_parser("enhancer", help="one ONNX face-enhancer file for facefusion, ReActor, onnxruntime",
                        epilog=ENHANCER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("-o", "--output", required=True, type=Path, metavar="FILE.onnx", help="the file to write")
+    add_model_argument(e)
     e.add_argument("--prior", help="diffusion prior: registry name or file (default: the bundled small model)")
     e.add_argument("--estimator", help="estimator: registry name or file (default: bundled)")
     e.add_argument("--filler", nargs="?", const="", default=None, metavar="PRIOR,ESTIMATOR",
@@ -94,10 +96,11 @@ def register_enhancer(fmt: argparse._SubParsersAction) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    """The DifFace model the options name (bundled, named files, or filler networks)."""
+    """The DifFace model the options name (a named model of MODELS, bundled, named files, or filler networks)."""
+    model = getattr(args, "model", None)
     if args.filler is not None:
-        if args.prior or args.estimator:
-            raise ValueError("--filler builds its own networks; leave out --prior and --estimator")
+        if args.prior or args.estimator or model:
+            raise ValueError("--filler builds its own networks; leave out --model, --prior and --estimator")
         names = (args.filler or FILLER_DEFAULTS[args.task]).split(",")
         if len(names) != 2:
             raise ValueError(f"--filler: expected PRIOR,ESTIMATOR network names, got {args.filler!r}")
@@ -109,9 +112,12 @@ def load_model(args: argparse.Namespace):
         task = "inpainting" if models.kind_of(nets[1].config) == "lama" else "restoration"
         return DifFace.from_modules(nets[0], nets[1], args.steps, name=f"filler weights ({names[0]}, {names[1]})",
                                     task=task)
+    if model is not None and (args.prior is not None or args.estimator is not None):
+        raise ValueError(f"give --model or --prior and --estimator, not both: {model} names its own weights")
     if (args.prior is None) != (args.estimator is None):
         raise ValueError("give both --prior and --estimator (or neither, for the bundled model)")
-    return DifFace.load(args.prior, args.estimator, respacing=args.steps, task=args.task)
+    return DifFace.from_pretrained(model, prior=args.prior, estimator=args.estimator, steps=args.steps,
+                                   task=args.task, device="cpu")
 
 
 def run(args: argparse.Namespace) -> int:

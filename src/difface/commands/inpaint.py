@@ -18,7 +18,7 @@ EPILOG = """examples:
   difface inpaint masked/ -o out                          # missing pixels are exactly black (official)
   difface inpaint face.png -o out --mask hole.png         # white = missing, any size
   difface inpaint faces/ -o out --mask masks/             # masks paired by file name (masks/NAME.*)
-  difface inpaint masked/ -o out --prior iddpm-ffhq256 --estimator lama-inpainting256   # official 256 models
+  difface inpaint masked/ -o out --model official-256-inpaint   # the paper's 256 px models (downloaded once)
   difface inpaint masked/ -o out --start-step 0           # the estimator's (LaMa's) fill, no diffusion
 
 The result for IN/name.ext is OUT/name.png at the input's size; every known pixel is kept exactly.
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", metavar="FILE|DIR", help="mask image for every input, or a folder of masks paired by "
                    "file stem (white = missing; resized nearest to each input). Default: pixels that are exactly "
                    "0 in all three channels are missing (the official convention)")
-    add_model_arguments(p, auto_start=False)
+    add_model_arguments(p, auto_start=False, task="inpainting")
     p.add_argument("--skip-existing", action="store_true", help="leave inputs whose output file exists as "
                    "they are (rerun a killed batch with this to finish it)")
     p.add_argument("--save-comparison", action="store_true",

@@ -27,7 +27,7 @@ def model_options(args: argparse.Namespace, preset: Resolved) -> ModelOptions:
     """The ModelOptions of parsed arguments, the run preset's values (`preset.options`) for what it sets."""
     p = preset.options
     return ModelOptions(args.prior, args.estimator, args.steps, args.device, p["dtype"], p["fast"], args.compile,
-                        p["backend"], getattr(args, "threads", None) or 0)
+                        p["backend"], getattr(args, "threads", None) or 0, model=getattr(args, "model", None))
 
 
 def sampling_options(args: argparse.Namespace, preset: Resolved) -> SamplingOptions:
@@ -77,8 +77,8 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions | InpaintOptio
 
 # -- options -> arguments (only what differs from the defaults) -------------------------------------------
 # (attribute, flag) of the options whose value is written after the flag; booleans are below.
-_MODEL_VALUES = (("prior", "--prior"), ("estimator", "--estimator"), ("steps", "--steps"), ("device", "--device"),
-                 ("dtype", "--dtype"), ("backend", "--backend"), ("threads", "--threads"))
+_MODEL_VALUES = (("model", "--model"), ("prior", "--prior"), ("estimator", "--estimator"), ("steps", "--steps"),
+                 ("device", "--device"), ("dtype", "--dtype"), ("backend", "--backend"), ("threads", "--threads"))
 _MODEL_FLAGS = (("fast", "--fast"), ("compile", "--compile"))
 _SAMPLING_VALUES = (("start_step", "--start-step"), ("eta", "--eta"), ("sampler", "--sampler"), ("nfe", "--nfe"),
                     ("seed", "--seed"), ("schedule", "--schedule"), ("strength", "--strength"))
@@ -122,7 +122,7 @@ def args_from_options(options: RestoreOptions | InpaintOptions) -> list[str]:
     """
     args = _changed(options.model, ModelOptions(), _MODEL_VALUES, _MODEL_FLAGS)
     m = options.model
-    if m.backend == "torch" and bundled_cpu_backend(m.prior, m.estimator, device=m.device, dtype=m.dtype, fast=m.fast,
+    if m.backend == "torch" and bundled_cpu_backend(*m.files(), device=m.device, dtype=m.dtype, fast=m.fast,
                                                     compile=m.compile, inpainting=isinstance(options, InpaintOptions)):
         args += ["--backend", "torch"]  # the command line's default for the bundled model on a CPU is not torch
     args += _changed(options.sampling, SamplingOptions(), _SAMPLING_VALUES)

@@ -20,6 +20,7 @@ from difface.config import (
     DEFAULT_DETECTOR,
     DEFAULT_DEVICE,
     DEFAULT_MAX_VIDEO_SECONDS,
+    DEFAULT_MODEL,
     DEFAULT_NFE,
     DEFAULT_QUALITY,
     DEFAULT_RUN_PRESET,
@@ -27,11 +28,13 @@ from difface.config import (
     DEFAULT_STEPS,
     DEFAULT_UPSCALE,
     DETECTORS,
+    MODELS,
     OUTPUT_FORMATS,
     RUN_PRESETS,
     SAMPLERS,
     SCHEDULES,
     SOLVERS,
+    models_of,
 )
 from difface.device import DTYPES, kept_threads, set_cpu_threads
 from difface.images import IMAGE_EXTENSIONS, collect_inputs
@@ -44,7 +47,8 @@ log = logging.getLogger("difface")
 EPILOG = """examples:
   difface restore photo.jpg -o out                           # whole photo, bundled small model
   difface restore faces/ -o out --aligned                    # aligned face crops (FFHQ template)
-  difface restore faces/ -o out --aligned --prior iddpm-ffhq512 --estimator swinir-ffhq512
+  difface restore faces/ -o out --aligned --model official-512   # the paper's models (downloaded once)
+  difface restore faces/ -o out --aligned --prior my-prior.pth --estimator my-estimator.pth
   difface restore faces/ -o out --aligned --start-step 0     # estimator only, no diffusion
   difface restore old.jpg -o out --strength 0.1              # more change than auto (damaged faces; docs/strength.md)
   difface restore old.jpg -o out --strength 0                # the estimator alone: the least change
@@ -120,10 +124,24 @@ def add_fixed_start_step(p: argparse.ArgumentParser) -> None:
                    "is kept at the same t when --steps changes")
 
 
-def add_model_arguments(p: argparse.ArgumentParser, auto_start: bool = True) -> None:
+def add_model_argument(p: argparse.ArgumentParser, task: str | None = "restoration") -> None:
+    """--model NAME: a named model of difface.config.MODELS (of `task`; None: of any task), its choices read from
+    the table when the parser is built."""
+    names = list(MODELS) if task is None else models_of(task)
+    about = "; ".join(f"{n}: {MODELS[n].description}" for n in names)
+    default = f" Default: {DEFAULT_MODEL[task] if task else 'the bundled model of the task'}, unless " \
+        "--prior/--estimator are given."
+    p.add_argument("--model", default=None, choices=names, metavar="NAME",
+                   help="a named model: its weights and its own defaults (start, eta, automatic start) in one word, "
+                   f"instead of --prior/--estimator (not together with them). {about}.{default} `difface weights "
+                   "list` shows which weights each one needs and their licences")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, auto_start: bool = True, task: str = "restoration") -> None:
     """Options shared by the commands that run DifFace (restore, inpaint; auto_start: --start-step takes auto)."""
-    p.add_argument("--prior", help="diffusion prior: registry name (`difface weights list`) or file; "
-                   "default: the bundled small model")
+    add_model_argument(p, task)
+    p.add_argument("--prior", help="diffusion prior: registry name (`difface weights list`) or file, with the "
+                   "official defaults of its task; default: the bundled small model")
     p.add_argument("--estimator", help="diffused estimator: registry name or file (default: bundled)")
     if auto_start:
         p.add_argument("--start-step", type=start_step_arg, default=None, metavar="N|auto",
@@ -301,7 +319,7 @@ def say_faces(outcomes, pipe, is_main: bool = True) -> None:
     if is_main:
         for line in summary.face_summary(totals, auto=pipe.start_step == "auto"):
             log.info("%s", line)
-        summary.note_large_faces(totals, size, bundled=pipe.options.model.prior is None)
+        summary.note_large_faces(totals, size, bundled=pipe.options.model.bundled)
 
 
 def run_pipeline(args: argparse.Namespace, make_options, pipeline_cls, *, videos: bool, what: str) -> int:

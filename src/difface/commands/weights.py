@@ -8,6 +8,7 @@ from pathlib import Path
 
 from difface import weights
 from difface.commands import COMMANDS
+from difface.config import MODELS
 from difface.hub import ASSETS
 
 log = logging.getLogger("difface")
@@ -47,10 +48,20 @@ def _megabytes(n: int, approx: bool = False) -> str:
     return ("~" if approx else "") + text
 
 
-def list_rows() -> list[tuple[str, str, str, str, str]]:
-    """(name, kind, size, status, file) of every weights file difface knows: those shipped in the package
+def models_using(name: str, kind: str = "") -> list[str]:
+    """The named models of difface.config.MODELS that load the weights `name` (a registry name, or a file of the
+    bundled small model "small64/<role>" with `kind` its role: the prior serves every bundled model, the
+    estimator the bundled restoration models, the inpainter the bundled inpainting ones)."""
+    if name.startswith("small64/"):
+        task = {"estimator": "restoration", "inpainter": "inpainting"}.get(kind)
+        return [n for n, e in MODELS.items() if e.bundled and (kind == "prior" or e.task == task)]
+    return [n for n, e in MODELS.items() if name in e.weights]
+
+
+def list_rows() -> list[tuple[str, str, str, str, str, str]]:
+    """(name, kind, size, status, file, models) of every weights file difface knows: those shipped in the package
     (bundled, offline; their size on disk), then the registry's (cached, with the size on disk, or the size of
-    the download)."""
+    the download); models: the named models that use it (`models_using`), comma-separated."""
     rows = []
     for rel in sorted(weights.bundled_manifest(), key=lambda rel: not rel.startswith("small64/")):
         path = ASSETS / rel
@@ -59,7 +70,8 @@ def list_rows() -> list[tuple[str, str, str, str, str]]:
         kind = Path(rel).stem if top == "small64" else _BUNDLED_KINDS.get(top, "")
         there = path.is_file()
         rows.append((name, kind, _megabytes(path.stat().st_size) if there else "",
-                     "bundled, offline" if there else "missing", f"(package) {rel}"))
+                     "bundled, offline" if there else "missing", f"(package) {rel}",
+                     ",".join(models_using(name, kind))))
     for e in weights.REGISTRY.values():
         path = weights.local_path(e.name)
         if path.is_file():
@@ -67,20 +79,24 @@ def list_rows() -> list[tuple[str, str, str, str, str]]:
         else:
             known = e.size or e.approx_size
             size, status = (_megabytes(known, approx=e.size is None) if known else "?"), "not cached"
-        rows.append((e.name, e.kind, size, status, e.filename))
+        rows.append((e.name, e.kind, size, status, e.filename, ",".join(models_using(e.name))))
     return rows
 
 
 def run_list(args: argparse.Namespace) -> int:
     print(f"cache: {weights.cache_dir()}")
-    print(f"{'name':26} {'kind':10} {'size':>8}  {'status':16} file")
-    for name, kind, size, status, file in list_rows():
-        print(f"{name:26} {kind:10} {size:>8}  {status:16} {file}")
+    print(f"{'name':26} {'kind':10} {'size':>8}  {'status':16} {'file':40} models (--model)")
+    for name, kind, size, status, file, used_by in list_rows():
+        print(f"{name:26} {kind:10} {size:>8}  {status:16} {file:40} {used_by}".rstrip())
         if args.verbose and name in weights.REGISTRY and weights.REGISTRY[name].description:
             e = weights.REGISTRY[name]
             print(f"{'':26} {e.description}\n{'':26} {e.url}")
     print("small64/*: the bundled small model, the default of `difface restore` and `difface inpaint`, offline.\n"
-          "not cached: downloaded on first use (or now: difface weights download NAME); ~: about that size.")
+          "not cached: downloaded on first use (or now: difface weights download NAME); ~: about that size.\n"
+          "named models (--model NAME; difface.config.MODELS):")
+    for name, e in MODELS.items():
+        files = " + ".join(e.weights) or "bundled files, offline"
+        print(f"  {name:22} {e.task:12} {e.image_size:>4} px  {files}; licence: {e.licence}")
     return 0
 
 

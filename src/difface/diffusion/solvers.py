@@ -34,9 +34,7 @@ from difface.diffusion.sampling import (
     ddim_step,
 )
 from difface.diffusion.schedule import Diffusion
-
-DEFAULT_NFE = 10  # network evaluations of the few-step samplers when none is given
-OFFICIAL = "official"  # the official respaced loop (difface.diffusion.sampling.RespacedSampler)
+from difface.names import DEFAULT_NFE, OFFICIAL  # noqa: F401 (the sampler table's names: re-exported)
 
 # One update of a few-step solver: x at abar a_now, the network's prediction there -> x at abar a_next
 # (a_next = 1: the clean image). `state` is the solver's own memory between the steps of one run (a multistep

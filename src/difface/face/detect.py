@@ -21,6 +21,7 @@ from difface.face.boxes import Detections, box_iou, nms  # the interface's types
 from difface.face.mtcnn import MTCNNDetector
 from difface.face.retinaface import RetinaFaceDetector
 from difface.face.yunet import YuNetDetector
+from difface.names import DEFAULT_DETECTOR
 from difface.weights import resolve
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "Detections", "FaceDetector", "box_iou", "detect_faces", "detection_scale",
@@ -52,7 +53,7 @@ DETECTORS: dict[str, Callable[[str | os.PathLike | None, str], FaceDetector]] = 
     "retinaface_mobile0.25": _retinaface("mobile0.25", "retinaface-mobilenet0.25"),
 }
 BACKENDS = tuple(DETECTORS)
-DEFAULT_BACKEND = "mtcnn"  # weights shipped in the package: works offline
+DEFAULT_BACKEND = DEFAULT_DETECTOR  # mtcnn: weights shipped in the package, works offline (difface.names)
 
 
 def get_detector(name: str = DEFAULT_BACKEND, weights: str | os.PathLike | None = None,

@@ -127,7 +127,7 @@ class FacePipeline:
         if m.dtype == "bf16" and dev.type == "cpu" and cpu_has_native_bf16() is False:
             log.warning("warning: `dtype` bf16: this CPU has no bf16 instructions (AVX512_BF16 / AMX), so bf16 is "
                         "emulated and about 10x slower than fp32 here; use fp32 (and `fast`) on this machine")
-        model = DifFace.from_pretrained(prior=m.prior, estimator=m.estimator, task=cls.task, device=dev,
+        model = DifFace.from_pretrained(m.model, prior=m.prior, estimator=m.estimator, task=cls.task, device=dev,
                                         dtype=m.dtype, backend=m.backend, steps=m.steps, channels_last=m.fast,
                                         compile=m.compile)
         pipe = cls(model, options, dev)
@@ -237,7 +237,7 @@ class RestorePipeline(FacePipeline):
         """The same loaded networks (and detector / background upsampler, when those options are unchanged)
         with other options: how an app serves many requests with one model. OptionError as `load`."""
         a, b = options.model, self.options.model
-        for name in ("prior", "estimator", "steps", "device", "fast", "compile"):
+        for name in ("model", "prior", "estimator", "steps", "device", "fast", "compile"):
             if getattr(a, name) != getattr(b, name):
                 raise OptionError(f"--{name}", "another model or device needs a new pipeline (RestorePipeline.load)")
         same = options.photo.detector == self.options.photo.detector and \

@@ -4,7 +4,7 @@
     from difface.face import get_detector
     from difface.restore import DifFace
 
-    model = DifFace.load()
+    model = DifFace.from_pretrained()
     result = restore_video("clip.mp4", "out/clip.mp4", restore_faces=model_restorer(model),
                            detector=get_detector("mtcnn"), face_size=model.image_size, upscale=2)
 
