@@ -122,8 +122,9 @@ def generic_source(g: dict) -> str:
     return f"generic, validated on {n} prior{'s' if n != 1 else ''}"
 
 
-def describe(model, start: int | str, eta: float, with_eta: bool = True) -> str:
-    """The start-of-run words for the fast preset: what runs from `start` (a respaced step or "auto")."""
+def describe(model, start: int | str, eta: float, with_eta: bool = True, fixed: Plan | None = None) -> str:
+    """The start-of-run words for the fast preset: what runs from `start` (a respaced step or "auto"); fixed: the
+    plan already found for a fixed start (difface.plan.SamplingPlan.fixed), else it is found here."""
     e = f", eta {eta:g}" if with_eta else ""
     if start == "auto":
         setting, why = measured_setting(model.task, eta, auto=True)
@@ -141,7 +142,7 @@ def describe(model, start: int | str, eta: float, with_eta: bool = True) -> str:
                                            else "") + "; the official loop where it makes no more evaluations)")
     if start == 0:
         return "no sampling (start step 0: the estimator's output)"
-    p = plan_for(model, start, eta)
+    p = fixed or plan_for(model, start, eta)
     t = int(model.diffusion.timestep_map[start])
     if p.timesteps is None:
         return f"official loop with {start} evaluations from t = {t}{e} ({p.source})"

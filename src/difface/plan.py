@@ -19,11 +19,11 @@ Schedules of the few-step samplers (where their timesteps come from):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from difface.diffusion.sampling import RespacedSampler, Sampler
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, FewStepSampler, solver_timesteps
-from difface.fastplan import MEASURED_FALLBACK, generic_timesteps, plan_for
+from difface.fastplan import MEASURED_FALLBACK, Plan, generic_timesteps, plan_for
 from difface.schedules import fitted_timesteps
 from difface.strength import strength_start_step
 
@@ -44,7 +44,8 @@ class SamplingPlan:
     estimate, difface.autostart); eta in [0, 1]; sampler: OFFICIAL, a name of SOLVERS, or a Sampler callable
     (replays); nfe: evaluations of a few-step sampler (None for the official loop or a callable); method: the
     official loop's update (ddim or ddpm); schedule: one of PLAN_SCHEDULES; strength: the strength that set the
-    start (difface.strength), for the log line. Make one with `make` or `from_options`, never directly."""
+    start (difface.strength), for the log line; fixed: for one fixed start, the sampler and timesteps it runs
+    (`steps_at`), found once. Make one with `make` or `from_options`, never directly."""
 
     start: int | tuple[int, ...] | str
     eta: float
@@ -53,6 +54,7 @@ class SamplingPlan:
     method: str = "ddim"
     schedule: str = "even"
     strength: float | str | None = None
+    fixed: Plan | None = None  # a fixed start's sampler and timesteps, found when the plan is made
 
     @classmethod
     def make(cls, model, *, start_step=None, eta: float | None = None, sampler: str | Sampler = OFFICIAL,
@@ -75,6 +77,8 @@ class SamplingPlan:
         plan = cls(start, float(eta), sampler, nfe, method, schedule, strength)
         for n in set(plan.starts(1)) if start != "auto" else ():
             plan._check_fits(model, n)
+        if isinstance(start, int) and start > 0 and not callable(sampler):
+            plan = replace(plan, fixed=plan.steps_at(model, start))
         return plan
 
     @classmethod
@@ -125,32 +129,40 @@ class SamplingPlan:
         t = int(model.diffusion.timestep_map[n])
         return fitted_timesteps(model.sources.get("prior"), method=self.sampler, nfe=nfe, t_start=t, eta=self.eta)
 
-    def sampler_at(self, model, n: int, auto: bool = False) -> Sampler:
-        """The sampler from respaced start step n (> 0) of `model`; auto: n was chosen for these faces (a
-        few-step sampler then makes at most as many evaluations as fit below n)."""
-        if callable(self.sampler):
-            return self.sampler
-        official = RespacedSampler(model.diffusion, n, self.eta, self.method)
-        if self.sampler == OFFICIAL:
-            return official
+    def steps_at(self, model, n: int, auto: bool = False) -> Plan:
+        """Which sampler runs from respaced start step n (> 0) of `model`, on which timesteps, and where they come
+        from (difface.fastplan.Plan; timesteps None: the official loop); auto: n was chosen for these faces (a
+        few-step sampler then makes at most as many evaluations as fit below n). A fixed start's answer was found
+        once, when the plan was made (`fixed`)."""
+        if self.fixed is not None and n == self.start and not auto:
+            return self.fixed
+        if callable(self.sampler) or self.sampler == OFFICIAL:
+            return Plan(OFFICIAL, None, "official loop")
         t = int(model.diffusion.timestep_map[n])
         nfe = min(self.nfe, t + 1) if auto else self.nfe
         if self.schedule == "fast":
-            p = plan_for(model, n, self.eta, auto)
-            return official if p.timesteps is None else self._few(model, p.timesteps, p.sampler)
+            return plan_for(model, n, self.eta, auto)
         if self.schedule == "generic":
             ts = generic_timesteps(model, n, nfe)
-            return self._few(model, ts) if len(ts) < n else official
+            return Plan(self.sampler, ts, "generic schedule") if len(ts) < n else \
+                Plan(OFFICIAL, None, f"official loop: from start step {n} it makes no more evaluations")
         if self.schedule in ("fitted", "fitted-or-official"):
             ts = self.fitted(model, n, nfe)
             if ts is None and self.schedule == "fitted":
                 raise ValueError(f"schedule: no {self.sampler} schedule with {nfe} evaluations from t = {t} was "
                                  "fitted on this prior")
-            return official if ts is None else self._few(model, ts)
-        return self._few(model, tuple(solver_timesteps(t, nfe)))
+            return Plan(self.sampler, ts, "fitted for this prior") if ts is not None else \
+                Plan(OFFICIAL, None, "official loop: no schedule fitted for this prior at this start")
+        return Plan(self.sampler, tuple(solver_timesteps(t, nfe)), "even schedule")
 
-    def _few(self, model, timesteps: tuple[int, ...], solver: str | None = None) -> Sampler:
-        return FewStepSampler(model.diffusion.base(), tuple(timesteps), solver or self.sampler, self.eta)
+    def sampler_at(self, model, n: int, auto: bool = False) -> Sampler:
+        """The one sampler that runs from respaced start step n (> 0) of `model` (see `steps_at`)."""
+        if callable(self.sampler):
+            return self.sampler
+        p = self.steps_at(model, n, auto)
+        if p.timesteps is None:
+            return RespacedSampler(model.diffusion, n, self.eta, self.method)
+        return FewStepSampler(model.diffusion.base(), tuple(p.timesteps), p.sampler, self.eta)
 
 
 def _check_ranges(eta, sampler, nfe, method: str, schedule: str) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -44,9 +44,9 @@ FAST_SAMPLER = "dpmpp2m"
 FAST_NFE = 6
 FALLBACK = MEASURED_FALLBACK  # without explicit sampling options: difface.fastplan decides once the model is loaded
 # what a preset sets: option name -> its official value (the defaults of difface.config's options)
-OFFICIAL = {**{k: getattr(ModelOptions(), k) for k in ("backend", "dtype", "fast")},
-            **{k: getattr(SamplingOptions(), k) for k in ("sampler", "nfe", "schedule")},
-            "bg_upsampler": PhotoOptions().bg_upsampler}
+OFFICIAL = {name: {f.name: f.default for f in fields(cls)}[name]  # read from the classes: no object made at import
+            for cls, names in ((ModelOptions, ("backend", "dtype", "fast")), (SamplingOptions, ("sampler", "nfe",
+                               "schedule")), (PhotoOptions, ("bg_upsampler",))) for name in names}
 
 
 @dataclass(frozen=True)

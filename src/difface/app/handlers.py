@@ -53,6 +53,7 @@ from difface.images import (
 from difface.pipeline.files import read_input, save_result
 from difface.pipeline.inpaint import InpaintPipeline
 from difface.pipeline.restore import ImageResult, NonFiniteResult, RestorePipeline
+from difface.plan import SamplingPlan
 from difface.restore import DifFace
 
 log = logging.getLogger("difface")
@@ -97,8 +98,11 @@ class _Progress:
     """The callback of a request's pipeline: its events ("faces", "face_start", "step", "face_end") become
     per-face and per-step `report(fraction, text)` calls, fractions in [0, 1] never going back."""
 
-    def __init__(self, report: Report, sampler: str, nfe: int | None):
-        self.report, self.sampler, self.nfe = report, sampler, nfe or 10
+    def __init__(self, report: Report, plan: SamplingPlan):
+        steps = plan.fixed  # a fixed start: what it runs (the fast preset may run the official loop)
+        official = plan.sampler == "official" or (steps is not None and steps.timesteps is None)
+        self.report, self.sampler = report, "official" if official else plan.sampler
+        self.nfe = steps.nfe if steps is not None and steps.nfe else plan.nfe
         self.faces, self.face, self.total, self.batch = 1, 0, None, 1
 
     def __call__(self, event: dict) -> None:
@@ -177,7 +181,7 @@ class AppServer(ModelCatalogue):
         report(0.0, "reading the image")
         image = _read(pipe, src)
         t0 = time.perf_counter()
-        progress = _Progress(report, options.sampling.sampler, options.sampling.nfe)
+        progress = _Progress(report, pipe.plan)
         result = _run("restoration", lambda: pipe.restore_image(image, callback=progress))
         seconds = time.perf_counter() - t0
         dst = self._request_dir() / f"{src.stem}.png"
@@ -225,7 +229,7 @@ class AppServer(ModelCatalogue):
         pipe = _options(lambda: InpaintPipeline(model, options, model.device))
         image = _read(pipe, src) if mask is None else _decode(src)
         t0 = time.perf_counter()
-        progress = _Progress(report, options.sampling.sampler, options.sampling.nfe)
+        progress = _Progress(report, pipe.plan)
         result = _run("inpainting", lambda: pipe.inpaint_image(image, mask, callback=progress))
         seconds = time.perf_counter() - t0
         dst = req / f"{src.stem}.png"

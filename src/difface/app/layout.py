@@ -115,15 +115,18 @@ def _restore_tab(server: AppServer) -> None:
                                elem_id="restore_faces",
                                interactive=False)
 
-    def on_restore(image, mode_v, model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v, upscale_v,
-                   progress=gr.Progress()):
-        form = RestoreForm(model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v, mode=mode_v, upscale=upscale_v)
+    # the page's widgets after the image, keyed by RestoreForm's fields (an app option: a widget here, a field there)
+    fields = {"mode": mode, "model": model, "start": start, "start_custom": start_custom, "eta": eta,
+              "sampler": sampler, "nfe": nfe, "seed": seed, "upscale": upscale}
+
+    def on_restore(image, *values, progress=gr.Progress()):
+        form = RestoreForm(**dict(zip(fields, values)))
         out = server.restore(payload_path(image), form, report=_progress_reporter(progress))
         if out["message"]:
             gr.Warning(out["message"])
         return out["slider"], out["log"], gr.update(value=out["file"], interactive=True), out["faces"]
 
-    inputs = [upload, mode, model, start, start_custom, eta, sampler, nfe, seed, upscale]
+    inputs = [upload, *fields.values()]
     run.click(on_restore, inputs, [slider, log_box, download, faces], concurrency_id="model", preprocess=False,
               api_visibility="private")
 
@@ -191,19 +194,21 @@ def _inpaint_tab(server: AppServer) -> None:
 
     upload.change(on_upload, upload, editor, concurrency_limit=None, api_visibility="private", preprocess=False)
 
-    def on_inpaint(image, edited, mask_v, model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v,
-                   progress=gr.Progress()):
+    fields = {"model": model, "start": start, "start_custom": start_custom, "eta": eta, "sampler": sampler,
+              "nfe": nfe, "seed": seed}  # keyed by InpaintForm's fields (an app option: a widget and a field)
+
+    def on_inpaint(image, edited, mask_v, *values, progress=gr.Progress()):
         try:
             painted = mask_from_editor(edited)
         except ImageReadError as e:
             raise refuse(f"the painted layer cannot be read: {e}") from None
-        form = InpaintForm(model_v, start_v, custom, eta_v, sampler_v, nfe_v, seed_v)
+        form = InpaintForm(**dict(zip(fields, values)))
         out = server.inpaint(payload_path(image), painted, payload_path(mask_v), form,
                              report=_progress_reporter(progress))
         mask_btn = gr.update(value=out["mask"], interactive=out["mask"] is not None)
         return out["slider"], out["log"], gr.update(value=out["file"], interactive=True), mask_btn, out["faces"]
 
-    run.click(on_inpaint, [upload, editor, mask_upload, model, start, start_custom, eta, sampler, nfe, seed],
+    run.click(on_inpaint, [upload, editor, mask_upload, *fields.values()],
               [slider, log_box, download, download_mask, panels], concurrency_id="model", preprocess=False,
               api_visibility="private")
 

@@ -132,7 +132,7 @@ class FacePipeline:
                                         compile=m.compile)
         pipe = cls(model, options, dev)
         if pipe._measured():  # the fast preset's choice needs the model: said once it is loaded
-            log.info("preset fast: %s", fastplan.describe(model, pipe.start_step, pipe.eta))
+            log.info("preset fast: %s", fastplan.describe(model, pipe.start_step, pipe.eta, fixed=pipe.plan.fixed))
         return pipe
 
     def _measured(self) -> bool:
@@ -151,7 +151,7 @@ class FacePipeline:
             start = f"strength {p.strength:g}: {start}"
         sampler = "" if p.sampler == "official" else f", sampler {p.sampler} with {p.nfe} evaluations"
         if sampler and self._measured():
-            sampler = ", " + fastplan.describe(m, self.start_step, self.eta, with_eta=False)
+            sampler = ", " + fastplan.describe(m, self.start_step, self.eta, with_eta=False, fixed=p.fixed)
         elif sampler and p.schedule in ("fitted", "fitted-or-official"):
             sampler += " (fitted schedule where stored for the start; otherwise the official loop)"
         backend = getattr(self.options.model, "backend", "torch")
