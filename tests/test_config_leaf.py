@@ -28,6 +28,6 @@ def test_the_shared_names_are_those_of_the_heavy_modules():
     assert backends.BACKENDS == tuple(backends.RUNTIMES) == config.BACKEND_NAMES  # the runtime table's names
     assert tuple(device.DTYPES) == names.DTYPE_NAMES == config.DTYPES
     assert images.OUTPUT_FORMATS is names.OUTPUT_FORMATS and images.DEFAULT_QUALITY == config.DEFAULT_QUALITY
-    assert detect.DEFAULT_BACKEND == config.DEFAULT_DETECTOR and config.DETECTORS == tuple(detect.DETECTORS)
+    assert detect.DEFAULT_DETECTOR == config.DEFAULT_DETECTOR and config.DETECTORS == tuple(detect.DETECTORS)
     assert solvers.OFFICIAL is names.OFFICIAL is config.OFFICIAL and solvers.DEFAULT_NFE is config.DEFAULT_NFE
     assert config.SAMPLERS is solvers.SAMPLERS and config.SOLVERS is solvers.SOLVERS

@@ -12,7 +12,7 @@ from skimage import data
 from torch.utils.data import DataLoader
 
 from difface.data.datasets import ImageFolder, PairedFolder, SyntheticPairs, list_images, resize_square
-from difface.data.degrade import DegradationConfig, get_preset
+from difface.data.degrade import DegradationConfig, get_degradation
 
 
 def _write(path, rgb_u8):
@@ -122,7 +122,7 @@ def test_paired_folder_matches_by_stem(tmp_path, caplog):
 
 def test_synthetic_pairs_shapes_grid_and_gt(faces):
     root, imgs = faces
-    ds = SyntheticPairs(root, get_preset("gfpgan"), seed=1, size=32)
+    ds = SyntheticPairs(root, get_degradation("gfpgan"), seed=1, size=32)
     assert ds.cfg.resolution == 32 and ds.cfg.effective_kernel_size == 3
     item = ds[0]
     assert set(item) == {"lq", "gt"}
@@ -144,7 +144,7 @@ def test_synthetic_pairs_gray_makes_both_gray(faces):
 
 def test_synthetic_pairs_independent_of_order_and_workers(faces):
     root, _ = faces
-    ds = SyntheticPairs(root, get_preset("severe"), seed=11, size=32)
+    ds = SyntheticPairs(root, get_degradation("severe"), seed=11, size=32)
     ds.set_epoch(2)
     forward = [ds[i] for i in range(len(ds))]
     backward = [ds[i] for i in reversed(range(len(ds)))][::-1]
@@ -156,6 +156,6 @@ def test_synthetic_pairs_independent_of_order_and_workers(faces):
     assert torch.equal(serial, torch.stack([f["lq"] for f in forward]))
     ds.set_epoch(3)
     assert not torch.equal(ds[0]["lq"], forward[0]["lq"])
-    other = SyntheticPairs(root, get_preset("severe"), seed=12, size=32)
+    other = SyntheticPairs(root, get_degradation("severe"), seed=12, size=32)
     other.set_epoch(2)
     assert not torch.equal(other[0]["lq"], forward[0]["lq"])

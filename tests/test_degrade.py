@@ -13,14 +13,14 @@ from skimage import data
 
 from difface.cli import main
 from difface.data.degrade import (
-    PRESETS,
+    DEGRADATIONS,
     TEST_RECIPE,
     DegradationConfig,
     apply_degradation,
     degrade,
     degrade_fixed,
     degrade_with_params,
-    get_preset,
+    get_degradation,
     recipe_params,
     sample_params,
 )
@@ -114,7 +114,7 @@ def test_kernel_rejects_even_size():
 
 
 def test_degrade_deterministic_per_seed(face):
-    cfg = PRESETS["gfpgan"].for_resolution(64)
+    cfg = DEGRADATIONS["gfpgan"].for_resolution(64)
     a = degrade(face, cfg, np.random.default_rng(7))
     b = degrade(face, cfg, np.random.default_rng(7))
     c = degrade(face, cfg, np.random.default_rng(8))
@@ -122,11 +122,11 @@ def test_degrade_deterministic_per_seed(face):
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(DEGRADATIONS))
 def test_degrade_shape_range_and_quantization(face, preset):
     rng = np.random.default_rng(1)
     for img in (face, np.ascontiguousarray(face[:48, :40])):
-        lq = degrade(img, get_preset(preset, 64), rng)
+        lq = degrade(img, get_degradation(preset, 64), rng)
         assert lq.shape == img.shape and lq.dtype == np.float32
         assert lq.min() >= 0.0 and lq.max() <= 1.0
         np.testing.assert_array_equal(lq * 255, np.rint(lq * 255))  # on the 1/255 grid
@@ -159,7 +159,7 @@ def test_gray_probability(face):
     gray = degrade(face, DegradationConfig(gray_prob=1.0, resolution=64), np.random.default_rng(0))
     np.testing.assert_array_equal(gray[..., 0], gray[..., 1])
     np.testing.assert_array_equal(gray[..., 1], gray[..., 2])
-    color = degrade(face, get_preset("mild", 64), np.random.default_rng(0))
+    color = degrade(face, get_degradation("mild", 64), np.random.default_rng(0))
     assert np.abs(color[..., 0] - color[..., 2]).max() > 0.1
 
 
@@ -173,7 +173,7 @@ def test_sample_params_respect_ranges():
 
 
 def test_resolution_scaling_rule():
-    base = PRESETS["gfpgan"]
+    base = DEGRADATIONS["gfpgan"]
     c64 = base.for_resolution(64)
     assert (c64.effective_kernel_size, c64.effective_blur_sigma, c64.effective_downsample) == (
         7, (0.0125, 1.875), (0.8, 4.0))
@@ -193,13 +193,13 @@ def test_config_validation():
     with pytest.raises(ValueError):
         DegradationConfig(recipe="nope")
     with pytest.raises(KeyError, match="gfpgan"):
-        get_preset("unknown")
+        get_degradation("unknown")
 
 
 def test_presets_ordered_by_severity(face):
     errs = {}
     for name in ("mild", "moderate", "severe"):
-        cfg = get_preset(name, 64)
+        cfg = get_degradation(name, 64)
         errs[name] = np.mean([np.abs(degrade(face, cfg, np.random.default_rng(s)) - face).mean()
                               for s in range(6)])
     assert errs["mild"] < errs["moderate"] < errs["severe"]
@@ -207,7 +207,7 @@ def test_presets_ordered_by_severity(face):
 
 def test_degrade_rejects_non_rgb():
     with pytest.raises(ValueError, match="RGB"):
-        degrade(np.zeros((8, 8), np.float32), PRESETS["mild"], np.random.default_rng(0))
+        degrade(np.zeros((8, 8), np.float32), DEGRADATIONS["mild"], np.random.default_rng(0))
 
 
 # ----------------------------------------------------------------------------- test recipe
@@ -235,21 +235,21 @@ def test_recipe_params_scaling():
     c = next(TEST_RECIPE.combos(np.random.default_rng(0)))
     p512 = recipe_params(c)
     assert (p512.scale, p512.kernel.sigma_x, p512.kernel_size, p512.quality, p512.noise) == (4, 4, 41, 30, 1)
-    p64 = recipe_params(c, PRESETS["celeba-test"].for_resolution(64))
+    p64 = recipe_params(c, DEGRADATIONS["celeba-test"].for_resolution(64))
     assert (p64.scale, p64.kernel.sigma_x, p64.kernel.sigma_y, p64.kernel_size) == (
         1.0, 0.5, c.sigma_y / 8, 7)
     last = list(TEST_RECIPE.combos(np.random.default_rng(0)))[-1]
-    assert recipe_params(last, PRESETS["celeba-test"].for_resolution(64)).scale == 5.0
+    assert recipe_params(last, DEGRADATIONS["celeba-test"].for_resolution(64)).scale == 5.0
 
 
 def test_celeba_test_preset_draws_grid_values(face):
-    cfg = get_preset("celeba-test", 512)
+    cfg = get_degradation("celeba-test", 512)
     for s in range(20):
         p = sample_params(cfg, np.random.default_rng(s))
         assert p.quality in TEST_RECIPE.qualities and p.scale in TEST_RECIPE.scales
         assert p.noise in TEST_RECIPE.noises and p.kernel.sigma_y in TEST_RECIPE.sigmas
     # degrade_with_params = sample_params, then apply_degradation on the same stream
-    cfg64 = get_preset("celeba-test", 64)
+    cfg64 = get_degradation("celeba-test", 64)
     lq, p = degrade_with_params(face, cfg64, np.random.default_rng(4))
     rng = np.random.default_rng(4)
     assert sample_params(cfg64, rng) == p
@@ -271,7 +271,7 @@ def _make_inputs(folder, n=4):
 def test_cli_end_to_end(tmp_path, capsys):
     src, out = tmp_path / "hq", tmp_path / "out"
     _make_inputs(src)
-    rc = main(["degrade", str(src), "-o", str(out), "--preset", "celeba-test", "--seed", "3", "--size", "32"])
+    rc = main(["degrade", str(src), "-o", str(out), "--degradation", "celeba-test", "--seed", "3", "--size", "32"])
     assert rc == 1  # broken.png failed
     assert "broken.png" in capsys.readouterr().err
     names = sorted(p.stem for p in (out / "lq").iterdir())
@@ -293,13 +293,13 @@ def test_cli_deterministic_and_limit_independent(tmp_path):
     (src / "broken.png").unlink()
     runs = [(tmp_path / "a", []), (tmp_path / "b", []), (tmp_path / "c", ["--limit", "2"])]
     for out, extra in runs:
-        assert main(["degrade", str(src), "-o", str(out), "--preset", "gfpgan", "--seed", "5", *extra]) == 0
+        assert main(["degrade", str(src), "-o", str(out), "--degradation", "gfpgan", "--seed", "5", *extra]) == 0
     for name in ("face0", "face1"):
         a, b, c = ((out / "lq" / f"{name}.png").read_bytes() for out, _ in runs)
         assert a == b == c
     assert len(list((tmp_path / "c" / "lq").iterdir())) == 2
     other = tmp_path / "d"
-    main(["degrade", str(src), "-o", str(other), "--preset", "gfpgan", "--seed", "6"])
+    main(["degrade", str(src), "-o", str(other), "--degradation", "gfpgan", "--seed", "6"])
     assert (other / "lq" / "face0.png").read_bytes() != (tmp_path / "a" / "lq" / "face0.png").read_bytes()
 
 

@@ -15,13 +15,13 @@ from skimage import data
 from difface.cli import main
 from difface.data.datasets import SyntheticPairs
 from difface.data.degrade import (
+    DEGRADATIONS,
     MILD_X2,
-    PRESETS,
     SEVERE_X4,
     DegradationConfig,
     DegradationMixture,
     degrade,
-    get_preset,
+    get_degradation,
     sample_params,
 )
 from difface.metrics.psnr_ssim import psnr
@@ -84,7 +84,7 @@ def test_mixture_scales_each_component_and_validates():
 
 
 def test_range64_preset_spans_clean_to_beyond_severe_x4(face):
-    mix = get_preset("range64")
+    mix = get_degradation("range64")
     assert isinstance(mix, DegradationMixture) and mix.resolution == 64
     rng = np.random.default_rng(3)
     ps = [sample_params(mix, rng) for _ in range(3000)]
@@ -94,14 +94,14 @@ def test_range64_preset_spans_clean_to_beyond_severe_x4(face):
     assert min(p.quality for p in ps) < 30
     light = (sig <= 1.0) & (scale <= 2.0) & (np.array([p.noise for p in ps]) <= 5)
     assert light.mean() > 0.2  # real mass on nearly clean faces
-    clean = get_preset("range64-clean")
+    clean = get_degradation("range64-clean")
     assert clean.components[1:] == mix.components and clean.probabilities[0] == pytest.approx(0.15)
-    mild64 = get_preset("mild", 64)  # the near-clean component covers the `mild` preset at 64 px
+    mild64 = get_degradation("mild", 64)  # the near-clean component covers the `mild` preset at 64 px
     c0 = clean.components[0]
     assert c0.effective_blur_sigma[1] >= mild64.effective_blur_sigma[1]
     assert c0.effective_downsample[0] <= mild64.effective_downsample[0] <= mild64.effective_downsample[1] <= 1.25
     assert c0.noise == mild64.noise and c0.jpeg_quality == mild64.jpeg_quality
-    wide = get_preset("range64-wide")  # range64-clean plus noisy faces at moderate scale
+    wide = get_degradation("range64-wide")  # range64-clean plus noisy faces at moderate scale
     assert wide.components[:4] == clean.components and sum(wide.probabilities) == pytest.approx(1.0)
     ps = [sample_params(wide, np.random.default_rng([4, i])) for i in range(3000)]
     noisy_mid = np.array([p.noise >= 15 and p.scale <= 2.5 for p in ps])
@@ -118,7 +118,7 @@ def test_range64_trains_through_the_config(tmp_path, face):
     assert cfg.data.degradation == "range64-clean" and cfg.model.residual and cfg.model.sf == 4
     for i in range(3):
         write_image(tmp_path / f"f{i}.png", np.ascontiguousarray(np.roll(face, 7 * i, axis=1)))
-    ds = SyntheticPairs(tmp_path, get_preset(cfg.data.degradation), seed=1)  # size: the mixture's 64
+    ds = SyntheticPairs(tmp_path, get_degradation(cfg.data.degradation), seed=1)  # size: the mixture's 64
     item = ds[1]
     assert item["lq"].shape == item["gt"].shape == (3, 64, 64)
     assert apply_overrides(cfg, ["data.degradation=mild"]).data.degradation == "mild"
@@ -147,12 +147,12 @@ def test_degrade_cli_writes_mixture_and_recipe_pairs(tmp_path, face):
         write_image(tmp_path / "hq" / f"f{i}.png", face)
     for preset in ("mild-x2", "range64"):
         out = tmp_path / preset
-        assert main(["degrade", str(tmp_path / "hq"), "-o", str(out), "--preset", preset, "--seed", "0"]) == 0
+        assert main(["degrade", str(tmp_path / "hq"), "-o", str(out), "--degradation", preset, "--seed", "0"]) == 0
         recs = [json.loads(x) for x in (out / "degradations.jsonl").read_text().splitlines()]
         assert len(recs) == 2 and all(r["kernel_size"] == 21 for r in recs)
         if preset == "mild-x2":
             assert all(r["scale"] == 2.0 for r in recs)
-    assert {"mild-x2", "severe-x4", "range64"} <= set(PRESETS)
+    assert {"mild-x2", "severe-x4", "range64"} <= set(DEGRADATIONS)
 
 
 def test_resize_modes_keep_one_mode_streams_and_draw_among_several():

@@ -39,7 +39,7 @@ def test_detect_json_for_blank_and_broken_images(tmp_path):
                            "--json", str(out), "--draw", str(tmp_path / "drawn")])
     assert rc == 1  # one unreadable image
     doc = json.loads(out.read_text())
-    assert doc["backend"] == "mtcnn"
+    assert doc["detector"] == "mtcnn"
     blank, broken = doc["images"]
     assert blank["faces"] == [] and (blank["width"], blank["height"]) == (60, 40)
     assert "broken.png" in broken["error"]

@@ -12,7 +12,7 @@ from difface.config import say_options
 from difface.device import DTYPES
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
 from difface.fastplan import MEASURED_FALLBACK, plan_for
-from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL, Machine, bundled_cpu_backend, resolve, resolve_args
+from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL_VALUES, Machine, bundled_cpu_backend, resolve, resolve_args
 from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, prior_sha256, store_schedule
 
@@ -63,7 +63,7 @@ def test_explicit_options_replace_the_presets_parts():
     r = resolve("fast", {"sampler": "official"}, AVX2)
     assert (r.options["sampler"], r.options["nfe"], r.options["schedule"]) == ("official", None, "even")
     r = resolve("official", {"dtype": "bf16", "fast": True}, AVX2)
-    assert r.options == {**OFFICIAL, "dtype": "bf16", "fast": True} and r.line is None
+    assert r.options == {**OFFICIAL_VALUES, "dtype": "bf16", "fast": True} and r.line is None
     with pytest.raises(ValueError, match="`preset` must be one of official, fast"):
         resolve("quick", {}, AVX2)
 

@@ -60,7 +60,7 @@ def main() -> None:
             src = RAW / (Path(s).stem + ".jpg")
             shutil.copy(src, raw / src.name)
         _run("data", "align", str(raw), "-o", str(work / "al"), "--size", "64", ok=(0, 1))  # 1: some had no face
-        _run("degrade", str(work / "al"), "-o", str(work / "deg"), "--preset", "celeba-test", "--seed", "0")
+        _run("degrade", str(work / "al"), "-o", str(work / "deg"), "--degradation", "celeba-test", "--seed", "0")
         lq = work / "deg" / "lq"
         common = ["restore", str(lq), "--aligned", "--device", "cpu", "--batch-size", "8"]
         seconds = {"torch": _run(*common, "-o", str(work / "out_torch"))}

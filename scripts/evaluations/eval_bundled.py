@@ -140,9 +140,9 @@ def main() -> None:
         print(r, flush=True)
 
     if args.experiment == "contraction":
-        from difface.data.degrade import degrade, get_preset
+        from difface.data.degrade import degrade, get_degradation
 
-        cfg = get_preset(args.degrade, resolution=hq.shape[1])
+        cfg = get_degradation(args.degrade, resolution=hq.shape[1])
         lq = np.stack([degrade(h, cfg, np.random.default_rng([args.seed, k])) for k, h in enumerate(hq)])
     if args.experiment in ("tradeoff", "contraction"):
         add("degraded input", 0, lq, 0.0)

@@ -69,7 +69,7 @@ def make_faces(work: Path, count: int) -> tuple[Path, Path]:
     for s in (ROOT / "splits" / "celeba64_val.txt").read_text().split()[:count]:
         shutil.copy(RAW / (Path(s).stem + ".jpg"), raw)
     difface("data", "align", str(raw), "-o", str(work / "al"), "--size", "64", ok=(0, 1))  # 1: a face not found
-    difface("degrade", str(work / "al"), "-o", str(work / "deg"), "--preset", "celeba-test", "--seed", "0")
+    difface("degrade", str(work / "al"), "-o", str(work / "deg"), "--degradation", "celeba-test", "--seed", "0")
     crops = work / "crops512"
     crops.mkdir()
     for f in sorted((work / "deg" / "lq").glob("*.png")):

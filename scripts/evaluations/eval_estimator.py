@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import torch
 
-from difface.data.degrade import DegradationConfig, DegradationMixture, degrade, get_preset
+from difface.data.degrade import DegradationConfig, DegradationMixture, degrade, get_degradation
 from difface.images import image_to_tensor, read_image
 from difface.metrics.psnr_ssim import psnr, ssim
 from difface.metrics.sharpness import sharpness_ratio
@@ -62,7 +62,7 @@ def make_inputs(recipe: str, names: list[str], hq: np.ndarray, seed: int) -> tup
         lq = np.stack([read_image(root / "lq" / f"{s}.png").rgb for s in stems])
         return lq, np.stack([read_image(root / "hq" / f"{s}.png").rgb for s in stems])
     name, _, mode = recipe.partition("@")
-    cfg = get_preset(name, resolution=hq.shape[1])
+    cfg = get_degradation(name, resolution=hq.shape[1])
     if mode:  # e.g. mild-x2@cubic: the same recipe with another resize mode
         cfg = (dataclasses.replace(cfg, resize_modes=(mode,)) if isinstance(cfg, DegradationConfig) else
                DegradationMixture(tuple(dataclasses.replace(c, resize_modes=(mode,)) for c in cfg.components),

@@ -90,10 +90,10 @@ def eval_damaged(pipe: RestorePipeline, crops: list[tuple[str, np.ndarray]], pre
     """The sharp crops degraded with a preset scaled to `size` (face k seeded [0, k]), restored now (band
     merge) and before (the 64 px result enlarged): PSNR-Y against the sharp crop, and the detail ratio
     of the output against the truth where it differs from it (sharpness against the truth)."""
-    from difface.data.degrade import degrade, get_preset
+    from difface.data.degrade import degrade, get_degradation
     from difface.metrics.psnr_ssim import psnr
 
-    cfg = get_preset(preset, size)
+    cfg = get_degradation(preset, size)
     s = pipe.model.image_size
     rows = []
     lq = [q8(degrade(c, cfg, np.random.default_rng([0, k]))).astype(np.float32) for k, (_, c) in enumerate(crops)]

@@ -17,11 +17,11 @@ from PIL import Image
 from skimage import data
 
 from difface.data.degrade import (
-    PRESETS,
+    DEGRADATIONS,
     TestCombo,
     apply_degradation,
     degrade_with_params,
-    get_preset,
+    get_degradation,
     recipe_params,
 )
 from difface.images import atomic_write_bytes
@@ -45,14 +45,14 @@ def describe(p) -> str:
 def tiles(face: np.ndarray, seed: int) -> list[tuple[str, str, np.ndarray]]:
     """(title, parameter line, image) for every panel; presets scaled to SIZE."""
     out = [("original (256 px)", "sig/s/n/q: blur, scale, noise, JPEG", face)]
-    very = dataclasses.replace(PRESETS["gfpgan"], blur_sigma=(12.0, 15.0), downsample=(26.0, 32.0),
+    very = dataclasses.replace(DEGRADATIONS["gfpgan"], blur_sigma=(12.0, 15.0), downsample=(26.0, 32.0),
                                noise=(16.0, 20.0), jpeg_quality=(30.0, 40.0), gray_prob=0.0)
-    for name, cfg in (("mild", get_preset("mild")), ("moderate", get_preset("moderate")),
-                      ("severe", get_preset("severe")), ("very severe (gfpgan max)", very),
-                      ("gfpgan (random draw)", dataclasses.replace(PRESETS["gfpgan"], gray_prob=0.0))):
+    for name, cfg in (("mild", get_degradation("mild")), ("moderate", get_degradation("moderate")),
+                      ("severe", get_degradation("severe")), ("very severe (gfpgan max)", very),
+                      ("gfpgan (random draw)", dataclasses.replace(DEGRADATIONS["gfpgan"], gray_prob=0.0))):
         lq, p = degrade_with_params(face, cfg.for_resolution(SIZE), np.random.default_rng(seed))
         out.append((name, describe(p), lq))
-    test_cfg = get_preset("celeba-test", SIZE)
+    test_cfg = get_degradation("celeba-test", SIZE)
     for sf, qf, nf in ((8, 60, 5), (24, 40, 15)):
         combo = TestCombo(qf, float(sf), float(nf), 8.0, 4.0, math.pi / 4)
         p = recipe_params(combo, test_cfg)

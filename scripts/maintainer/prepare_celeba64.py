@@ -4,7 +4,7 @@
   2. seeded split (numpy default_rng(0)): 500 validation faces, the rest for training; the file-name
      lists are kept in splits/ (the images never enter the repository: non-commercial licence)
   3. WORK/train and WORK/val hold hard links to the aligned faces
-  4. difface degrade WORK/val -o WORK/val_celebatest --preset celeba-test --seed 0 (official test
+  4. difface degrade WORK/val -o WORK/val_celebatest --degradation celeba-test --seed 0 (official test
      recipe scaled to 64 px) gives the paired validation set lq/ and hq/
 
 usage: python scripts/maintainer/prepare_celeba64.py [--raw ../shared/data/celeba-aligned-89x109] [--work celeba64]
@@ -54,5 +54,5 @@ if __name__ == "__main__":
     link(val, aligned, args.work / "val")
     if not (args.work / "val_celebatest" / "lq").exists():
         assert difface(["degrade", str(args.work / "val"), "-o", str(args.work / "val_celebatest"),
-                        "--preset", "celeba-test", "--seed", "0"]) == 0
+                        "--degradation", "celeba-test", "--seed", "0"]) == 0
     print(f"train {len(train)}, val {len(val)} -> {args.work}")

@@ -6,7 +6,7 @@
 What it does:
   1. data (once, outside the budget): scripts/maintainer/prepare_celeba64.py aligns ../shared/data/celeba-aligned-89x109
      with `difface data align` into WORK/{train,val,val_celebatest} (skipped when WORK/train holds
-     images), and `difface degrade WORK/val -o WORK/val_range64 --preset range64 --seed 1 --limit 64`
+     images), and `difface degrade WORK/val -o WORK/val_range64 --degradation range64 --seed 1 --limit 64`
      gives the estimator's validation pairs;
   2. both trainings start at once on the same GPU (configs/train/prior_gpu64.yaml and
      estimator_gpu64.yaml: large batches, bf16) for a probe of --probe-steps steps in their final
@@ -59,7 +59,7 @@ def prepare_data(raw: Path, work: Path) -> None:
                "--work", str(work)]).wait():
             sys.exit("data preparation failed")
     if not (work / "val_range64" / "lq").is_dir():
-        if sh(["difface", "degrade", str(work / "val"), "-o", str(work / "val_range64"), "--preset", "range64",
+        if sh(["difface", "degrade", str(work / "val"), "-o", str(work / "val_range64"), "--degradation", "range64",
                "--seed", "1", "--limit", "64"]).wait():
             sys.exit("validation pairs failed")
     print(f"data ready in {work} ({time.time() - t0:.0f} s)", flush=True)

@@ -43,10 +43,12 @@ from difface.fastplan import MEASURED_FALLBACK
 FAST_SAMPLER = "dpmpp2m"
 FAST_NFE = 6
 FALLBACK = MEASURED_FALLBACK  # without explicit sampling options: difface.fastplan decides once the model is loaded
-# what a preset sets: option name -> its official value (the defaults of difface.config's options)
-OFFICIAL = {name: {f.name: f.default for f in fields(cls)}[name]  # read from the classes: no object made at import
-            for cls, names in ((ModelOptions, ("backend", "dtype", "fast")), (SamplingOptions, ("sampler", "nfe",
-                               "schedule")), (PhotoOptions, ("bg_upsampler",))) for name in names}
+# what a preset sets: option name -> its official value (the defaults of difface.config's options, read from the
+# classes: no options object is made at import)
+OFFICIAL_VALUES = {name: {f.name: f.default for f in fields(cls)}[name]
+                   for cls, names in ((ModelOptions, ("backend", "dtype", "fast")),
+                                      (SamplingOptions, ("sampler", "nfe", "schedule")),
+                                      (PhotoOptions, ("bg_upsampler",))) for name in names}
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ NetworkRule = tuple[Callable[[Machine], bool], Mapping[str, object], str]
 @dataclass(frozen=True)
 class RunPreset:
     """One `--preset`: networks, rows of (condition, settings, why) per machine kind, the first that holds is used
-    (none: the official networks and nothing said); settings: the other options it sets (keys of OFFICIAL)."""
+    (none: the official networks and nothing said); settings: the other options it sets (keys of OFFICIAL_VALUES)."""
 
     networks: tuple[NetworkRule, ...] = ()
     settings: Mapping[str, object] = field(default_factory=dict)
@@ -108,7 +110,7 @@ assert tuple(RUN_PRESET_TABLE) == RUN_PRESETS, "difface.config.RUN_PRESETS names
 
 
 def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None = None) -> Resolved:
-    """Options (keys of OFFICIAL) for preset `name` with `explicit` (option -> value given on the command line,
+    """Options (keys of OFFICIAL_VALUES) for preset `name` with `explicit` (option -> value given on the command line,
     None entries ignored) replacing its parts. ValueError for an unknown preset. line: None for "official"
     without explicit options that differ (today's default path, printed as before). upscale: the run's
     --upscale (only for the line). The fast preset upscales the background with Lanczos (at --upscale 1: keeps
@@ -117,12 +119,12 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     if name not in RUN_PRESET_TABLE:
         raise ValueError(f"`preset` must be one of {', '.join(RUN_PRESETS)}, got {name!r}")
     preset = RUN_PRESET_TABLE[name]
-    given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL}
+    given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL_VALUES}
     if not preset.networks:
-        return Resolved({**OFFICIAL, **preset.settings, **given}, None, None)
+        return Resolved({**OFFICIAL_VALUES, **preset.settings, **given}, None, None)
     nets, why = next((dict(settings), why) for holds, settings, why in preset.networks if holds(machine))
     lanczos = preset.settings.get("bg_upsampler") == "lanczos" and "bg_upsampler" not in given
-    opts = {**OFFICIAL, **nets, **preset.settings}
+    opts = {**OFFICIAL_VALUES, **nets, **preset.settings}
     if "backend" in given and "fast" not in given:  # channels-last is a torch option, and pays on a CPU
         opts["fast"] = given["backend"] == "torch" and machine.device == "cpu"
     if "backend" in given and "dtype" not in given and opts["dtype"] == "bf16" and \
@@ -155,7 +157,7 @@ def resolve_args(args) -> Resolved:
     not given): `resolve` on this machine, and for the bundled model on a CPU its backend (bundled_cpu_backend);
     logs the preset's line. Reads the arguments and never writes them: the caller builds its options from them
     with these values (difface.commands.options)."""
-    explicit = {k: getattr(args, k, None) for k in OFFICIAL}
+    explicit = {k: getattr(args, k, None) for k in OFFICIAL_VALUES}
     name = getattr(args, "preset", None) or DEFAULT_RUN_PRESET
     preset = RUN_PRESET_TABLE.get(name)
     machine = Machine.detect(getattr(args, "device", "auto")) if preset and preset.networks else Machine()

@@ -15,7 +15,7 @@ from difface.atomic import atomic_write_bytes
 from difface.commands import COMMANDS
 from difface.commands.checks import output_dir_problem
 from difface.face.align import align_faces, apply_affine, estimate_alignment, warp_faces
-from difface.face.detect import BACKENDS, DEFAULT_BACKEND, get_detector
+from difface.face.detect import DEFAULT_DETECTOR, DETECTORS, get_detector
 from difface.face.photo import find_faces
 from difface.face.template import face_template
 from difface.images import ImageReadError, collect_inputs, read_image, write_image
@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("raw_dir", metavar="RAW_DIR", help="folder (or glob) of face photos")
     a.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder")
     a.add_argument("--size", type=int, required=True, metavar="S", help="output crop size in pixels")
-    a.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="face detector")
-    a.add_argument("--weights", default=None, metavar="PATH", help="checkpoint for retinaface backends")
+    a.add_argument("--detector", default=DEFAULT_DETECTOR, choices=list(DETECTORS), help="face detector")
+    a.add_argument("--backend", dest="detector", choices=list(DETECTORS), help=argparse.SUPPRESS)  # old name
+    a.add_argument("--weights", default=None, metavar="PATH", help="checkpoint for the retinaface detectors")
     a.add_argument("--det-min-side", type=int, default=256, metavar="PX",
                    help="enlarge smaller photos to this short side for the detector (default 256; the "
                         "whole-photo pipeline uses 640, which is ~4x slower and found no more CelebA faces)")
@@ -143,7 +144,7 @@ def run_align(args: argparse.Namespace) -> int:
         if problem:
             raise ValueError(problem)
         paths = collect_inputs([args.raw_dir], recursive=args.recursive)
-        detector = get_detector(args.backend, weights=args.weights, device=args.device)
+        detector = get_detector(args.detector, weights=args.weights, device=args.device)
     except (FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
         log.error("error: %s", e)
         return 2
@@ -169,7 +170,7 @@ def run_align(args: argparse.Namespace) -> int:
         else:
             outside[f"{path.stem}.png"] = round(result, 4)
     fr = np.array(list(outside.values()) or [0.0])
-    report = {"source": str(args.raw_dir), "size": args.size, "backend": args.backend,
+    report = {"source": str(args.raw_dir), "size": args.size, "detector": args.detector,
               "written": len(outside), "skipped": skipped, "shared_transform": shared,
               "outside_fraction": {"mean": round(float(fr.mean()), 4), "over_10pct": int((fr > 0.1).sum())},
               "outside_by_file": outside}

@@ -1,4 +1,4 @@
-"""`difface degrade`: make (lq, hq) pairs from high-quality faces with a degradation preset."""
+"""`difface degrade`: make (lq, hq) pairs from high-quality faces with a named degradation (DEGRADATIONS)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from difface.atomic import atomic_write_bytes
 from difface.commands import COMMANDS
 from difface.data.datasets import resize_square
 from difface.data.degrade import (
-    PRESETS,
+    DEGRADATIONS,
     TEST_RECIPE,
     DegradationConfig,
     DegradationParams,
@@ -41,7 +41,7 @@ scaled to the image size (see difface.data.degrade): use --size to resize the hq
 Image n uses the random stream default_rng([seed, n]), so a result does not depend on --limit.
 Unreadable files are reported and skipped; the exit status is 1 if any failed.
 
-Example: difface degrade celeba_hq512/ -o celeba_test/ --preset celeba-test --seed 10000
+Example: difface degrade celeba_hq512/ -o celeba_test/ --degradation celeba-test --seed 10000
 """
 
 
@@ -50,8 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("hq_dir", metavar="HQ_DIR", help="folder (or file / glob) of high-quality faces")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
-    p.add_argument("--preset", default="celeba-test", choices=sorted(PRESETS),
-                   help="degradation preset (default: celeba-test)")
+    p.add_argument("--degradation", default="celeba-test", choices=sorted(DEGRADATIONS),
+                   help="degradation, a name of difface.data.degrade.DEGRADATIONS (default: celeba-test)")
+    p.add_argument("--preset", dest="degradation", choices=sorted(DEGRADATIONS), help=argparse.SUPPRESS)  # old name
     p.add_argument("--seed", type=int, default=10000, help="random seed (default: 10000, as official)")
     p.add_argument("--size", type=int, default=None, metavar="N",
                    help="resize hq to NxN (shorter side + centre crop) before degrading")
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print(f"error: {args.hq_dir}: no images found", file=sys.stderr)
         return 2
-    cfg, out = PRESETS[args.preset], Path(args.output)
+    cfg, out = DEGRADATIONS[args.degradation], Path(args.output)
     combos = _combos(args.seed) if cfg.recipe == "celeba-test" else None
     records, failed, seen = [], [], set()
     for n, path in enumerate(tqdm(files, desc="degrade", unit="img", disable=None)):

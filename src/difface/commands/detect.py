@@ -14,7 +14,7 @@ from tqdm import tqdm
 from difface.atomic import atomic_write_bytes
 from difface.commands import COMMANDS
 from difface.commands.checks import output_dir_problem, output_file_problem
-from difface.face.detect import BACKENDS, DEFAULT_BACKEND, detect_faces, draw_detections, get_detector
+from difface.face.detect import DEFAULT_DETECTOR, DETECTORS, detect_faces, draw_detections, get_detector
 from difface.images import collect_inputs, read_image, write_image
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     p.add_argument("--json", required=True, metavar="FILE", help="output JSON file ('-' for stdout)")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
-                   help=f"detector (default {DEFAULT_BACKEND}; weights shipped with the package)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=list(DETECTORS),
+                   help=f"face detector (default {DEFAULT_DETECTOR}; weights shipped with the package)")
+    p.add_argument("--backend", dest="detector", choices=list(DETECTORS), help=argparse.SUPPRESS)  # old name
     p.add_argument("--weights", default=None, metavar="PATH",
-                   help="checkpoint for the retinaface backends (detection_Resnet50_Final.pth, "
+                   help="checkpoint for the retinaface detectors (detection_Resnet50_Final.pth, "
                         "detection_mobilenet0.25_Final.pth)")
     p.add_argument("--draw", default=None, metavar="OUTDIR",
                    help="also write each image with its boxes and landmarks drawn, as OUTDIR/<stem>.png")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             raise ValueError(problem)
         paths = collect_inputs(args.images)
-        detector = get_detector(args.backend, weights=args.weights, device=args.device)
+        detector = get_detector(args.detector, weights=args.weights, device=args.device)
     except (FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
         log.error("error: %s", e)
         return 2
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             log.error("failed: %s", reason)
             records.append({"path": str(path), "error": reason})
             failed += 1
-    text = json.dumps({"backend": args.backend, "images": records}, indent=1) + "\n"
+    text = json.dumps({"detector": args.detector, "images": records}, indent=1) + "\n"
     if args.json == "-":
         sys.stdout.write(text)
     else:

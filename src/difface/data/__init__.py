@@ -4,18 +4,18 @@ conventions and the API."""
 
 from difface.data.datasets import ImageFolder, MaskedFaces, PairedFolder, SyntheticPairs
 from difface.data.degrade import (
-    PRESETS,
+    DEGRADATIONS,
     TEST_RECIPE,
     DegradationConfig,
     DegradationParams,
     degrade,
     degrade_fixed,
     degrade_with_params,
-    get_preset,
+    get_degradation,
 )
 
 __all__ = [
-    "PRESETS",
+    "DEGRADATIONS",
     "TEST_RECIPE",
     "DegradationConfig",
     "DegradationParams",
@@ -26,5 +26,5 @@ __all__ = [
     "degrade",
     "degrade_fixed",
     "degrade_with_params",
-    "get_preset",
+    "get_degradation",
 ]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from difface.data.degrade import PRESETS, DegradationConfig, degrade_with_params, to_gray
+from difface.data.degrade import DEGRADATIONS, DegradationConfig, degrade_with_params, to_gray
 from difface.data.masks import MASK_KINDS, make_mask
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, image_to_tensor, read_image
 
@@ -197,13 +197,13 @@ class SyntheticPairs(_RobustDataset):
 
     Per item, with item_rng(seed, epoch, index): horizontal flip (p 0.5, when flip), then
     degrade_with_params(gt, cfg, rng); when the draw says gray, gt is grayed too (as GFPGAN).
-    Args: folder; cfg (default PRESETS["gfpgan"]), applied as cfg.for_resolution(size); seed;
+    Args: folder; cfg (default DEGRADATIONS["gfpgan"]), applied as cfg.for_resolution(size); seed;
     size: gt side after resize_square (default cfg.resolution); flip; recursive; value_range
     (default (0, 1), as the official estimator training).
     Item: {"lq": (3, size, size), "gt": (3, size, size)} float32 tensors; lq on the 1/255 grid.
     """
 
-    def __init__(self, folder: str | os.PathLike, cfg: DegradationConfig = PRESETS["gfpgan"],
+    def __init__(self, folder: str | os.PathLike, cfg: DegradationConfig = DEGRADATIONS["gfpgan"],
                  seed: int = 0, size: int | None = None, flip: bool = True, recursive: bool = True,
                  value_range: tuple[float, float] = (0.0, 1.0)) -> None:
         self.files = list_images(folder, recursive)

@@ -26,10 +26,10 @@ Resolution scaling (`DegradationConfig.for_resolution`): ranges are written for
     count (512/32 = 64/4 = 16 px), and factors are not pushed below 1 (below 1 the image is only
     enlarged, and a tiny factor would just make it huge);
   * noise level, JPEG quality and gray probability are per LQ pixel and stay unchanged.
-So a 64x64 model trained with PRESETS["gfpgan"].for_resolution(64) sees roughly what a 512 model
+So a 64x64 model trained with DEGRADATIONS["gfpgan"].for_resolution(64) sees roughly what a 512 model
 sees, downscaled 8x.
 
-Public API: DegradationConfig, DegradationParams, PRESETS, get_preset, sample_params,
+Public API: DegradationConfig, DegradationParams, DEGRADATIONS, get_degradation, sample_params,
 apply_degradation, degrade, degrade_with_params, degrade_fixed, to_gray, TestCombo, TestRecipe,
 TEST_RECIPE, recipe_params.
 """
@@ -231,7 +231,7 @@ RANGE64 = DegradationMixture(
 )
 
 # RANGE64 with a fourth, near-clean component (15%: blur <= 0.5 px, at most 1.25x down, noise <= 5,
-# JPEG >= 70, the `mild` preset's range at 64 px) taken from the light and mid components.
+# JPEG >= 70, the `mild` degradation's range at 64 px) taken from the light and mid components.
 RANGE64_CLEAN = DegradationMixture(
     (_at64(blur_sigma=(0.1, 0.5), downsample=(0.8, 1.25), noise=(0.0, 5.0), jpeg_quality=(70.0, 100.0),
            gray_prob=0.02, resize_modes=_ALL_RESIZE), *RANGE64.components),
@@ -240,7 +240,7 @@ RANGE64_CLEAN = DegradationMixture(
 
 # RANGE64_CLEAN with a fifth, noise-dominated component (15%: blur 0.5-2 px, 1-3x down, noise 8-20,
 # JPEG 30-80). In RANGE64 strong noise comes only with strong downsampling (the heavy component), so
-# noisy faces at moderate scale (the `severe` preset at 64 px: noise 10-20 at 1.5-4x down) were rare.
+# noisy faces at moderate scale (the `severe` degradation at 64 px: noise 10-20 at 1.5-4x down) were rare.
 RANGE64_WIDE = DegradationMixture(
     (*RANGE64_CLEAN.components,
      _at64(blur_sigma=(0.5, 2.0), downsample=(1.0, 3.0), noise=(8.0, 20.0), jpeg_quality=(30.0, 80.0),
@@ -248,7 +248,7 @@ RANGE64_WIDE = DegradationMixture(
     (0.15, 0.15, 0.2, 0.35, 0.15),
 )
 
-PRESETS: dict[str, DegradationConfig | DegradationMixture] = {
+DEGRADATIONS: dict[str, DegradationConfig | DegradationMixture] = {
     "gfpgan": DegradationConfig(),
     "celeba-test": DegradationConfig(recipe="celeba-test", gray_prob=0.0),
     "mild": DegradationConfig(blur_sigma=(0.1, 3.0), downsample=(0.8, 4.0), noise=(0.0, 5.0),
@@ -265,11 +265,11 @@ PRESETS: dict[str, DegradationConfig | DegradationMixture] = {
 }
 
 
-def get_preset(name: str, resolution: int | None = None) -> DegradationConfig | DegradationMixture:
-    """PRESETS[name], scaled to `resolution` when given. Raises KeyError listing the names."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown degradation preset {name!r}; choose from {sorted(PRESETS)}")
-    cfg = PRESETS[name]
+def get_degradation(name: str, resolution: int | None = None) -> DegradationConfig | DegradationMixture:
+    """DEGRADATIONS[name], scaled to `resolution` when given. Raises KeyError listing the names."""
+    if name not in DEGRADATIONS:
+        raise KeyError(f"unknown degradation {name!r}; choose from {sorted(DEGRADATIONS)}")
+    cfg = DEGRADATIONS[name]
     return cfg if resolution is None else cfg.for_resolution(resolution)
 
 
@@ -323,7 +323,7 @@ class TestRecipe:
 TEST_RECIPE = TestRecipe()
 
 
-def recipe_params(combo: TestCombo, cfg: DegradationConfig = PRESETS["celeba-test"]) -> DegradationParams:
+def recipe_params(combo: TestCombo, cfg: DegradationConfig = DEGRADATIONS["celeba-test"]) -> DegradationParams:
     """DegradationParams of a TestCombo at cfg.resolution (sigmas and sf scaled, module docstring)."""
     r = cfg.scale
     kernel = KernelParams("aniso", combo.sigma_x * r, combo.sigma_y * r, combo.theta)

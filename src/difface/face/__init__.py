@@ -10,8 +10,8 @@ Typical use (the face restorer is any callable (N, 3, S, S) [0, 1] -> same shape
 from difface.face.align import align_faces, estimate_alignment, select_faces, similarity_lmeds, similarity_lstsq
 from difface.face.background import RealESRGANUpsampler, get_bg_upsampler, lanczos_upsampler
 from difface.face.detect import (
-    BACKENDS,
-    DEFAULT_BACKEND,
+    DEFAULT_DETECTOR,
+    DETECTORS,
     Detections,
     FaceDetector,
     detect_faces,
@@ -24,7 +24,7 @@ from difface.face.photo import MAX_OUTPUT_PIXELS, PhotoResult, PhotoSettings, fi
 from difface.face.template import BORDER_GRAY_RGB, FFHQ_TEMPLATE_512, eye_distance, face_template
 
 __all__ = [
-    "BACKENDS", "BORDER_GRAY_RGB", "DEFAULT_BACKEND", "FFHQ_TEMPLATE_512", "MAX_OUTPUT_PIXELS", "Detections",
+    "BORDER_GRAY_RGB", "DEFAULT_DETECTOR", "DETECTORS", "FFHQ_TEMPLATE_512", "MAX_OUTPUT_PIXELS", "Detections",
     "FaceDetector", "PhotoResult", "PhotoSettings", "RealESRGANUpsampler", "align_faces", "detect_faces",
     "draw_detections",
     "estimate_alignment", "eye_distance", "face_template", "find_faces", "get_bg_upsampler", "get_detector",

@@ -24,7 +24,7 @@ from difface.face.yunet import YuNetDetector
 from difface.names import DEFAULT_DETECTOR
 from difface.weights import resolve
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "Detections", "FaceDetector", "box_iou", "detect_faces", "detection_scale",
+__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "Detections", "FaceDetector", "box_iou", "detect_faces", "detection_scale",
            "draw_detections", "get_detector", "nms"]
 
 
@@ -52,11 +52,9 @@ DETECTORS: dict[str, Callable[[str | os.PathLike | None, str], FaceDetector]] = 
     "retinaface_resnet50": _retinaface("resnet50", "retinaface-resnet50"),
     "retinaface_mobile0.25": _retinaface("mobile0.25", "retinaface-mobilenet0.25"),
 }
-BACKENDS = tuple(DETECTORS)
-DEFAULT_BACKEND = DEFAULT_DETECTOR  # mtcnn: weights shipped in the package, works offline (difface.names)
 
 
-def get_detector(name: str = DEFAULT_BACKEND, weights: str | os.PathLike | None = None,
+def get_detector(name: str = DEFAULT_DETECTOR, weights: str | os.PathLike | None = None,
                  device: str = "cpu") -> FaceDetector:
     """Build a detector backend by name (see `DETECTORS`).
 
@@ -66,7 +64,7 @@ def get_detector(name: str = DEFAULT_BACKEND, weights: str | os.PathLike | None 
     says how to get it. The other backends ignore it. `device` is a torch device.
     """
     if name not in DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
     return DETECTORS[name](weights, device)
 
 

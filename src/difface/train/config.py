@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from difface.config import DEFAULT_STEPS
-from difface.data.degrade import PRESETS
+from difface.data.degrade import DEGRADATIONS
 from difface.data.masks import MASK_KINDS
 from difface.models import CONFIGS, KINDS, LamaConfig, NetConfig, SwinIRConfig, UNetConfig, kind_of
 from difface.train.values import ConfigError, _convert, _plain
@@ -40,7 +40,7 @@ class DataConfig:
     """Training images and validation data.
 
     folder: high-quality images (searched recursively when `recursive`); size: resize_square side
-    (None: the network's training size); degradation: preset of difface.data.degrade for the
+    (None: the network's training size); degradation: a name of difface.data.degrade.DEGRADATIONS for the
     estimator's synthetic pairs; flip: random horizontal flips; val_lq / val_hq: a paired folder
     (matched by file stem) for estimator validation and prior restoration grids (val_hq optional
     for the prior); val_count: how many validation images are used; num_workers: DataLoader workers.
@@ -287,8 +287,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"data.size: {cfg.image_size} is not a multiple of {m} (LaMa downsamples "
                               f"{cfg.model.n_downsampling} times)")
     if cfg.task == "estimator":
-        if d.degradation not in PRESETS:
-            raise ConfigError(f"data.degradation: unknown preset {d.degradation!r}; known: {sorted(PRESETS)}")
+        if d.degradation not in DEGRADATIONS:
+            raise ConfigError(f"data.degradation: unknown degradation {d.degradation!r}; known: {sorted(DEGRADATIONS)}")
     return cfg
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from difface import distributed
 from difface.data.datasets import ImageFolder, MaskedFaces, PairedFolder, SyntheticPairs
-from difface.data.degrade import get_preset
+from difface.data.degrade import get_degradation
 from difface.data.masks import seeded_mask
 from difface.diffusion.schedule import Diffusion
 from difface.models import SwinIR, build_from_config
@@ -78,7 +78,7 @@ def build_dataset(cfg: TrainConfig):
     if cfg.task == "inpainter":
         return MaskedFaces(d.folder, size=cfg.image_size, seed=cfg.seed, mask_kind=cfg.masks.kind, flip=d.flip,
                            recursive=d.recursive)
-    preset = get_preset(d.degradation)
+    preset = get_degradation(d.degradation)
     return SyntheticPairs(d.folder, preset, seed=cfg.seed, size=cfg.image_size, flip=d.flip, recursive=d.recursive)
 
 
