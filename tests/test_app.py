@@ -304,7 +304,7 @@ def test_brush_stroke_inpaints_with_known_pixels_unchanged(page, app, tmp_path):
 @pytest.mark.slow
 def test_brush_stroke_with_the_bundled_inpainter(page, app, tmp_path):
     from difface.app import BUNDLED
-    from difface.restore import bundled_model_paths
+    from difface.core import bundled_model_paths
 
     try:
         bundled_model_paths("inpainting")
@@ -460,7 +460,7 @@ def test_inpaint_tab_says_why_it_is_not_available(tmp_path):
 
 
 def test_bundled_inpainter_missing_is_said(tmp_path):
-    from difface.restore import bundled_model_paths
+    from difface.core import bundled_model_paths
 
     try:
         bundled_model_paths("inpainting")

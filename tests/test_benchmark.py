@@ -5,7 +5,7 @@ import torch
 
 from difface.benchmark import Setting, benchmark
 from difface.cli import main
-from difface.restore import DifFace
+from difface.core import DifFace
 
 
 def test_benchmark_measures_baseline_first(capsys):

@@ -6,7 +6,7 @@ import cv2
 import torch
 
 from difface.cli import main
-from difface.restore import BUNDLED_DIR, DifFace
+from difface.core import BUNDLED_DIR, DifFace
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut_lq.png"  # public domain
 

@@ -25,12 +25,12 @@ from PIL import Image
 from difface import models
 from difface.cli import main
 from difface.config import DEFAULT_SEED, SamplingOptions
+from difface.core import DifFace
 from difface.diffusion.sampling import replay_noise
 from difface.enhancer import LICENCES, Enhancer, export_enhancer, resize_matrix
 from difface.face import band
 from difface.face.align import align_faces
 from difface.face.photo import find_faces
-from difface.restore import DifFace
 
 from conftest import SHARED_DATA, shared_data
 

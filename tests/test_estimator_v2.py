@@ -274,7 +274,7 @@ def test_eval_autostart_write_sets_the_rule_and_the_flip_ensemble(tmp_path):
     import sys
 
     from difface.autostart import AutoStart
-    from difface.restore import _metadata
+    from difface.core import _metadata
     from difface.weights import load_network, save_network
 
     _, res = _pair_of_nets()

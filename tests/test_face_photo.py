@@ -188,10 +188,10 @@ def test_pipeline_whole_photo_path(tmp_path, small_models):
     per-face seeds from --seed and the crop; crops, restorations and alpha written."""
     import cv2
 
+    from difface.core import DifFace, image_seed
     from difface.face.background import lanczos_upsampler
     from difface.images import write_image
     from difface.pipeline import PhotoOptions, RestoreOptions, RestorePipeline, SamplingOptions, files
-    from difface.restore import DifFace, image_seed
 
     rgba = np.concatenate([_smooth_image(60, 80), np.full((60, 80, 1), 0.5, np.float32)], 2)
     write_image(tmp_path / "a.png", rgba[..., :3], alpha=rgba[..., 3])

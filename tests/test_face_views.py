@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import torch
 
+from difface.core import DifFace
 from difface.face.align import estimate_alignment
 from difface.face.background import lanczos_upsampler
 from difface.face.detect import Detections
@@ -15,7 +16,6 @@ from difface.face.photo import MAX_VIEW_SIDE, PhotoSettings, crop_sides, restore
 from difface.face.template import FFHQ_TEMPLATE_512
 from difface.images import write_image
 from difface.pipeline import RestoreOptions, RestorePipeline, SamplingOptions, files
-from difface.restore import DifFace
 
 
 class _Faces:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from difface.core import BUNDLED_DIR, DifFace
 from difface.diffusion.sampling import Prediction, ddim_step
 from difface.diffusion.schedule import Diffusion
 from difface.diffusion.solvers import SOLVERS, FewStepSampler, solve
 from difface.fastplan import FITTED, MEASURED, describe, plan_for
-from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, generic_schedule, store_schedule, timesteps_from_fractions
 from difface.weights import save_network
 

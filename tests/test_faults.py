@@ -124,7 +124,7 @@ def test_unchanged_cache_file_is_not_hashed_again(cached_estimator, monkeypatch)
 
 def test_bundled_asset_edited_in_place_is_refused(tmp_path, monkeypatch):
     """A copy of the package's assets with its SHA256SUMS: one byte of the bundled prior changed -> refused."""
-    from difface.restore import BUNDLED_DIR
+    from difface.core import BUNDLED_DIR
 
     assets = tmp_path / "assets"
     (assets / "small64").mkdir(parents=True)

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from difface.core import DifFace
 from difface.data.masks import FEATHER_MODEL_PX, feathered_mask, known_resize
 from difface.models import build, fill_deterministic
-from difface.restore import DifFace
 
 
 class _Constant(nn.Module):

@@ -13,10 +13,16 @@ PACKAGE = ROOT / "src" / "difface"
 
 def _layers() -> list[tuple[str, list[str]]]:
     """[(layer, [top-level module or package names])] from the doc's table, bottom first."""
-    rows = []
+    rows, inside = [], False
     for line in (ROOT / "docs" / "architecture.md").read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 3 or cells[0] in ("layer", "") or set(cells[0]) <= {"-"}:
+        if cells[0] == "layer":  # the layer table's header: its rows follow, up to the first line that is no row
+            inside = True
+            continue
+        if not inside or not line.startswith("|"):
+            inside = inside and line.startswith("|")
+            continue
+        if len(cells) < 3 or set(cells[0]) <= {"-"}:
             continue
         modules = re.sub(r"\([^)]*\)", "", cells[1])  # drop the "(submodules ...)" part
         names = [n.rstrip("/").removesuffix(".py") for n in re.findall(r"`([^`]+)`", modules)]

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from difface.metrics import backbones as mw
 from difface.metrics import fid
-from difface.metrics import weights as mw
 from difface.metrics.lpips import LPIPS, linear_head_file, load_backbone, load_linear_heads
 
 ALEX_CONVS = (0, 3, 6, 8, 10)

@@ -12,8 +12,8 @@ from difface.app.catalogue import ModelCatalogue, default_models
 from difface.cli import _command_parser, build_parser
 from difface.commands.options import options_from_args
 from difface.config import MODELS, ModelOptions, RestoreOptions
+from difface.core import DifFace, bundled_model_paths
 from difface.pipeline import RestorePipeline
-from difface.restore import DifFace, bundled_model_paths
 
 from conftest import run_cli
 

@@ -16,7 +16,7 @@ from difface import models
 from difface.backends import RuntimeNet, check_backend
 from difface.backends.onnx_export import cache_record, cached_export, file_sha256
 from difface.cli import main
-from difface.restore import DifFace
+from difface.core import DifFace
 
 ROOT = Path(__file__).resolve().parents[1]
 _CHILD = "DIFFACE_TEST_OWN_PROCESS"
@@ -112,6 +112,29 @@ def test_backend_matches_torch_on_filler_weights(small_models, onnx_cache, backe
     x, t = torch.randn(2, 3, 64, 64), torch.tensor([999, 3])
     with torch.no_grad():
         assert (fast.prior(x, t) - small_models[0](x, t)).abs().max() < 1e-4
+
+
+def test_a_new_backend_is_one_runner_and_one_entry(small_models, onnx_cache, monkeypatch):
+    """A runtime entered in RUNTIMES (here onnxruntime's runner under another name, counting its runs) is a
+    `--backend` choice, passes the options' check and runs the networks."""
+    from difface import backends, config
+    from difface.cli import _command_parser, build_parser
+
+    runs = []
+
+    def build(path, dtype, device):
+        run, desc = backends.ort_runner(path, device=device)
+        return (lambda feeds: runs.append(1) or run(feeds)), f"counted {desc}"
+
+    monkeypatch.setitem(backends.RUNTIMES, "counted", backends.Runtime(build, "onnxruntime", dtypes=("fp32",)))
+    restore = _command_parser(build_parser(["restore"]), ["restore"])
+    assert "counted" in next(a.choices for a in restore._actions if a.dest == "backend")
+    assert "counted" in config.BACKEND_NAMES and config.ModelOptions(backend="counted").backend == "counted"
+    model = DifFace.from_modules(*small_models)
+    y = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    out = model.with_backend("counted").restore(y, start_step=3, eta=0.0, seeds=[1])
+    assert len(runs) == 1 + 3  # the estimator once, the prior at each of the 3 steps
+    assert (out.result - model.restore(y, start_step=3, eta=0.0, seeds=[1]).result).abs().max() < BACKEND_ATOL
 
 
 @pytest.mark.slow

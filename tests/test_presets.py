@@ -9,11 +9,11 @@ import torch
 
 from difface.commands.options import FLAGS
 from difface.config import say_options
+from difface.core import BUNDLED_DIR, DifFace
 from difface.device import DTYPES
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
 from difface.fastplan import MEASURED_FALLBACK, plan_for
 from difface.presets import FAST_NFE, FAST_SAMPLER, OFFICIAL_VALUES, Machine, bundled_cpu_backend, resolve, resolve_args
-from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import ASSETS_FILE, fitted_timesteps, prior_sha256, store_schedule
 
 AVX2 = Machine("cpu", False, ("torch", "onnxruntime", "openvino"))
@@ -96,6 +96,20 @@ def test_bundled_model_on_a_cpu_runs_through_onnxruntime_unless_told_otherwise()
     assert _official(prior="p.safetensors", estimator="e.safetensors").backend == "torch"  # other models: torch
     assert _official(mask=None).backend == "torch"  # inpainting (has --mask): torch
     assert bundled_cpu_backend(None, None, device="cuda") is None
+
+
+def test_a_new_run_preset_is_one_entry(monkeypatch, capfd):
+    """An entry in RUN_PRESET_TABLE is a `--preset` choice of the commands and sets its options."""
+    from difface import presets
+    from difface.cli import _command_parser, build_parser
+    from difface.commands.options import options_from_args
+
+    monkeypatch.setitem(presets.RUN_PRESET_TABLE, "few4", presets.RunPreset(settings={"sampler": "ddim", "nfe": 4}))
+    args = build_parser().parse_args(["restore", "in.png", "-o", "out", "--preset", "few4", "--backend", "torch"])
+    s = options_from_args(args).sampling
+    assert (s.sampler, s.nfe, s.schedule) == ("ddim", 4, "even")
+    app = _command_parser(build_parser(["app"]), ["app"])
+    assert "few4" in next(a.choices for a in app._actions if a.dest == "preset")
 
 
 def test_solver_timesteps_where_rounding_collides():
@@ -182,7 +196,7 @@ def test_restore_preset_fast_on_the_bundled_model(tmp_path, capfd, monkeypatch, 
     assert dtype in ("fp32", "bf16"), line
     model = DifFace.from_pretrained(device="cpu", dtype=dtype, channels_last=True)
     amp = DTYPES[dtype]  # the torch backend runs bf16 as autocast inside restore()
-    from difface.restore import image_seed
+    from difface.core import image_seed
 
     x = image_to_tensor(read_image(src / "face.png").rgb)
     ref = model.restore(x, start_step=100, eta=0.0, seeds=[image_seed(3, x[0])],

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from difface.core import DifFace
 from difface.diffusion.sampling import replay_noise
-from difface.restore import DifFace
 
 from conftest import golden
 
@@ -69,7 +69,7 @@ def test_bf16_autocast_stays_close_to_fp32(small_models):
 
 
 def test_image_seed_depends_on_content_and_seed_only():
-    from difface.restore import image_seed
+    from difface.core import image_seed
 
     a = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
     b = a.clone()

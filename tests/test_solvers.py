@@ -88,7 +88,7 @@ def test_sampler_names_come_from_the_one_table():
 
 def test_a_new_sampler_is_one_function_and_one_entry(setup, monkeypatch, small_models):
     """A step function entered in SOLVERS is a sampler: solve and DifFace's sampling plans run it."""
-    from difface.restore import DifFace
+    from difface.core import DifFace
 
     base, den, x = setup
     calls = []

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from difface.config import InpaintOptions, OptionError, RestoreOptions, SamplingOptions
+from difface.core import DifFace
 from difface.images import LoadedImage
 from difface.pipeline import Outcome, RestorePipeline
 from difface.pipeline.summary import MARKER, face_summary, face_totals, note_large_faces
-from difface.restore import DifFace
 from difface.strength import parse_strength, strength_start_step
 from difface.weights import cache_dir
 

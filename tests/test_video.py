@@ -407,7 +407,7 @@ def test_bounded_memory_on_a_long_clip(photo, tmp_path):
 def test_real_model_same_noise_per_track_steadies_a_still_shot(photo, detector, tmp_path):
     """The bundled DifFace model on a clip of a still shot (identical frames): with one seed per
     track the restored frames are identical; with per-frame seeds they differ."""
-    from difface.restore import DifFace
+    from difface.core import DifFace
     from difface.video import model_restorer
 
     still = CameraPath(center0=(0.5, 0.3), center1=(0.5, 0.3), zoom0=2.2, zoom1=2.2)

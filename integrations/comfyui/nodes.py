@@ -39,12 +39,12 @@ from difface.config import (
     SamplingOptions,
     ref,
 )
+from difface.core import DifFace
 from difface.data.masks import load_mask
 from difface.device import DTYPES, pick_device
 from difface.images import LoadedImage
 from difface.pipeline.inpaint import InpaintPipeline, black_hole_doubts, hole_size
-from difface.pipeline.restore import ImageResult, RestorePipeline
-from difface.restore import DifFace
+from difface.pipeline.restoration import ImageResult, RestorePipeline
 
 try:  # inside ComfyUI: its progress bar and its cancel button; outside it, neither (the nodes work without)
     from comfy.model_management import throw_exception_if_processing_interrupted
@@ -183,7 +183,7 @@ class Progress:
         self.batch, self.faces, self.faces_done = images, 0, 0
 
     def event(self, info: dict) -> None:
-        """The `callback` of difface's in-memory pipelines (difface.pipeline.restore: faces, face_start, step,
+        """The `callback` of difface's in-memory pipelines (difface.pipeline.restoration: faces, face_start, step,
         face_end)."""
         kind = info.get("event")
         if kind == "step" and throw_exception_if_processing_interrupted is not None:

@@ -37,7 +37,7 @@ import torch
 
 from difface import threads
 from difface.backends import available_backends
-from difface.restore import DifFace
+from difface.core import DifFace
 
 ROOT = Path(__file__).resolve().parents[2]
 FACE = ROOT / "examples" / "astronaut_lq.png"

@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from difface.backends import available_backends
+from difface.core import BUNDLED_DIR, DifFace
 from difface.diffusion.solvers import FewStepSampler
 from difface.models import build, fill_deterministic
 from difface.presets import FAST_NFE, FAST_SAMPLER, Machine, resolve
-from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import fitted_timesteps
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difface.core import BUNDLED_DIR, DifFace
 from difface.diffusion.solvers import FewStepSampler
 from difface.face.align import estimate_alignment, warp_faces
 from difface.face.background import RealESRGANUpsampler, lanczos_upsampler, resize_to, target_size
@@ -40,7 +41,6 @@ from difface.images import read_image
 from difface.models import build, fill_deterministic
 from difface.models.rrdbnet import RRDBNet
 from difface.presets import FAST_NFE, FAST_SAMPLER, Machine, resolve
-from difface.restore import BUNDLED_DIR, DifFace
 from difface.schedules import fitted_timesteps
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difface.core import DifFace
 from difface.face.align import estimate_alignment, warp_faces
 from difface.face.background import RealESRGANUpsampler, lanczos_upsampler, resize_to, target_size
 from difface.face.photo import as_float_image, find_faces, paste_corrections, run_restorer
 from difface.images import read_image
 from difface.models import build, fill_deterministic
 from difface.models.rrdbnet import RRDBNet
-from difface.restore import DifFace
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = {"t1.jpg": "real-world/pypi-samples/t1.jpg",

@@ -10,8 +10,8 @@ import time
 
 import torch
 
+from difface.core import DifFace
 from difface.models import build, fill_deterministic
-from difface.restore import DifFace
 
 SETTINGS = [("fp32", torch.float32, False, False), ("bf16 --fast", torch.bfloat16, True, False),
             ("bf16 --fast --compile", torch.bfloat16, True, True)]

@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from difface import models  # noqa: E402
+from difface.core import DifFace  # noqa: E402
 from difface.device import autocast, fast_module  # noqa: E402
 from difface.presets import FAST_NFE  # noqa: E402
-from difface.restore import DifFace  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "fixtures" / "golden"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difface.core import DifFace
 from difface.images import image_to_tensor, read_image
-from difface.restore import DifFace
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--lq", type=Path, required=True)

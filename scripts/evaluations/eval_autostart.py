@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_estimator import add_row, make_inputs, table  # noqa: E402
 
 from difface.autostart import AutoStart, estimate_change  # noqa: E402
+from difface.core import DifFace, bundled_model_paths, image_seed  # noqa: E402
 from difface.images import image_to_tensor, read_image  # noqa: E402
-from difface.restore import DifFace, bundled_model_paths, image_seed  # noqa: E402
 
 
 def faces(folder: Path, skip: int, count: int) -> tuple[list[str], np.ndarray]:

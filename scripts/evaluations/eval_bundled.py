@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 import torch
 
+from difface.core import DifFace
 from difface.images import image_to_tensor, read_image, write_image
 from difface.metrics.niqe import niqe
 from difface.metrics.psnr_ssim import psnr, ssim
-from difface.restore import DifFace
 
 
 def load_pairs(lq_dir: Path, hq_dir: Path, count: int) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -40,12 +40,12 @@ import torch
 from difface import models
 from difface.atomic import atomic_write_bytes
 from difface.config import DEFAULT_SEED, ModelOptions, RestoreOptions, SamplingOptions
+from difface.core import DifFace
 from difface.enhancer import Enhancer
 from difface.face import band
 from difface.images import LoadedImage, image_to_tensor, read_image, write_image
 from difface.metrics.psnr_ssim import psnr
 from difface.pipeline import RestorePipeline
-from difface.restore import DifFace
 from difface.weights import save_network
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,11 +30,11 @@ from eval_enhancer import RAW, api_output, at_model_size, make_faces, q8  # noqa
 from difface import models
 from difface.atomic import atomic_write_bytes
 from difface.config import DEFAULT_SEED, ModelOptions, RestoreOptions, SamplingOptions
+from difface.core import DifFace
 from difface.enhancer import Enhancer, export_enhancer
 from difface.images import LoadedImage, read_image
 from difface.metrics.psnr_ssim import psnr
 from difface.pipeline import RestorePipeline
-from difface.restore import DifFace
 from difface.weights import save_network
 
 

@@ -74,7 +74,7 @@ def load_estimator(spec: str) -> torch.nn.Module:
     from difface.weights import load_network
 
     if spec == "bundled":
-        from difface.restore import bundled_model_paths
+        from difface.core import bundled_model_paths
 
         spec = str(bundled_model_paths()[1])
     return load_network(spec).eval()
@@ -104,7 +104,7 @@ def latency_ms(net: torch.nn.Module, size: int, repeats: int = 30) -> float:
 
 def run_difface(prior: str | None, estimator: str, lq: np.ndarray, start: int, eta: float, batch: int,
                 seed: int) -> tuple[np.ndarray, float]:
-    from difface.restore import DifFace, bundled_model_paths
+    from difface.core import DifFace, bundled_model_paths
 
     if prior is None:
         prior = str(bundled_model_paths()[0])

@@ -32,10 +32,10 @@ import torch
 from eval_bundled import metrics  # scripts/ is on sys.path when run as a script
 from fastsched_common import load_faces, split_names
 
+from difface.core import DifFace, bundled_model_paths
 from difface.data.masks import seeded_mask
 from difface.images import image_to_tensor
 from difface.metrics.psnr_ssim import psnr
-from difface.restore import DifFace, bundled_model_paths
 from difface.schedules import prior_sha256
 
 KINDS = ("irregular", "box", "outpainting")

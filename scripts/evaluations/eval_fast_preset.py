@@ -27,9 +27,9 @@ import torch
 from eval_bundled import dlib_embedder, metrics  # scripts/ is on sys.path when run as a script
 from fastsched_common import load_faces, reference, run, split_names
 
+from difface.core import DifFace
 from difface.diffusion.solvers import FewStepSampler, solver_timesteps
 from difface.metrics.psnr_ssim import psnr
-from difface.restore import DifFace
 from difface.schedules import fitted_timesteps
 
 

@@ -26,11 +26,11 @@ import cv2
 import numpy as np
 import torch
 
+from difface.core import DifFace, bundled_model_paths, image_seed
 from difface.data.masks import seeded_mask
 from difface.images import image_to_tensor, read_image, to_uint8, write_image
 from difface.metrics.niqe import niqe
 from difface.metrics.psnr_ssim import gaussian_window, rgb_to_y, to_uint8_grid
-from difface.restore import DifFace, bundled_model_paths, image_seed
 
 KINDS = ("irregular", "box", "outpainting")
 

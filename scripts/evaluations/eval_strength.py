@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_estimator import make_inputs  # noqa: E402
 
+from difface.core import DifFace, bundled_model_paths, image_seed  # noqa: E402
 from difface.images import IMAGE_EXTENSIONS, collect_inputs, image_to_tensor, read_image  # noqa: E402
 from difface.metrics.psnr_ssim import psnr  # noqa: E402
 from difface.pipeline import (  # noqa: E402
@@ -44,7 +45,6 @@ from difface.pipeline import (  # noqa: E402
     SamplingOptions,
     read_input,
 )
-from difface.restore import DifFace, bundled_model_paths, image_seed  # noqa: E402
 from difface.strength import strength_start_step, strength_t  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difface.core import DifFace
 from difface.images import image_to_tensor, read_image
-from difface.restore import DifFace
 from difface.weights import sha256_of
 
 START_STEP, ETA, SEED = 100, 0.0, 0

@@ -10,7 +10,7 @@ the boxes) are reported for reference: there every mode shows the upscaled input
 
 Modes: input; independent (no tracking, no smoothing, a new seed per face and frame, frame by
 frame); temporal (tracking + smoothing + one seed per track, faces of 8 frames per batch);
-no-smoothing and no-track-seeds (ablations). The restorer is `difface.restore.DifFace.from_pretrained()`
+no-smoothing and no-track-seeds (ablations). The restorer is `difface.core.DifFace.from_pretrained()`
 (the bundled small model) or --prior/--estimator, through the same injected callable as
 `difface.video.restore_video`.
 
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     restorer, model = None, None
     if any(m != "input" for m in modes) and not args.reuse:
+        from difface.core import DifFace
         from difface.face import get_detector
-        from difface.restore import DifFace
 
         model = DifFace.from_pretrained(prior=args.prior, estimator=args.estimator, device="cpu")
         kw = {k: v for k, v in (("start_step", args.start_step), ("eta", args.eta)) if v is not None}

@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluations"))  # shares the evaluations' helpers
 from fastsched_common import load_faces, reference, split_names, start_states  # noqa: E402
 
+from difface.core import DifFace  # noqa: E402
 from difface.diffusion.solvers import solve, solver_timesteps  # noqa: E402
-from difface.restore import DifFace  # noqa: E402
 from difface.weights import sha256_of  # noqa: E402
 
 
@@ -144,7 +144,7 @@ def main() -> None:
 def store_result(result: dict) -> None:
     """Store a fit result (this script's --json) with the prior it was fitted on (the bundled one's in the
     package, others in the weights cache's fitted_schedules.json)."""
-    from difface.restore import BUNDLED_DIR
+    from difface.core import BUNDLED_DIR
     from difface.schedules import prior_sha256, store_schedule
 
     prior = Path(result["prior_path"]) if result.get("prior_path") else BUNDLED_DIR / result["prior_file"]

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import torch
 
+from difface.core import DifFace
 from difface.diffusion import Diffusion, EpsDenoiser, generator_noise, sample_loop
 from difface.images import image_to_tensor, read_image, write_image
-from difface.restore import DifFace
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -27,19 +27,21 @@ from difface.strength import strength_error
 # of difface.backends.RUNTIMES) are module attributes
 # that import their table when first asked for (`__getattr__` below), and the checks that need them import it then.
 _LAZY = {"SAMPLERS": ("difface.diffusion.solvers", "SAMPLERS"), "SOLVERS": ("difface.diffusion.solvers", "SOLVERS"),
-         "DETECTORS": ("difface.face.detect", "DETECTORS"), "BACKEND_NAMES": ("difface.backends", "BACKENDS")}
+         "DETECTORS": ("difface.face.detect", "DETECTORS"), "BACKEND_NAMES": ("difface.backends", "RUNTIMES"),
+         "RUN_PRESETS": ("difface.presets", "RUN_PRESET_TABLE")}
 
 
 def __getattr__(name: str):
-    """SAMPLERS, SOLVERS (the sampler table's), DETECTORS (the detector names) and BACKEND_NAMES (the runtime
-    table's names, difface.backends.RUNTIMES), imported on first use."""
+    """SAMPLERS, SOLVERS (the sampler table's), DETECTORS (the detector names), BACKEND_NAMES (the runtime
+    table's names, difface.backends.RUNTIMES) and RUN_PRESETS (`--preset`: difface.presets.RUN_PRESET_TABLE's names),
+    imported on first use."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
     module, attr = _LAZY[name]
     value = getattr(importlib.import_module(module), attr)
-    return tuple(value) if name == "DETECTORS" else value
+    return tuple(value) if name in ("DETECTORS", "RUN_PRESETS", "BACKEND_NAMES") else value
 
 
 def _samplers() -> tuple[str, ...]:
@@ -77,7 +79,6 @@ DEFAULT_MAX_VIDEO_SECONDS = 300.0  # longer clips are refused from the header (0
 DEFAULT_X264_PRESET = "medium"  # libx264 speed/size preset of the videos written (difface.video.encode)
 SCHEDULES = ("even", "fitted")  # timesteps of the few-step samplers (difface.schedules: fitted ones)
 DEFAULT_RUN_PRESET = "official"
-RUN_PRESETS = (DEFAULT_RUN_PRESET, "fast")  # --preset (difface.presets): what runs where, on top of the model presets
 
 
 @dataclass(frozen=True)

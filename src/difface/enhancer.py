@@ -38,11 +38,11 @@ from difface.atomic import atomic_write_bytes
 from difface.backends.onnx_export import DEFAULT_OPSET, file_sha256, parameters_sha256
 from difface.bundled import BUNDLED_DIR
 from difface.config import DEFAULT_NFE, OptionError, SamplingOptions
+from difface.core import DifFace
 from difface.diffusion.sampling import replay_noise
 from difface.diffusion.solvers import OFFICIAL
 from difface.face import band
 from difface.plan import SamplingPlan
-from difface.restore import DifFace
 
 SIZE = 512  # the hosts' crop (FFHQ 512 template)
 DEFAULT_SAMPLER = "ddim"  # few-step DDIM: few evaluations per face and few noise images stored in the file

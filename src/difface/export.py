@@ -34,8 +34,8 @@ import torch
 from difface.atomic import atomic_write_bytes
 from difface.backends.onnx_export import DEFAULT_OPSET, cache_record, cached_export, file_sha256
 from difface.config import DEFAULT_NFE
+from difface.core import DifFace
 from difface.diffusion.solvers import OFFICIAL, solver_timesteps
-from difface.restore import DifFace
 
 MANIFEST_FORMAT = 1
 # The samplers a manifest can write out as explicit coefficients: the official loop and few-step DDIM.

@@ -58,7 +58,7 @@ class Plan:
 
 
 def plan_for(model, start_step: int, eta: float, auto: bool = False) -> Plan:
-    """The fast preset's plan for `model` (difface.restore.DifFace) from respaced `start_step` with `eta`; auto:
+    """The fast preset's plan for `model` (difface.core.DifFace) from respaced `start_step` with `eta`; auto:
     the start was chosen for the face (`start_step="auto"`)."""
     t = int(model.diffusion.timestep_map[start_step])
     setting, why = measured_setting(model.task, eta, auto)

@@ -60,7 +60,7 @@ class SamplingPlan:
     def make(cls, model, *, start_step=None, eta: float | None = None, sampler: str | Sampler = OFFICIAL,
              nfe: int | None = None, method: str = "ddim", schedule: str = "even",
              strength: float | str | None = None, ranges_checked: bool = False) -> SamplingPlan:
-        """The plan for `model` (difface.restore.DifFace): None fills in the model's default (start, eta) or
+        """The plan for `model` (difface.core.DifFace): None fills in the model's default (start, eta) or
         DEFAULT_NFE; every value is checked here, once (ranges_checked: the options layer has already checked the
         ranges that need no model, so only the start and the evaluations against this model's chain are).
         ValueError whose message starts with the argument's name."""

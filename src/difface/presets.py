@@ -32,7 +32,6 @@ from difface.config import (
     DEFAULT_NFE,
     DEFAULT_RUN_PRESET,
     MODELS,
-    RUN_PRESETS,
     ModelOptions,
     PhotoOptions,
     SamplingOptions,
@@ -100,13 +99,12 @@ FAST_NETWORKS: tuple[NetworkRule, ...] = (
     (lambda m: True, {"backend": "torch", "dtype": "fp32", "fast": True},
      "no bf16 instructions on this CPU, onnxruntime not installed"),
 )
-# Every run preset: adding one is an entry here (its name in difface.config.RUN_PRESETS too).
+# Every run preset: adding one is one entry here (`--preset` choices and difface.config.RUN_PRESETS read the table).
 RUN_PRESET_TABLE: dict[str, RunPreset] = {
     DEFAULT_RUN_PRESET: RunPreset(),
     "fast": RunPreset(FAST_NETWORKS, {"sampler": FAST_SAMPLER, "nfe": FAST_NFE, "schedule": "fitted",
                                       "bg_upsampler": "lanczos"}),
 }
-assert tuple(RUN_PRESET_TABLE) == RUN_PRESETS, "difface.config.RUN_PRESETS names the presets of the table"
 
 
 def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None = None) -> Resolved:
@@ -117,7 +115,7 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     it as it is) unless --bg-upsampler is given: Real-ESRGAN x2 of a 1.1 MP photo costs about as much as 4 faces
     of the fast preset, and no backend makes it cheaper on a CPU (docs/speed.md, whole photos)."""
     if name not in RUN_PRESET_TABLE:
-        raise ValueError(f"`preset` must be one of {', '.join(RUN_PRESETS)}, got {name!r}")
+        raise ValueError(f"`preset` must be one of {', '.join(RUN_PRESET_TABLE)}, got {name!r}")
     preset = RUN_PRESET_TABLE[name]
     given = {k: v for k, v in explicit.items() if v is not None and k in OFFICIAL_VALUES}
     if not preset.networks:

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from difface.config import DEFAULT_MODEL, MODELS, ModelOptions, OptionError
-from difface.restore import DifFace, bundled_model_paths
+from difface.core import DifFace, bundled_model_paths
 from difface.weights import local_path
 
 # The bundled model of each task: its menu label (difface.config.MODELS)

@@ -40,6 +40,7 @@ from difface.config import (
     SamplingOptions,
     say_options,
 )
+from difface.core import DifFace
 from difface.data.masks import detect_mask, load_mask, resize_nearest
 from difface.images import (
     ImageReadError,
@@ -52,9 +53,8 @@ from difface.images import (
 )
 from difface.pipeline.files import read_input, save_result
 from difface.pipeline.inpaint import InpaintPipeline
-from difface.pipeline.restore import ImageResult, NonFiniteResult, RestorePipeline
+from difface.pipeline.restoration import ImageResult, NonFiniteResult, RestorePipeline
 from difface.plan import SamplingPlan
-from difface.restore import DifFace
 
 log = logging.getLogger("difface")
 

@@ -143,8 +143,10 @@ def _restore_tab(server: AppServer) -> None:
         out = server.restore(payload_path(image), form, report=_progress_reporter(progress))
         return out["file"], out["log"]
 
-    gr.Button(visible=False).click(restore, inputs, [api_file, api_log], api_name="restore", concurrency_id="model",
-                                   preprocess=False)
+    api_inputs = [upload, *(fields[k] for k in ("mode", "model", "start", "start_custom", "eta", "sampler", "nfe",
+                                                 "seed", "upscale"))]  # restore's parameters, in order
+    gr.Button(visible=False).click(restore, api_inputs, [api_file, api_log], api_name="restore",
+                                   concurrency_id="model", preprocess=False)
 
 
 def _inpaint_tab(server: AppServer) -> None:
@@ -224,7 +226,9 @@ def _inpaint_tab(server: AppServer) -> None:
         out = server.inpaint(payload_path(image), None, payload_path(mask), form, report=_progress_reporter(progress))
         return out["file"], out["mask"], out["log"]
 
-    gr.Button(visible=False).click(inpaint, [upload, mask_upload, model, start, start_custom, eta, sampler, nfe, seed],
+    api_inputs = [upload, mask_upload, *(fields[k] for k in ("model", "start", "start_custom", "eta", "sampler", "nfe",
+                                                              "seed"))]  # inpaint's parameters, in order
+    gr.Button(visible=False).click(inpaint, api_inputs,
                                    [api_file, api_mask, api_log], api_name="inpaint", concurrency_id="model",
                                    preprocess=False)
 

@@ -4,7 +4,7 @@ onnxruntime and openvino.
 `check_backend(name)` says, before any work, whether a backend can run here (BackendUnavailable names
 the pip command otherwise); `backend_network(net, backend, ...)` returns an `nn.Module` stand-in whose
 forward runs the network's cached ONNX graph (difface.backends.onnx_export) through that runtime, so
-`difface.restore.DifFace` and the samplers stay as they are. Tensors cross as float32 numpy arrays on the
+`difface.core.DifFace` and the samplers stay as they are. Tensors cross as float32 numpy arrays on the
 CPU; outputs come back as float32 tensors on the input's device.
 
 Precision: onnxruntime runs the fp32 graph (an fp16 graph on CUDA with dtype "fp16"); openvino runs the
@@ -154,7 +154,7 @@ BACKENDS = tuple(RUNTIMES)
 def check_backend(name: str) -> None:
     """Raise ValueError for an unknown backend, BackendUnavailable (with the pip command) for a missing one."""
     if name not in RUNTIMES:
-        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(RUNTIMES)}")
     rt = RUNTIMES[name]
     if rt.module is None:
         return
@@ -167,7 +167,7 @@ def check_backend(name: str) -> None:
 def available_backends() -> list[str]:
     """The backends that can run here, in table order."""
     out = []
-    for b in BACKENDS:
+    for b in RUNTIMES:
         try:
             check_backend(b)
         except BackendUnavailable:

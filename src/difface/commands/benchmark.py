@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from difface.atomic import atomic_write_bytes
-from difface.backends import BACKENDS, RUNTIMES
+from difface.backends import RUNTIMES
 from difface.benchmark import Setting, as_dicts, backend_table, benchmark, benchmark_backends, results_table
 from difface.commands import COMMANDS
 from difface.device import pick_device
@@ -48,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_backends(args: argparse.Namespace) -> int:
     """`--backend all|LIST`: difface.benchmark.benchmark_backends."""
-    names = list(BACKENDS) if args.backend == "all" else args.backend.split(",")
-    unknown = [n for n in names if n not in BACKENDS]
+    names = list(RUNTIMES) if args.backend == "all" else args.backend.split(",")
+    unknown = [n for n in names if n not in RUNTIMES]
     if unknown:
-        print(f"error: --backend: unknown {', '.join(unknown)}; choose from all, {', '.join(BACKENDS)}")
+        print(f"error: --backend: unknown {', '.join(unknown)}; choose from all, {', '.join(RUNTIMES)}")
         return 2
     settings = [(b, d, False) for b in names for d in args.dtype.split(",")
                 if RUNTIMES[b].refusal(d, "cpu") is None and d != "fp16"]

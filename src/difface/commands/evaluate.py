@@ -16,7 +16,7 @@ from difface.commands.checks import output_file_problem
 from difface.config import DEFAULT_DETECTOR
 from difface.device import pick_device
 from difface.metrics import METRICS, parse_metric_names
-from difface.metrics import weights as _metric_weights  # noqa: F401 - registers the LPIPS/FID weights by name
+from difface.metrics import backbones as _metric_weights  # noqa: F401 - registers the LPIPS/FID weights by name
 from difface.metrics.runner import EvalOptions, evaluate, format_table, name_list, pair_files
 
 log = logging.getLogger("difface")

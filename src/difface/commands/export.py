@@ -12,10 +12,10 @@ from difface.commands import COMMANDS
 from difface.commands.options import option_message
 from difface.commands.restore import add_model_argument, start_step_arg
 from difface.config import DEFAULT_NFE, DEFAULT_SEED, DEFAULT_STEPS, SAMPLERS, SCHEDULES, OptionError, SamplingOptions
+from difface.core import DifFace
 from difface.diffusion.solvers import OFFICIAL
 from difface.enhancer import DEFAULT_SAMPLER, Enhancer, export_enhancer
 from difface.export import EXPORT_SAMPLERS, ExportSettings, export_model
-from difface.restore import DifFace
 
 log = logging.getLogger("difface")
 

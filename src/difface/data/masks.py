@@ -12,7 +12,7 @@ Convention everywhere: a mask is float32 with 1 = missing (to be filled) and 0 =
   strokes), `box_mask` (rectangles), `outpainting_mask` (bands along the borders) and
   `mixed_mask` (one of the three, each with probability 1/3). `make_mask(kind, rng, size)`
   dispatches by name (`MASK_KINDS`).
-* Faces larger than the model (difface.restore.DifFace.inpaint): `known_resize` shrinks a face from its
+* Faces larger than the model (difface.core.DifFace.inpaint): `known_resize` shrinks a face from its
   known pixels only, and `feathered_mask` is the soft edge with which the enlarged fill is blended in.
 
 Other sizes: the official parameters are for 256 x 256. For an (H, W) mask the geometric

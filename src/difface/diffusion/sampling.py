@@ -7,7 +7,7 @@ A *sampler* is a callable `sampler(denoiser_for, x, noise_fn=..., callback=...) 
 the start state and a factory `denoiser_for(diffusion) -> Denoiser` (the network wrapped for the
 chain the sampler indexes), and returns the clean sample. This module holds the official loop
 (`RespacedSampler`); the few-step solvers and the registry of sampler names (`SAMPLERS`) are in
-difface.diffusion.solvers; difface.plan.SamplingPlan builds the one sampler a run uses, and `difface.restore.DifFace`
+difface.diffusion.solvers; difface.plan.SamplingPlan builds the one sampler a run uses, and `difface.core.DifFace`
 takes any sampler, so the restoration code has no sampler branches.
 """
 

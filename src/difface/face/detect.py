@@ -1,6 +1,6 @@
 """Face detection behind one small interface: boxes, scores and 5 landmarks per face.
 
-Backends (`DETECTORS`, the one table: name -> builder; `BACKENDS` its names): "mtcnn" (default; weights
+Detectors (`DETECTORS`, the one table: name -> builder): "mtcnn" (default; weights
 shipped in the package), "yunet" (libfacedetection through the optional `yuface` wheel), "retinaface_resnet50" and
 "retinaface_mobile0.25" (facexlib checkpoints, given by path). "No face" is a normal, empty result.
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from difface.atomic import atomic_write_bytes
-from difface.metrics import weights as mw
+from difface.metrics import backbones as mw
 
 
 class BasicConv2d(nn.Module):

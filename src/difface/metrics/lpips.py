@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from difface.metrics import weights as mw
+from difface.metrics import backbones as mw
 
 # (kind, out_channels): "C" conv 3x3 pad 1 (VGG) and "M" max-pool 2x2; AlexNet is spelled out below.
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from difface.config import DEFAULT_DETECTOR
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 from difface.metrics import METRICS
+from difface.metrics.backbones import MissingWeights
 from difface.metrics.fid import (
     extract_features,
     feature_statistics,
@@ -41,7 +42,6 @@ from difface.metrics.lmd import detector_landmarks, lmd
 from difface.metrics.lpips import load_lpips
 from difface.metrics.niqe import niqe
 from difface.metrics.psnr_ssim import psnr, ssim
-from difface.metrics.weights import MissingWeights
 
 log = logging.getLogger("difface")
 

@@ -20,7 +20,7 @@ from difface.config import (
 from difface.pipeline.files import check_output, plan_outputs, read_input, run, save_result
 from difface.pipeline.inpaint import InpaintPipeline, MaskError
 from difface.pipeline.outputs import Job, Outcome
-from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, RestorePipeline
+from difface.pipeline.restoration import FacePipeline, ImageResult, NonFiniteResult, RestorePipeline
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "FacePipeline", "ImageResult", "InpaintOptions", "InpaintPipeline", "Job", "MaskError",

@@ -1,5 +1,5 @@
 """Files in and out of the pipelines: output planning, the one output-folder check, reading inputs, the file
-loop and the one writer of a result. Plain functions over an in-memory pipeline (difface.pipeline.restore,
+loop and the one writer of a result. Plain functions over an in-memory pipeline (difface.pipeline.restoration,
 difface.pipeline.inpaint); the commands and the app call these, no front end subclasses a pipeline.
 
     options = RestoreOptions(aligned=True)
@@ -43,7 +43,7 @@ from difface.images import (
 )
 from difface.pipeline.inpaint import InpaintPipeline, MaskError, black_hole_doubts, hole_size
 from difface.pipeline.outputs import Job, Outcome, failure_reason
-from difface.pipeline.restore import FacePipeline, ImageResult, _output_too_large
+from difface.pipeline.restoration import FacePipeline, ImageResult, _output_too_large
 from difface.pipeline.video import restore_video_file
 from difface.video.io import is_video_path
 

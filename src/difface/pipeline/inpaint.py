@@ -9,7 +9,7 @@ or user masks (white = missing), one file for every input or a folder paired by 
 without a mask there follows the official convention). A mask that is unreadable, empty or covering
 everything, or an input with neither a mask nor missing pixels, fails that input only.
 The result keeps every known pixel of the input exactly; on a face larger than the model, the enlarged fill
-is blended in over a soft edge two model pixels wide around the hole (difface.restore.DifFace.inpaint), and
+is blended in over a soft edge two model pixels wide around the hole (difface.core.DifFace.inpaint), and
 the known pixels beyond it are kept exactly.
 """
 
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from difface.config import InpaintOptions
+from difface.core import Restoration, image_seed
 from difface.data.masks import load_mask
 from difface.images import IMAGE_EXTENSIONS, ImageReadError, LoadedImage, image_to_tensor, tensor_to_image
-from difface.pipeline.restore import FacePipeline, ImageResult, NonFiniteResult, Progress, _steps, _tell, _to_gray
-from difface.restore import Restoration, image_seed
+from difface.pipeline.restoration import FacePipeline, ImageResult, NonFiniteResult, Progress, _steps, _tell, _to_gray
 
 log = logging.getLogger("difface")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from difface.pipeline.restore import NonFiniteResult
+from difface.pipeline.restoration import NonFiniteResult
 
 
 @dataclass(frozen=True)

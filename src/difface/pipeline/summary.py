@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from difface.config import MODELS
 from difface.hub import REGISTRY, cache_dir
 
 log = logging.getLogger("difface")
 
 # A face whose side spans at least this many times the model's size has detail the model cannot restore.
 LARGE_FACE_FACTOR = 4
-OFFICIAL_512 = ("iddpm-ffhq512", "swinir-ffhq512")
+OFFICIAL_512 = (MODELS["official-512"].prior, MODELS["official-512"].estimator)
 MARKER = ".official-512-suggested"
 # the order of face_totals' sums
 FIELDS = ("faces", "diffused", "change_diffused", "change_kept", "large", "largest")
@@ -81,7 +82,7 @@ def official_hint(largest: float, model_size: int) -> str:
     largest = max(largest, LARGE_FACE_FACTOR * model_size)  # at least the threshold (another process's face)
     return (f"faces here are up to {largest:.0f} px but the bundled model restores {model_size} px: only their "
             f"coarse band was restored and their fine detail kept as it was. For such faces the official 512 px "
-            f"models help (`prior` {OFFICIAL_512[0]} `estimator` {OFFICIAL_512[1]}{size}; much slower on a CPU): "
+            f"models help (`model` official-512{size}; much slower on a CPU): "
             f"difface weights download {' '.join(OFFICIAL_512)}. (Said once; a marker in the weights cache "
             "remembers it.)")
 

@@ -16,7 +16,7 @@ import torch
 
 from difface.config import RestoreOptions
 from difface.pipeline.outputs import Job, Outcome, failure_reason
-from difface.pipeline.restore import FacePipeline, NonFiniteResult, RestorePipeline
+from difface.pipeline.restoration import FacePipeline, NonFiniteResult, RestorePipeline
 from difface.video import FaceParts, VideoDependencyError, VideoError, restore_video
 
 # Options that never change a pixel of a restored video; every other option of RestoreOptions (the detector

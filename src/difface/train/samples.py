@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from difface.core import DifFace
 from difface.diffusion.sampling import EpsDenoiser, generator_noise, sample_loop
 from difface.diffusion.schedule import Diffusion
 from difface.images import write_image
 from difface.metrics.psnr_ssim import psnr, ssim
-from difface.restore import DifFace
 from difface.train.config import TrainConfig
 from difface.train.loop import SampleFn
 from difface.train.steps import weighted_pixel_loss

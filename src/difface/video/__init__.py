@@ -2,7 +2,7 @@
 
     from difface.video import restore_video, model_restorer
     from difface.face import get_detector
-    from difface.restore import DifFace
+    from difface.core import DifFace
 
     model = DifFace.from_pretrained()
     result = restore_video("clip.mp4", "out/clip.mp4", restore_faces=model_restorer(model),

@@ -118,7 +118,7 @@ class VideoResult:
 
 def model_restorer(model, **restore_kwargs) -> RestoreFaces:
     """A `restore_faces` callable from any object with `restore(lq, seeds=..., **kw).result`
-    (e.g. `difface.restore.DifFace`)."""
+    (e.g. `difface.core.DifFace`)."""
 
     def restore_faces(x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         return model.restore(x, seeds=list(seeds), **restore_kwargs).result

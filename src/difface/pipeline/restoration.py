@@ -22,13 +22,13 @@ import torch
 from difface import fastplan
 from difface.autostart import AutoStart, steps_for_error
 from difface.config import OptionError, RestoreOptions
+from difface.core import DifFace, Restoration, image_seed
 from difface.device import DTYPES, cpu_has_native_bf16, pick_device
 from difface.face import band
 from difface.face.detect import get_detector
 from difface.face.photo import MAX_OUTPUT_PIXELS, PhotoSettings, crop_sides, make_bg_upsampler, restore_photo
 from difface.images import LoadedImage, image_to_tensor, tensor_to_image
 from difface.plan import SamplingPlan
-from difface.restore import DifFace, Restoration, image_seed
 
 log = logging.getLogger("difface")
 
