@@ -33,9 +33,9 @@ import torch
 
 from difface.atomic import atomic_write_bytes
 from difface.backends.onnx_export import DEFAULT_OPSET, cache_record, cached_export, file_sha256
-from difface.config import DEFAULT_NFE
 from difface.core import DifFace
-from difface.diffusion.solvers import OFFICIAL, solver_timesteps
+from difface.diffusion.solvers import OFFICIAL
+from difface.plan import SamplingPlan
 
 MANIFEST_FORMAT = 1
 # The samplers a manifest can write out as explicit coefficients: the official loop and few-step DDIM.
@@ -46,11 +46,11 @@ def _f32(v) -> float:
     return float(np.float32(v))
 
 
-def sampling_plan(model: DifFace, start_step: int, *, eta: float, sampler: str = OFFICIAL,
-                  nfe: int | None = None) -> dict:
-    """The reverse process from respaced `start_step` as explicit float32 coefficients (see the module doc)."""
+def manifest_steps(model: DifFace, sampling: SamplingPlan) -> dict:
+    """The reverse process of a sampling plan (one fixed start) as explicit float32 coefficients (see the module
+    doc)."""
     d = model.diffusion
-    n = model.check_start_step(int(start_step))
+    n, eta, sampler = int(sampling.start), sampling.eta, sampling.sampler
     f32 = np.float32
     plan: dict = {"sampler": sampler, "start_step": n, "start_t": int(d.timestep_map[n]) if n else 0,
                   "eta": float(eta), "nfe": None, "steps": []}
@@ -69,10 +69,8 @@ def sampling_plan(model: DifFace, start_step: int, *, eta: float, sampler: str =
                                   "recipm1": _f32(d.sqrt_recipm1_alphas_cumprod[i]), "c_x0": _f32(np.sqrt(abp)),
                                   "c_eps": _f32(c_eps), "sigma": _f32(sigma)})
         return plan
-    if sampler not in EXPORT_SAMPLERS:
-        raise ValueError(f"the manifest writes out the official loop and the ddim sampler, not {sampler!r}")
     base = d.base()
-    ts = solver_timesteps(plan["start_t"], DEFAULT_NFE if nfe is None else nfe)
+    ts = sampling.fixed.timesteps
     plan["nfe"] = len(ts)
     abar = [float(base.alphas_cumprod[t]) for t in ts] + [1.0]
     for k, t in enumerate(ts):
@@ -114,6 +112,11 @@ def export_model(model: DifFace, outdir: str | os.PathLike, settings: ExportSett
     settings = settings or ExportSettings()
     start_step, eta, sampler, nfe = settings.start_step, settings.eta, settings.sampler, settings.nfe
     dtype, opset = settings.dtype, settings.opset
+    if sampler not in EXPORT_SAMPLERS:
+        raise ValueError(f"the manifest writes out the official loop and the ddim sampler, not {sampler!r}")
+    step = model.default_start_step if start_step is None else int(start_step)  # "auto" is written as its fixed start
+    sampling = model.plan(start_step=step, eta=eta, sampler=sampler, nfe=nfe)  # checked before any file is written
+    eta = sampling.eta
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     est_name = "inpainter" if model.task == "inpainting" else "estimator"
@@ -132,8 +135,6 @@ def export_model(model: DifFace, outdir: str | os.PathLike, settings: ExportSett
                        "source_sha256": record["key"]["source_sha256"], "source": record["key"]["source"],
                        "network": record["key"]["kind"], "config": record["key"]["config"]}
         log(f"{role}: {dest} ({dest.stat().st_size / 2**20:.1f} MiB, {'from the cache' if reused else 'exported'})")
-    eta = model.default_eta if eta is None else float(eta)
-    step = model.default_start_step if start_step is None else int(start_step)
     manifest = {
         "format": MANIFEST_FORMAT, "producer": "difface", "task": model.task, "name": model.name,
         "image_size": model.image_size, "dtype": dtype, "opset": int(opset), "torch": torch.__version__,
@@ -142,7 +143,7 @@ def export_model(model: DifFace, outdir: str | os.PathLike, settings: ExportSett
                             if model.task == "restoration" else
                             "y = cat(face with the missing pixels at 0, mask (1 = missing)) at image_size"),
         "schedule": schedule_of(model),
-        "sampling": sampling_plan(model, step, eta=eta, sampler=sampler, nfe=nfe),
+        "sampling": manifest_steps(model, sampling),
         "auto_start": json.loads(model.autostart.to_json()) if model.default_auto else None,
         "default_start_is_auto": bool(model.default_auto),
         "clip_x0": True,

@@ -26,15 +26,17 @@ from difface.presets import Resolved, bundled_cpu_backend, resolve_args
 def model_options(args: argparse.Namespace, preset: Resolved) -> ModelOptions:
     """The ModelOptions of parsed arguments, the run preset's values (`preset.options`) for what it sets."""
     p = preset.options
-    return ModelOptions(args.prior, args.estimator, args.steps, args.device, p["dtype"], p["fast"], args.compile,
-                        p["backend"], getattr(args, "threads", None) or 0, model=getattr(args, "model", None))
+    return ModelOptions(prior=args.prior, estimator=args.estimator, steps=args.steps, device=args.device,
+                        dtype=p["dtype"], fast=p["fast"], compile=args.compile, backend=p["backend"],
+                        threads=getattr(args, "threads", None) or 0, model=getattr(args, "model", None))
 
 
 def sampling_options(args: argparse.Namespace, preset: Resolved) -> SamplingOptions:
     """The SamplingOptions of parsed arguments, the run preset's values for what it sets."""
     p = preset.options
-    return SamplingOptions(args.start_step, args.eta, p["sampler"], p["nfe"], args.seed, p["schedule"],
-                           preset.fallback, strength=getattr(args, "strength", None))
+    return SamplingOptions(start_step=args.start_step, eta=args.eta, sampler=p["sampler"], nfe=p["nfe"],
+                           seed=args.seed, schedule=p["schedule"], schedule_fallback=preset.fallback,
+                           strength=getattr(args, "strength", None))
 
 
 def _max_pixels(args: argparse.Namespace) -> int:
@@ -49,8 +51,9 @@ def restore_options(args: argparse.Namespace) -> RestoreOptions:
     return RestoreOptions(
         model=model_options(args, preset),
         sampling=sampling_options(args, preset),
-        photo=PhotoOptions(args.upscale, args.detector, args.only_center_face, preset.options["bg_upsampler"],
-                           args.draw_boxes, args.max_face_size),
+        photo=PhotoOptions(upscale=args.upscale, detector=args.detector, only_center_face=args.only_center_face,
+                           bg_upsampler=preset.options["bg_upsampler"], draw_boxes=args.draw_boxes,
+                           max_face_size=args.max_face_size),
         video=VideoSettings(tracking=tracking, track_seeds=tracking and not args.no_track_seeds,
                             smoothing=tracking and not args.no_smoothing, batch_frames=args.batch_frames,
                             crf=args.crf, resume=not args.no_resume, refuse_vfr=args.refuse_vfr,
