@@ -85,7 +85,8 @@ def face_files(folder: str | Path, limit: int | None = None) -> list[Path]:
 
 def read_faces(files: list[Path], size: int) -> torch.Tensor:
     """Aligned faces of any size as (N, 3, size, size) float32 in [0, 1], each resized as `restore --aligned`
-    does (bicubic, antialiased; no-op at the model size)."""
+    does (bicubic, antialiased, not clamped: a resized face may overshoot [0, 1] slightly; no-op at the model
+    size)."""
     out = []
     for path in files:
         x = image_to_tensor(read_image(path).rgb)
