@@ -157,3 +157,25 @@ def test_command_resumes_after_ctrl_c_and_stores_for_restore(tmp_path, home, cap
     assert len(list((tmp_path / "out").rglob("*.png"))) >= 2
     status, out = run_cli(["tune", faces, "--nfe", "2", "--start-step", "10", "--passes", "1", "--dry-run"], capsys)
     assert status == 0 and "not stored" in out
+
+
+def test_an_interrupted_reference_keeps_its_finished_batches(tmp_path, home, model):
+    lq, names = _lq(tmp_path, model, 2)
+    work, steps = tmp_path / "work", []
+
+    def stop_in_second_batch() -> None:
+        steps.append(1)
+        if len(steps) == 15:  # start step 10: the first face's 10 steps are done
+            raise KeyboardInterrupt
+
+    settings = {**SETTINGS, "batch": 1}
+    with pytest.raises(KeyboardInterrupt):
+        tune.fit(model, lq, names, workdir=work, on_reference_step=stop_in_second_batch, **settings)
+    assert (work / "reference_part.npz").is_file() and not (work / "reference.npz").exists()
+    steps.clear()
+    r = tune.fit(model, lq, names, workdir=work, on_reference_step=lambda: steps.append(1), **settings)
+    assert len(steps) == 10 and r.resumed and r.reference_evaluations == 10  # only the second face's loop
+    assert (work / "reference.npz").is_file() and not (work / "reference_part.npz").exists()
+    with np.load(work / "reference.npz") as z:
+        kept = torch.from_numpy(z["out"])
+    torch.testing.assert_close(kept, tune.official_reference(model, lq, 10, 1), atol=1e-6, rtol=0)

@@ -11,9 +11,10 @@ number of passes (it stops early after a pass without improvement). Network eval
 prefix (`PrefixMemo`), so a candidate that changes tau_k costs n - k evaluations.
 
 Only eta 0: the solvers are compared with the deterministic official loop, and a stochastic run has no single
-result to match. The search is resumable: `fit` takes a work folder where the targets (reference.npz) and the
-search state (state.json) are written atomically after each improvement and each finished position; a rerun with
-the same folder continues from there and ends where an uninterrupted run would have.
+result to match. The fit is resumable: `fit` takes a work folder where the targets (reference_part.npz after each
+batch, then reference.npz) and the search state (state.json, after each improvement and each finished position)
+are written atomically; a rerun with the same folder continues from there and ends where an uninterrupted run
+would have.
 """
 
 from __future__ import annotations
@@ -97,15 +98,20 @@ def read_faces(files: list[Path], size: int) -> torch.Tensor:
 
 
 def official_reference(model, lq: torch.Tensor, start_step: int, batch: int,
-                       on_step: Callable[[], None] | None = None) -> torch.Tensor:
+                       on_step: Callable[[], None] | None = None,
+                       done: list[torch.Tensor] | None = None,
+                       on_batch: Callable[[list[torch.Tensor]], None] | None = None) -> torch.Tensor:
     """The official loop's results (N, 3, S, S) in [0, 1] from `start_step`, eta 0, seed SEED per face, for lq
-    (N, 3, S, S) in [0, 1] at the model size; on_step is called after each step of each batch."""
+    (N, 3, S, S) in [0, 1] at the model size. done: results of the first batches already computed (a resumed
+    run); on_step is called after each step of each batch, on_batch with the results so far after each batch."""
     plan = model.plan(start_step=start_step, eta=ETA)
     cb = None if on_step is None else (lambda _event: on_step())
-    out = []
-    for i in range(0, len(lq), batch):
+    out = list(done or [])
+    for i in range(sum(len(o) for o in out), len(lq), batch):
         x = lq[i: i + batch].to(model.device)
         out.append(model.restore(x, plan, seeds=[SEED] * len(x), callback=cb).result.float().cpu())
+        if on_batch is not None:
+            on_batch(out)
     return torch.cat(out)
 
 
@@ -325,10 +331,21 @@ def fit(model, lq: torch.Tensor, names: list[str], *, method: str = "dpmpp2m", n
             ref = torch.from_numpy(z["out"])
         resumed, ref_evals = True, 0
     else:
-        ref = official_reference(model, lq, start_step, batch, on_reference_step)
-        ref_evals = start_step * math.ceil(len(lq) / batch)
+        part = None if workdir is None else workdir / "reference_part.npz"  # the batches done so far
+        done = []
+        if part is not None and part.is_file():
+            with np.load(part) as z:
+                done, resumed = [torch.from_numpy(z["out"])], True
+
+        def keep(out: list[torch.Tensor]) -> None:
+            if part is not None:
+                _save_npz(part, out=torch.cat(out).numpy())
+
+        ref = official_reference(model, lq, start_step, batch, on_reference_step, done, keep)
+        ref_evals = start_step * math.ceil((len(lq) - sum(len(d) for d in done)) / batch)
         if ref_file is not None:
             _save_npz(ref_file, out=ref.numpy(), names=np.array(names))
+            part.unlink(missing_ok=True)
     ref = ref.to(model.device)
 
     with torch.inference_mode():

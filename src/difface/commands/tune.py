@@ -40,7 +40,8 @@ it from that start with eta 0, and `--preset fast` does for {FITTED[0]} with {FI
 this prior"); it is never used for another prior file.
 
 Resumable: the official results and the search state are kept in a work folder under the weights cache
-(tune/<key>, keyed by the prior, estimator, sampler, NFE, start and faces), saved after every improvement;
+(tune/<key>, keyed by the prior, estimator, sampler, NFE, start and faces), saved after every batch of the official
+loop and every improvement and position of the search;
 after an interrupt (Ctrl-C), run the same command again and it continues from there.
 
 Example (bundled model, the fast preset's setting):
@@ -150,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
                           on_eval=bars.evaluation, on_position=bars.position)
     except KeyboardInterrupt:
         bars.close()
-        print(f"\ninterrupted; the search state is saved in {workdir}. To resume, run {_command_line()} again.",
-              file=sys.stderr)
+        print(f"\ninterrupted; the work done so far (official results, search state) is saved in {workdir}. "
+              f"To resume, run {_command_line()} again.", file=sys.stderr)
         return 130
     bars.close()
     if result.resumed:
