@@ -303,6 +303,30 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def kept_reference(model, lq: torch.Tensor, names: list[str], start_step: int, batch: int, workdir: Path | None,
+                   on_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, int, bool]:
+    """(the official loop's results (N, 3, S, S) in [0, 1], the batched network evaluations made for them now,
+    whether any were read from `workdir`): reference.npz when complete, else reference_part.npz's finished batches
+    and the rest computed, each batch kept as it is done."""
+    if workdir is None:
+        return official_reference(model, lq, start_step, batch, on_step), start_step * math.ceil(len(lq) / batch), \
+            False
+    workdir.mkdir(parents=True, exist_ok=True)
+    whole, part = workdir / "reference.npz", workdir / "reference_part.npz"
+    if whole.is_file():
+        with np.load(whole) as z:
+            return torch.from_numpy(z["out"]), 0, True
+    done = []
+    if part.is_file():
+        with np.load(part) as z:
+            done = [torch.from_numpy(z["out"])]
+    ref = official_reference(model, lq, start_step, batch, on_step, done,
+                             lambda out: _save_npz(part, out=torch.cat(out).numpy()))
+    _save_npz(whole, out=ref.numpy(), names=np.array(names))
+    part.unlink(missing_ok=True)
+    return ref, start_step * math.ceil((len(lq) - sum(len(d) for d in done)) / batch), bool(done)
+
+
 def fit(model, lq: torch.Tensor, names: list[str], *, method: str = "dpmpp2m", nfe: int = 6,
         start_step: int | None = None, passes: int = 2, batch: int = 30, eta: float = ETA,
         workdir: Path | None = None, on_reference_step: Callable[[], None] | None = None,
@@ -321,31 +345,8 @@ def fit(model, lq: torch.Tensor, names: list[str], *, method: str = "dpmpp2m", n
     if batch < 1:
         raise TuneError(f"batch must be at least 1, got {batch}")
     lq = lq.float().cpu()
-    ref_file = state_file = None
-    if workdir is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        ref_file, state_file = workdir / "reference.npz", workdir / "state.json"
-    resumed = False
-    if ref_file is not None and ref_file.is_file():
-        with np.load(ref_file) as z:
-            ref = torch.from_numpy(z["out"])
-        resumed, ref_evals = True, 0
-    else:
-        part = None if workdir is None else workdir / "reference_part.npz"  # the batches done so far
-        done = []
-        if part is not None and part.is_file():
-            with np.load(part) as z:
-                done, resumed = [torch.from_numpy(z["out"])], True
-
-        def keep(out: list[torch.Tensor]) -> None:
-            if part is not None:
-                _save_npz(part, out=torch.cat(out).numpy())
-
-        ref = official_reference(model, lq, start_step, batch, on_reference_step, done, keep)
-        ref_evals = start_step * math.ceil((len(lq) - sum(len(d) for d in done)) / batch)
-        if ref_file is not None:
-            _save_npz(ref_file, out=ref.numpy(), names=np.array(names))
-            part.unlink(missing_ok=True)
+    state_file = None if workdir is None else workdir / "state.json"
+    ref, ref_evals, resumed = kept_reference(model, lq, names, start_step, batch, workdir, on_reference_step)
     ref = ref.to(model.device)
 
     with torch.inference_mode():
