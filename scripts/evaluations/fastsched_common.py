@@ -1,6 +1,6 @@
-"""Shared parts of scripts/maintainer/fit_schedule.py and scripts/evaluations/eval_fast_preset.py: the paired faces,
-the official
-100-step reference (cached as .npz, keyed by the prior's SHA-256 and the face names) and the start states.
+"""Shared parts of the fast-schedule evaluations (scripts/evaluations/eval_fast_preset.py; the calibration split of
+scripts/maintainer/fit_schedule.py, whose search is difface.tune): the paired faces, the official 100-step
+reference (cached as .npz, keyed by the prior's SHA-256 and the face names) and the start states.
 
 The official start of DifFace: respaced step N = 100 of "ddim250" (t = 400), eta 0, seed 0 per face.
 """

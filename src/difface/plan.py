@@ -121,7 +121,7 @@ class SamplingPlan:
             prior = model.sources.get("prior")
             where = prior.name if prior is not None else "this prior (its weights file is not known)"
             raise ValueError(f"schedule: no {self.sampler} schedule with {self.nfe} evaluations from t = {t0}, eta "
-                             f"{self.eta:g} was fitted on {where}; fit one with scripts/maintainer/fit_schedule.py or "
+                             f"{self.eta:g} was fitted on {where}; fit one with `difface tune` or "
                              "use the even schedule")
 
     def fitted(self, model, n: int, nfe: int) -> tuple[int, ...] | None:

@@ -1,13 +1,14 @@
 """Few-step timestep schedules fitted to a model's official loop, stored with the model they were fitted on.
 
-A fitted schedule (scripts/maintainer/fit_schedule.py) is a list of original timesteps t_start = tau_0 > ... >= 0 for
+A fitted schedule (`difface tune`, difface.tune) is a list of original timesteps t_start = tau_0 > ... >= 0 for
 `difface.diffusion.solvers.solve`, found by matching the official 100-step result on calibration faces. It
 is only valid for the prior it was fitted on, so it is stored keyed by the SHA-256 of that prior's weights
-file: the bundled models' schedules in `difface/assets/fitted_schedules.json`, others in
-`<weights cache>/fitted_schedules.json`. `fitted_timesteps` returns None for any other prior (or another
-start, solver or NFE); it never falls back to a schedule of another model. The generic schedule (below) is
-the bundled fit restated in log-SNR positions, independent of any prior's weights; difface.fastplan uses it for
-priors on the same noise schedule that have no fit of their own.
+file: the shipped fits of the bundled models in `difface/assets/fitted_schedules.json`, the user's own fits
+(`difface tune`, any prior, the bundled one included) in `<weights cache>/fitted_schedules.json`, which is read
+first: a user's refit of the bundled prior wins over the shipped one. `fitted_timesteps` returns None for any
+other prior (or another start, solver or NFE); it never falls back to a schedule of another model. The generic
+schedule (below) is the bundled fit restated in log-SNR positions, independent of any prior's weights;
+difface.fastplan uses it for priors on the same noise schedule that have no fit of their own.
 
 File format: {"format": 1, "schedules": [{"prior_sha256", "prior_file", "method", "nfe", "t_start", "eta",
 "timesteps", "fitted_on"}, ...], "generic": {...}} ("generic": the package's file only, see below).
@@ -58,8 +59,8 @@ def _read(path: Path) -> list[dict]:
 
 
 def schedules_for(sha256: str, files: tuple[Path, ...] | None = None) -> list[dict]:
-    """Every stored schedule fitted on the prior with this SHA-256."""
-    files = (ASSETS_FILE, user_file()) if files is None else files
+    """Every stored schedule fitted on the prior with this SHA-256 (the user's file first, then the package's)."""
+    files = (user_file(), ASSETS_FILE) if files is None else files
     return [s for f in files for s in _read(f) if s["prior_sha256"] == sha256]
 
 

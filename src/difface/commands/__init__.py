@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "data": "prepare data sets (align faces)",
     "evaluate": "score restored images (PSNR, SSIM, LPIPS, FID, IDS, LMD, NIQE)",
     "train": "train the face prior (UNet), the diffused estimator (SwinIR) or the inpainting estimator (LaMa)",
+    "tune": "fit the few-step schedule to the official loop for your own weights (stored for the prior)",
     "benchmark": "measure speed and memory of the networks",
     "app": "local web app: restore and inpaint faces in a browser",
     "export": "export the networks (ONNX) with a manifest, or one ONNX face-enhancer file for other programs",

@@ -175,7 +175,7 @@ def add_model_arguments(p: argparse.ArgumentParser, auto_start: bool = True, tas
                    f"(default {DEFAULT_NFE})")
     p.add_argument("--schedule", default=None, choices=list(SCHEDULES), help="timesteps of --sampler "
                    f"{'/'.join(SOLVERS)}: even (default) or fitted to the official loop for this prior (stored with "
-                   "the model; scripts/maintainer/fit_schedule.py); an error when none was fitted for it")
+                   "the model; `difface tune` fits one); an error when none was fitted for it")
     p.add_argument("--fast", action="store_true", default=None, help="channels-last memory layout (same outputs "
                    "within 1e-4, faster on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
