@@ -16,11 +16,12 @@ import tempfile
 from pathlib import Path
 
 from difface import app as web
+from difface import config  # the tables' names, read when the parser is built
 from difface.app.catalogue import ModelChoice, default_models, named_choice
 from difface.commands import COMMANDS
 from difface.commands.options import option_message
 from difface.commands.restore import pixels_arg, threads_arg
-from difface.config import BACKEND_NAMES, DEFAULT_DEVICE, DEFAULT_RUN_PRESET, MODELS, RUN_PRESETS
+from difface.config import DEFAULT_DEVICE, DEFAULT_RUN_PRESET, MODELS
 from difface.device import DTYPES, set_cpu_threads
 from difface.pipeline import DEFAULT_MAX_PIXELS, OptionError
 from difface.presets import app_networks
@@ -59,12 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port)")
     p.add_argument("--device", default=DEFAULT_DEVICE,
                    help=f"auto | cpu | cuda | cuda:N | mps (default {DEFAULT_DEVICE})")
-    p.add_argument("--preset", default=DEFAULT_RUN_PRESET, choices=list(RUN_PRESETS),
+    p.add_argument("--preset", default=DEFAULT_RUN_PRESET, choices=list(config.RUN_PRESETS),
                    help="official (default): eager torch fp32; fast: the backend and precision of `difface restore "
                    "--preset fast` on this machine (printed at start; the sampler stays the page's choice); "
                    "--dtype/--backend given explicitly replace its parts")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="network precision (default fp32)")
-    p.add_argument("--backend", default=None, choices=list(BACKEND_NAMES),
+    p.add_argument("--backend", default=None, choices=list(config.BACKEND_NAMES),
                    help="where the network forwards run (default torch; docs/onnx.md)")
     p.add_argument("--threads", type=threads_arg, default=0, metavar="N|auto",
                    help="CPU threads of the network forwards; default auto: the cores not busy with other programs "

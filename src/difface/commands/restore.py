@@ -9,11 +9,13 @@ from pathlib import Path
 
 import torch
 
-from difface import distributed
+from difface import (
+    config,  # the tables' names, read when the parser is built
+    distributed,
+)
 from difface.commands import COMMANDS
 from difface.commands.options import option_message, restore_options
 from difface.config import (
-    BACKEND_NAMES,
     DEFAULT_BATCH_FRAMES,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CRF,
@@ -30,7 +32,6 @@ from difface.config import (
     DETECTORS,
     MODELS,
     OUTPUT_FORMATS,
-    RUN_PRESETS,
     SAMPLERS,
     SCHEDULES,
     SOLVERS,
@@ -162,7 +163,7 @@ def add_model_arguments(p: argparse.ArgumentParser, auto_start: bool = True, tas
                    help=f"faces per network batch (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--device", default=DEFAULT_DEVICE,
                    help=f"auto | cpu | cuda | cuda:N | mps (default {DEFAULT_DEVICE})")
-    p.add_argument("--preset", default=DEFAULT_RUN_PRESET, choices=list(RUN_PRESETS),
+    p.add_argument("--preset", default=DEFAULT_RUN_PRESET, choices=list(config.RUN_PRESETS),
                    help="official (default): the paper's path, eager fp32 and the official loop; fast: the fastest "
                    "backend, precision and sampler measured to meet the quality gates on this kind of machine "
                    "(docs/speed.md), printed at start; options given explicitly replace its parts")
@@ -180,7 +181,7 @@ def add_model_arguments(p: argparse.ArgumentParser, auto_start: bool = True, tas
                    "within 1e-4, faster on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (minutes to compile once "
                    "per process; worth it for many faces)")
-    p.add_argument("--backend", default=None, choices=list(BACKEND_NAMES),
+    p.add_argument("--backend", default=None, choices=list(config.BACKEND_NAMES),
                    help="where the network forwards run: torch, onnxruntime or openvino (their ONNX "
                    "graphs are exported once and cached; docs/onnx.md). Default torch; for the bundled model on a "
                    "CPU onnxruntime when installed (within 1e-6 of torch fp32; --backend torch: the exact reference)")
