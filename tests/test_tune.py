@@ -71,6 +71,7 @@ def test_fit_is_never_worse_than_even_and_is_found_for_its_prior(tmp_path, home,
     assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
 
 
+@pytest.mark.slow  # 10-15 s each: the resumes run with the slow checks
 def test_an_interrupted_fit_resumes_and_ends_as_an_uninterrupted_one(tmp_path, home, model):
     lq, names = _lq(tmp_path, model, 2)
     whole = tune.fit(model, lq, names, **SETTINGS)
@@ -127,6 +128,7 @@ def test_command_help(capsys):
         assert words in out
 
 
+@pytest.mark.slow  # 10-15 s each: the resumes run with the slow checks
 def test_command_resumes_after_ctrl_c_and_stores_for_restore(tmp_path, home, capsys, monkeypatch):
     faces = _faces(tmp_path / "faces", 2)
     args = ["tune", faces, "--nfe", "3", "--start-step", "10", "--passes", "1", "--threads", "1",
@@ -159,6 +161,7 @@ def test_command_resumes_after_ctrl_c_and_stores_for_restore(tmp_path, home, cap
     assert status == 0 and "not stored" in out
 
 
+@pytest.mark.slow  # 10-15 s each: the resumes run with the slow checks
 def test_an_interrupted_reference_keeps_its_finished_batches(tmp_path, home, model):
     lq, names = _lq(tmp_path, model, 2)
     work, steps = tmp_path / "work", []
