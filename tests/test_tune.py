@@ -55,7 +55,7 @@ def test_fit_is_never_worse_than_even_and_is_found_for_its_prior(tmp_path, home,
     lq, names = _lq(tmp_path, model)
     assert lq.shape == (3, 3, 64, 64) and -0.1 <= float(lq.min()) and float(lq.max()) <= 1.1  # bicubic, as restore
     shipped = ASSETS_FILE.read_bytes()
-    r = tune.fit(model, lq, names, **SETTINGS)
+    r = tune.fit(model, lq, names, tune.TuneSettings(**SETTINGS))
     assert r.mse <= r.even_mse and r.psnr_vs_official >= r.even_psnr_vs_official
     assert r.timesteps[0] == r.t_start == 40 and r.timesteps == sorted(set(r.timesteps), reverse=True)
     assert r.even_timesteps == [40, 27, 13] and r.network_evaluations > 0 and not r.resumed
@@ -74,7 +74,7 @@ def test_fit_is_never_worse_than_even_and_is_found_for_its_prior(tmp_path, home,
 @pytest.mark.slow  # 10-15 s each: the resumes run with the slow checks
 def test_an_interrupted_fit_resumes_and_ends_as_an_uninterrupted_one(tmp_path, home, model):
     lq, names = _lq(tmp_path, model, 2)
-    whole = tune.fit(model, lq, names, **SETTINGS)
+    whole = tune.fit(model, lq, names, tune.TuneSettings(**SETTINGS))
     work = tmp_path / "work"
     calls = {"n": 0}
 
@@ -84,15 +84,17 @@ def test_an_interrupted_fit_resumes_and_ends_as_an_uninterrupted_one(tmp_path, h
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        tune.fit(model, lq, names, workdir=work, on_eval=stop_after_16, **SETTINGS)
+        tune.fit(model, lq, names, tune.TuneSettings(**SETTINGS), workdir=work,
+                 hooks=tune.Hooks(on_eval=stop_after_16))
     assert (work / "reference.npz").is_file() and (work / "state.json").is_file()
     ref_steps = []
-    again = tune.fit(model, lq, names, workdir=work, on_reference_step=lambda: ref_steps.append(1), **SETTINGS)
+    again = tune.fit(model, lq, names, tune.TuneSettings(**SETTINGS), workdir=work,
+                     hooks=tune.Hooks(on_reference_step=lambda: ref_steps.append(1)))
     assert again.resumed and ref_steps == []  # the official results were kept
     assert again.network_evaluations_this_run < whole.network_evaluations - 5  # the memo is lost, the search kept
     assert again.timesteps == whole.timesteps and again.mse == pytest.approx(whole.mse, rel=1e-6)
     assert again.network_evaluations >= whole.network_evaluations  # the interrupted run's work counted too
-    done = tune.fit(model, lq, names, workdir=work, **SETTINGS)  # finished: nothing left to do
+    done = tune.fit(model, lq, names, tune.TuneSettings(**SETTINGS), workdir=work)  # finished: nothing left to do
     assert done.network_evaluations_this_run <= SETTINGS["nfe"] and done.timesteps == whole.timesteps
 
 
@@ -173,10 +175,12 @@ def test_an_interrupted_reference_keeps_its_finished_batches(tmp_path, home, mod
 
     settings = {**SETTINGS, "batch": 1}
     with pytest.raises(KeyboardInterrupt):
-        tune.fit(model, lq, names, workdir=work, on_reference_step=stop_in_second_batch, **settings)
+        tune.fit(model, lq, names, tune.TuneSettings(**settings), workdir=work,
+                 hooks=tune.Hooks(on_reference_step=stop_in_second_batch))
     assert (work / "reference_part.npz").is_file() and not (work / "reference.npz").exists()
     steps.clear()
-    r = tune.fit(model, lq, names, workdir=work, on_reference_step=lambda: steps.append(1), **settings)
+    r = tune.fit(model, lq, names, tune.TuneSettings(**settings), workdir=work,
+                 hooks=tune.Hooks(on_reference_step=lambda: steps.append(1)))
     assert len(steps) == 10 and r.resumed and r.reference_evaluations == 10  # only the second face's loop
     assert (work / "reference.npz").is_file() and not (work / "reference_part.npz").exists()
     with np.load(work / "reference.npz") as z:

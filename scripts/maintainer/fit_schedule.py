@@ -56,10 +56,13 @@ def main() -> None:
     names = split_names(args.lq, args.calib)
     lq = tune.read_faces([args.lq / n for n in names], model.image_size)
     key = tune.work_key(model, method=args.method, nfe=args.nfe, start_step=START_STEP, names=names, lq=lq)
-    r = tune.fit(model, lq, names, method=args.method, nfe=args.nfe, start_step=START_STEP, passes=args.passes,
-                 batch=args.batch, workdir=tune.work_dir(key),
-                 on_position=lambda s: print(f"  pass {s.pass_index + 1} {s.best}: {tune.psnr_of(s.best_mse):.2f} "
-                                             f"dB, {s.evaluations} evaluations", flush=True))
+    def said(s: tune.SearchState) -> None:
+        print(f"  pass {s.pass_index + 1} {s.best}: {tune.psnr_of(s.best_mse):.2f} dB, {s.evaluations} evaluations",
+              flush=True)
+
+    settings = tune.TuneSettings(method=args.method, nfe=args.nfe, start_step=START_STEP, passes=args.passes,
+                                 batch=args.batch)
+    r = tune.fit(model, lq, names, settings, workdir=tune.work_dir(key), hooks=tune.Hooks(on_position=said))
     prior = Path(r.prior_path)
     result = {**r.to_json(), "prior_file": prior.name, "threads": args.threads,
               "calibration": {"faces": names, "set": str(args.lq), "spec": args.calib}}

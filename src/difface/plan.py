@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from difface.checks import OptionError
 from difface.diffusion.sampling import RespacedSampler, Sampler
 from difface.diffusion.solvers import DEFAULT_NFE, OFFICIAL, SOLVERS, FewStepSampler, solver_timesteps
 from difface.fastplan import MEASURED_FALLBACK, Plan, generic_timesteps, plan_for
@@ -85,8 +86,6 @@ class SamplingPlan:
     def from_options(cls, model, sampling) -> SamplingPlan:
         """The plan of a SamplingOptions (difface.config) for `model`; OptionError naming the option when a value
         does not suit this model (config checked the ranges that need no model)."""
-        from difface.config import OptionError
-
         try:
             return cls.make(model, start_step=sampling.start_step, eta=sampling.eta, sampler=sampling.sampler,
                             nfe=sampling.nfe, schedule=schedule_of(sampling.schedule, sampling.schedule_fallback),

@@ -327,16 +327,38 @@ def kept_reference(model, lq: torch.Tensor, names: list[str], start_step: int, b
     return ref, start_step * math.ceil((len(lq) - sum(len(d) for d in done)) / batch), bool(done)
 
 
-def fit(model, lq: torch.Tensor, names: list[str], *, method: str = "dpmpp2m", nfe: int = 6,
-        start_step: int | None = None, passes: int = 2, batch: int = 30, eta: float = ETA,
-        workdir: Path | None = None, on_reference_step: Callable[[], None] | None = None,
-        on_eval: Callable[[], None] | None = None,
-        on_position: Callable[[SearchState], None] | None = None) -> TuneResult:
-    """Fit the `nfe` timesteps of `method` from `start_step` (None: the model's default fixed start) to the official
-    loop on faces lq (N, 3, S, S) in [0, 1] at the model size, named `names`. workdir: where the targets and the
-    search state are kept (a rerun continues from them; None: nothing is kept). Callbacks for progress: each step
-    of the reference loop, each network evaluation of the search, each finished position. TuneError for settings
-    that cannot be fitted."""
+@dataclass(frozen=True)
+class TuneSettings:
+    """What to fit: `method` a deterministic solver (ddim, dpmpp2m) with `nfe` evaluations from respaced
+    `start_step` (None: the model's default fixed start); `passes` of the coordinate descent; faces per `batch`;
+    eta (0 only: the fit compares with the deterministic official loop)."""
+
+    method: str = "dpmpp2m"
+    nfe: int = 6
+    start_step: int | None = None
+    passes: int = 2
+    batch: int = 30
+    eta: float = ETA
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Progress callbacks of `fit`: each step of the reference loop, each network evaluation of the search, each
+    finished position (with the search state)."""
+
+    on_reference_step: Callable[[], None] | None = None
+    on_eval: Callable[[], None] | None = None
+    on_position: Callable[[SearchState], None] | None = None
+
+
+def fit(model, lq: torch.Tensor, names: list[str], settings: TuneSettings = TuneSettings(), *,
+        workdir: Path | None = None, hooks: Hooks = Hooks()) -> TuneResult:
+    """Fit the timesteps of `settings` to the official loop on faces lq (N, 3, S, S) in [0, 1] at the model size,
+    named `names`. workdir: where the targets and the search state are kept (a rerun continues from them; None:
+    nothing is kept). TuneError for settings that cannot be fitted."""
+    method, nfe, start_step, passes, batch, eta = (settings.method, settings.nfe, settings.start_step,
+                                                   settings.passes, settings.batch, settings.eta)
+    on_reference_step, on_eval, on_position = hooks.on_reference_step, hooks.on_eval, hooks.on_position
     t0 = time.perf_counter()
     start_step = model.default_start_step if start_step is None else start_step
     t_start = check_settings(model, method=method, nfe=nfe, start_step=start_step, eta=eta)

@@ -28,6 +28,7 @@ import gradio as gr
 import numpy as np
 
 from difface.app.catalogue import ModelCatalogue, ModelChoice, UnknownModel, autostart_available
+from difface.app.progress import Progress, Report
 from difface.commands.options import args_from_options
 from difface.config import (
     DEFAULT_MAX_PIXELS,
@@ -54,7 +55,6 @@ from difface.images import (
 from difface.pipeline.files import read_input, save_result
 from difface.pipeline.inpaint import InpaintPipeline
 from difface.pipeline.restoration import ImageResult, NonFiniteResult, RestorePipeline
-from difface.plan import SamplingPlan
 
 log = logging.getLogger("difface")
 
@@ -64,7 +64,6 @@ MODES = ("whole photo", "aligned face")
 # Results older than this are deleted from the app's work folder (and Gradio's cache) while it runs.
 KEEP_RESULTS_S = 3600
 
-Report = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
@@ -92,40 +91,6 @@ class RestoreForm(SamplingForm):
 @dataclass(frozen=True)
 class InpaintForm(SamplingForm):
     """The Inpaint tab's values: the sampling controls."""
-
-
-class _Progress:
-    """The callback of a request's pipeline: its events ("faces", "face_start", "step", "face_end") become
-    per-face and per-step `report(fraction, text)` calls, fractions in [0, 1] never going back."""
-
-    def __init__(self, report: Report, plan: SamplingPlan):
-        steps = plan.fixed  # a fixed start: what it runs (the fast preset may run the official loop)
-        official = plan.sampler == "official" or (steps is not None and steps.timesteps is None)
-        self.report, self.sampler = report, "official" if official else plan.sampler
-        self.nfe = steps.nfe if steps is not None and steps.nfe else plan.nfe
-        self.faces, self.face, self.total, self.batch = 1, 0, None, 1
-
-    def __call__(self, event: dict) -> None:
-        kind = event["event"]
-        if kind == "faces":
-            self.faces = max(int(event["count"]), 1)
-        elif kind == "face_start":
-            self.total, self.batch = None, int(event["count"])
-            self.report(self.face / self.faces, f"face {self.face + 1} of {self.faces}: estimator")
-        elif kind == "face_end":
-            self.face += self.batch
-        elif kind == "step":
-            self._step(int(event["i"]))
-
-    def _step(self, i: int) -> None:
-        if self.sampler == "official":  # the respaced loop counts down: the first index is start - 1
-            if self.total is None:
-                self.total = i + 1
-            done = self.total - i
-        else:
-            self.total, done = self.nfe, i + 1
-        frac = (self.face + done / self.total * self.batch) / self.faces
-        self.report(min(frac, 1.0), f"face {self.face + 1} of {self.faces}: denoising step {done} of {self.total}")
 
 
 class AppServer(ModelCatalogue):
@@ -181,7 +146,7 @@ class AppServer(ModelCatalogue):
         report(0.0, "reading the image")
         image = _read(pipe, src)
         t0 = time.perf_counter()
-        progress = _Progress(report, pipe.plan)
+        progress = Progress(report, pipe.plan)
         result = _run("restoration", lambda: pipe.restore_image(image, callback=progress))
         seconds = time.perf_counter() - t0
         dst = self._request_dir() / f"{src.stem}.png"
@@ -229,7 +194,7 @@ class AppServer(ModelCatalogue):
         pipe = _options(lambda: InpaintPipeline(model, options, model.device))
         image = _read(pipe, src) if mask is None else _decode(src)
         t0 = time.perf_counter()
-        progress = _Progress(report, pipe.plan)
+        progress = Progress(report, pipe.plan)
         result = _run("inpainting", lambda: pipe.inpaint_image(image, mask, callback=progress))
         seconds = time.perf_counter() - t0
         dst = req / f"{src.stem}.png"

@@ -40,6 +40,10 @@ INTRO = """# difface
 Blind face restoration and inpainting with **DifFace**, running on this machine: nothing is uploaded
 anywhere. Every setting is that of `difface restore` / `difface inpaint`; the same settings and seed give
 the same pixels as the command line, and the log line says which command."""
+# The scripting API's parameters after the image (and the mask), in the order of its `restore` / `inpaint`: an app
+# option joins the API only when added here and to that function
+API_RESTORE = ("mode", "model", "start", "start_custom", "eta", "sampler", "nfe", "seed", "upscale")
+API_INPAINT = ("model", "start", "start_custom", "eta", "sampler", "nfe", "seed")
 
 
 def build_app(server: AppServer) -> gr.Blocks:
@@ -143,8 +147,7 @@ def _restore_tab(server: AppServer) -> None:
         out = server.restore(payload_path(image), form, report=_progress_reporter(progress))
         return out["file"], out["log"]
 
-    api_inputs = [upload, *(fields[k] for k in ("mode", "model", "start", "start_custom", "eta", "sampler", "nfe",
-                                                 "seed", "upscale"))]  # restore's parameters, in order
+    api_inputs = [upload, *map(fields.get, API_RESTORE)]
     gr.Button(visible=False).click(restore, api_inputs, [api_file, api_log], api_name="restore",
                                    concurrency_id="model", preprocess=False)
 
@@ -226,9 +229,7 @@ def _inpaint_tab(server: AppServer) -> None:
         out = server.inpaint(payload_path(image), None, payload_path(mask), form, report=_progress_reporter(progress))
         return out["file"], out["mask"], out["log"]
 
-    api_inputs = [upload, mask_upload, *(fields[k] for k in ("model", "start", "start_custom", "eta", "sampler", "nfe",
-                                                              "seed"))]  # inpaint's parameters, in order
-    gr.Button(visible=False).click(inpaint, api_inputs,
+    gr.Button(visible=False).click(inpaint, [upload, mask_upload, *map(fields.get, API_INPAINT)],
                                    [api_file, api_mask, api_log], api_name="inpaint", concurrency_id="model",
                                    preprocess=False)
 

@@ -146,9 +146,10 @@ def run(args: argparse.Namespace) -> int:
           f"{len(files)} faces of {args.faces} ({model.image_size} px); work folder {workdir}", file=sys.stderr)
     bars = _Bars(start * -(-len(files) // args.batch), args.passes)
     try:
-        result = tune.fit(model, lq, names, method=args.sampler, nfe=args.nfe, start_step=start, passes=args.passes,
-                          batch=args.batch, workdir=workdir, on_reference_step=bars.reference_step,
-                          on_eval=bars.evaluation, on_position=bars.position)
+        settings = tune.TuneSettings(method=args.sampler, nfe=args.nfe, start_step=start, passes=args.passes,
+                                     batch=args.batch)
+        result = tune.fit(model, lq, names, settings, workdir=workdir,
+                          hooks=tune.Hooks(bars.reference_step, bars.evaluation, bars.position))
     except KeyboardInterrupt:
         bars.close()
         print(f"\ninterrupted; the work done so far (official results, search state) is saved in {workdir}. "
