@@ -112,6 +112,7 @@ def _filler(module, seed: int):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.slow  # 4-6 s: with the slow checks (the default run stays under 4 minutes)
 def test_evaluate_cli_with_filler_weights(folders, capsys):
     """LPIPS, FID and ArcFace through the CLI on their real code, weights given as files."""
     import torch

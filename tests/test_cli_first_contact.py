@@ -132,7 +132,9 @@ def test_interrupt_says_how_to_finish_the_batch_and_that_finishes_it(tmp_path):
     # torch and 8 steps a face, one face a batch: slow enough that the interrupt lands mid-batch
     cmd = [sys.executable, "-m", "difface", "restore", str(faces), "-o", str(out), "--aligned", "--device", "cpu",
            "--backend", "torch", "--start-step", "8", "--batch-size", "1"]
-    proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.PIPE, text=True)
+    # a shell's background job ignores SIGINT, and a child would inherit that: give it the default, as in a terminal
+    proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*.png"))) < 2 and proc.poll() is None:
         time.sleep(0.05)

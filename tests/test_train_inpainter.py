@@ -246,6 +246,7 @@ def _train(*args) -> int:
     return main(["train", "inpainter", *map(str, args), "--device", "cpu"])
 
 
+@pytest.mark.slow  # 4-6 s: with the slow checks (the default run stays under 4 minutes)
 def test_resume_continues_exactly(tmp_path):
     folder = write_images(tmp_path / "imgs", 12)
     cfg = from_dict(tiny_inpainter(folder, max_steps=4, checkpoint_every=2,

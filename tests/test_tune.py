@@ -51,6 +51,7 @@ def _lq(tmp_path: Path, model: DifFace, n: int = 3) -> tuple[torch.Tensor, list[
     return tune.read_faces(files, model.image_size), [f.name for f in files]
 
 
+@pytest.mark.slow  # 4-6 s: with the slow checks (the default run stays under 4 minutes)
 def test_fit_is_never_worse_than_even_and_is_found_for_its_prior(tmp_path, home, model):
     lq, names = _lq(tmp_path, model)
     assert lq.shape == (3, 3, 64, 64) and -0.1 <= float(lq.min()) and float(lq.max()) <= 1.1  # bicubic, as restore

@@ -404,6 +404,7 @@ def test_bounded_memory_on_a_long_clip(photo, tmp_path):
     assert peak - warm < 0.25 * buffered, (warm, peak, buffered)
 
 
+@pytest.mark.slow  # 4-6 s: with the slow checks (the default run stays under 4 minutes)
 def test_real_model_same_noise_per_track_steadies_a_still_shot(photo, detector, tmp_path):
     """The bundled DifFace model on a clip of a still shot (identical frames): with one seed per
     track the restored frames are identical; with per-frame seeds they differ."""
