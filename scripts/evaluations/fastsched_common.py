@@ -1,6 +1,6 @@
 """Shared parts of the fast-schedule evaluations (scripts/evaluations/eval_fast_preset.py; the calibration split of
 scripts/maintainer/fit_schedule.py, whose search is difface.tune): the paired faces, the official 100-step
-reference (cached as .npz, keyed by the prior's SHA-256 and the face names) and the start states.
+reference (cached as .npz, keyed by the prior's SHA-256 and the face names).
 
 The official start of DifFace: respaced step N = 100 of "ddim250" (t = 400), eta 0, seed 0 per face.
 """
@@ -63,24 +63,3 @@ def reference(model: DifFace, lq: np.ndarray, names: list[str], cache: Path, bat
     np.savez(tmp, out=out, names=np.array(names))
     tmp.replace(path)
     return out
-
-
-class StartRecorder:
-    """A Sampler that records the start state x (at t = 400) and the denoiser factory, and returns x unchanged."""
-
-    def __init__(self) -> None:
-        self.states: list[torch.Tensor] = []
-        self.denoiser_for = None
-
-    def __call__(self, denoiser_for, x, *, noise_fn, callback=None):
-        self.states.append(x.clone())
-        self.denoiser_for = denoiser_for
-        return x
-
-
-def start_states(model: DifFace, lq: np.ndarray, batch: int):
-    """(x_start (N, 3, S, S) in diffusion space, denoiser over the un-respaced chain, that chain)."""
-    rec = StartRecorder()
-    run(model, lq, batch, sampler=rec)
-    base = model.diffusion.base()
-    return torch.cat(rec.states), rec.denoiser_for(base), base

@@ -115,7 +115,7 @@ def official_reference(model, lq: torch.Tensor, start_step: int, batch: int,
     return torch.cat(out)
 
 
-class _StartRecorder:
+class StartRecorder:
     """A Sampler that keeps the start state x and the denoiser factory, and returns x unchanged."""
 
     def __init__(self) -> None:
@@ -132,7 +132,7 @@ def start_states(model, lq: torch.Tensor, start_step: int, batch: int):
     """(x (N, 3, S, S): the diffused estimates at the start, in diffusion space [-1, 1] plus noise; a denoiser
     over the un-respaced chain taking (x, t) in batches of at most `batch`; that chain), with the official loop's
     noise (seed SEED per face)."""
-    rec = _StartRecorder()
+    rec = StartRecorder()
     plan = model.plan(start_step=start_step, eta=ETA, sampler=rec)
     for i in range(0, len(lq), batch):
         x = lq[i: i + batch].to(model.device)
