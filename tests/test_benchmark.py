@@ -76,3 +76,29 @@ def test_backend_table_runs_every_backend_against_eager_fp32(tmp_path):
     assert "onnxruntime" in others
     for r in others.values():  # fp32 graphs: the UNet output of eager fp32 within float rounding
         assert r["max_abs_diff_vs_fp32"] < 1e-4 and r["unet_s"] > 0 and r["peak_rss_mb"] > 0
+
+
+def test_benchmark_of_a_restore_command_counts_its_evaluations(tmp_path, capsys):
+    """`--command`: the command's own path (its options, its start-of-run line), per warm face, in eager fp32
+    forwards of its prior timed between the faces. (The figures are timings: only their bookkeeping is checked.)"""
+    from PIL import Image
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for k in range(4):
+        Image.fromarray((torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(k)) * 255).byte().numpy()
+                        ).save(faces / f"{k}.png")
+    base = f"restore {faces} -o {tmp_path / 'never'} --aligned --backend torch --threads 1 --eta 0 --start-step 4"
+    status = main(["benchmark", "--command", base, "--command", base + " --sampler ddim --nfe 2",
+                   "--json", str(tmp_path / "c.json")])
+    assert status == 0
+    rows = json.loads((tmp_path / "c.json").read_text())["results"]
+    assert [r["faces"] for r in rows] == [3, 3]  # the first face warms up and is left out
+    for r in rows:
+        assert len(r["face_runs_s"]) == 3 and len(r["unit_runs_s"]) == 4  # a unit after every face, warm-up included
+        assert r["face_s"] > 0 and r["unit_s"] > 0
+        assert r["forwards_per_face"] == pytest.approx(r["face_s"] / r["unit_s"])
+    assert "sampler ddim with 2 evaluations" in rows[1]["line"] and "sampler" not in rows[0]["line"]
+    assert not (tmp_path / "never").exists()  # the command's -o folder is not written
+    assert main(["benchmark", "--command", f"inpaint {faces} -o x"]) == 2
+    assert "a `restore` command line is measured" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from difface.core import BUNDLED_DIR, DifFace
 from difface.diffusion.sampling import Prediction, ddim_step
 from difface.diffusion.schedule import Diffusion
 from difface.diffusion.solvers import SOLVERS, FewStepSampler, solve
-from difface.fastplan import FITTED, MEASURED, describe, plan_for
+from difface.fastplan import FITTED, MEASURED, describe, plan_for, priors_validated
 from difface.schedules import ASSETS_FILE, fitted_timesteps, generic_schedule, store_schedule, timesteps_from_fractions
 from difface.weights import save_network
 
@@ -118,15 +118,21 @@ def test_plan_for_the_bundled_prior_and_a_prior_without_a_fit(tmp_path, small_mo
     assert p.source == "fitted for this prior" and (p.sampler, p.nfe) == FITTED
     assert p.timesteps == fitted_timesteps(bundled.sources["prior"], method=p.sampler, nfe=p.nfe, t_start=400)
     assert plan_for(bundled, 100, 0.0, auto=True).timesteps != p.timesteps  # automatic starts: their own setting
-    n_valid = len(generic_schedule()["validated_on"])
+    key = ("restoration", "fixed", 0.0)
+    n_valid = priors_validated(generic_schedule(), key, MEASURED[key])
+    assert n_valid == 3  # the bundled prior and two earlier ones (docs/speed.md)
     # another prior file on the same noise schedule, no fit of its own
     save_network(small_models[0], tmp_path / "prior.safetensors")
     other = replace(bundled, sources={**bundled.sources, "prior": tmp_path / "prior.safetensors"})
     p = plan_for(other, 100, 0.0)
-    assert (p.sampler, p.nfe) == MEASURED[("restoration", "fixed", 0.0)]
+    assert (p.sampler, p.nfe) == MEASURED[("restoration", "fixed", 0.0)][:2]
     assert p.source == f"generic, validated on {n_valid} prior{'s' if n_valid != 1 else ''}"
     assert p.timesteps == timesteps_from_fractions(BASE.alphas_cumprod, 400, generic_schedule()["fractions"], p.nfe)
     assert plan_for(other, 50, 0.0).timesteps[0] == 200  # any start
+    # the official 512 model's default, t = 400 and eta 0.5: two evaluations, the second at the log-SNR midpoint
+    p = plan_for(other, 100, 0.5)
+    assert (p.sampler, p.timesteps) == ("ddim_extrap", (400, 40))
+    assert plan_for(other, 120, 0.5).timesteps == (480, 50)  # its own fractions, mapped to any start
     p = plan_for(other, 100, 0.3)  # an eta that was not measured
     assert p.timesteps is None and p.source.startswith("official loop: no few-step setting was measured")
     assert plan_for(other, 3, 0.0).timesteps is None  # the official loop makes no more evaluations from there
@@ -197,7 +203,7 @@ def test_command_says_what_the_fast_preset_runs(tmp_path, capfd, small_models):
     lines = _preset_lines(capfd, [*run, "-o", str(tmp_path / "c"), "--start-step", "100", "--eta", "0.5",
                                   "--prior", str(tmp_path / "prior.safetensors"), "--estimator", est])
     setting = MEASURED[("restoration", "fixed", 0.5)]
-    n = len(generic_schedule()["validated_on"])
+    n = priors_validated(generic_schedule(), ("restoration", "fixed", 0.5), setting) if setting else 0
     if setting is None:
         assert "official loop with 100 evaluations" in lines[1]
     else:

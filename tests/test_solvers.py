@@ -79,7 +79,8 @@ def test_sampler_names_come_from_the_one_table():
     from difface import config
     from difface.cli import _command_parser, build_parser
 
-    assert solvers.SAMPLERS == ("official", "ddim", "dpmpp2m", "dpmpp2m_sde") == ("official", *solvers.SOLVERS)
+    assert solvers.SAMPLERS == ("official", "ddim", "dpmpp2m", "dpmpp2m_sde", "ddim_extrap") == \
+        ("official", *solvers.SOLVERS)
     assert config.SAMPLERS is solvers.SAMPLERS
     restore = _command_parser(build_parser(["restore"]), ["restore"])
     sampler_arg = next(a for a in restore._actions if "--sampler" in a.option_strings)
@@ -106,5 +107,63 @@ def test_a_new_sampler_is_one_function_and_one_entry(setup, monkeypatch, small_m
     sampler = model.plan(start_step=n, eta=0.0, sampler="mine", nfe=5).sampler_at(model, n)
     assert sampler.timesteps == tuple(ts) and sampler.method == "mine"
     assert torch.equal(sampler(lambda d: den, x, noise_fn=None), ref) and len(calls) == 10
-    with pytest.raises(ValueError, match="sampler must be one of official, ddim, dpmpp2m, dpmpp2m_sde, mine"):
+    with pytest.raises(ValueError, match="sampler must be one of official, ddim, dpmpp2m, dpmpp2m_sde, ddim_extrap, "
+                                         "mine"):
         model.plan(start_step=n, sampler="theirs")
+
+
+class LinearInLogSNR(torch.nn.Module):
+    """A network whose clipped x0 prediction at timestep t is A + B * lambda_t (lambda = log(alpha / sigma)):
+    the x0 predictions lie on a line in log-SNR, so extrapolating the last two to t = 0 gives A + B * lambda_0."""
+
+    A, B = 0.1, 0.05
+
+    def __init__(self, base: Diffusion):
+        super().__init__()
+        self.ac = torch.from_numpy(base.alphas_cumprod)
+
+    def forward(self, x, t):
+        a = self.ac[t].float().view(-1, 1, 1, 1)
+        x0 = self.A + self.B * 0.5 * torch.log(a / (1 - a))
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return torch.cat([eps, torch.zeros_like(eps)], dim=1)
+
+
+def test_ddim_extrap_continues_the_x0_predictions_to_t0(setup):
+    base = setup[0]
+    den = EpsDenoiser(LinearInLogSNR(base), base, clip=True)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    ac = base.alphas_cumprod
+    lam = [0.5 * math.log(float(ac[t]) / (1 - float(ac[t]))) for t in (0, 100, 400)]
+    end = LinearInLogSNR.A + LinearInLogSNR.B * lam[0]  # 0.33: the line at t = 0, beyond both predictions
+    out = solve(den, base, x, [400, 100], method="ddim_extrap")
+    assert torch.allclose(out, torch.full_like(out, end), atol=1e-5)
+    plain = solve(den, base, x, [400, 100], method="ddim")  # DDIM ends on the last prediction, at t = 100
+    assert torch.allclose(plain, torch.full_like(out, LinearInLogSNR.A + LinearInLogSNR.B * lam[1]), atol=1e-5)
+    # at the log-SNR midpoint of t = 400 and t = 0 (t = 40 on this chain) the factor is 1: 2 x0_2 - x0_1
+    mid = (lam[2] + lam[0]) / 2
+    t_mid = min(range(400), key=lambda t: abs(0.5 * math.log(float(ac[t]) / (1 - float(ac[t]))) - mid))
+    assert t_mid == 40
+    one = solve(den, base, x, [400], method="ddim_extrap")  # one evaluation: nothing to extrapolate from
+    assert torch.allclose(one, torch.full_like(one, LinearInLogSNR.A + LinearInLogSNR.B * lam[2]), atol=1e-5)
+
+
+def test_ddim_extrap_stays_in_range_and_draws_noise_only_between_evaluations(setup):
+    base = setup[0]
+    den = EpsDenoiser(GaussianOracle(base), base, clip=True)
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(4)) * 3
+    draws = []
+
+    def noise(v):
+        draws.append(v.shape)
+        return torch.randn(v.shape, generator=torch.Generator().manual_seed(len(draws)))
+
+    preds = []
+    out = solve(den, base, x, [400, 40], method="ddim_extrap", eta=0.5, noise_fn=noise,
+                callback=lambda d: preds.append(d["pred"].x0))
+    assert len(draws) == 1  # 400 -> 40 draws noise; the end (the extrapolation) does not
+    ac = base.alphas_cumprod
+    lam = [0.5 * math.log(float(ac[t]) / (1 - float(ac[t]))) for t in (0, 40, 400)]
+    raw = preds[1] + (lam[0] - lam[1]) / (lam[1] - lam[2]) * (preds[1] - preds[0])
+    assert raw.abs().max() > 1.0  # the line leaves [-1, 1] here; the result is clipped like every x0 prediction
+    assert torch.allclose(out, raw.clamp(-1, 1), atol=1e-6)

@@ -11,8 +11,10 @@ loop's within --tol-psnr dB / --tol-ssim, NIQE within --tol-niqe of it; at eta 0
 result >= 35 dB.
 
 Settings: METHOD:NFE:SCHEDULE with SCHEDULE one of generic (the log-SNR positions of difface.schedules mapped
-to each start), even (evenly spaced in t) or fitted (stored for this prior). Results are written to --json after
-every setting.
+to each start), even (evenly spaced in t), fitted (stored for this prior) or f=F0/F1/... (the setting's own
+log-SNR fractions, mapped to a fixed start: ddim_extrap:2:f=0/0.5); or `fast`: what `--preset fast` runs
+for this model, start and eta (difface.fastplan, the same call as the preset's). Results are written to --json
+after every setting.
 
 example:
   PYTHONPATH=src python scripts/evaluations/eval_fast_any.py --lq DATA/val_celebatest/lq --hq DATA/val_celebatest/hq \\
@@ -34,8 +36,11 @@ from fastsched_common import load_faces, split_names
 
 from difface.core import DifFace, bundled_model_paths
 from difface.data.masks import seeded_mask
+from difface.diffusion.solvers import FewStepSampler
+from difface.fastplan import Plan, generic_timesteps
 from difface.images import image_to_tensor
 from difface.metrics.psnr_ssim import psnr
+from difface.presets import FAST_NFE, FAST_SAMPLER
 from difface.schedules import prior_sha256
 
 KINDS = ("irregular", "box", "outpainting")
@@ -109,17 +114,18 @@ def main() -> None:
     print(rows[-1], flush=True)
     _write(args.json, report)
     for spec in args.settings.split(","):
-        method, nfe, schedule = spec.split(":")
+        method, nfe, schedule = spec.split(":") if spec != "fast" else (FAST_SAMPLER, str(FAST_NFE), "fast")
         t0 = time.perf_counter()
-        out, _ = run(model, args.task, lq, masks, start, args.eta, args.batch, sampler=method, nfe=int(nfe),
-                     schedule=schedule)
-
-        def sampler_at(s: int, method=method, nfe=nfe, schedule=schedule):
-            plan = model.plan(start_step=s, eta=args.eta, sampler=method, nfe=int(nfe), schedule=schedule)
-            return plan.sampler_at(model, s)
-
+        sampler_at, plan_at = _spec(model, method, int(nfe), schedule, args.eta, start)
+        kw = {"sampler": sampler_at(start)} if schedule.startswith("f=") else \
+            {"sampler": method, "nfe": int(nfe), "schedule": schedule}
+        out, _ = run(model, args.task, lq, masks, start, args.eta, args.batch, **kw)
         used = [_nfe(sampler_at(s)) for s in steps if s]
+        plans = {s: plan_at(s) for s in sorted(set(steps)) if s}
+        if spec == "fast" and len(plans) == 1:  # what the preset chose, not the placeholders it was called with
+            method, nfe = next(iter(plans.values())).sampler, next(iter(plans.values())).nfe or 0
         rows.append({"setting": spec, "method": method, "nfe": int(nfe), "schedule": schedule,
+                     "runs": {str(s): [p.sampler, list(p.timesteps or ()), p.source] for s, p in plans.items()},
                      "nfe_mean": float(np.sum(used) / len(steps)), "seconds": time.perf_counter() - t0,
                      "psnr_vs_official": _psnr_vs(out, ref), **metrics(out, hq)})
         _gates(rows[-1], rows[0], args)
@@ -130,6 +136,29 @@ def main() -> None:
                                           **metrics(out[few_faces], hq[few_faces])}
         print(rows[-1], flush=True)
         _write(args.json, report)
+
+
+def _spec(model: DifFace, method: str, nfe: int, schedule: str, eta: float, start):
+    """(start step -> the Sampler a setting runs from it, start step -> its Plan). SCHEDULE f=F0/F1/...: the
+    setting's own log-SNR fractions (difface.fastplan.generic_timesteps), for a fixed start only."""
+    if schedule.startswith("f="):
+        if start == "auto":
+            raise SystemExit("f= schedules are for a fixed --start")
+        fractions = tuple(float(f) for f in schedule[2:].split("/"))
+
+        def plan_at(s: int) -> Plan:
+            return Plan(method, generic_timesteps(model, s, nfe, fractions), f"log-SNR fractions {schedule[2:]}")
+
+        def sampler_at(s: int):
+            return FewStepSampler(model.diffusion.base(), plan_at(s).timesteps, method, eta)
+
+        return sampler_at, plan_at
+
+    def plan_of(s: int):
+        return model.plan(start_step=s, eta=eta, sampler=method, nfe=nfe, schedule=schedule)
+
+    return (lambda s: plan_of(s).sampler_at(model, s, auto=start == "auto"),
+            lambda s: plan_of(s).steps_at(model, s, auto=start == "auto"))
 
 
 def _psnr_vs(out: np.ndarray, ref: np.ndarray) -> float:

@@ -19,6 +19,7 @@ The timesteps, in order of preference:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from difface.diffusion.solvers import OFFICIAL
 from difface.schedules import (
@@ -35,11 +36,25 @@ MEASURED_FALLBACK = "measured"  # SamplingOptions.schedule_fallback of the fast 
 # a schedule fitted for the prior with this solver and NFE, at the start and eta, comes first (the fast preset's
 # fitted setting: 41.8 dB to the official loop, NIQE +0.33 on the bundled prior's 100 faces at t = 400, eta 0)
 FITTED = ("dpmpp2m", 6)
-MEASURED: dict[tuple[str, str, float], tuple[str, int] | None] = {
-    ("restoration", "fixed", 0.0): ("dpmpp2m", 8),  # 6 on the generic schedule: NIQE +0.30 / +0.32 on two priors
+
+
+class Setting(NamedTuple):
+    """A measured few-step setting: the solver, its evaluations, and the log-SNR fractions of its timesteps when
+    they are its own (None: the generic schedule's, read off for nfe evaluations; difface.schedules)."""
+
+    method: str
+    nfe: int
+    fractions: tuple[float, ...] | None = None
+
+
+MEASURED: dict[tuple[str, str, float], Setting | None] = {
+    ("restoration", "fixed", 0.0): Setting("dpmpp2m", 8),  # 6 on the generic schedule: NIQE +0.30 / +0.32 on two
+    # other priors
     ("restoration", "auto", 0.0): None,  # 6, 8, 10: NIQE 0.6-0.9 above the official loop on the faces they change
-    ("restoration", "fixed", 0.5): ("dpmpp2m_sde", 8),  # ddim 6 / 8 too smooth (NIQE +0.5), dpmpp2m_sde 6 PSNR-Y
-    ("inpainting", "fixed", 1.0): ("ddim", 6),
+    # the official 512 model's default (t = 400, eta 0.5): the second evaluation at the log-SNR midpoint, the result
+    # 2 x0_2 - x0_1 (ddim 6 / 8 and dpmpp2m_sde 6 too smooth or too far: NIQE +0.5, PSNR-Y -0.2)
+    ("restoration", "fixed", 0.5): Setting("ddim_extrap", 2, (0.0, 0.5)),
+    ("inpainting", "fixed", 1.0): Setting("ddim", 6),
 }
 
 
@@ -68,7 +83,7 @@ def plan_for(model, start_step: int, eta: float, auto: bool = False) -> Plan:
     ts = fitted_timesteps(prior, method=FITTED[0], nfe=FITTED[1], t_start=t, eta=eta)
     if ts is not None and not auto:
         return Plan(FITTED[0], ts, "fitted for this prior")
-    method, nfe = setting
+    method, nfe, fractions = setting
     if nfe >= start_step:
         return Plan(OFFICIAL, None, f"official loop: from start step {start_step} it makes no more than {nfe} "
                     "evaluations")
@@ -78,21 +93,22 @@ def plan_for(model, start_step: int, eta: float, auto: bool = False) -> Plan:
     g, why = generic_for(model)
     if g is None:
         return Plan(OFFICIAL, None, f"official loop: {why}")
-    return Plan(method, generic_timesteps(model, start_step, nfe), generic_source(g))
+    return Plan(method, generic_timesteps(model, start_step, nfe, fractions),
+                generic_source(g, (model.task, "fixed", float(eta)), setting))
 
 
-def generic_timesteps(model, start_step: int, nfe: int) -> tuple[int, ...]:
-    """The generic schedule mapped to respaced `start_step` of `model` with at most nfe evaluations; ValueError
-    when none is stored for the model's noise schedule."""
+def generic_timesteps(model, start_step: int, nfe: int, fractions=None) -> tuple[int, ...]:
+    """The generic schedule (or the setting's own log-SNR `fractions`) mapped to respaced `start_step` of `model`
+    with at most nfe evaluations; ValueError when no generic schedule is stored for the model's noise schedule."""
     g, why = generic_for(model)
     if g is None:
         raise ValueError(f"no generic few-step schedule for this model: {why}")
     t = int(model.diffusion.timestep_map[start_step])
-    return timesteps_from_fractions(model.diffusion.base().alphas_cumprod, t, g["fractions"], nfe)
+    return timesteps_from_fractions(model.diffusion.base().alphas_cumprod, t, fractions or g["fractions"], nfe)
 
 
-def measured_setting(task: str, eta: float, auto: bool = False) -> tuple[tuple[str, int] | None, str]:
-    """(the measured (solver, NFE) for this task, kind of start and eta, or None; why none)."""
+def measured_setting(task: str, eta: float, auto: bool = False) -> tuple[Setting | None, str]:
+    """(the measured setting for this task, kind of start and eta, or None; why none)."""
     starts = "auto" if auto else "fixed"
     where = f"{task} at {'automatic' if auto else 'fixed'} starts, eta {eta:g}"
     key = (task, starts, float(eta))
@@ -117,8 +133,18 @@ def generic_for(model) -> tuple[dict | None, str]:
     return g, ""
 
 
-def generic_source(g: dict) -> str:
-    n = len(g.get("validated_on", []))
+def priors_validated(g: dict, key: tuple[str, str, float], setting: Setting) -> int:
+    """How many priors the measured `setting` for `key` (task, kind of start, eta) met the gates on: the records
+    of the generic schedule's "validated_on" (difface.schedules), one per prior, each listing what met the gates."""
+    task, starts, eta = key
+    return sum(any(m["task"] == task and m["starts"] == starts and float(m["eta"]) == eta
+                   and m["method"] == setting.method and int(m["nfe"]) == setting.nfe for m in v["met_gates"])
+               for v in g.get("validated_on", []))
+
+
+def generic_source(g: dict, key: tuple[str, str, float], setting: Setting) -> str:
+    """The start-of-run words for a measured setting on the generic schedule: on how many priors it met the gates."""
+    n = priors_validated(g, key, setting)
     return f"generic, validated on {n} prior{'s' if n != 1 else ''}"
 
 
@@ -133,13 +159,14 @@ def describe(model, start: int | str, eta: float, with_eta: bool = True, fixed: 
         g, gwhy = generic_for(model)
         if g is None:
             return f"official loop from each face's automatic start{e} (official loop: {gwhy})"
-        method, nfe = setting
+        method, nfe, _ = setting
+        key = (model.task, "auto", float(eta))
         prior = model.sources.get("prior")
         fits = prior is not None and any(f["method"] == method and int(f["nfe"]) == nfe
                                          for f in schedules_for(prior_sha256(prior)))
+        fitted = "; fitted for this prior at the starts it has a schedule for" if fits else ""
         return (f"sampler {method} with at most {nfe} evaluations from each face's automatic start{e} "
-                f"({generic_source(g)}" + ("; fitted for this prior at the starts it has a schedule for" if fits
-                                           else "") + "; the official loop where it makes no more evaluations)")
+                f"({generic_source(g, key, setting)}{fitted}; the official loop where it makes no more evaluations)")
     if start == 0:
         return "no sampling (start step 0: the estimator's output)"
     p = fixed or plan_for(model, start, eta)

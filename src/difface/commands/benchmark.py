@@ -8,8 +8,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from difface.atomic import atomic_write_bytes
 from difface.backends import RUNTIMES
+from difface.bench_command import as_dicts as command_dicts
+from difface.bench_command import benchmark_command, command_table, cpu_kind
 from difface.benchmark import Setting, as_dicts, backend_table, benchmark, benchmark_backends, results_table
 from difface.commands import COMMANDS
 from difface.device import pick_device
@@ -19,7 +23,12 @@ EPILOG = """examples:
   difface benchmark --dtype fp32,bf16 --channels-last both --compile both --json bench.json
   difface benchmark --prior unet_small --estimator swinir_small --batch 1,8
   difface benchmark --backend all --json backends.json    # torch / onnxruntime / openvino x precision (CPU)
-Eager fp32 at batch 1 is always measured first; every speed-up is relative to it, in the same run."""
+  difface benchmark --command "restore faces/ -o out --aligned --model official-512 --preset fast" \
+                    --command "restore faces/ -o out --aligned --model official-512" --faces 3
+Eager fp32 at batch 1 is always measured first; every speed-up is relative to it, in the same run.
+--command measures what a `difface restore` command line does, on its own code path (backend, sampler and schedule
+as the command chooses them), per warm face, in eager fp32 forwards of its prior timed between its faces (the first
+face warms up and is left out); its -o folder is not written (a temporary one is)."""
 
 
 def _flags(v: str) -> list[bool]:
@@ -43,7 +52,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="torch", help="torch (default: the settings above), or all / a comma list "
                    "of torch, onnxruntime, openvino: the backend x precision table (CPU, interleaved rounds, "
                    "minimum; --dtype chooses the precisions, --reps the rounds)")
+    p.add_argument("--command", action="append", metavar="CMD", help="a `restore ...` command line (quoted) to "
+                   "measure per warm face on its own code path; may be given more than once (one row each)")
+    p.add_argument("--faces", type=int, default=None, metavar="N",
+                   help="with --command: measure at most N warm faces of its inputs (plus the warm-up one)")
     p.set_defaults(func=run)
+
+
+def run_commands(args: argparse.Namespace) -> int:
+    """`--command CMD ...`: difface.bench_command, one row per command."""
+    kind = cpu_kind()
+    print(f"CPU: {kind}; torch {torch.__version__}")
+    results = []
+    for command in args.command:
+        try:
+            results.append(benchmark_command(command, args.faces))
+        except ValueError as e:
+            print(f"error: {e}")
+            return 2
+        r = results[-1]
+        print(f"{r.command}: {r.face_s:.2f} s per warm face = {r.forwards_per_face:.2f} eager fp32 prior forwards "
+              f"({r.unit_s:.3f} s each), {r.faces} faces", flush=True)
+    print(command_table(results))
+    if args.json:
+        payload = {"cpu": kind, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "results": command_dicts(results)}
+        atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
+    return 0
 
 
 def run_backends(args: argparse.Namespace) -> int:
@@ -65,6 +100,8 @@ def run_backends(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command:
+        return run_commands(args)
     if args.backend != "torch":
         return run_backends(args)
     device = pick_device(args.device)
@@ -73,8 +110,6 @@ def run(args: argparse.Namespace) -> int:
         for d, b, c, k in itertools.product(args.dtype.split(","), args.batch.split(","),
                                             _flags(args.channels_last), _flags(args.compile))
     ]
-    import torch
-
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"prior {args.prior}, estimator {args.estimator}")
     results = benchmark(args.prior, args.estimator, settings, device=device, reps=args.reps)
