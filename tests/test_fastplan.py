@@ -13,7 +13,14 @@ from difface.diffusion.sampling import Prediction, ddim_step
 from difface.diffusion.schedule import Diffusion
 from difface.diffusion.solvers import SOLVERS, FewStepSampler, solve
 from difface.fastplan import FITTED, MEASURED, describe, plan_for, priors_validated
-from difface.schedules import ASSETS_FILE, fitted_timesteps, generic_schedule, store_schedule, timesteps_from_fractions
+from difface.schedules import (
+    ASSETS_FILE,
+    fitted_timesteps,
+    generic_schedule,
+    log_snr,
+    store_schedule,
+    timesteps_from_fractions,
+)
 from difface.weights import save_network
 
 BASE = Diffusion.create(1000, "linear")
@@ -209,3 +216,12 @@ def test_command_says_what_the_fast_preset_runs(tmp_path, capfd, small_models):
     else:
         assert lines[1] == f"preset fast: sampler {setting[0]} with {setting[1]} evaluations from t = 400, eta 0.5 " \
             f"(generic, validated on {n} prior{'s' if n != 1 else ''})"
+
+
+def test_inpainting_default_runs_three_evaluations_evenly_spaced_in_log_snr():
+    model = DifFace.from_pretrained(task="inpainting", device="cpu")
+    p = plan_for(model, model.step_for_t(480), 1.0)  # the inpainting default: t = 480, eta 1
+    assert (p.sampler, p.timesteps) == ("ddim_extrap", (480, 132, 16))
+    lam = log_snr(BASE.alphas_cumprod)
+    thirds = [(lam[t] - lam[480]) / (lam[0] - lam[480]) for t in p.timesteps]
+    assert thirds == pytest.approx([0, 1 / 3, 2 / 3], abs=0.02)  # so the extrapolation factor is 1

@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--start", default="100", help="respaced start step of ddim250, or auto")
     ap.add_argument("--eta", type=float, default=0.0)
     ap.add_argument("--count", type=int, default=100)
+    ap.add_argument("--split", default="val", help="val (the first 100 sorted faces: the evaluation set) or calib:A:B "
+                    "(sorted faces A..B-1, A >= 100: for choosing a setting without touching the evaluation set)")
     ap.add_argument("--settings", default="ddim:6:generic")
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
@@ -86,13 +88,13 @@ def main() -> None:
     prior, estimator = (str(p) for p in bundled_model_paths(task))
     model = DifFace.from_pretrained(prior=args.prior or prior, estimator=estimator, device="cpu")
     start = args.start if args.start == "auto" else int(args.start)
-    names = split_names(args.lq, "val")[: args.count]
+    names = split_names(args.lq, args.split)[: args.count]
     lq, hq = load_faces(args.lq, args.hq, names)
     masks = None
     if args.task == "inpaint":
         masks = np.stack([seeded_mask(KINDS[k % 3], hq.shape[1:3], SEED, k) for k in range(len(names))])
         lq = hq * (1 - masks[..., None])
-    report = {"count": len(names), "faces": "first sorted faces of val_celebatest", "task": args.task,
+    report = {"count": len(names), "faces": f"sorted faces of val_celebatest, split {args.split}", "task": args.task,
               "prior_sha256": prior_sha256(model.sources["prior"]), "prior_file": Path(model.sources["prior"]).name,
               "start": args.start, "eta": args.eta, "threads": args.threads, "results": []}
     rows = report["results"]

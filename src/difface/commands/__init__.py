@@ -15,7 +15,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "score restored images (PSNR, SSIM, LPIPS, FID, IDS, LMD, NIQE)",
     "train": "train the face prior (UNet), the diffused estimator (SwinIR) or the inpainting estimator (LaMa)",
     "tune": "fit the few-step schedule to the official loop for your own weights (stored for the prior)",
-    "benchmark": "measure speed and memory of the networks",
+    "benchmark": "measure what a restore command costs per face, or the networks' speed and memory",
     "app": "local web app: restore and inpaint faces in a browser",
     "export": "export the networks (ONNX) with a manifest, or one ONNX face-enhancer file for other programs",
 }
