@@ -1,6 +1,9 @@
 """Markdown table of scripts/evaluations/eval_fast_any.py results (docs/speed.md, "Few steps at any start and eta").
 
 usage: python scripts/evaluations/fast_any_table.py docs/results/fast_any_*.json
+       python scripts/evaluations/fast_any_table.py --transfer FILES   # one row per prior: what `fast` runs
+           (the results' `fast` rows) at eta 0, at the default eta 0.5 and for inpainting, against that prior's
+           own official loop; FILES named first give the priors' order
 """
 
 from __future__ import annotations
@@ -39,7 +42,45 @@ def rows(rep: dict) -> list[str]:
     return out
 
 
+PRIOR_NAMES = {"b235c085": "bundled (step 4,000; the generic schedule's source)", "99f5d1b1": "earlier (step 6,500)",
+               "cb9d36ab": "first (step 1,200)"}
+CASES = (("restore", 0.0, "restoration t = 400, eta 0"), ("restore", 0.5, "restoration t = 400, eta 0.5"),
+         ("inpaint", 1.0, "inpainting t = 480, eta 1"))
+
+
+def transfer(paths: list[str]) -> list[str]:
+    """Prior x case: official -> fast (PSNR-Y, SSIM-Y, NIQE), PSNR to the official result, faces, gates."""
+    found: dict[tuple[str, str, float], tuple[dict, dict, dict]] = {}
+    order: list[str] = []
+    for p in paths:
+        rep = json.loads(Path(p).read_text())
+        fast = next((r for r in rep["results"] if r["setting"] == "fast"), None)
+        if fast is None:
+            continue
+        sha = rep["prior_sha256"][:8]
+        order += [sha] if sha not in order else []
+        found[(sha, rep["task"], float(rep["eta"]))] = (rep, rep["results"][0], fast)
+    out = ["| prior | case | `fast` runs | faces | PSNR to the official result (dB) | PSNR-Y official -> fast | "
+           "SSIM-Y official -> fast | NIQE (x4) official -> fast | gates |", "|---|---|---|---:|---:|---|---|---|---|"]
+    for sha in order:
+        for task, eta, label in CASES:
+            if (sha, task, eta) not in found:
+                out.append(f"| {PRIOR_NAMES.get(sha, sha)} | {label} | not measured | | | | | | |")
+                continue
+            rep, off, r = found[(sha, task, eta)]
+            (method, ts, _), = r["runs"].values()
+            gate = "all met" if r["meets_gates"] else "misses " + ", ".join(k for k, v in r["gates"].items() if not v)
+            out.append(f"| {PRIOR_NAMES.get(sha, sha)} `{sha}` | {label} | {method} {'/'.join(map(str, ts))} | "
+                       f"{rep['count']} | {r['psnr_vs_official']:.2f} | {off['psnr_y']:.2f} -> {r['psnr_y']:.2f} | "
+                       f"{off['ssim_y']:.4f} -> {r['ssim_y']:.4f} | {off['niqe_x4']:.2f} -> {r['niqe_x4']:.2f} | "
+                       f"{gate} |")
+    return out
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--transfer"]:
+        print("\n".join(transfer(sys.argv[2:])))
+        return
     print("| case | setting | NFE per face | PSNR vs official (dB) | PSNR-Y | SSIM-Y | NIQE (x4) | gates |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for p in sys.argv[1:]:

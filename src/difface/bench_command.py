@@ -6,8 +6,10 @@ command's (difface.commands.options.restore_options, RestorePipeline.load, diffa
 backend, precision, sampler and schedule are the ones the command chooses, and its start-of-run line is recorded.
 The inputs run one at a time, each through the file loop, and between two of them one eager fp32 forward of the
 prior (batch 1, the model's size, t = 399, from a separate torch copy of the same weights file) is timed: faces and
-units interleave, so load on the machine touches both alike. The first face is the warm-up (sessions, caches) and is
-left out; the figures are medians over the others.
+units interleave, so load on the machine touches both alike. Each unit is the second of two forwards in a row: the
+first one after a face pays for memory the face's run gave back (a slower forward), which
+would flatter the count. The first face is the warm-up (sessions, caches) and is left out; the figures are medians
+over the others.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def benchmark_command(command: str, faces: int | None = None) -> CommandResult:
     t = torch.full((1,), 399, dtype=torch.long)
 
     def unit() -> float:
+        eager.prior(x, t)  # settles the allocator after a face
         t0 = time.perf_counter()
         eager.prior(x, t)
         return time.perf_counter() - t0
