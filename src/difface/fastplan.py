@@ -3,7 +3,7 @@ quality of the official loop, on the schedule fitted for this prior or on the ge
 
 MEASURED holds, per (task, kind of start, eta), the few-step setting with the fewest network evaluations that met
 the quality gates on the bundled model's validation faces against the official loop at the same settings
-(scripts/evaluations/eval_fast_any.py; docs/speed.md, "Few steps at any start and eta"): PSNR-Y and SSIM-Y to
+(scripts/evaluations/eval_fast_any.py; docs/speed.md, "Quality of `--preset fast`"): PSNR-Y and SSIM-Y to
 the truth no lower than the official loop's within 0.1 dB / 0.002, NIQE within 0.3 and, at eta 0, 35 dB to its
 result. None: measured, and nothing met the gates. A key that is not in MEASURED was not measured: the official loop.
 

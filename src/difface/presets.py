@@ -1,12 +1,13 @@
 """`--preset fast|official`: the settings a preset stands for on this machine, and the line that says so.
 
 "official" is the paper's path and today's default: torch eager fp32, the official respaced loop.
-"fast" is the fastest combination measured to meet the quality gates (docs/speed.md: PSNR to the
-official 100-step result >= 35 dB, PSNR-Y/SSIM-Y vs the truth no lower, NIQE within 0.6; bundled model,
-official start t = 400, eta 0, 100 validation faces):
-  - sampler: decided once the model is loaded (difface.fastplan), and said then in a second line: per task and
-    eta, the few-step setting measured to keep the official loop's quality (docs/speed.md, "Few steps at any
-    start and eta"), on the schedule fitted for this prior where one is stored (the bundled prior: FAST_SAMPLER
+"fast" is the fastest combination measured to meet the quality gates (docs/speed.md, "Quality of `--preset
+fast`": PSNR-Y/SSIM-Y vs the truth no lower than the official loop's, NIQE within 0.3, at eta 0 also 35 dB to its
+result; bundled model, 100 held-out validation faces):
+  - sampler: decided once the model is loaded (difface.fastplan), and said then in a second line: per task,
+    kind of start and eta, the few-step setting measured to keep the official loop's quality (the paper's
+    default t = 400, eta 0.5: ddim_extrap with 2 evaluations), on the schedule fitted for this prior where one is
+    stored (the bundled prior: FAST_SAMPLER
     with FAST_NFE evaluations from t = 400 at eta 0, docs/results/fast_preset_eval6.json: 41.8 dB to the
     official loop, NIQE 9.38 against 9.05), else on the generic schedule (log-SNR positions of the linear
     1000-step chain, difface.schedules) mapped to the start, at fixed or automatic starts; the official loop
@@ -113,7 +114,7 @@ def resolve(name: str, explicit: dict, machine: Machine, upscale: float | None =
     without explicit options that differ (today's default path, printed as before). upscale: the run's
     --upscale (only for the line). The fast preset upscales the background with Lanczos (at --upscale 1: keeps
     it as it is) unless --bg-upsampler is given: Real-ESRGAN x2 of a 1.1 MP photo costs about as much as 4 faces
-    of the fast preset, and no backend makes it cheaper on a CPU (docs/speed.md, whole photos)."""
+    of the fast preset, and no backend makes it cheaper on a CPU (docs/speed-details.md, whole photos)."""
     if name not in RUN_PRESET_TABLE:
         raise ValueError(f"`preset` must be one of {', '.join(RUN_PRESET_TABLE)}, got {name!r}")
     preset = RUN_PRESET_TABLE[name]
@@ -178,7 +179,7 @@ def resolve_args(args) -> Resolved:
 
 # The bundled small model's restorations on a CPU run through onnxruntime when it is installed and no backend,
 # precision or torch option is given: under the same threads it is the fastest backend measured for this
-# model, and its results stay within float32 rounding of torch's (docs/speed.md, "On a busy machine").
+# model, and its results stay within float32 rounding of torch's (docs/speed-details.md, "On a busy machine").
 # The Python API keeps torch unless asked; `--backend torch` gives the exact reference.
 BUNDLED_CPU_BACKEND = "onnxruntime"
 BUNDLED_CPU_LINE = ("backend onnxruntime for the bundled model on a CPU (results within 1e-6 of torch fp32; "

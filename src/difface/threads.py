@@ -3,7 +3,7 @@ collapse when other programs share the cores.
 
 With one thread per core and another program running, every parallel region ends at a barrier that waits
 for the thread the kernel has taken off its core; the small bundled model has thousands of tiny regions,
-so a restoration that takes seconds alone took minutes beside one busy process (docs/speed.md, "On a busy
+so a restoration that takes seconds alone took minutes beside one busy process (docs/speed-details.md, "On a busy
 machine"). The rule (`choose`): the cores this process may use (CPU affinity, capped by a cgroup CPU
 quota) minus those running other programs' work when the run starts (the running count of /proc/loadavg,
 less this process), never below 1; threads that wait sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE
