@@ -184,7 +184,7 @@ class DifFace:
     def optimized(self, *, channels_last: bool = False, compile: bool = False) -> DifFace:
         """A copy running faster stand-ins of both networks (difface.device.fast_module); self is unchanged.
 
-        fp32 outputs stay within 1e-4 of eager (docs/speed-details.md); compilation costs minutes on a CPU the first time.
+        fp32 outputs stay within 1e-4 of eager (docs/speed-details.md); compiling costs minutes on a CPU, once.
         """
         return replace(self, prior=fast_module(self.prior, channels_last=channels_last, compile=compile),
                        estimator=fast_module(self.estimator, channels_last=channels_last, compile=compile))
