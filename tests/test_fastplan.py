@@ -218,10 +218,10 @@ def test_command_says_what_the_fast_preset_runs(tmp_path, capfd, small_models):
             f"(generic, validated on {n} prior{'s' if n != 1 else ''})"
 
 
-def test_inpainting_default_runs_three_evaluations_evenly_spaced_in_log_snr():
+def test_inpainting_default_runs_four_evaluations_evenly_spaced_in_log_snr():
     model = DifFace.from_pretrained(task="inpainting", device="cpu")
     p = plan_for(model, model.step_for_t(480), 1.0)  # the inpainting default: t = 480, eta 1
-    assert (p.sampler, p.timesteps) == ("ddim_extrap", (480, 132, 16))
+    assert (p.sampler, p.timesteps) == ("ddim_extrap", (480, 203, 50, 9))
     lam = log_snr(BASE.alphas_cumprod)
-    thirds = [(lam[t] - lam[480]) / (lam[0] - lam[480]) for t in p.timesteps]
-    assert thirds == pytest.approx([0, 1 / 3, 2 / 3], abs=0.02)  # so the extrapolation factor is 1
+    quarters = [(lam[t] - lam[480]) / (lam[0] - lam[480]) for t in p.timesteps]
+    assert quarters == pytest.approx([0, 0.25, 0.5, 0.75], abs=0.02)  # so the extrapolation factor is 1
