@@ -54,7 +54,7 @@ def transfer(paths: list[str]) -> list[str]:
     order: list[str] = []
     for p in paths:
         rep = json.loads(Path(p).read_text())
-        fast = next((r for r in rep["results"] if r["setting"] == "fast"), None)
+        fast = next((r for r in rep["results"] if r["setting"] == "fast"), None) or _measured_row(rep)
         if fast is None:
             continue
         sha = rep["prior_sha256"][:8]
@@ -68,13 +68,25 @@ def transfer(paths: list[str]) -> list[str]:
                 out.append(f"| {PRIOR_NAMES.get(sha, sha)} | {label} | not measured | | | | | | |")
                 continue
             rep, off, r = found[(sha, task, eta)]
-            (method, ts, _), = r["runs"].values()
+            (method, ts, _), = r["runs"].values() if "runs" in r else [(r["setting"], [], "")]
             gate = "all met" if r["meets_gates"] else "misses " + ", ".join(k for k, v in r["gates"].items() if not v)
             out.append(f"| {PRIOR_NAMES.get(sha, sha)} `{sha}` | {label} | {method} {'/'.join(map(str, ts))} | "
                        f"{rep['count']} | {r['psnr_vs_official']:.2f} | {off['psnr_y']:.2f} -> {r['psnr_y']:.2f} | "
                        f"{off['ssim_y']:.4f} -> {r['ssim_y']:.4f} | {off['niqe_x4']:.2f} -> {r['niqe_x4']:.2f} | "
                        f"{gate} |")
     return out
+
+
+def _measured_row(rep: dict) -> dict | None:
+    """A results file from before `fast` was a setting: its row of the setting difface.fastplan.MEASURED runs on the
+    generic schedule for this case (what `fast` runs for a prior without a fit of its own)."""
+    from difface.fastplan import MEASURED
+
+    task = "inpainting" if rep["task"] == "inpaint" else "restoration"
+    setting = MEASURED.get((task, "auto" if rep["start"] == "auto" else "fixed", float(rep["eta"])))
+    if setting is None or setting.fractions is not None:
+        return None
+    return next((r for r in rep["results"] if r["setting"] == f"{setting.method}:{setting.nfe}:generic"), None)
 
 
 def main() -> None:
