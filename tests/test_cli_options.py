@@ -97,10 +97,10 @@ def test_every_flag_of_the_table_is_an_argument_of_restore_or_inpaint():
 @pytest.mark.parametrize("make,field,cli,plain", [
     (lambda: SamplingOptions(eta=2), "eta", "--eta: must lie in [0, 1], got 2", "eta: must lie in [0, 1], got 2"),
     (lambda: SamplingOptions(nfe=5), "nfe",
-     "--nfe: applies to --sampler ddim or dpmpp2m or dpmpp2m_sde; the official loop makes one evaluation per "
-     "respaced step (see --steps and --start-step)",
-     "nfe: applies to sampler ddim or dpmpp2m or dpmpp2m_sde; the official loop makes one evaluation per "
-     "respaced step (see steps and start_step)"),
+     "--nfe: applies to --sampler ddim or dpmpp2m or dpmpp2m_sde or ddim_extrap; the official loop makes one "
+     "evaluation per respaced step (see --steps and --start-step)",
+     "nfe: applies to sampler ddim or dpmpp2m or dpmpp2m_sde or ddim_extrap; the official loop makes one "
+     "evaluation per respaced step (see steps and start_step)"),
     (lambda: VideoSettings(max_seconds=-1), "max_seconds", "--max-video-seconds: must be at least 0, got -1",
      "max_seconds: must be at least 0, got -1"),
     (lambda: ModelOptions(prior="p.pth"), "estimator",

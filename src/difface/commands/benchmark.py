@@ -12,10 +12,10 @@ import torch
 
 from difface.atomic import atomic_write_bytes
 from difface.backends import RUNTIMES
-from difface.bench_command import as_dicts as command_dicts
-from difface.bench_command import benchmark_command, command_table, cpu_kind
 from difface.benchmark import Setting, as_dicts, backend_table, benchmark, benchmark_backends, results_table
 from difface.commands import COMMANDS
+from difface.commands.command_cost import as_dicts as command_dicts
+from difface.commands.command_cost import benchmark_command, command_table, cpu_kind
 from difface.device import pick_device
 
 EPILOG = """examples:
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_commands(args: argparse.Namespace) -> int:
-    """`--command CMD ...`: difface.bench_command, one row per command."""
+    """`--command CMD ...`: difface.commands.command_cost, one row per command."""
     kind = cpu_kind()
     print(f"CPU: {kind}; torch {torch.__version__}")
     results = []
