@@ -6,9 +6,9 @@ few-step setting start from the same state. Restoration: --start is a respaced s
 or `auto` (the bundled model's per-image rule). Inpainting (--task inpaint): face k of the truth gets the mask
 `difface.data.masks.seeded_mask(KIND, 64, 0, k)` with KIND cycling through irregular, box, outpainting, and
 starts at --start (120: t = 480). Metrics of each setting: PSNR in RGB to the official loop's result, PSNR-Y and
-SSIM-Y to the truth, NIQE of the 4x bicubic upscale. The gates: PSNR-Y and SSIM-Y no lower than the official
-loop's within --tol-psnr dB / --tol-ssim, NIQE within --tol-niqe of it; at eta 0 also PSNR to the official
-result >= 35 dB.
+SSIM-Y to the truth, NIQE of the 4x bicubic upscale, and with --alexnet LPIPS (AlexNet, v0.1) to the truth.
+The gates: PSNR-Y and SSIM-Y no lower than the official loop's within --tol-psnr dB / --tol-ssim, NIQE within
+--tol-niqe of it; at eta 0 also PSNR to the official result >= 35 dB (LPIPS is reported, not gated).
 
 Settings: METHOD:NFE:SCHEDULE with SCHEDULE one of generic (the log-SNR positions of difface.schedules mapped
 to each start), even (evenly spaced in t), fitted (stored for this prior) or f=F0/F1/... (the setting's own
@@ -34,11 +34,13 @@ import torch
 from eval_bundled import metrics  # scripts/ is on sys.path when run as a script
 from fastsched_common import load_faces, split_names
 
+from difface.backends import RuntimeNet, ort_runner
 from difface.core import DifFace, bundled_model_paths
 from difface.data.masks import seeded_mask
 from difface.diffusion.solvers import FewStepSampler
 from difface.fastplan import Plan, generic_timesteps
 from difface.images import image_to_tensor
+from difface.metrics.lpips import load_lpips
 from difface.metrics.psnr_ssim import psnr
 from difface.presets import FAST_NFE, FAST_SAMPLER
 from difface.schedules import prior_sha256
@@ -82,6 +84,11 @@ def main() -> None:
     ap.add_argument("--tol-niqe", type=float, default=0.3)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/fast_any_ref"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--alexnet", help="AlexNet backbone file for LPIPS (e.g. made by "
+                    "scripts/maintainer/lpips_from_pypi.py); without it LPIPS is not measured")
+    ap.add_argument("--unet-onnx", help="run the few-step settings with the prior's UNet from this ONNX graph on "
+                    "onnxruntime (e.g. the int8 graph of scripts/benchmarks/bench_int8.py); the official loop stays "
+                    "the prior file's, in torch fp32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     task = "inpainting" if args.task == "inpaint" else "restoration"
@@ -98,6 +105,7 @@ def main() -> None:
               "prior_sha256": prior_sha256(model.sources["prior"]), "prior_file": Path(model.sources["prior"]).name,
               "start": args.start, "eta": args.eta, "threads": args.threads, "results": []}
     rows = report["results"]
+    scores = _scorer(hq, args.alexnet)
 
     key = hashlib.sha256(json.dumps([report["prior_sha256"], args.task, args.start, args.eta, names]).encode())
     cache = args.cache / f"official_{key.hexdigest()[:16]}.npz"
@@ -110,9 +118,13 @@ def main() -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache.with_suffix(".tmp.npz"), out=ref, steps=np.array(steps))
         cache.with_suffix(".tmp.npz").replace(cache)
+    if args.unet_onnx:
+        run_graph, desc = ort_runner(args.unet_onnx, threads=args.threads)
+        model.prior = RuntimeNet(run_graph, model.prior.config, desc)
+        report["unet_onnx"] = Path(args.unet_onnx).name
     t_of = model.diffusion.timestep_map
     rows.append({"setting": "official", "nfe_mean": float(np.mean(steps)), "seconds": time.perf_counter() - t0,
-                 "start_t": sorted({int(t_of[s]) if s else 0 for s in steps}), **metrics(ref, hq)})
+                 "start_t": sorted({int(t_of[s]) if s else 0 for s in steps}), **scores(ref)})
     print(rows[-1], flush=True)
     _write(args.json, report)
     for spec in args.settings.split(","):
@@ -129,7 +141,7 @@ def main() -> None:
         rows.append({"setting": spec, "method": method, "nfe": int(nfe), "schedule": schedule,
                      "runs": {str(s): [p.sampler, list(p.timesteps or ()), p.source] for s, p in plans.items()},
                      "nfe_mean": float(np.sum(used) / len(steps)), "seconds": time.perf_counter() - t0,
-                     "psnr_vs_official": _psnr_vs(out, ref), **metrics(out, hq)})
+                     "psnr_vs_official": _psnr_vs(out, ref), **scores(out)})
         _gates(rows[-1], rows[0], args)
         few_faces = [k for k, s in enumerate(steps) if s and not hasattr(sampler_at(s), "start")]
         if 0 < len(few_faces) < len(steps):  # automatic starts: the faces that ran few steps, against the official
@@ -138,6 +150,20 @@ def main() -> None:
                                           **metrics(out[few_faces], hq[few_faces])}
         print(rows[-1], flush=True)
         _write(args.json, report)
+
+
+def _scorer(hq: np.ndarray, alexnet: str | None):
+    """metrics(out, hq) of eval_bundled, plus the mean LPIPS to the truth when an AlexNet file is given."""
+    lp = load_lpips("alex", alexnet) if alexnet else None
+
+    def scores(out: np.ndarray) -> dict[str, float]:
+        r = metrics(out, hq)
+        if lp is not None:
+            with torch.no_grad():
+                r["lpips"] = float(lp(torch.from_numpy(out).permute(0, 3, 1, 2).float(),
+                                      torch.from_numpy(hq).permute(0, 3, 1, 2).float()).mean())
+        return r
+    return scores
 
 
 def _spec(model: DifFace, method: str, nfe: int, schedule: str, eta: float, start):

@@ -3,7 +3,8 @@
 usage: python scripts/evaluations/fast_any_table.py docs/results/fast_any_*.json
        python scripts/evaluations/fast_any_table.py --transfer FILES   # one row per prior: what `fast` runs
            (the results' `fast` rows) at eta 0, at the default eta 0.5 and for inpainting, against that prior's
-           own official loop; FILES named first give the priors' order
+           own official loop (LPIPS where the files have it: eval_fast_any.py --alexnet); FILES named first give
+           the priors' order
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ def transfer(paths: list[str]) -> list[str]:
         order += [sha] if sha not in order else []
         found[(sha, rep["task"], float(rep["eta"]))] = (rep, rep["results"][0], fast)
     out = ["| prior | case | `fast` runs | faces | PSNR to the official result (dB) | PSNR-Y official -> fast | "
-           "SSIM-Y official -> fast | NIQE (x4) official -> fast | gates |", "|---|---|---|---:|---:|---|---|---|---|"]
+           "SSIM-Y official -> fast | NIQE (x4) official -> fast | LPIPS official -> fast | gates |",
+           "|---|---|---|---:|---:|---|---|---|---|---|"]
     for sha in order:
         for task, eta, label in CASES:
             if (sha, task, eta) not in found:
-                out.append(f"| {PRIOR_NAMES.get(sha, sha)} | {label} | not measured | | | | | | |")
+                out.append(f"| {PRIOR_NAMES.get(sha, sha)} | {label} | not measured | | | | | | | |")
                 continue
             rep, off, r = found[(sha, task, eta)]
             (method, ts, _), = r["runs"].values() if "runs" in r else [(r["setting"], [], "")]
@@ -73,8 +75,13 @@ def transfer(paths: list[str]) -> list[str]:
             out.append(f"| {PRIOR_NAMES.get(sha, sha)} `{sha}` | {label} | {method} {'/'.join(map(str, ts))} | "
                        f"{rep['count']} | {r['psnr_vs_official']:.2f} | {off['psnr_y']:.2f} -> {r['psnr_y']:.2f} | "
                        f"{off['ssim_y']:.4f} -> {r['ssim_y']:.4f} | {off['niqe_x4']:.2f} -> {r['niqe_x4']:.2f} | "
-                       f"{gate} |")
+                       f"{_lpips(off, r)} | {gate} |")
     return out
+
+
+def _lpips(off: dict, r: dict) -> str:
+    """'official -> fast' LPIPS (lower is closer to the truth), or 'not measured' for files without it."""
+    return f"{off['lpips']:.4f} -> {r['lpips']:.4f}" if "lpips" in off and "lpips" in r else "not measured"
 
 
 def _measured_row(rep: dict) -> dict | None:
