@@ -7,7 +7,12 @@
   4. difface degrade WORK/val -o WORK/val_celebatest --degradation celeba-test --seed 0 (official test
      recipe scaled to 64 px) gives the paired validation set lq/ and hq/
 
+  5. with --half-split SEED: WORK/train_halfSEED, a seeded half of the training faces (numpy default_rng(SEED)),
+     for a second prior trained on other data (configs/train/prior_seed2_64.yaml); its list is
+     splits/celeba64_train_halfSEED.txt
+
 usage: python scripts/maintainer/prepare_celeba64.py [--raw ../shared/data/celeba-aligned-89x109] [--work celeba64]
+                                                     [--half-split SEED]
 """
 
 import argparse
@@ -40,6 +45,7 @@ if __name__ == "__main__":
     ap.add_argument("--raw", type=Path, default=ROOT.parent / "shared" / "data" / "celeba-aligned-89x109")
     ap.add_argument("--work", type=Path, default=Path("celeba64"))
     ap.add_argument("--val", type=int, default=500)
+    ap.add_argument("--half-split", type=int, metavar="SEED", help="also link a seeded half of the training faces")
     args = ap.parse_args()
     aligned = args.work / "all"
     if not (aligned / "align_report.json").exists():
@@ -56,3 +62,8 @@ if __name__ == "__main__":
         assert difface(["degrade", str(args.work / "val"), "-o", str(args.work / "val_celebatest"),
                         "--degradation", "celeba-test", "--seed", "0"]) == 0
     print(f"train {len(train)}, val {len(val)} -> {args.work}")
+    if args.half_split is not None:
+        _, half = split(train, len(train) // 2, args.half_split)  # the first half of a seeded permutation
+        (ROOT / "splits" / f"celeba64_train_half{args.half_split}.txt").write_text("\n".join(half) + "\n")
+        link(half, aligned, args.work / f"train_half{args.half_split}")
+        print(f"train_half{args.half_split}: {len(half)} faces")
