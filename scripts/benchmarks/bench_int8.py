@@ -35,8 +35,12 @@ from difface.core import DifFace, bundled_model_paths
 from difface.images import image_to_tensor, read_image
 
 
+class Enough(Exception):
+    """Raised by Recorder once a run has made the evaluations it was allowed."""
+
+
 class Recorder(torch.nn.Module):
-    """Calls the UNet and keeps every `every`-th input; raises StopIteration after `limit` calls of a run."""
+    """Calls the UNet and keeps every `every`-th input; raises Enough after `limit` calls of a run."""
 
     def __init__(self, net: torch.nn.Module, every: int, limit: int):
         super().__init__()
@@ -45,7 +49,7 @@ class Recorder(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.calls >= self.limit:
-            raise StopIteration
+            raise Enough
         if self.calls % self.every == 0:
             self.kept += [(x[b: b + 1].numpy().copy(), t[b: b + 1].numpy().astype(np.int64)) for b in range(len(x))]
         self.calls += 1
@@ -61,7 +65,7 @@ def record(model: DifFace, faces: list[Path], every: int, limit: int) -> list[tu
         try:
             with torch.no_grad():
                 model.restore(image_to_tensor(read_image(f).rgb), start_step=100, eta=0.5, seeds=[0])
-        except StopIteration:
+        except Enough:
             pass
         kept += rec.kept
     model.prior = net
