@@ -218,10 +218,10 @@ def test_command_says_what_the_fast_preset_runs(tmp_path, capfd, small_models):
             f"(generic, validated on {n} prior{'s' if n != 1 else ''})"
 
 
-def test_inpainting_default_runs_four_evaluations_evenly_spaced_in_log_snr():
+def test_inpainting_default_runs_five_evaluations_evenly_spaced_in_log_snr():
     model = DifFace.from_pretrained(task="inpainting", device="cpu")
     p = plan_for(model, model.step_for_t(480), 1.0)  # the inpainting default: t = 480, eta 1
-    assert (p.sampler, p.timesteps) == ("ddim_extrap", (480, 203, 50, 9))
+    assert p.sampler == "ddim_extrap" and len(p.timesteps) == 5 and p.timesteps[0] == 480
     lam = log_snr(BASE.alphas_cumprod)
-    quarters = [(lam[t] - lam[480]) / (lam[0] - lam[480]) for t in p.timesteps]
-    assert quarters == pytest.approx([0, 0.25, 0.5, 0.75], abs=0.02)  # so the extrapolation factor is 1
+    fifths = [(lam[t] - lam[480]) / (lam[0] - lam[480]) for t in p.timesteps]
+    assert fifths == pytest.approx([0, 0.2, 0.4, 0.6, 0.8], abs=0.02)  # so the extrapolation factor is 1

@@ -44,7 +44,8 @@ def rows(rep: dict) -> list[str]:
 
 
 PRIOR_NAMES = {"b235c085": "bundled (step 4,000; the generic schedule's source)", "99f5d1b1": "earlier (step 6,500)",
-               "cb9d36ab": "first (step 1,200)"}
+               "cb9d36ab": "first (step 1,200)",
+               "3d3aeff3": "independent (seed 777, other faces, step 1,500)"}
 CASES = (("restore", 0.0, "restoration t = 400, eta 0"), ("restore", 0.5, "restoration t = 400, eta 0.5"),
          ("inpaint", 1.0, "inpainting t = 480, eta 1"))
 
