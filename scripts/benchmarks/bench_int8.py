@@ -9,10 +9,11 @@ eps. Speed: eager torch fp32, onnxruntime fp32 and onnxruntime int8 forwards at 
 --reps per round, minimum over --rounds. The int8 graph is written to --out; its quality on the bundled model is
 measured by scripts/evaluations/eval_fast_any.py --unet-onnx OUT/unet_int8.onnx.
 
-  python scripts/benchmarks/bench_int8.py --faces DATA/val_celebatest/lq --out /tmp/int8_64 \\
-      --json docs/results/int8_bundled_epyc_avx2.json
-  python scripts/benchmarks/bench_int8.py --faces FACES512 --prior prior.pth --estimator estimator.pth \\
-      --max-evals 6 --every 1 --calib-count 1 --out /tmp/int8_512 --json docs/results/int8_512filler_epyc_avx2.json
+  python scripts/benchmarks/bench_int8.py --faces DATA/val_celebatest/lq --out int8_64 \\
+      --json docs/results/int8_bundled_epyc_avx2.json          # --op-types Conv: ..._bundled_conv_epyc_avx2.json
+  python scripts/benchmarks/bench_int8.py --faces FACES512 --prior prior.pth --estimator estimator.pth --op-types Conv \\
+      --max-evals 6 --every 1 --calib-count 1 --reps 3 --rounds 2 --out int8_512 \\
+      --json docs/results/int8_512filler_conv_epyc_avx2.json
 """
 
 from __future__ import annotations
