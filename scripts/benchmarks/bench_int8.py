@@ -11,8 +11,8 @@ measured by scripts/evaluations/eval_fast_any.py --unet-onnx OUT/unet_int8.onnx.
 
   python scripts/benchmarks/bench_int8.py --faces DATA/val_celebatest/lq --out int8_64 \\
       --json docs/results/int8_bundled_epyc_avx2.json          # --op-types Conv: ..._bundled_conv_epyc_avx2.json
-  python scripts/benchmarks/bench_int8.py --faces FACES512 --prior prior.pth --estimator estimator.pth --op-types Conv \\
-      --max-evals 6 --every 1 --calib-count 1 --reps 3 --rounds 2 --out int8_512 \\
+  python scripts/benchmarks/bench_int8.py --faces FACES512 --prior prior.pth --estimator estimator.pth \\
+      --op-types Conv --max-evals 6 --every 1 --calib-count 1 --reps 3 --rounds 2 --out int8_512 \\
       --json docs/results/int8_512filler_conv_epyc_avx2.json
 """
 
